@@ -1,0 +1,702 @@
+"""Loss landscapes L(theta): value, gradient (and Hessian / Laplacian where cheap) on batches.
+
+Every landscape takes points of shape ``(N, d)`` (a batch of N particles) or
+``(d,)`` (one point) as a numpy array or a torch tensor, and returns the same
+backend and dtype: ``value -> (N,)`` or a scalar, ``grad -> (N, d)`` or ``(d,)``.
+
+Built-ins
+---------
+* :func:`double_well_2d` -- the documents' Example 1, ``(th1^2 - 1)^2 + th2^2``.
+* :func:`anisotropic_quadratic` -- the documents' Example 2,
+  ``0.5 * sum_i lam_i th_i^2`` with ``lam = linspace(0.1, 10, d)``.
+* :func:`double_well_1d` -- ``(th^2 - 1)^2``.
+* :class:`DoubleWell` -- the family behind both double wells, any dimension,
+  with a barrier height and a transverse stiffness.
+* :class:`TiltedDoubleWell`, :class:`Quadratic` (``0.5 th^T A th``),
+  :class:`Rosenbrock`, :class:`MullerBrown`.
+
+User landscapes
+---------------
+* :class:`NumpyLandscape` -- a numpy value function plus gradient function, as the
+  documents' ``HeisenbergLearning`` takes them (pointwise functions are detected and
+  vectorised automatically).
+* :class:`TorchLandscape` -- a torch function; the gradient comes from autograd,
+  evaluated on the whole batch at once.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ._backend import is_torch, namespace, to_numpy
+
+__all__ = [
+    "Landscape",
+    "DoubleWell",
+    "TiltedDoubleWell",
+    "Quadratic",
+    "Rosenbrock",
+    "MullerBrown",
+    "NumpyLandscape",
+    "TorchLandscape",
+    "double_well_1d",
+    "double_well_2d",
+    "anisotropic_quadratic",
+    "get_landscape",
+    "LANDSCAPES",
+]
+
+
+class Landscape(abc.ABC):
+    """A loss landscape ``L: R^d -> R`` evaluated on batches of points.
+
+    Subclasses implement :meth:`_value` and :meth:`_grad` on 2-D input ``(N, d)``;
+    they may override :meth:`_hessian` / :meth:`_laplacian` with closed forms.
+    ``dim`` is the dimension ``d``; ``box`` a suggested domain ``[(lo, hi)] * d``
+    for grids and plots.
+    """
+
+    name: str = "landscape"
+
+    def __init__(self, dim: int, box: Sequence[tuple[float, float]] | None = None):
+        if not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got dim={dim!r}")
+        self.dim = int(dim)
+        self.box = [tuple(map(float, b)) for b in box] if box is not None else [(-3.0, 3.0)] * self.dim
+        if len(self.box) != self.dim:
+            raise ValueError(f"box must have {self.dim} (lo, hi) pairs, got {len(self.box)}")
+
+    # ------------------------------------------------------------------ API
+    def value(self, theta):
+        """``L(theta)``: ``(N, d) -> (N,)``, ``(d,) -> scalar``."""
+        th, single = self._as_batch(theta)
+        out = self._value(th)
+        return out[0] if single else out
+
+    __call__ = value
+
+    def grad(self, theta):
+        """``grad L(theta)``: ``(N, d) -> (N, d)``, ``(d,) -> (d,)``."""
+        th, single = self._as_batch(theta)
+        out = self._grad(th)
+        return out[0] if single else out
+
+    def value_and_grad(self, theta):
+        th, single = self._as_batch(theta)
+        v, g = self._value_and_grad(th)
+        return (v[0], g[0]) if single else (v, g)
+
+    def hessian(self, theta):
+        """Hessian ``(N, d, d)`` (or ``(d, d)``). Closed form where known, else
+        central differences of the gradient (numpy) / autograd (torch)."""
+        th, single = self._as_batch(theta)
+        out = self._hessian(th)
+        return out[0] if single else out
+
+    def laplacian(self, theta):
+        """``Delta L = tr Hessian``: ``(N, d) -> (N,)``."""
+        th, single = self._as_batch(theta)
+        out = self._laplacian(th)
+        return out[0] if single else out
+
+    def hvp(self, theta, v):
+        """Hessian-vector product ``H(theta) v`` for batches: ``(N, d), (N, d) -> (N, d)``."""
+        th, single = self._as_batch(theta)
+        vv, _ = self._as_batch(v)
+        out = self._hvp(th, vv)
+        return out[0] if single else out
+
+    def minima(self) -> list[np.ndarray]:
+        """Known local minima (may be empty; used as starting guesses)."""
+        return []
+
+    def saddles(self) -> list[np.ndarray]:
+        """Known index-1 saddles (may be empty)."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim})"
+
+    # ------------------------------------------------------- implementation
+    @abc.abstractmethod
+    def _value(self, theta):
+        ...
+
+    @abc.abstractmethod
+    def _grad(self, theta):
+        ...
+
+    def _value_and_grad(self, theta):
+        return self._value(theta), self._grad(theta)
+
+    def _hvp(self, theta, v):
+        if is_torch(theta):
+            import torch
+
+            x = theta.detach().requires_grad_(True)
+            with torch.enable_grad():
+                g = self._grad_torch_autograd(x)
+                (hv,) = torch.autograd.grad((g * v).sum(), x)
+            return hv.detach()
+        h = self._fd_step(theta)
+        return (self._grad(theta + h * v) - self._grad(theta - h * v)) / (2 * h)
+
+    def _hessian(self, theta):
+        d = self.dim
+        xp = namespace(theta)
+        cols = []
+        for j in range(d):
+            e = xp.zeros_like(theta)
+            e[:, j] = 1.0
+            cols.append(self._hvp(theta, e))
+        H = xp.stack(cols, axis=-1)
+        return 0.5 * (H + H.transpose(-1, -2) if is_torch(H) else H + np.swapaxes(H, -1, -2))
+
+    def _laplacian(self, theta):
+        H = self._hessian(theta)
+        if is_torch(H):
+            return H.diagonal(dim1=-2, dim2=-1).sum(-1)
+        return np.trace(H, axis1=-2, axis2=-1)
+
+    def _grad_torch_autograd(self, x):
+        # Subclasses with a torch-differentiable _value get a differentiable grad;
+        # built-in closed-form gradients are themselves differentiable in torch.
+        return self._grad(x)
+
+    @staticmethod
+    def _fd_step(theta) -> float:
+        eps = np.finfo(np.asarray(to_numpy(theta)).dtype if not is_torch(theta) else np.float64).eps
+        return float(eps ** (1 / 3))
+
+    def _as_batch(self, theta):
+        if is_torch(theta):
+            th = theta
+            if not th.is_floating_point():
+                th = th.double()
+        else:
+            th = np.asarray(theta)
+            if not np.issubdtype(th.dtype, np.floating):
+                th = th.astype(np.float64)
+        if th.ndim == 1:
+            if th.shape[0] != self.dim:
+                raise ValueError(
+                    f"{self.name}: a point must have shape ({self.dim},), got shape {tuple(th.shape)}"
+                )
+            return th[None, :], True
+        if th.ndim != 2 or th.shape[-1] != self.dim:
+            raise ValueError(
+                f"{self.name}: expected points of shape (N, {self.dim}) or ({self.dim},), "
+                f"got shape {tuple(th.shape)}"
+            )
+        return th, False
+
+
+# ---------------------------------------------------------------- built-ins
+class DoubleWell(Landscape):
+    """``L = barrier * (th1^2 - 1)^2 + transverse * sum_{i>=2} th_i^2``.
+
+    ``dim=2`` with the defaults is the documents' 2-D double well
+    ``(th1^2-1)^2 + th2^2``; ``dim=1`` is ``(th^2-1)^2``. Minima at
+    ``th1 = +-1`` (other coordinates 0), saddle at the origin, barrier height
+    ``barrier``; curvature ``8*barrier`` along th1 at a minimum, ``-4*barrier``
+    at the saddle, ``2*transverse`` across.
+    """
+
+    name = "double_well"
+
+    def __init__(self, dim: int = 2, barrier: float = 1.0, transverse: float = 1.0):
+        super().__init__(dim, box=[(-2.0, 2.0)] * dim)
+        if barrier <= 0:
+            raise ValueError(f"barrier must be > 0, got barrier={barrier!r}")
+        if transverse <= 0:
+            raise ValueError(f"transverse must be > 0, got transverse={transverse!r}")
+        self.barrier = float(barrier)
+        self.transverse = float(transverse)
+
+    def _value(self, th):
+        x = th[:, 0]
+        v = self.barrier * (x * x - 1.0) ** 2
+        if self.dim > 1:
+            v = v + self.transverse * (th[:, 1:] ** 2).sum(-1)
+        return v
+
+    def _grad(self, th):
+        xp = namespace(th)
+        g = xp.empty_like(th)
+        x = th[:, 0]
+        g[:, 0] = (4.0 * self.barrier) * x * (x * x - 1.0)
+        if self.dim > 1:
+            g[:, 1:] = (2.0 * self.transverse) * th[:, 1:]
+        return g
+
+    def _hessian(self, th):
+        xp = namespace(th)
+        n, d = th.shape
+        H = xp.zeros((n, d, d), dtype=th.dtype, **({"device": th.device} if is_torch(th) else {}))
+        H[:, 0, 0] = self.barrier * (12.0 * th[:, 0] ** 2 - 4.0)
+        for i in range(1, d):
+            H[:, i, i] = 2.0 * self.transverse
+        return H
+
+    def _laplacian(self, th):
+        return self.barrier * (12.0 * th[:, 0] ** 2 - 4.0) + 2.0 * self.transverse * (self.dim - 1)
+
+    def _hvp(self, th, v):
+        xp = namespace(th)
+        out = xp.empty_like(v)
+        out[:, 0] = self.barrier * (12.0 * th[:, 0] ** 2 - 4.0) * v[:, 0]
+        if self.dim > 1:
+            out[:, 1:] = 2.0 * self.transverse * v[:, 1:]
+        return out
+
+    def minima(self):
+        e = np.zeros(self.dim)
+        e[0] = 1.0
+        return [-e, e.copy()]
+
+    def saddles(self):
+        return [np.zeros(self.dim)]
+
+    def __repr__(self):
+        return f"DoubleWell(dim={self.dim}, barrier={self.barrier}, transverse={self.transverse})"
+
+
+def double_well_1d() -> DoubleWell:
+    """``L(th) = (th^2 - 1)^2``."""
+    lw = DoubleWell(dim=1)
+    lw.name = "double_well_1d"
+    return lw
+
+
+def double_well_2d() -> DoubleWell:
+    """The documents' Example 1: ``L(th) = (th1^2 - 1)^2 + th2^2``."""
+    lw = DoubleWell(dim=2)
+    lw.name = "double_well_2d"
+    return lw
+
+
+class TiltedDoubleWell(Landscape):
+    """``L = (th1^2 - 1)^2 + tilt * th1 + sum_{i>=2} th_i^2``: an asymmetric double well
+    (the right well is higher for ``tilt > 0``)."""
+
+    name = "tilted_double_well"
+
+    def __init__(self, dim: int = 1, tilt: float = 0.25):
+        super().__init__(dim, box=[(-2.0, 2.0)] * dim)
+        self.tilt = float(tilt)
+
+    def _value(self, th):
+        x = th[:, 0]
+        v = (x * x - 1.0) ** 2 + self.tilt * x
+        if self.dim > 1:
+            v = v + (th[:, 1:] ** 2).sum(-1)
+        return v
+
+    def _grad(self, th):
+        xp = namespace(th)
+        g = xp.empty_like(th)
+        x = th[:, 0]
+        g[:, 0] = 4.0 * x * (x * x - 1.0) + self.tilt
+        if self.dim > 1:
+            g[:, 1:] = 2.0 * th[:, 1:]
+        return g
+
+    def _hvp(self, th, v):
+        xp = namespace(th)
+        out = xp.empty_like(v)
+        out[:, 0] = (12.0 * th[:, 0] ** 2 - 4.0) * v[:, 0]
+        if self.dim > 1:
+            out[:, 1:] = 2.0 * v[:, 1:]
+        return out
+
+    def _stationary_x(self) -> np.ndarray:
+        # roots of 4x^3 - 4x + tilt = 0
+        r = np.roots([4.0, 0.0, -4.0, self.tilt])
+        return np.sort(r[np.abs(r.imag) < 1e-12].real)
+
+    def minima(self):
+        xs = self._stationary_x()
+        out = []
+        for x in (xs[0], xs[-1]) if len(xs) == 3 else xs:
+            p = np.zeros(self.dim)
+            p[0] = x
+            out.append(p)
+        return out
+
+    def saddles(self):
+        xs = self._stationary_x()
+        if len(xs) != 3:
+            return []
+        p = np.zeros(self.dim)
+        p[0] = xs[1]
+        return [p]
+
+    def __repr__(self):
+        return f"TiltedDoubleWell(dim={self.dim}, tilt={self.tilt})"
+
+
+class Quadratic(Landscape):
+    """``L = 0.5 (th - c)^T A (th - c)`` with symmetric ``A``.
+
+    Passing a 1-D ``A`` means ``diag(A)`` (the separable case, evaluated without
+    a matrix product).
+    """
+
+    name = "quadratic"
+
+    def __init__(self, A, center=None, box=None):
+        A = np.asarray(A, dtype=np.float64)
+        if A.ndim == 1:
+            self.diagonal = True
+        elif A.ndim == 2 and A.shape[0] == A.shape[1]:
+            if not np.allclose(A, A.T, atol=1e-12 * max(1.0, np.abs(A).max())):
+                raise ValueError("A must be symmetric (0.5 th^T A th only sees its symmetric part)")
+            self.diagonal = False
+        else:
+            raise ValueError(f"A must be a square matrix or a vector of eigenvalues, got shape {A.shape}")
+        dim = A.shape[0]
+        super().__init__(dim, box=box or [(-3.0, 3.0)] * dim)
+        self.A = A
+        self.center = np.zeros(dim) if center is None else np.asarray(center, dtype=np.float64)
+        if self.center.shape != (dim,):
+            raise ValueError(f"center must have shape ({dim},), got {self.center.shape}")
+        self._cache: dict = {}
+
+    def _consts(self, th):
+        """A and c in the backend/dtype/device of ``th`` (cached)."""
+        if not is_torch(th):
+            return self.A.astype(th.dtype, copy=False), self.center.astype(th.dtype, copy=False)
+        key = (th.dtype, th.device)
+        if key not in self._cache:
+            import torch
+
+            self._cache[key] = (
+                torch.as_tensor(self.A, dtype=th.dtype, device=th.device),
+                torch.as_tensor(self.center, dtype=th.dtype, device=th.device),
+            )
+        return self._cache[key]
+
+    def eigenvalues(self) -> np.ndarray:
+        return np.sort(self.A) if self.diagonal else np.linalg.eigvalsh(self.A)
+
+    def _value(self, th):
+        A, c = self._consts(th)
+        y = th - c
+        if self.diagonal:
+            return 0.5 * (A * y * y).sum(-1)
+        return 0.5 * ((y @ A) * y).sum(-1)
+
+    def _grad(self, th):
+        A, c = self._consts(th)
+        y = th - c
+        return A * y if self.diagonal else y @ A
+
+    def _hvp(self, th, v):
+        A, _ = self._consts(th)
+        return A * v if self.diagonal else v @ A
+
+    def _hessian(self, th):
+        xp = namespace(th)
+        A, _ = self._consts(th)
+        M = xp.diag(A) if self.diagonal else A
+        n = th.shape[0]
+        if is_torch(th):
+            return M.expand(n, self.dim, self.dim).clone()
+        return np.broadcast_to(M, (n, self.dim, self.dim)).copy()
+
+    def _laplacian(self, th):
+        xp = namespace(th)
+        A, _ = self._consts(th)
+        tr = A.sum() if self.diagonal else xp.trace(A)
+        return tr + 0.0 * th[:, 0]
+
+    def minima(self):
+        return [self.center.copy()]
+
+    def __repr__(self):
+        return f"Quadratic(dim={self.dim}, diagonal={self.diagonal})"
+
+
+def anisotropic_quadratic(dim: int = 50, lam_min: float = 0.1, lam_max: float = 10.0) -> Quadratic:
+    """The documents' Example 2: ``0.5 sum_i lam_i th_i^2``, ``lam = linspace(0.1, 10, d)``
+    (condition number 100)."""
+    q = Quadratic(np.linspace(lam_min, lam_max, dim))
+    q.name = "anisotropic_quadratic"
+    return q
+
+
+class Rosenbrock(Landscape):
+    """``L = sum_i b (th_{i+1} - th_i^2)^2 + (a - th_i)^2`` (d >= 2), minimum at ``(a, a^2, ...)``."""
+
+    name = "rosenbrock"
+
+    def __init__(self, dim: int = 2, a: float = 1.0, b: float = 100.0):
+        if dim < 2:
+            raise ValueError(f"Rosenbrock needs dim >= 2, got dim={dim}")
+        super().__init__(dim, box=[(-2.0, 2.0)] + [(-1.0, 3.0)] * (dim - 1))
+        self.a = float(a)
+        self.b = float(b)
+
+    def _value(self, th):
+        x, y = th[:, :-1], th[:, 1:]
+        return (self.b * (y - x * x) ** 2 + (self.a - x) ** 2).sum(-1)
+
+    def _grad(self, th):
+        xp = namespace(th)
+        x, y = th[:, :-1], th[:, 1:]
+        r = y - x * x
+        g = xp.zeros_like(th)
+        g[:, :-1] = -4.0 * self.b * x * r - 2.0 * (self.a - x)
+        g[:, 1:] = g[:, 1:] + 2.0 * self.b * r
+        return g
+
+    def minima(self):
+        if self.dim == 2:
+            return [np.array([self.a, self.a ** 2])]
+        return [np.ones(self.dim)] if self.a == 1.0 else []
+
+
+class MullerBrown(Landscape):
+    """The Müller-Brown potential (Müller & Brown 1979), a standard 2-D test with three
+    minima and two saddles; ``scale`` multiplies the whole potential (the original
+    values reach about -147)."""
+
+    name = "muller_brown"
+    _A = np.array([-200.0, -100.0, -170.0, 15.0])
+    _a = np.array([-1.0, -1.0, -6.5, 0.7])
+    _b = np.array([0.0, 0.0, 11.0, 0.6])
+    _c = np.array([-10.0, -10.0, -6.5, 0.7])
+    _x0 = np.array([1.0, 0.0, -0.5, -1.0])
+    _y0 = np.array([0.0, 0.5, 1.5, 1.0])
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__(2, box=[(-1.5, 1.2), (-0.5, 2.0)])
+        self.scale = float(scale)
+
+    def _terms(self, th):
+        x = th[:, 0:1]
+        y = th[:, 1:2]
+        cast = (lambda a: a) if not is_torch(th) else (lambda a: __import__("torch").as_tensor(a, dtype=th.dtype, device=th.device))
+        A, a, b, c, x0, y0 = (cast(v) for v in (self._A, self._a, self._b, self._c, self._x0, self._y0))
+        dx = x - x0
+        dy = y - y0
+        xp = namespace(th)
+        e = A * xp.exp(a * dx * dx + b * dx * dy + c * dy * dy)
+        return e, dx, dy, a, b, c
+
+    def _value(self, th):
+        e, *_ = self._terms(th)
+        return self.scale * e.sum(-1)
+
+    def _grad(self, th):
+        xp = namespace(th)
+        e, dx, dy, a, b, c = self._terms(th)
+        gx = (e * (2 * a * dx + b * dy)).sum(-1)
+        gy = (e * (b * dx + 2 * c * dy)).sum(-1)
+        return self.scale * xp.stack([gx, gy], axis=-1)
+
+    def minima(self):
+        return [np.array([-0.558, 1.442]), np.array([0.623, 0.028]), np.array([-0.050, 0.467])]
+
+    def saddles(self):
+        return [np.array([-0.822, 0.624]), np.array([0.212, 0.293])]
+
+
+# ------------------------------------------------------------ user landscapes
+class NumpyLandscape(Landscape):
+    """A landscape from a numpy value function and gradient function.
+
+    ``loss_fn`` / ``grad_fn`` may be written for one point (the documents' style,
+    ``theta -> float`` and ``theta -> (d,)``) or for a batch. ``vectorize`` says how
+    they are called on a batch ``(N, d)``:
+
+    * ``"batched"``: ``loss_fn(theta)`` takes ``(N, d)`` and returns ``(N,)``;
+    * ``"transposed"``: takes ``(d, N)`` (pointwise code such as
+      ``x, y = theta[0], theta[1]`` works unchanged and fast);
+    * ``"loop"``: one call per point (always right, slow);
+    * ``"auto"`` (default): tries ``batched`` then ``transposed`` on a probe batch and
+      keeps the first that agrees with the per-point loop to 1e-10 relative.
+
+    ``grad_fn=None`` uses central finite differences (a warning-free fallback;
+    supply the gradient for speed and accuracy).
+    """
+
+    name = "numpy"
+
+    def __init__(self, loss_fn: Callable, grad_fn: Callable | None, dim: int, *,
+                 vectorize: str = "auto", box=None, name: str | None = None):
+        super().__init__(dim, box=box)
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+        if grad_fn is not None and not callable(grad_fn):
+            raise TypeError(f"grad_fn must be callable or None, got {grad_fn!r}")
+        self.loss_fn = loss_fn
+        self.grad_fn = grad_fn
+        self.name = name or getattr(loss_fn, "__name__", "numpy")
+        allowed = ("auto", "batched", "transposed", "loop")
+        if vectorize not in allowed:
+            raise ValueError(f"vectorize must be one of {allowed}, got {vectorize!r}")
+        self._mode_value = self._mode_grad = None if vectorize == "auto" else vectorize
+
+    # per-point reference calls
+    def _loop_value(self, th):
+        return np.array([float(self.loss_fn(p)) for p in th])
+
+    def _loop_grad(self, th):
+        return np.stack([np.asarray(self.grad_fn(p), dtype=th.dtype).reshape(self.dim) for p in th])
+
+    def _detect(self, kind: str):
+        rng = np.random.default_rng(12345)
+        probe = rng.normal(size=(self.dim + 3, self.dim))
+        ref = self._loop_value(probe) if kind == "value" else self._loop_grad(probe)
+        for mode in ("batched", "transposed"):
+            try:
+                with np.errstate(all="ignore"):
+                    out = self._call(kind, mode, probe)
+            except Exception:  # noqa: BLE001 - a mode that fails is simply not that mode
+                continue
+            if out.shape == ref.shape and np.allclose(out, ref, rtol=1e-10, atol=1e-12):
+                return mode
+        return "loop"
+
+    def _call(self, kind, mode, th):
+        fn = self.loss_fn if kind == "value" else self.grad_fn
+        if mode == "loop":
+            return self._loop_value(th) if kind == "value" else self._loop_grad(th)
+        if mode == "batched":
+            out = np.asarray(fn(th))
+            return out.reshape(th.shape[0]) if kind == "value" else out.reshape(th.shape)
+        out = np.asarray(fn(th.T))
+        if kind == "value":
+            return out.reshape(th.shape[0])
+        return out.reshape(self.dim, th.shape[0]).T
+
+    @property
+    def vectorize(self) -> dict:
+        return {"value": self._mode_value, "grad": self._mode_grad}
+
+    def _value(self, th):
+        if is_torch(th):
+            import torch
+
+            return torch.as_tensor(self._value(to_numpy(th)), dtype=th.dtype, device=th.device)
+        if self._mode_value is None:
+            self._mode_value = self._detect("value")
+        return self._call("value", self._mode_value, th).astype(th.dtype, copy=False)
+
+    def _grad(self, th):
+        if is_torch(th):
+            import torch
+
+            return torch.as_tensor(self._grad(to_numpy(th)), dtype=th.dtype, device=th.device)
+        if self.grad_fn is None:
+            h = np.finfo(np.float64).eps ** (1 / 3)
+            cols = []
+            for j in range(self.dim):
+                e = np.zeros(self.dim)
+                e[j] = h
+                cols.append((self._value(th + e) - self._value(th - e)) / (2 * h))
+            return np.stack(cols, axis=-1).astype(th.dtype, copy=False)
+        if self._mode_grad is None:
+            self._mode_grad = self._detect("grad")
+        return self._call("grad", self._mode_grad, th).astype(th.dtype, copy=False)
+
+
+class TorchLandscape(Landscape):
+    """A landscape from a torch function; gradient, Hessian-vector products and
+    Laplacian by autograd, evaluated on the whole batch.
+
+    ``fn`` maps ``(N, d) -> (N,)`` when ``batched=True`` (default); with
+    ``batched=False`` it maps one point ``(d,) -> ()`` and is vectorised with
+    ``torch.func.vmap``. numpy input is accepted and answered in numpy.
+    """
+
+    name = "torch"
+
+    def __init__(self, fn: Callable, dim: int, *, batched: bool = True, box=None, name: str | None = None):
+        super().__init__(dim, box=box)
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        self.fn = fn
+        self.batched = bool(batched)
+        self.name = name or getattr(fn, "__name__", "torch")
+
+    def _f(self, x):
+        if self.batched:
+            out = self.fn(x)
+        else:
+            import torch
+
+            out = torch.func.vmap(self.fn)(x)
+        return out.reshape(x.shape[0])
+
+    def _wrap(self, th, compute):
+        import torch
+
+        if is_torch(th):
+            return compute(th)
+        t = torch.from_numpy(np.ascontiguousarray(th))
+        return to_numpy(compute(t))
+
+    def _value(self, th):
+        import torch
+
+        def compute(x):
+            with torch.no_grad():
+                return self._f(x)
+
+        return self._wrap(th, compute)
+
+    def _value_and_grad(self, th):
+        import torch
+
+        def compute(x):
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                v = self._f(x)
+                (g,) = torch.autograd.grad(v.sum(), x)
+            return torch.cat([v.detach()[:, None], g], dim=1)
+
+        out = self._wrap(th, compute)
+        return out[:, 0], out[:, 1:]
+
+    def _grad(self, th):
+        return self._value_and_grad(th)[1]
+
+    def _hvp(self, th, v):
+        import torch
+
+        def compute(x):
+            vv = v if is_torch(v) else torch.from_numpy(np.ascontiguousarray(v))
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(self._f(x).sum(), x, create_graph=True)
+                (hv,) = torch.autograd.grad((g * vv).sum(), x)
+            return hv
+
+        return self._wrap(th, compute)
+
+
+# ------------------------------------------------------------------ registry
+LANDSCAPES: dict[str, Callable[..., Landscape]] = {
+    "double_well_2d": double_well_2d,
+    "double_well_1d": double_well_1d,
+    "double_well": DoubleWell,
+    "tilted_double_well": TiltedDoubleWell,
+    "anisotropic_quadratic": anisotropic_quadratic,
+    "quadratic": Quadratic,
+    "rosenbrock": Rosenbrock,
+    "muller_brown": MullerBrown,
+}
+
+
+def get_landscape(name: str | Landscape, **kwargs) -> Landscape:
+    """A landscape by registry name (``hhld.landscapes.LANDSCAPES``), with keyword options."""
+    if isinstance(name, Landscape):
+        return name
+    key = name.replace("-", "_").lower()
+    if key not in LANDSCAPES:
+        raise ValueError(f"unknown landscape {name!r}; choose one of {sorted(LANDSCAPES)}")
+    return LANDSCAPES[key](**kwargs)
