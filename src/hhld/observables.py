@@ -1,0 +1,273 @@
+"""Observables of HHLD on gradients and ensembles.
+
+* :func:`consolidation_ratio` -- the documents' ``C = ||grad L||^2 / (D d)``.
+* :func:`consolidation_ratio_sgd` -- the documents' ``get_consolidation_metrics`` form
+  ``C = ||g||^2 / (lr / B)``.
+* :func:`classify_regime` -- the documents' regime table (quantum ``C < 1``,
+  transition ``C ~ 0.5``, classical ``C > 5``), thresholds configurable.
+* :func:`uncertainty_product` -- ``Delta theta_i * Delta d_iL`` per coordinate and in total.
+* :func:`entropy_knn` (Kozachenko-Leonenko) and :func:`entropy_histogram` -- Shannon entropy
+  ``S = -int rho log rho`` of an ensemble.
+* :func:`kl_to_gibbs` -- ``KL(rho || rho*)`` with ``rho* ~ exp(-mu L / D)``.
+* :func:`energy`, :func:`free_energy` -- ``E[L]`` and ``F = E[L] - (D/mu) S`` (the documents'
+  ``F = E[L] - D S`` for ``mu = 1``).
+
+All functions take numpy arrays or torch tensors (converted to numpy float64 for the
+estimators that need sorting / neighbour search).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from ._backend import is_torch, to_numpy
+from ._validation import check_int, check_nonnegative, check_positive
+
+__all__ = [
+    "consolidation_ratio",
+    "consolidation_ratio_sgd",
+    "RegimeThresholds",
+    "classify_regime",
+    "REGIMES",
+    "UncertaintyProduct",
+    "uncertainty_product",
+    "entropy_knn",
+    "entropy_histogram",
+    "log_partition",
+    "kl_to_gibbs",
+    "energy",
+    "free_energy",
+]
+
+
+# ------------------------------------------------------------ consolidation
+def consolidation_ratio(grad_or_sq_norm, D, dim: int | None = None):
+    """The documents' consolidation ratio ``C = ||grad L||^2 / (D * d)``.
+
+    ``grad_or_sq_norm`` is either a gradient array ``(..., d)`` (numpy or torch; the
+    norm is taken over the last axis and ``d`` is its length) or a squared norm
+    ``||grad L||^2`` (scalar or array), in which case ``dim`` is required.
+    ``D`` is the diffusion coefficient (``D > 0``).
+    """
+    D = check_positive("D", D)
+    if dim is None:
+        g = grad_or_sq_norm
+        if (g.ndim if hasattr(g, "ndim") else np.ndim(g)) == 0:
+            raise ValueError("consolidation_ratio: pass a gradient array (..., d), or a squared norm with dim=")
+        d = g.shape[-1]
+        sq = (g * g).sum(-1)
+    else:
+        d = check_int("dim", dim, minimum=1)
+        sq = grad_or_sq_norm
+    return sq / (D * d)
+
+
+def consolidation_ratio_sgd(grad_sq_norm, lr, batch_size):
+    """The documents' ``get_consolidation_metrics`` form: ``C = ||g||^2 / (lr / B)``.
+
+    ``lr / B`` is what the documents call ``hbar^2`` (the "noise floor"); the dimension
+    is deliberately not divided out, as in the documents.
+    """
+    lr = check_positive("lr", lr)
+    b = check_int("batch_size", batch_size, minimum=1)
+    return grad_sq_norm / (lr / b)
+
+
+REGIMES = ("quantum", "transition", "intermediate", "classical")
+
+
+@dataclass(frozen=True)
+class RegimeThresholds:
+    """Thresholds of the documents' regime table.
+
+    The table reads: quantum ``C < 1``, transition ``C ~ 0.5``, classical ``C > 5``; it
+    leaves ``1 <= C <= 5`` unnamed and puts "transition" inside the quantum range. hhld
+    labels: ``classical`` for ``C > classical_above``; ``intermediate`` for
+    ``quantum_below <= C <= classical_above``; ``transition`` for C within a factor
+    ``transition_factor`` of ``transition_center`` (and below ``quantum_below``);
+    ``quantum`` below that.
+    """
+
+    quantum_below: float = 1.0
+    transition_center: float = 0.5
+    transition_factor: float = 2.0
+    classical_above: float = 5.0
+
+    def __post_init__(self):
+        if not (0 < self.quantum_below <= self.classical_above):
+            raise ValueError(
+                f"need 0 < quantum_below <= classical_above, got {self.quantum_below}, {self.classical_above}"
+            )
+        if self.transition_center <= 0 or self.transition_factor < 1:
+            raise ValueError("transition_center must be > 0 and transition_factor >= 1")
+
+    @property
+    def transition_low(self) -> float:
+        return self.transition_center / self.transition_factor
+
+    @property
+    def transition_high(self) -> float:
+        return min(self.transition_center * self.transition_factor, self.quantum_below)
+
+
+def classify_regime(C, thresholds: RegimeThresholds | None = None):
+    """Regime label(s) for consolidation ratio(s) ``C`` (see :class:`RegimeThresholds`).
+
+    A scalar gives a ``str``; an array gives an array of labels.
+    """
+    t = thresholds or RegimeThresholds()
+    c = to_numpy(C).astype(np.float64)
+    if np.isnan(c).any():
+        raise ValueError("classify_regime: C contains NaN")
+    labels = np.where(
+        c > t.classical_above,
+        "classical",
+        np.where(
+            c >= t.quantum_below,
+            "intermediate",
+            np.where(c >= t.transition_low, "transition", "quantum"),
+        ),
+    )
+    return str(labels) if labels.ndim == 0 else labels
+
+
+# ------------------------------------------------------------ uncertainty
+@dataclass(frozen=True)
+class UncertaintyProduct:
+    """``per_coordinate[i] = sqrt(Var theta_i) * sqrt(Var d_i L)`` over the ensemble;
+    ``total = sqrt(sum_i Var theta_i) * sqrt(sum_i Var d_i L)``; ``covariance[i] =
+    Cov(theta_i, d_i L)`` (which equals ``D/mu`` at stationarity, Stein's identity)."""
+
+    per_coordinate: np.ndarray
+    total: float
+    covariance: np.ndarray
+    var_theta: np.ndarray
+    var_grad: np.ndarray
+    n: int
+
+    def standard_errors(self) -> np.ndarray:
+        """Delta-method standard error of each per-coordinate product, assuming
+        independent samples (a lower bound for correlated samples)."""
+        # log product = 0.5 (log var_t + log var_g); var of a sample variance ~ 2 var^2/(n-1) (Gaussian)
+        rel = np.sqrt(0.25 * (2.0 / (self.n - 1)) * 2.0)
+        return self.per_coordinate * rel
+
+
+def uncertainty_product(theta, grad) -> UncertaintyProduct:
+    """Uncertainty product of an ensemble: ``theta`` and ``grad`` of shape ``(N, d)``."""
+    th = to_numpy(theta).astype(np.float64)
+    g = to_numpy(grad).astype(np.float64)
+    if th.ndim != 2 or th.shape != g.shape:
+        raise ValueError(f"theta and grad must both be (N, d); got {th.shape} and {g.shape}")
+    n = th.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least 2 samples, got N={n}")
+    vt = th.var(axis=0, ddof=1)
+    vg = g.var(axis=0, ddof=1)
+    cov = ((th - th.mean(0)) * (g - g.mean(0))).sum(0) / (n - 1)
+    return UncertaintyProduct(
+        per_coordinate=np.sqrt(vt * vg),
+        total=float(np.sqrt(vt.sum() * vg.sum())),
+        covariance=cov,
+        var_theta=vt,
+        var_grad=vg,
+        n=n,
+    )
+
+
+# ------------------------------------------------------------------ entropy
+def entropy_knn(samples, k: int = 3) -> float:
+    """Kozachenko-Leonenko k-nearest-neighbour estimate of the differential entropy
+    ``S = -int rho log rho`` (nats) of samples ``(N, d)``.
+
+    ``S ~ psi(N) - psi(k) + log V_d + (d/N) sum_i log eps_i`` with ``eps_i`` the distance
+    to the k-th neighbour and ``V_d`` the volume of the unit d-ball (Kraskov et al. 2004,
+    eq. 20). Consistent; bias decays with N.
+    """
+    from scipy.spatial import cKDTree
+
+    x = to_numpy(samples).astype(np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    n, d = x.shape
+    k = check_int("k", k, minimum=1)
+    if n <= k:
+        raise ValueError(f"entropy_knn needs more than k={k} samples, got N={n}")
+    tree = cKDTree(x)
+    dist, _ = tree.query(x, k=k + 1)
+    eps = dist[:, -1]
+    eps = np.where(eps > 0, eps, np.finfo(np.float64).tiny)  # duplicated points
+    log_vd = (d / 2) * np.log(np.pi) - special.gammaln(d / 2 + 1)
+    return float(special.digamma(n) - special.digamma(k) + log_vd + d * np.mean(np.log(eps)))
+
+
+def entropy_histogram(samples, bins=64, range=None) -> float:  # noqa: A002 - numpy's name
+    """Plug-in histogram estimate of the differential entropy (nats) for d <= 3:
+    ``-sum p_j log(p_j / vol_j)``. Biased low by O(bins/N); use for low dimension."""
+    x = to_numpy(samples).astype(np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.shape[1] > 3:
+        raise ValueError(f"entropy_histogram is for d <= 3, got d={x.shape[1]}; use entropy_knn")
+    h, edges = np.histogramdd(x, bins=bins, range=range)
+    vol = np.ones_like(h)
+    for ax, e in enumerate(edges):
+        shape = [1] * x.shape[1]
+        shape[ax] = -1
+        vol = vol * np.diff(e).reshape(shape)
+    p = h / h.sum()
+    m = p > 0
+    return float(-(p[m] * np.log(p[m] / vol[m])).sum())
+
+
+def log_partition(landscape, D, mu: float = 1.0, cells: int | None = None, box=None) -> float:
+    """``log Z = log int exp(-mu L / D) dtheta`` by quadrature on ``landscape.box`` (d <= 3)."""
+    D = check_positive("D", D)
+    mu = check_positive("mu", mu)
+    d = landscape.dim
+    if d > 3:
+        raise ValueError(f"log_partition by quadrature needs d <= 3, got d={d}")
+    cells = cells or {1: 4001, 2: 801, 3: 161}[d]
+    box = box or landscape.box
+    axes = [np.linspace(lo, hi, cells) for lo, hi in box]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
+    v = -mu * landscape.value(mesh) / D
+    vmax = v.max()
+    w = np.exp(v - vmax).reshape([cells] * d)
+    integral = w
+    for ax in reversed(axes):
+        integral = np.trapezoid(integral, ax, axis=-1) if hasattr(np, "trapezoid") else np.trapz(integral, ax, axis=-1)
+    return float(vmax + np.log(integral))
+
+
+def kl_to_gibbs(samples, landscape, D, mu: float = 1.0, *, entropy: str = "knn", log_z: float | None = None,
+                **entropy_kwargs) -> float:
+    """``KL(rho || rho*)`` for an ensemble, ``rho* = exp(-mu L/D) / Z``:
+    ``KL = -S[rho] + (mu/D) E_rho[L] + log Z``.
+
+    ``entropy`` is ``"knn"`` or ``"histogram"``; ``log Z`` by quadrature unless given.
+    """
+    D = check_positive("D", D)
+    x = to_numpy(samples).astype(np.float64)
+    S = entropy_knn(x, **entropy_kwargs) if entropy == "knn" else entropy_histogram(x, **entropy_kwargs)
+    lz = log_partition(landscape, D, mu) if log_z is None else float(log_z)
+    return float(-S + (mu / D) * np.mean(landscape.value(x)) + lz)
+
+
+def energy(samples, landscape) -> float:
+    """``E[L]`` over the ensemble."""
+    return float(np.mean(to_numpy(landscape.value(samples))))
+
+
+def free_energy(samples, landscape, D, mu: float = 1.0, *, entropy: str = "knn", **entropy_kwargs) -> float:
+    """``F = E[L] - (D/mu) S[rho]`` (the documents' ``F = E[L] - D S`` for ``mu = 1``).
+
+    At the Gibbs density ``F* = -(D/mu) log Z`` and ``F - F* = (D/mu) KL`` (the free-energy
+    identity, :func:`hhld.theory.free_energy_identity`).
+    """
+    check_nonnegative("D", D)
+    x = to_numpy(samples).astype(np.float64)
+    S = entropy_knn(x, **entropy_kwargs) if entropy == "knn" else entropy_histogram(x, **entropy_kwargs)
+    return energy(x, landscape) - (D / mu) * S
