@@ -1,0 +1,37 @@
+"""Langevin ensembles: pure integrators, the run driver, observers, tunneling kicks, and the
+entropy coupling of the Hamiltonian form.
+
+See :mod:`hhld.dynamics.integrators` for the equations and numerical contracts.
+"""
+from .driver import RunContext, Simulation, simulate
+from .entropy_force import EntropyCoupling, kde_score
+from .integrators import (
+    INTEGRATORS,
+    IntegratorInfo,
+    OverdampedState,
+    UnderdampedState,
+    baoab,
+    euler_maruyama,
+    get_integrator,
+    init_overdamped,
+    init_underdamped,
+    leimkuhler_matthews,
+)
+from .observers import (
+    ConsolidationObserver,
+    LossObserver,
+    MomentsObserver,
+    Observer,
+    Series,
+    TrajectoryObserver,
+    TransitionObserver,
+)
+from .tunneling import TunnelingPolicy, kick, random_unit_directions
+
+__all__ = [
+    "RunContext", "Simulation", "simulate", "EntropyCoupling", "kde_score", "INTEGRATORS", "IntegratorInfo",
+    "OverdampedState", "UnderdampedState", "baoab", "euler_maruyama", "get_integrator", "init_overdamped",
+    "init_underdamped", "leimkuhler_matthews", "ConsolidationObserver", "LossObserver", "MomentsObserver",
+    "Observer", "Series", "TrajectoryObserver", "TransitionObserver", "TunnelingPolicy", "kick",
+    "random_unit_directions",
+]

@@ -1,0 +1,256 @@
+"""Pure integrators for Langevin ensembles: ``step(rng, state, landscape, **params) -> state``.
+
+Overdamped Langevin (the documents' "Heisenberg evolution step" with mobility mu)::
+
+    d theta = -mu grad L(theta) dt + sqrt(2 D) dW          (Ito = Stratonovich: additive noise)
+
+Stationary density: Gibbs ``exp(-mu L / D)`` (temperature ``T = D/mu``). ``mu = 1`` is the
+reference code's drift ``-grad L``; ``mu = 1/eta`` is the documents' master equation
+``d rho/dt = (1/eta) div(grad L rho) + D lap rho``.
+
+Underdamped form of the "Neural Heisenberg Hamiltonian" ``H = pi^2/(2 eta) + L(theta) +
+(lam/2) S[rho]^2`` (momentum pi, mass eta)::
+
+    d theta = pi/eta dt
+    d pi    = -grad L dt + F_ext dt - gamma pi dt + sqrt(2 gamma eta T) dW
+
+with ``T = D/mu``, so the stationary density of theta is the same Gibbs density; ``F_ext``
+carries the entropy coupling (see :mod:`hhld.dynamics.entropy_force`).
+
+Numerical contracts (declared in :data:`INTEGRATORS` and tested):
+
+* ``euler_maruyama``: strong order 1.0 (additive noise), weak order 1.0, stationary
+  averages biased O(dt).
+* ``leimkuhler_matthews``: ``theta_{n+1} = theta_n - mu grad L dt + sqrt(2 D dt) (xi_n + xi_{n+1})/2``;
+  one gradient per step like Euler-Maruyama but stationary averages accurate to O(dt^2)
+  (Leimkuhler & Matthews 2013); exact stationary variance for quadratics.
+* ``baoab``: BAOAB splitting (Leimkuhler & Matthews 2013) for the underdamped form;
+  configurational stationary averages O(dt^2).
+
+States are immutable ``NamedTuple`` records and carry the gradient at the current
+positions (computed once per step, reused by the next step and by observers). Steps
+never modify their input arrays. numpy arrays need a ``numpy.random.Generator``, torch
+tensors a ``torch.Generator``; dtype and device are kept.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from .._backend import is_torch, standard_normal
+from .._validation import check_nonnegative, check_positive
+
+__all__ = [
+    "OverdampedState",
+    "UnderdampedState",
+    "init_overdamped",
+    "init_underdamped",
+    "euler_maruyama",
+    "leimkuhler_matthews",
+    "baoab",
+    "IntegratorInfo",
+    "INTEGRATORS",
+    "get_integrator",
+]
+
+Array = Any
+
+
+class OverdampedState(NamedTuple):
+    """Ensemble state of overdamped Langevin.
+
+    ``theta (N, d)``; ``grad`` = grad L(theta); ``step`` count; ``time``; ``noise``: the
+    Leimkuhler-Matthews scheme's carried noise ``xi_n`` (None for Euler-Maruyama).
+    """
+
+    theta: Array
+    grad: Array
+    step: int = 0
+    time: float = 0.0
+    noise: Array | None = None
+
+
+class UnderdampedState(NamedTuple):
+    """Ensemble state of underdamped Langevin: positions, momenta ``pi``, total force
+    (``-grad L + F_ext``) at the positions, step count and time."""
+
+    theta: Array
+    momentum: Array
+    force: Array
+    step: int = 0
+    time: float = 0.0
+
+
+def _check_theta(theta, landscape):
+    if theta.ndim != 2 or theta.shape[1] != landscape.dim:
+        raise ValueError(
+            f"theta must have shape (N, {landscape.dim}) for {landscape.name}, got shape {tuple(theta.shape)}"
+        )
+    if is_torch(theta):
+        if not theta.is_floating_point():
+            raise TypeError(f"theta must be a floating tensor, got dtype {theta.dtype}")
+    elif theta.dtype.kind != "f":
+        raise TypeError(f"theta must be a floating array, got dtype {theta.dtype}")
+
+
+def _as_theta(theta0):
+    if is_torch(theta0):
+        return theta0 if theta0.ndim == 2 else theta0.reshape(1, -1)
+    import numpy as np
+
+    arr = np.asarray(theta0)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    return arr if arr.ndim == 2 else arr.reshape(1, -1)
+
+
+def init_overdamped(landscape, theta0, *, integrator: str = "euler_maruyama", rng=None) -> OverdampedState:
+    """Initial state for an overdamped integrator (gradient evaluated once).
+
+    The Leimkuhler-Matthews scheme needs a first noise ``xi_0``; pass ``rng`` for it
+    (drawn lazily at the first step when absent).
+    """
+    theta = _as_theta(theta0)
+    _check_theta(theta, landscape)
+    theta = theta.clone() if is_torch(theta) else theta.copy()
+    noise = None
+    if integrator == "leimkuhler_matthews" and rng is not None:
+        noise = standard_normal(rng, tuple(theta.shape), theta)
+    return OverdampedState(theta=theta, grad=landscape.grad(theta), step=0, time=0.0, noise=noise)
+
+
+def _params(dt, D, mu):
+    dt = check_positive("dt", dt)
+    D = check_nonnegative("D", D)
+    mu = check_positive("mu", mu)
+    return dt, D, mu
+
+
+def euler_maruyama(rng, state: OverdampedState, landscape, *, dt: float, D: float, mu: float = 1.0) -> OverdampedState:
+    """One Euler-Maruyama step ``theta += -mu grad L dt + sqrt(2 D dt) xi`` for all particles."""
+    dt, D, mu = _params(dt, D, mu)
+    theta, grad = state.theta, state.grad
+    noise = standard_normal(rng, tuple(theta.shape), theta)  # fresh buffer, updated in place
+    sigma = math.sqrt(2.0 * D * dt)
+    if is_torch(theta):
+        new = noise.mul_(sigma).add_(grad, alpha=-mu * dt).add_(theta)
+    else:
+        noise *= sigma
+        noise -= (mu * dt) * grad
+        noise += theta
+        new = noise
+    return OverdampedState(new, landscape.grad(new), state.step + 1, state.time + dt, None)
+
+
+def leimkuhler_matthews(rng, state: OverdampedState, landscape, *, dt: float, D: float,
+                        mu: float = 1.0) -> OverdampedState:
+    """One Leimkuhler-Matthews step ``theta += -mu grad L dt + sqrt(2 D dt)(xi_n + xi_{n+1})/2``.
+
+    ``xi_{n+1}`` is carried in the state for the next step (non-Markovian in theta alone).
+    """
+    dt, D, mu = _params(dt, D, mu)
+    theta, grad = state.theta, state.grad
+    shape = tuple(theta.shape)
+    prev = state.noise if state.noise is not None else standard_normal(rng, shape, theta)
+    nxt = standard_normal(rng, shape, theta)
+    half_sigma = 0.5 * math.sqrt(2.0 * D * dt)
+    if is_torch(theta):
+        new = (prev + nxt).mul_(half_sigma).add_(grad, alpha=-mu * dt).add_(theta)
+    else:
+        new = prev + nxt
+        new *= half_sigma
+        new -= (mu * dt) * grad
+        new += theta
+    return OverdampedState(new, landscape.grad(new), state.step + 1, state.time + dt, nxt)
+
+
+# ----------------------------------------------------------------- underdamped
+def _total_force(landscape, theta, extra_force):
+    f = -landscape.grad(theta)
+    if extra_force is not None:
+        f = f + extra_force(theta)
+    return f
+
+
+def init_underdamped(landscape, theta0, momentum0=None, *, rng=None, eta: float = 1.0, D: float = 0.0,
+                     mu: float = 1.0, extra_force: Callable | None = None) -> UnderdampedState:
+    """Initial underdamped state. Momenta default to zero, or to the Maxwell distribution
+    ``N(0, eta * D/mu)`` when ``rng`` is given."""
+    theta = _as_theta(theta0)
+    _check_theta(theta, landscape)
+    theta = theta.clone() if is_torch(theta) else theta.copy()
+    eta = check_positive("eta", eta)
+    if momentum0 is not None:
+        mom = momentum0.clone() if is_torch(momentum0) else _as_theta(momentum0).copy()
+        if tuple(mom.shape) != tuple(theta.shape):
+            raise ValueError(f"momentum0 must have shape {tuple(theta.shape)}, got {tuple(mom.shape)}")
+    elif rng is not None:
+        mom = standard_normal(rng, tuple(theta.shape), theta) * math.sqrt(eta * D / mu)
+    else:
+        mom = theta * 0
+    return UnderdampedState(theta, mom, _total_force(landscape, theta, extra_force), 0, 0.0)
+
+
+def baoab(rng, state: UnderdampedState, landscape, *, dt: float, D: float, mu: float = 1.0, eta: float = 1.0,
+          friction: float = 1.0, extra_force: Callable | None = None) -> UnderdampedState:
+    """One BAOAB step for the underdamped Hamiltonian dynamics (mass ``eta``, friction
+    rate ``friction``, temperature ``D/mu``); ``extra_force(theta) -> (N, d)`` adds e.g. the
+    entropy coupling ``-lam S grad_theta S``.
+
+    B: ``pi += dt/2 F``; A: ``theta += dt/2 pi/eta``; O: ``pi = c pi + sqrt((1-c^2) eta T) xi``
+    with ``c = exp(-friction dt)``; A; B.
+    """
+    dt, D, mu = _params(dt, D, mu)
+    eta = check_positive("eta", eta)
+    friction = check_nonnegative("friction", friction)
+    T = D / mu
+    c = math.exp(-friction * dt)
+    s = math.sqrt(max(0.0, (1.0 - c * c) * eta * T))
+    theta, mom, force = state.theta, state.momentum, state.force
+    half = 0.5 * dt
+    mom = mom + half * force                      # B
+    theta = theta + (half / eta) * mom            # A
+    xi = standard_normal(rng, tuple(theta.shape), theta)
+    mom = c * mom + s * xi                        # O
+    theta = theta + (half / eta) * mom            # A
+    force = _total_force(landscape, theta, extra_force)
+    mom = mom + half * force                      # B
+    return UnderdampedState(theta, mom, force, state.step + 1, state.time + dt)
+
+
+# ----------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class IntegratorInfo:
+    """One row of the integrator table (drives the common tests).
+
+    ``strong_order`` / ``weak_order``: declared orders on finite time (None: not
+    claimed); ``stationary_order``: order of the bias of stationary averages in ``dt``.
+    """
+
+    name: str
+    step: Callable
+    init: Callable
+    kind: str  # "overdamped" | "underdamped"
+    strong_order: float | None
+    weak_order: float | None
+    stationary_order: float
+    noise: str = "additive (Ito = Stratonovich)"
+
+
+INTEGRATORS: dict[str, IntegratorInfo] = {
+    "euler_maruyama": IntegratorInfo("euler_maruyama", euler_maruyama, init_overdamped, "overdamped", 1.0, 1.0, 1.0),
+    "leimkuhler_matthews": IntegratorInfo(
+        "leimkuhler_matthews", leimkuhler_matthews, init_overdamped, "overdamped", None, 1.0, 2.0
+    ),
+    "baoab": IntegratorInfo("baoab", baoab, init_underdamped, "underdamped", None, 2.0, 2.0),
+}
+
+
+def get_integrator(name: str) -> IntegratorInfo:
+    key = name.replace("-", "_").lower()
+    aliases = {"em": "euler_maruyama", "lm": "leimkuhler_matthews"}
+    key = aliases.get(key, key)
+    if key not in INTEGRATORS:
+        raise ValueError(f"unknown integrator {name!r}; choose one of {sorted(INTEGRATORS)}")
+    return INTEGRATORS[key]
