@@ -1,0 +1,21 @@
+"""hhld.torch: monitoring and steering real PyTorch training.
+
+Each engineer adds only their own names below.
+"""
+from __future__ import annotations
+
+# --- monitor / noise / hessian (issue 4, monitor part)
+from .hessian import EigenEstimate, TraceEstimate, hutchinson_trace, make_hvp, top_eigenvalue
+from .noise import NoiseStats, gradient_noise_stats
+from .persample import PerSampleSqNorms
+
+__all__ = [
+    "EigenEstimate",
+    "TraceEstimate",
+    "hutchinson_trace",
+    "make_hvp",
+    "top_eigenvalue",
+    "NoiseStats",
+    "gradient_noise_stats",
+    "PerSampleSqNorms",
+]

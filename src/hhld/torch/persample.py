@@ -1,0 +1,245 @@
+"""Per-sample squared gradient norms from forward/backward hooks.
+
+No per-sample gradient is materialised for the common layers: a forward hook keeps the
+layer input ``a`` and a tensor hook on the output receives ``g = dL/d(output)``; the
+per-sample squared norm of the parameter gradient is then computed from ``a`` and ``g``:
+
+* ``nn.Linear`` on ``(B, in)``: ``||g_i||^2 ||a_i||^2`` (weight) and ``||g_i||^2`` (bias);
+  on sequences ``(B, T..., in)`` the per-sample weight gradient is ``sum_t g_it a_it^T`` and
+  its squared norm is ``sum_{t,s} (g_it . g_is)(a_it . a_is)`` (the Gram / "ghost norm"
+  trick, ``O(B T^2 (in+out))``), or the per-sample gradient ``(B, out, in)`` is formed when
+  that is cheaper (``T^2 (in+out) > in*out``);
+* ``nn.Conv1d`` / ``nn.Conv2d`` (``groups=1``, zero padding): the input is unfolded into
+  patches and treated as a Linear layer over positions;
+* ``nn.Embedding``: ``sum_{t,s} [id_t = id_s] (g_it . g_is)`` (positions at ``padding_idx``
+  excluded);
+* ``nn.LayerNorm``: the per-sample gradients ``sum_t g_it * xhat_it`` and ``sum_t g_it``
+  are small (``B x normalized_shape``) and are formed.
+
+A layer called several times in one forward pass (same samples) is handled by
+concatenating its calls along the position axis. A parameter used by two modules, a
+module that is not one of the above, or a supported module whose hooks did not fire
+(e.g. ``nn.MultiheadAttention`` reads ``out_proj.weight`` directly) is *not covered*; the
+caller decides the fallback (see :mod:`hhld.torch.noise`).
+
+The batch axis must be the first axis of every hooked layer's input and output.
+
+The norms returned are those of ``d(loss)/d(theta)`` restricted to one sample, i.e. they
+still carry the loss's reduction factor (``1/B`` for a mean); the caller rescales.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__all__ = ["PerSampleSqNorms", "supported_module_kind"]
+
+
+def supported_module_kind(module: nn.Module) -> str | None:
+    """The estimator used for ``module``'s own parameters, or ``None`` if unsupported."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if module.groups != 1 or module.padding_mode != "zeros":
+            return None
+        if isinstance(module.padding, str) and module.padding != "valid":
+            return None
+        return "conv"
+    if isinstance(module, nn.Embedding):
+        if module.max_norm is not None:
+            return None
+        return "embedding"
+    if isinstance(module, nn.LayerNorm):
+        if not module.elementwise_affine:
+            return None
+        return "layernorm"
+    return None
+
+
+def _gram_sq_norm(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``||sum_t g_t a_t^T||_F^2`` for ``a (B, T, p)``, ``g (B, T, q)``."""
+    B, T, p = a.shape
+    q = g.shape[-1]
+    if T == 1:
+        return (a[:, 0] ** 2).sum(-1) * (g[:, 0] ** 2).sum(-1)
+    if T * T * (p + q) <= p * q:
+        ga = torch.bmm(a, a.transpose(1, 2))
+        gg = torch.bmm(g, g.transpose(1, 2))
+        return (ga * gg).sum((1, 2))
+    per = torch.bmm(g.transpose(1, 2), a)  # (B, q, p)
+    return (per ** 2).sum((1, 2))
+
+
+class PerSampleSqNorms:
+    """Hooks that collect per-sample squared gradient norms of a model's parameters.
+
+    Use as a context manager or call :meth:`attach` / :meth:`detach`. After each
+    backward pass (detected with an autograd end-of-backward callback) the per-sample
+    squared norms of that pass, summed over the covered parameters, are appended to
+    :attr:`passes` as a tensor of shape ``(B,)`` (no host synchronisation).
+    """
+
+    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter] | None = None):
+        self.model = model
+        if params is None:
+            params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.params = params
+        pid = {id(p): n for n, p in params.items()}
+        # which module owns which parameter; a parameter shared by two modules is uncovered
+        owners: dict[str, list] = defaultdict(list)
+        for mname, m in model.named_modules():
+            for pname, p in m.named_parameters(recurse=False):
+                if id(p) in pid:
+                    owners[pid[id(p)]].append((mname, m, pname))
+        self.module_kind: dict[nn.Module, str] = {}
+        self.module_params: dict[nn.Module, dict[str, str]] = {}
+        self.reasons: dict[str, str] = {}
+        for name in params:
+            own = owners.get(name, [])
+            if len({id(m) for _, m, _ in own}) != 1:
+                self.reasons[name] = "parameter shared by several modules" if own else "no owning module"
+                continue
+            mname, m, pname = own[0]
+            kind = supported_module_kind(m)
+            if kind is None:
+                self.reasons[name] = f"layer type {type(m).__name__} has no per-sample estimator"
+                continue
+            self.module_kind[m] = kind
+            self.module_params.setdefault(m, {})[pname] = name
+        self.enabled = True
+        self._handles: list = []
+        self._records: dict[nn.Module, list] = defaultdict(list)
+        self._callback_queued = False
+        self.passes: list[torch.Tensor] = []
+        self.covered_last: set[str] = set()
+        self.covered_ever: set[str] = set()
+
+    # ----------------------------------------------------------- hook plumbing
+    def attach(self) -> "PerSampleSqNorms":
+        if not self._handles:
+            for m in self.module_kind:
+                self._handles.append(m.register_forward_hook(self._forward_hook))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._records.clear()
+
+    def __enter__(self):
+        return self.attach()
+
+    def __exit__(self, *exc):
+        self.detach()
+
+    def reset(self) -> None:
+        self._records.clear()
+        self.passes = []
+        self.covered_last = set()
+
+    def _forward_hook(self, module, inputs, output):
+        if not (self.enabled and torch.is_grad_enabled()) or not isinstance(output, torch.Tensor):
+            return
+        if not output.requires_grad:
+            return
+        x = inputs[0].detach()
+        rec = [x, None]
+        self._records[module].append(rec)
+
+        def _grad_hook(grad, rec=rec):
+            rec[1] = grad.detach()
+            if not self._callback_queued:
+                self._callback_queued = True
+                torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+
+        output.register_hook(_grad_hook)
+
+    def _end_of_backward(self):
+        self._callback_queued = False
+        total = None
+        covered = set()
+        for m, recs in list(self._records.items()):
+            done = [r for r in recs if r[1] is not None]
+            if not done:
+                continue
+            self._records[m] = [r for r in recs if r[1] is None]
+            sq = self._module_sq_norms(m, done)
+            total = sq if total is None else total + sq
+            covered.update(self.module_params[m].values())
+        if total is not None:
+            self.passes.append(total)
+        self.covered_last = covered
+        self.covered_ever |= covered
+
+    # ----------------------------------------------------------- the maths
+    def _module_sq_norms(self, m: nn.Module, recs) -> torch.Tensor:
+        kind = self.module_kind[m]
+        has_w = "weight" in self.module_params[m]
+        has_b = "bias" in self.module_params[m]
+        if kind == "linear":
+            a = torch.cat([r[0].reshape(r[0].shape[0], -1, r[0].shape[-1]) for r in recs], 1)
+            g = torch.cat([r[1].reshape(r[1].shape[0], -1, r[1].shape[-1]) for r in recs], 1)
+            return self._linear(a, g, has_w, has_b)
+        if kind == "conv":
+            a_list, g_list = [], []
+            for x, gy in recs:
+                a_list.append(self._unfold(m, x))  # (B, L, C*k)
+                g_list.append(gy.reshape(gy.shape[0], gy.shape[1], -1).transpose(1, 2))
+            return self._linear(torch.cat(a_list, 1), torch.cat(g_list, 1), has_w, has_b)
+        if kind == "embedding":
+            ids = torch.cat([r[0].reshape(r[0].shape[0], -1) for r in recs], 1)
+            g = torch.cat([r[1].reshape(r[1].shape[0], -1, r[1].shape[-1]) for r in recs], 1)
+            if m.padding_idx is not None:
+                keep = (ids != m.padding_idx).to(g.dtype)
+                g = g * keep.unsqueeze(-1)
+            if ids.shape[1] == 1:
+                return (g[:, 0] ** 2).sum(-1)
+            same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(g.dtype)
+            gg = torch.bmm(g, g.transpose(1, 2))
+            return (same * gg).sum((1, 2))
+        if kind == "layernorm":
+            nd = len(m.normalized_shape)
+            out = None
+            for x, gy in recs:
+                dims = tuple(range(x.dim() - nd, x.dim()))
+                mean = x.mean(dims, keepdim=True)
+                var = x.var(dims, unbiased=False, keepdim=True)
+                xhat = (x - mean) * torch.rsqrt(var + m.eps)
+                B = x.shape[0]
+                shp = (B, -1) + tuple(m.normalized_shape)
+                gw = (gy * xhat).reshape(shp).sum(1) if has_w else None
+                gb = gy.reshape(shp).sum(1) if has_b else None
+                out = (gw, gb) if out is None else (
+                    None if gw is None else out[0] + gw, None if gb is None else out[1] + gb)
+            sq = 0
+            if out[0] is not None:
+                sq = sq + (out[0] ** 2).reshape(out[0].shape[0], -1).sum(1)
+            if out[1] is not None:
+                sq = sq + (out[1] ** 2).reshape(out[1].shape[0], -1).sum(1)
+            return sq
+        raise AssertionError(kind)  # pragma: no cover
+
+    @staticmethod
+    def _linear(a, g, has_w, has_b):
+        sq = 0
+        if has_w:
+            sq = _gram_sq_norm(a, g)
+        if has_b:
+            sq = sq + (g.sum(1) ** 2).sum(-1)
+        return sq
+
+    @staticmethod
+    def _unfold(m, x):
+        if isinstance(m, nn.Conv1d):
+            x4 = x.unsqueeze(2)
+            k = (1, m.kernel_size[0])
+            pad = 0 if m.padding == "valid" else (0, m.padding[0])
+            cols = F.unfold(x4, k, dilation=(1, m.dilation[0]), padding=pad, stride=(1, m.stride[0]))
+        else:
+            pad = 0 if m.padding == "valid" else m.padding
+            cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=pad, stride=m.stride)
+        return cols.transpose(1, 2)  # (B, L, C*k)
