@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from hhld.landscapes import double_well_1d, double_well_2d, get_landscape
+from hhld.quantum import fp_map
+from hhld.quantum.grid import make_grid
+
+
+@pytest.mark.parametrize("case", ["dw1d", "dw2d"])
+def test_fp_and_mapped_schrodinger_spectra_agree(case):
+    if case == "dw1d":
+        L, g, D = double_well_1d(), make_grid(400, [(-2.5, 2.5)]), 0.2
+    else:
+        L, g, D = double_well_2d(), make_grid(30, [(-2.2, 2.2)] * 2), 0.3
+    c = fp_map.compare_spectra(g, L, D, k=6)
+    assert c.max_abs_diff < 1e-5
+    assert c.fp_max_imag < 1e-6
+    assert abs(c.schrodinger[0]) < 1e-10  # the Gibbs state has rate 0
+    assert np.all(np.diff(c.schrodinger) > 0)  # real, ordered, non-degenerate here
+    # the continuum potential |grad L|^2/4D - lap L/2 gives the same low spectrum to O(dx^2)
+    assert np.max(np.abs(c.continuum[1:4] - c.schrodinger[1:4])) < 0.1 * c.schrodinger[3]
+
+
+def test_ground_state_is_sqrt_gibbs():
+    L, g, D = double_well_1d(), make_grid(300, [(-2.5, 2.5)]), 0.15
+    E, psi = fp_map.schrodinger_spectrum(g, L, D, k=2)
+    s = np.sqrt(fp_map.gibbs_density(g, L, D))
+    s /= g.norm(s)
+    assert np.max(np.abs(psi[0] - s)) < 1e-8 * s.max()
+    H = fp_map.mapped_hamiltonian(g, L, D)
+    assert np.max(np.abs(H @ s.ravel())) < 1e-9 * np.max(np.abs(H.diagonal())) * s.max()
+
+
+def test_generator_conserves_mass_and_fixes_gibbs():
+    L, g, D = double_well_2d(), make_grid(30, [(-2, 2)] * 2), 0.25
+    A = fp_map.fp_generator(g, L, D)
+    assert np.max(np.abs(np.asarray(A.sum(axis=0)))) < 1e-10
+    rho = fp_map.gibbs_density(g, L, D).ravel()
+    assert np.max(np.abs(A @ rho)) < 1e-10 * np.max(np.abs(A.diagonal())) * rho.max()
+
+
+def test_ou_spectrum_is_integer_multiples():
+    # L = k x^2 / 2: FP rates {0, k, 2k, ...} independent of D (up to O(dx^2))
+    k = 1.5
+    L = get_landscape("quadratic", A=[k])
+    g = make_grid(600, [(-6, 6)])
+    for D in (0.3, 1.0):
+        E, _ = fp_map.schrodinger_spectrum(g, L, D, k=4)
+        assert np.allclose(E, k * np.arange(4), atol=2e-3)
+
+
+def test_fp_evolution_equals_imaginary_time_schrodinger():
+    L, g, D = double_well_1d(), make_grid(200, [(-2.5, 2.5)]), 0.2
+    x = g.axes()[0]
+    rho0 = np.exp(-((x - 1.0) ** 2) / 0.02)
+    rho0 /= rho0.sum() * g.dV
+    a = fp_map.evolve_fp(g, rho0, L, D, [0.3, 3.0])
+    b = fp_map.evolve_fp_via_schrodinger(g, rho0, L, D, [0.3, 3.0])
+    assert np.max(np.abs(a - b)) < 1e-9 * a.max()
+    assert np.allclose(a.sum(axis=1) * g.dV, 1.0, atol=1e-12)

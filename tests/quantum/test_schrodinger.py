@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from hhld.landscapes import double_well_1d, double_well_2d, get_landscape
+from hhld.quantum import tunneling
+from hhld.quantum.grid import make_grid
+from hhld.quantum.schrodinger import SplitStepSolver
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_norm_kept_to_round_off(dim):
+    n = {1: 512, 2: 64, 3: 24}[dim]
+    L = get_landscape("double_well", dim=dim)
+    g = make_grid(n, [(-2.5, 2.5)] * dim)
+    psi0 = g.gaussian_packet([0.8] + [0.0] * (dim - 1), 0.25, [1.0] + [0.0] * (dim - 1))
+    res = SplitStepSolver(g, L, hbar=0.5, m=1.0, dt=2e-3).evolve(psi0, 1.0, n_snapshots=6)
+    assert np.max(np.abs(res.norms - 1.0)) < 1e-12
+    assert np.ptp(res.energies) < 1e-3 * abs(res.energies[0])
+
+
+def test_dtype_kept_complex64():
+    g = make_grid(128, [(-3, 3)])
+    psi0 = g.gaussian_packet(0.0, 0.5, dtype=np.complex64)
+    out = SplitStepSolver(g, lambda x: x ** 2, dt=1e-3).step(psi0, 10)
+    assert out.dtype == np.complex64
+
+
+def test_free_packet_spreads_exactly():
+    # V = 0: sigma(t)^2 = sigma0^2 + (hbar t / (2 m sigma0))^2 (exact)
+    g = make_grid(1024, [(-40, 40)])
+    s0, hbar, m, t = 0.7, 1.0, 1.0, 3.0
+    psi0 = g.gaussian_packet(0.0, s0, 0.5)
+    res = SplitStepSolver(g, np.zeros(g.shape), hbar, m, dt=0.05).evolve(psi0, t, 2)
+    x = g.axes()[0]
+    p = np.abs(res.psi) ** 2 * g.dV
+    mean = np.sum(x * p)
+    var = np.sum((x - mean) ** 2 * p)
+    assert abs(mean - 0.5 * t / m) < 1e-8
+    assert abs(var - (s0 ** 2 + (hbar * t / (2 * m * s0)) ** 2)) < 1e-8
+
+
+def test_double_well_tunneling_period():
+    g = make_grid(256, [(-2.5, 2.5)])
+    out = tunneling.tunneling_oscillation(g, double_well_1d(), hbar=0.4, m=1.0, periods=1.0, n_times=41)
+    assert out["delta_e"] > 0
+    pop = out["right_population"]
+    assert pop[0] < 0.02 and pop[-1] < 0.02
+    assert abs(pop[20] - 1.0) < 0.03  # half a period later the packet is in the right well
+    assert np.max(np.abs(pop - out["predicted"])) < 0.03
+    assert np.max(np.abs(out["norms"] - 1)) < 1e-11
