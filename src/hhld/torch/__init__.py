@@ -9,6 +9,9 @@ from .hessian import EigenEstimate, TraceEstimate, hutchinson_trace, make_hvp, t
 from .noise import NoiseStats, gradient_noise_stats
 from .persample import PerSampleSqNorms
 
+# --- HeisenbergSGD / neurogenesis / lr (issue 4, optimizer part)
+from .optim import ControllerConfig, HeisenbergSGD, heisenberg_sgd
+
 __all__ = [
     "EigenEstimate",
     "TraceEstimate",
@@ -18,4 +21,8 @@ __all__ = [
     "NoiseStats",
     "gradient_noise_stats",
     "PerSampleSqNorms",
+    # optimizer part
+    "ControllerConfig",
+    "HeisenbergSGD",
+    "heisenberg_sgd",
 ]
