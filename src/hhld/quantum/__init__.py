@@ -16,21 +16,15 @@ One concept per module:
 """
 from __future__ import annotations
 
-from . import eigen, fp_map, grid, harmonic, measurement, schrodinger, tunneling, units
+from . import eigen, fp_map, grid, harmonic, madelung, measurement, schrodinger, tunneling, units, vector_potential
 from .eigen import eigenstates, hamiltonian_matrix, laplacian_matrix
 from .grid import Grid, make_grid
 from .schrodinger import SplitStepSolver, imaginary_time_ground_state, potential_on_grid
 from .units import QuantumUnits
 
 __all__ = [
-    "eigen", "fp_map", "grid", "harmonic", "measurement", "schrodinger", "tunneling", "units",
+    "eigen", "fp_map", "grid", "harmonic", "madelung", "measurement", "schrodinger", "tunneling", "units",
+    "vector_potential",
     "Grid", "make_grid", "SplitStepSolver", "imaginary_time_ground_state", "potential_on_grid",
     "eigenstates", "hamiltonian_matrix", "laplacian_matrix", "QuantumUnits",
 ]
-
-try:  # modules added later in this package
-    from . import madelung, vector_potential  # noqa: F401
-
-    __all__ += ["madelung", "vector_potential"]
-except ImportError:  # pragma: no cover
-    pass
