@@ -1,0 +1,30 @@
+"""The master equation ``d rho/dt = mu div(rho grad L) + D lap rho`` on grids in 1-3 D.
+
+* :class:`FokkerPlanck` -- the entry point (stationary state, evolution, spectrum,
+  functionals) for any :mod:`hhld.landscapes` landscape.
+* :mod:`.grid` (cells), :mod:`.operator` (Scharfetter-Gummel generator and the reference
+  right-hand side), :mod:`.evolve`, :mod:`.stationary`, :mod:`.spectrum`,
+  :mod:`.functionals`, :mod:`.compare` (Langevin ensembles vs grid densities).
+
+Theory and the stated-vs-exact forms: ``docs/theory/master_equation.md``.
+"""
+from __future__ import annotations
+
+from .compare import EnsembleComparison, compare_ensemble, histogram_density
+from .evolve import ContourPropagator, evolve_generator
+from .functionals import (EntropyProduction, entropy_production, fisher_information, free_energy,
+                          kl_divergence, shannon_entropy)
+from .grid import Grid
+from .operator import bernoulli, build_generator, build_symmetric, reference_rhs
+from .solver import BoxTruncationWarning, FokkerPlanck, GridResolutionWarning
+from .spectrum import Spectrum, low_spectrum
+from .stationary import gibbs_density, stationary_solve
+
+__all__ = [
+    "FokkerPlanck", "Grid", "GridResolutionWarning", "BoxTruncationWarning",
+    "build_generator", "build_symmetric", "reference_rhs", "bernoulli",
+    "evolve_generator", "ContourPropagator", "gibbs_density", "stationary_solve",
+    "Spectrum", "low_spectrum", "kl_divergence", "shannon_entropy", "free_energy",
+    "fisher_information", "entropy_production", "EntropyProduction",
+    "compare_ensemble", "histogram_density", "EnsembleComparison",
+]

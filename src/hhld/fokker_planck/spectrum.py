@@ -1,0 +1,109 @@
+r"""The low spectrum of the master-equation generator, relaxation and escape rates.
+
+The generator ``A`` (see :mod:`hhld.fokker_planck.operator`) is similar to the
+symmetric ``S = G^{-1/2} A G^{1/2}``, ``G = diag(exp(-U))``: its spectrum is real,
+``0 = -lambda_0 > -lambda_1 >= -lambda_2 ...``, and relaxation is a sum of decaying
+exponentials with no oscillation. ``lambda_1`` is the relaxation rate (the spectral gap).
+
+Escape rate. For a landscape with two metastable basins A and B and a gap between
+``lambda_1`` and ``lambda_2``, the two-state reduction gives (exact for the two-state
+Markov chain, asymptotically exact for small D)
+
+.. math:: \lambda_1 = k_{AB} + k_{BA}, \qquad k_{AB} P_A = k_{BA} P_B,
+
+so ``k_AB = lambda_1 P_B`` and ``k_BA = lambda_1 P_A`` with the Gibbs basin masses
+``P_A + P_B = 1``; for a symmetric double well ``k = lambda_1 / 2``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from .grid import Grid
+
+__all__ = ["Spectrum", "low_spectrum"]
+
+
+@dataclass
+class Spectrum:
+    """``rates``: ``lambda_0 = 0 <= lambda_1 <= ...`` (decay rates, ``-eigenvalues`` of A);
+    ``modes``: density eigenvectors ``phi_n = sqrt(pi) v_n`` of ``A`` (shape ``(k, *grid.shape)``);
+    ``symmetric_modes``: orthonormal eigenvectors ``v_n`` of ``S`` (flat, ``(k, n)``);
+    ``gibbs``: the normalised discrete Gibbs density used."""
+
+    rates: np.ndarray
+    modes: np.ndarray
+    symmetric_modes: np.ndarray
+    gibbs: np.ndarray
+    grid: Grid
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """Eigenvalues of the generator ``A``: ``-rates`` (all ``<= 0``)."""
+        return -self.rates
+
+    @property
+    def relaxation_rate(self) -> float:
+        """The spectral gap ``lambda_1`` (slowest non-trivial decay rate)."""
+        if self.rates.size < 2:
+            raise ValueError("need k >= 2 eigenvalues for the relaxation rate")
+        return float(self.rates[1])
+
+    @property
+    def relaxation_time(self) -> float:
+        return 1.0 / self.relaxation_rate
+
+    def escape_rates(self, basin_a: np.ndarray) -> tuple[float, float]:
+        """``(k_AB, k_BA)`` from ``lambda_1 = k_AB + k_BA`` and detailed balance
+        ``k_AB P_A = k_BA P_B``; ``basin_a`` is a boolean mask of ``grid.shape`` marking A."""
+        mask = np.asarray(basin_a, dtype=bool).reshape(self.grid.shape)
+        p_a = float(self.gibbs[mask].sum() * self.grid.cell_volume)
+        p_b = 1.0 - p_a
+        lam = self.relaxation_rate
+        return lam * p_b, lam * p_a
+
+    def symmetric_escape_rate(self) -> float:
+        """``lambda_1 / 2``: the escape rate out of either well of a symmetric double well."""
+        return 0.5 * self.relaxation_rate
+
+
+def low_spectrum(S: sp.spmatrix, gibbs: np.ndarray, grid: Grid, k: int = 6,
+                 shift: float | None = None, dense_below: int = 600) -> Spectrum:
+    """The ``k`` slowest modes of the symmetric generator ``S`` (see module docstring).
+
+    Uses ``eigsh`` in shift-invert mode around ``sigma = shift > 0`` (default
+    ``1e-6 * D/h^2``-scale: ``1e-6 * max|S_ii|``), just right of the spectrum, so
+    ``S - sigma`` is negative definite and the slowest modes come first. The eigenvalues are
+    refined as Rayleigh quotients ``v^T S v``. Grids with fewer than ``dense_below`` cells
+    use a dense symmetric eigensolver.
+    """
+    n = S.shape[0]
+    k = int(k)
+    if not 1 <= k < n:
+        raise ValueError(f"k must be between 1 and the number of cells - 1 ({n - 1}), got k={k}")
+    S = sp.csr_matrix(S, dtype=np.float64)
+    if n < dense_below:
+        w, V = np.linalg.eigh(S.toarray())
+        order = np.argsort(-w)[:k]
+        V = V[:, order]
+    else:
+        if shift is None:
+            shift = 1e-6 * float(np.abs(S.diagonal()).max())
+        w, V = spla.eigsh(S, k=k, sigma=shift, which="LM", tol=1e-12)
+        order = np.argsort(-w)
+        V = V[:, order]
+    rq = np.einsum("ij,ij->j", V, S @ V)
+    rates = np.clip(-rq, 0.0, None)
+    order = np.argsort(rates)
+    rates, V = rates[order], V[:, order]
+    # fix signs: largest-magnitude entry positive (the ground mode is then sqrt(pi) >= 0)
+    sgn = np.sign(V[np.argmax(np.abs(V), axis=0), np.arange(V.shape[1])])
+    V = V * sgn
+    g = np.asarray(gibbs, dtype=np.float64).ravel()
+    sq = np.sqrt(g / g.sum())
+    modes = (sq[:, None] * V).T.reshape((k,) + tuple(grid.shape))
+    return Spectrum(rates=rates, modes=modes, symmetric_modes=V.T,
+                    gibbs=np.asarray(gibbs).reshape(grid.shape), grid=grid)
