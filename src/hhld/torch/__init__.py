@@ -11,6 +11,9 @@ from .persample import PerSampleSqNorms
 
 # --- HeisenbergSGD / neurogenesis / lr (issue 4, optimizer part)
 from .optim import ControllerConfig, HeisenbergSGD, heisenberg_sgd
+from .neurogenesis import (GrandCanonicalScheduler, LinearPair, NeuronMove, add_neurons, candidate_scores,
+                           find_linear_pairs, neurodegeneration, neurogenesis, removal_scores, remove_neurons)
+from .lr import EtaOptPrediction, LRRangeResult, eta_opt_prediction, lr_range_test
 
 __all__ = [
     "EigenEstimate",
@@ -25,4 +28,18 @@ __all__ = [
     "ControllerConfig",
     "HeisenbergSGD",
     "heisenberg_sgd",
+    "GrandCanonicalScheduler",
+    "LinearPair",
+    "NeuronMove",
+    "add_neurons",
+    "candidate_scores",
+    "find_linear_pairs",
+    "neurodegeneration",
+    "neurogenesis",
+    "removal_scores",
+    "remove_neurons",
+    "EtaOptPrediction",
+    "LRRangeResult",
+    "eta_opt_prediction",
+    "lr_range_test",
 ]
