@@ -49,6 +49,7 @@ from torch.optim import Optimizer
 
 from .._validation import NonFiniteError, check_int, check_nonnegative, check_positive, check_real
 from ..observables import consolidation_ratio
+from ..theory import hbar as _hbar_formula
 
 __all__ = ["HeisenbergSGD", "ControllerConfig", "heisenberg_sgd"]
 
@@ -344,7 +345,7 @@ class HeisenbergSGD(Optimizer):
     @staticmethod
     def _hbar(group: dict, D: float) -> float:
         eta = group["eta"] if group["eta"] is not None else 1.0 / group["lr"]
-        return math.sqrt(eta * D)
+        return float(_hbar_formula(eta, D))  # the documents' hbar = sqrt(eta D)
 
     def _log(self, **event) -> None:
         self.events.append(event)
