@@ -84,3 +84,19 @@ def test_path_action_double_well_by_quadrature():
 def test_bad_input_names_the_value(call, name):
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+pos = st.floats(1e-6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=50, deadline=None)
+@given(eta=pos, D=pos, lr=pos)
+def test_formula_identities(eta, D, lr):
+    h = T.hbar(eta, D)
+    assert h * h == pytest.approx(eta * D, rel=1e-12)
+    assert T.uncertainty_bound_theorem1(eta, lr) == pytest.approx(T.uncertainty_bound_principle(eta, lr) ** 2, rel=1e-12)
+    assert T.uncertainty_bound_hbar(h) == pytest.approx(T.uncertainty_bound_total(h, 1), rel=1e-12)
+    assert 0.0 < T.wkb_tunneling_probability(T.barrier_action_straight(double_well_1d(), [0.0], [0.5], eta), h) <= 1.0
+    assert T.theorem3_rate(D, eta, lr) <= 2 * D / eta * (1 + 1e-12)

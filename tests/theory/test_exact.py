@@ -5,11 +5,13 @@ import pytest
 from hhld import theory as T
 from hhld.landscapes import DoubleWell, Quadratic, double_well_1d
 
+_trapz = getattr(np, "trapezoid", None) or np.trapz
+
 
 def _gibbs_grid(L, D, mu, lo=-3.0, hi=3.0, n=200001):
     x = np.linspace(lo, hi, n)
     w = np.exp(-mu * (L(x) - L(x).min()) / D)
-    return x, w / np.trapezoid(w, x)
+    return x, w / _trapz(w, x)
 
 
 @pytest.mark.parametrize("D, mu", [(0.1, 1.0), (0.3, 0.5), (0.05, 2.0)])
@@ -17,7 +19,7 @@ def test_stein_identity_and_bound_by_quadrature(D, mu):
     L = lambda x: (x * x - 1) ** 2 + 0.3 * x
     dL = lambda x: 4 * x * (x * x - 1) + 0.3
     x, p = _gibbs_grid(L, D, mu)
-    E = lambda f: np.trapezoid(f * p, x)
+    E = lambda f: _trapz(f * p, x)
     cov = E(x * dL(x)) - E(x) * E(dL(x))
     assert cov == pytest.approx(T.stein_covariance(D, mu), rel=1e-6)
     prod = np.sqrt(E(x * x) - E(x) ** 2) * np.sqrt(E(dL(x) ** 2) - E(dL(x)) ** 2)
@@ -69,7 +71,7 @@ def test_gibbs_log_partition():
     exact = 0.5 * np.log(2 * np.pi * D / (mu * 1.0)) + 0.5 * np.log(2 * np.pi * D / (mu * 4.0))
     assert T.gibbs_log_partition(q, D, mu) == pytest.approx(exact, rel=1e-10)
     x, _ = np.linspace(-2, 2, 400001), None
-    ref = np.log(np.trapezoid(np.exp(-((x * x - 1) ** 2) / 0.2), x))
+    ref = np.log(_trapz(np.exp(-((x * x - 1) ** 2) / 0.2), x))
     assert T.gibbs_log_partition(double_well_1d(), 0.2) == pytest.approx(ref, rel=1e-9)
     with pytest.raises(ValueError, match="dim"):
         T.gibbs_log_partition(DoubleWell(dim=4), 0.1)
@@ -88,3 +90,14 @@ def test_gibbs_log_partition():
 def test_bad_input(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_theorem2_energy_gap_can_be_negative():
+    # documents' Theorem 2 vs the exact identity: a state sharper than rho* at the minimum
+    k, D, mu = 1.0, 0.2, 1.0
+    v, s2 = D / (mu * k), 0.01
+    kl = 0.5 * (s2 / v - 1 + np.log(v / s2))
+    energy_gap = 0.5 * k * (s2 - v)
+    assert energy_gap < 0 < T.theorem2_bound(D, 1.0, kl)
+    entropy_gap = 0.5 * np.log(s2 / v)
+    assert energy_gap - (D / mu) * entropy_gap == pytest.approx(T.free_energy_identity(D, kl, mu), rel=1e-12)

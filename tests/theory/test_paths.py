@@ -100,3 +100,32 @@ def test_bad_input():
         T.minimum_energy_path(double_well_1d(), [-1.0], [1.0], 2)
     with pytest.raises(TypeError, match="landscape"):
         T.find_minimum(lambda x: x, [0.0])
+
+
+def test_torch_and_numpy_landscapes_agree():
+    import torch
+
+    from hhld.landscapes import NumpyLandscape, TorchLandscape
+
+    tl = TorchLandscape(lambda x: (x[:, 0] ** 2 - 1) ** 2 + 0.5 * (x[:, 1] - 0.3 * x[:, 0] ** 2) ** 2, dim=2)
+    nl = NumpyLandscape(
+        lambda th: (th[0] ** 2 - 1) ** 2 + 0.5 * (th[1] - 0.3 * th[0] ** 2) ** 2,
+        lambda th: np.array([4 * th[0] * (th[0] ** 2 - 1) - 0.6 * th[0] * (th[1] - 0.3 * th[0] ** 2),
+                             th[1] - 0.3 * th[0] ** 2]), dim=2)
+    rt = T.kramers_rate(tl, [1.0, 0.3], D=0.1, target=[-1.0, 0.3])
+    rn = T.kramers_rate(nl, [1.0, 0.3], D=0.1, target=[-1.0, 0.3])
+    np.testing.assert_allclose(rt.saddle, 0.0, atol=1e-8)
+    # L along the curved valley: barrier 1, |lambda-| = 4, det ratio (8*1)/(4*1)
+    assert rt.rate == pytest.approx(4 / (2 * np.pi) * np.sqrt(2) * np.exp(-10), rel=1e-6)
+    assert rn.rate == pytest.approx(rt.rate, rel=1e-6)
+    assert isinstance(torch.__version__, str)
+
+
+def test_string_with_relaxed_endpoints_high_dim():
+    lw = DoubleWell(dim=6, barrier=0.5, transverse=2.0)
+    a = np.r_[-0.8, 0.1 * np.ones(5)]
+    b = np.r_[1.2, -0.1 * np.ones(5)]
+    path = T.minimum_energy_path(lw, a, b, 15, relax_endpoints=True)
+    np.testing.assert_allclose(path[0], np.r_[-1.0, np.zeros(5)], atol=1e-5)
+    np.testing.assert_allclose(path[-1], np.r_[1.0, np.zeros(5)], atol=1e-5)
+    np.testing.assert_allclose(path[:, 1:], 0.0, atol=1e-5)
