@@ -8,6 +8,8 @@ from __future__ import annotations
 from .hessian import EigenEstimate, TraceEstimate, hutchinson_trace, make_hvp, top_eigenvalue
 from .noise import NoiseStats, gradient_noise_stats
 from .persample import PerSampleSqNorms
+from .monitor import Monitor
+from .quantities import Curvature, GradientStats, NoiseScale, Quantity, UncertaintyWindow
 
 # --- HeisenbergSGD / neurogenesis / lr (issue 4, optimizer part)
 from .optim import ControllerConfig, HeisenbergSGD, heisenberg_sgd
@@ -24,6 +26,12 @@ __all__ = [
     "NoiseStats",
     "gradient_noise_stats",
     "PerSampleSqNorms",
+    "Monitor",
+    "Quantity",
+    "GradientStats",
+    "UncertaintyWindow",
+    "NoiseScale",
+    "Curvature",
     # optimizer part
     "ControllerConfig",
     "HeisenbergSGD",

@@ -82,8 +82,9 @@ class PerSampleSqNorms:
     :attr:`passes` as a tensor of shape ``(B,)`` (no host synchronisation).
     """
 
-    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter] | None = None):
+    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter] | None = None, on_pass_end=None):
         self.model = model
+        self.on_pass_end = on_pass_end
         if params is None:
             params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.params = params
@@ -122,6 +123,9 @@ class PerSampleSqNorms:
         if not self._handles:
             for m in self.module_kind:
                 self._handles.append(m.register_forward_hook(self._forward_hook))
+            if self.on_pass_end is not None:
+                for p in self.params.values():
+                    self._handles.append(p.register_post_accumulate_grad_hook(self._param_hook))
         return self
 
     def detach(self) -> None:
@@ -158,6 +162,11 @@ class PerSampleSqNorms:
 
         output.register_hook(_grad_hook)
 
+    def _param_hook(self, p):
+        if self.enabled and not self._callback_queued:
+            self._callback_queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+
     def _end_of_backward(self):
         self._callback_queued = False
         total = None
@@ -174,6 +183,8 @@ class PerSampleSqNorms:
             self.passes.append(total)
         self.covered_last = covered
         self.covered_ever |= covered
+        if self.on_pass_end is not None:
+            self.on_pass_end(self)
 
     # ----------------------------------------------------------- the maths
     def _module_sq_norms(self, m: nn.Module, recs) -> torch.Tensor:
