@@ -36,11 +36,24 @@ class EigenEstimate(NamedTuple):
     converged: bool
 
 
+def _math_sdpa():
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    except ImportError:  # pragma: no cover - older torch
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def make_hvp(model: nn.Module, loss_fn, inputs, targets, params=None):
     """Return ``(hvp, params)``: ``hvp(vs) -> H vs`` for lists of tensors shaped like ``params``."""
     if params is None:
         params = list(trainable_parameters(model).values())
-    loss = loss_fn(call_model(model, inputs), targets)
+    # fused attention kernels (flash / memory-efficient) have no double backward: use the math kernel
+    with _math_sdpa():
+        loss = loss_fn(call_model(model, inputs), targets)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is not finite ({float(loss)}); no Hessian-vector products")
     grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
