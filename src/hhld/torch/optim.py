@@ -40,8 +40,8 @@ The maths lives in the functional kernel :func:`heisenberg_sgd` (a per-tensor lo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
