@@ -8,18 +8,25 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import landscapes
+from . import dynamics, landscapes, observables
 from ._backend import torch_generator
 from ._validation import NonFiniteError
+from .dynamics import Simulation, simulate
 from .landscapes import Landscape, NumpyLandscape, TorchLandscape, get_landscape
+from .seed import HeisenbergLearning
 
 __all__ = [
     "__version__",
+    "dynamics",
     "landscapes",
+    "observables",
     "Landscape",
     "NumpyLandscape",
     "TorchLandscape",
     "get_landscape",
+    "Simulation",
+    "simulate",
+    "HeisenbergLearning",
     "torch_generator",
     "NonFiniteError",
 ]

@@ -53,7 +53,11 @@ def default_rng(rng=None, *, seed: int | None = None):
 
 
 def standard_normal(rng, shape, like_x):
-    """Standard normal numbers with the backend/dtype/device of ``like_x``."""
+    """Standard normal numbers with the backend/dtype/device of ``like_x``.
+
+    For numpy, ``rng`` is a ``numpy.random.Generator`` or any object with the same
+    ``standard_normal(shape, dtype=...)`` method (tests use scripted noise this way).
+    """
     if is_torch(like_x):
         import torch
 
@@ -63,8 +67,11 @@ def standard_normal(rng, shape, like_x):
                 f"{type(rng).__name__}); use hhld.torch_generator(seed, device)"
             )
         return torch.randn(shape, generator=rng, dtype=like_x.dtype, device=like_x.device)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"numpy arrays need a numpy Generator as rng (got {type(rng).__name__})")
+    if not hasattr(rng, "standard_normal"):
+        raise TypeError(
+            f"numpy arrays need a numpy Generator as rng (got {type(rng).__name__}); "
+            "use np.random.default_rng(seed)"
+        )
     dtype = np.asarray(like_x).dtype
     if dtype == np.float32:
         return rng.standard_normal(shape, dtype=np.float32)
