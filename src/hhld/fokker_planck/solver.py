@@ -47,7 +47,7 @@ class BoxTruncationWarning(UserWarning):
 
 #: neighbouring-cell jumps of ``U = mu L / D`` (where the Gibbs density has mass) above
 #: which a warning / an error is issued.
-RESOLUTION_WARN = 2.0
+RESOLUTION_WARN = 4.0
 RESOLUTION_ERROR = 20.0
 #: Gibbs mass fraction in the outermost cell layer above which the box is said to cut mass.
 BOUNDARY_MASS_WARN = 1e-4

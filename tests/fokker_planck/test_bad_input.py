@@ -1,0 +1,61 @@
+import warnings
+
+import numpy as np
+import pytest
+
+from hhld import NonFiniteError
+from hhld.fokker_planck import BoxTruncationWarning, FokkerPlanck, GridResolutionWarning
+from hhld.landscapes import NumpyLandscape, Quadratic, double_well_2d
+
+
+@pytest.mark.parametrize("D", [0.0, -0.1])
+def test_nonpositive_D_raises(D):
+    with pytest.raises(ValueError, match="D"):
+        FokkerPlanck(double_well_2d(), cells=16, D=D)
+
+
+def test_grid_too_coarse_raises():
+    with pytest.raises(ValueError, match="too coarse"):
+        FokkerPlanck(double_well_2d(), cells=8, D=0.005)
+
+
+def test_grid_barely_resolving_warns():
+    with pytest.warns(GridResolutionWarning, match=r"\|mu ΔL\|/D"):
+        FokkerPlanck(double_well_2d(), cells=32, D=0.02)
+
+
+def test_box_cutting_gibbs_mass_warns():
+    with pytest.warns(BoxTruncationWarning, match="fraction"):
+        FokkerPlanck(Quadratic([1.0]), box=[(-0.5, 0.5)], cells=50, D=1.0)
+
+
+def test_well_posed_problem_is_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FokkerPlanck(Quadratic([1.0]), box=[(-4, 4)], cells=100, D=0.3)
+
+
+def test_nonfinite_potential_raises():
+    land = NumpyLandscape(lambda th: np.log(th[..., 0]), lambda th: 1.0 / th, dim=1,
+                          vectorize="batched", box=[(-1, 1)])
+    with np.errstate(all="ignore"), pytest.raises(NonFiniteError, match="non-finite"):
+        FokkerPlanck(land, cells=20, D=0.1)
+
+
+def test_bad_box_and_cells():
+    with pytest.raises(ValueError, match="box"):
+        FokkerPlanck(double_well_2d(), box=[(-2, 2)], cells=16, D=0.1)
+    with pytest.raises(ValueError, match="lo < hi"):
+        FokkerPlanck(double_well_2d(), box=[(2, -2), (-2, 2)], cells=16, D=0.1)
+    with pytest.raises(ValueError, match="cells"):
+        FokkerPlanck(double_well_2d(), cells=1, D=0.1)
+
+
+def test_bad_initial_density_and_times():
+    fp = FokkerPlanck(Quadratic([1.0]), box=[(-4, 4)], cells=50, D=0.3)
+    with pytest.raises(ValueError, match=">= 0"):
+        fp.evolve(-np.ones(50), [1.0])
+    with pytest.raises(NonFiniteError):
+        fp.evolve(np.full(50, np.nan), [1.0])
+    with pytest.raises(ValueError, match="sorted"):
+        fp.evolve(fp.gaussian([0.0], 0.5), [2.0, 1.0])

@@ -1,0 +1,64 @@
+import numpy as np
+
+from hhld.fokker_planck import FokkerPlanck
+from hhld.landscapes import Quadratic, double_well_1d
+
+
+def test_entropy_production_terms():
+    fp = FokkerPlanck(double_well_1d(), box=[(-2.2, 2.2)], cells=400, D=0.3)
+    rho = fp.gaussian([0.4], 0.3)
+    ep = fp.entropy_production(rho)
+    # (2.6) equals the diffusion term of (2.5) up to O(h^2)
+    assert np.isclose(ep.fisher, ep.diffusion, rtol=1e-3)
+    # the split of (2.5) sums to the exact discrete dS/dt up to O(h^2)
+    assert np.isclose(ep.paper_total, ep.total, rtol=1e-2)
+    # exact dS/dt against a finite difference in time
+    dt = 1e-5
+    r1 = fp.evolve(rho, [dt])[0]
+    assert np.isclose((fp.entropy(r1) - fp.entropy(rho)) / dt, ep.total, rtol=1e-3)
+    assert ep.free_energy_rate < 0
+    # at equilibrium: total = 0, learning = -diffusion, but (2.6) stays positive
+    eq = fp.entropy_production(fp.gibbs())
+    assert abs(eq.total) < 1e-8 * eq.diffusion
+    assert np.isclose(eq.learning, -eq.diffusion, rtol=1e-10)
+    assert eq.fisher > 0.5 * eq.diffusion
+
+
+def test_entropy_of_gaussian_and_gibbs_free_energy_minimal():
+    D, kappa = 0.5, 2.0
+    fp = FokkerPlanck(Quadratic([kappa]), box=[(-5, 5)], cells=500, D=D)
+    s = np.sqrt(D / kappa)
+    assert np.isclose(fp.entropy(fp.gibbs()), 0.5 * np.log(2 * np.pi * np.e * s * s), rtol=1e-5)
+    F_star = fp.free_energy(fp.gibbs())
+    assert fp.free_energy(fp.gaussian([0.3], 0.4)) > F_star
+    assert fp.kl(fp.gibbs()) < 1e-12
+
+
+def test_compare_langevin_ensemble_with_density():
+    # exact OU samples at time t vs the grid solution
+    rng = np.random.default_rng(7)
+    kappa, D, t, m0 = 1.0, 0.3, 0.5, 1.0
+    fp = FokkerPlanck(Quadratic([kappa]), box=[(-3, 3)], cells=60, D=D)
+    m = m0 * np.exp(-kappa * t)
+    v = D / kappa * (1 - np.exp(-2 * kappa * t))
+    x = rng.normal(m, np.sqrt(v), size=(20000, 1))
+    rho_t = fp.evolve(fp.gaussian([m0], 0.02), [t])[0]
+    cmp_ = fp.compare_ensemble(x, rho_t)
+    assert cmp_.l1 < 2.5 * cmp_.noise_l1 + 5e-3
+    # a wrong density is clearly distinguished
+    assert fp.compare_ensemble(x, fp.gibbs()).l1 > 5 * cmp_.noise_l1
+
+
+def test_double_well_escape_rate_kramers():
+    # 1-D double well (th^2-1)^2: Kramers k = sqrt(L''(min)|L''(sad)|)/(2 pi) exp(-1/D)
+    D = 0.1
+    fp = FokkerPlanck(double_well_1d(), box=[(-2.2, 2.2)], cells=600, D=D)
+    spec = fp.spectrum(3)
+    k = spec.symmetric_escape_rate()
+    kramers = np.sqrt(8.0 * 4.0) / (2 * np.pi) * np.exp(-1.0 / D)
+    assert 0.8 < k / kramers < 1.2
+    x = fp.grid.axes[0]
+    kab, kba = spec.escape_rates(x < 0)
+    assert np.isclose(kab, kba, rtol=1e-6) and np.isclose(kab + kba, spec.relaxation_rate)
+    # the first mode is antisymmetric (density moves between wells)
+    assert np.sign(spec.modes[1][x < -0.5].sum()) != np.sign(spec.modes[1][x > 0.5].sum())
