@@ -478,7 +478,14 @@ class MullerBrown(Landscape):
     def _terms(self, th):
         x = th[:, 0:1]
         y = th[:, 1:2]
-        cast = (lambda a: a) if not is_torch(th) else (lambda a: __import__("torch").as_tensor(a, dtype=th.dtype, device=th.device))
+        if is_torch(th):
+            import torch
+
+            def cast(a):
+                return torch.as_tensor(a, dtype=th.dtype, device=th.device)
+        else:
+            def cast(a):
+                return a.astype(th.dtype, copy=False)
         A, a, b, c, x0, y0 = (cast(v) for v in (self._A, self._a, self._b, self._c, self._x0, self._y0))
         dx = x - x0
         dy = y - y0

@@ -1,0 +1,84 @@
+"""Observables: documents' consolidation forms, regimes, uncertainty product, entropies, KL."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hhld.landscapes import Quadratic, double_well_2d
+from hhld.observables import (
+    RegimeThresholds,
+    classify_regime,
+    consolidation_ratio,
+    consolidation_ratio_sgd,
+    entropy_histogram,
+    entropy_knn,
+    free_energy,
+    kl_to_gibbs,
+    log_partition,
+    uncertainty_product,
+)
+
+
+def test_consolidation_ratio_documents_forms():
+    g = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(consolidation_ratio(g, 0.5), [25.0, 0.0])
+    assert consolidation_ratio(torch.tensor([3.0, 4.0]), 0.5).item() == pytest.approx(25.0)
+    assert consolidation_ratio(25.0, 0.5, dim=2) == pytest.approx(25.0)
+    assert consolidation_ratio_sgd(2.0, lr=0.1, batch_size=32) == pytest.approx(640.0)
+    with pytest.raises(ValueError, match="D must be > 0"):
+        consolidation_ratio(g, 0.0)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        consolidation_ratio_sgd(1.0, lr=-1, batch_size=2)
+
+
+def test_regimes_follow_the_table():
+    labels = classify_regime(np.array([0.1, 0.3, 0.6, 0.99, 1.0, 3.0, 5.0, 5.01]))
+    assert list(labels) == ["quantum", "transition", "transition", "transition", "intermediate",
+                            "intermediate", "intermediate", "classical"]
+    t = RegimeThresholds(quantum_below=2.0, classical_above=10.0)
+    assert classify_regime(6.0, t) == "intermediate"
+    with pytest.raises(ValueError):
+        RegimeThresholds(quantum_below=6, classical_above=5)
+
+
+def test_uncertainty_product_gaussian_quadratic():
+    rng = np.random.default_rng(0)
+    lam = np.array([1.0, 4.0])
+    D = 0.3
+    x = rng.normal(size=(200_000, 2)) * np.sqrt(D / lam)  # Gibbs density of 0.5 lam x^2
+    u = uncertainty_product(x, Quadratic(lam).grad(x))
+    np.testing.assert_allclose(u.per_coordinate, D, rtol=0.01)  # equality case of Stein's bound
+    np.testing.assert_allclose(u.covariance, D, rtol=0.01)
+    with pytest.raises(ValueError, match=r"\(N, d\)"):
+        uncertainty_product(x, x[:, :1])
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_entropy_estimators_on_gaussian(d):
+    rng = np.random.default_rng(d)
+    sd = 0.7
+    x = rng.normal(size=(20_000, d)) * sd
+    exact = 0.5 * d * math.log(2 * math.pi * math.e * sd * sd)
+    assert entropy_knn(x) == pytest.approx(exact, abs=0.03 * d)
+    assert entropy_histogram(x, bins=30 if d < 3 else 15) == pytest.approx(exact, abs=0.1 * d)
+
+
+def test_kl_and_free_energy_identity():
+    rng = np.random.default_rng(3)
+    q = Quadratic(np.array([1.0]), box=[(-8, 8)])
+    D = 0.5
+    gibbs = rng.normal(size=(20_000, 1)) * math.sqrt(D)
+    assert abs(kl_to_gibbs(gibbs, q, D)) < 0.02
+    wide = rng.normal(size=(20_000, 1)) * 2 * math.sqrt(D)
+    kl_exact = 0.5 * (4 - 1 - math.log(4))
+    assert kl_to_gibbs(wide, q, D) == pytest.approx(kl_exact, abs=0.03)
+    F_star = -D * log_partition(q, D)
+    assert free_energy(wide, q, D) - F_star == pytest.approx(D * kl_exact, abs=0.02)
+
+
+def test_log_partition_double_well():
+    lw = double_well_2d()
+    assert np.isfinite(log_partition(lw, 0.1))
+    with pytest.raises(ValueError, match="d <= 3"):
+        log_partition(Quadratic(np.ones(4)), 1.0)
