@@ -1,0 +1,404 @@
+"""Ensemble performance benchmark (issue 2, "Performance").
+
+One run, one machine, the documents' 2-D double well ``L = (th1^2 - 1)^2 + th2^2`` with
+N particles of overdamped Langevin ``d th = -grad L dt + sqrt(2 D) dW`` (mu = 1,
+D = 0.05, dt = 0.01), every contender timed by this script:
+
+1. the documents' one-particle loop (our re-implementation of the reference ``step``:
+   one ``np.random.randn(dim)`` per particle-step), timed on a subset and scaled;
+2. a plain vectorised numpy float32 update;
+3. BlackJAX's SGLD kernel, vmapped over particles and jit-compiled (steps in ``lax.scan``);
+4. a jit-compiled JAX float32 ``lax.scan`` of the update;
+5. an in-place torch float32 update;
+6. torch's float32 normal generator (numbers/s) and the bound it implies for a 2-D
+   update (numbers/s / 2 particle-steps/s);
+7. hhld: ``euler_maruyama`` in a Python loop (torch f32, numpy f32, numpy f64) and
+   ``Simulation.run`` (torch f32, default non-finite checks) -- the library path.
+
+Figures are particle-steps per second, best of ``--repeats`` (median also reported);
+warm-up (and JAX compilation) is excluded. Repeats are interleaved across the
+contenders (repeat 1 of everything, then repeat 2, ...) so that load from other users of
+a shared machine hits them alike.
+
+BlackJAX's SGLD step is ``th += eps * grad log p + sqrt(2 T eps) xi``. With ``T = 1``,
+``log p = -mu L / D`` and ``eps = D dt`` this is exactly the Euler-Maruyama step of the
+SDE above: ``eps grad log p = -mu grad L dt`` and ``sqrt(2 eps) = sqrt(2 D dt)``.
+
+Usage::
+
+    python benchmarks/bench_ensemble.py                 # full run (N = 1e5)
+    python benchmarks/bench_ensemble.py --quick         # small smoke run (tests)
+    python benchmarks/bench_ensemble.py --json out.json --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+GOAL_DOCS = 300.0
+GOAL_BLACKJAX = 1.5
+GOAL_RNG = 0.70
+
+
+# ------------------------------------------------------------------ machine
+def machine_info() -> dict:
+    model = platform.processor() or "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except Exception:  # noqa: BLE001 - lscpu is optional
+        pass
+    info = {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "date": _dt.datetime.now().isoformat(timespec="seconds")}
+    try:
+        info["loadavg_start"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+# ---------------------------------------------------------------- contenders
+class Contender:
+    """``run(n_steps)`` advances ``n_particles`` particles by ``n_steps`` steps; the rate
+    is particle-steps (or numbers, ``unit``) per second."""
+
+    def __init__(self, key, label, run, n_particles, n_steps, unit="particle-steps/s", count_per_step=None):
+        self.key, self.label, self.run = key, label, run
+        self.n_particles, self.n_steps, self.unit = n_particles, n_steps, unit
+        self.count = (count_per_step or n_particles) * n_steps
+        self.times: list[float] = []
+
+    def time_once(self):
+        t0 = time.perf_counter()
+        self.run(self.n_steps)
+        self.times.append(time.perf_counter() - t0)
+
+    @property
+    def best(self):
+        return self.count / min(self.times)
+
+    @property
+    def median(self):
+        return self.count / statistics.median(self.times)
+
+
+def docs_loop(n_sub, D, dt, seed):
+    """The documents' one-particle step, looped over particles (written for this benchmark)."""
+
+    def loss_grad(theta):  # the documents' per-point gradient of (x^2-1)^2 + y^2
+        x, y = theta[0], theta[1]
+        return np.array([4.0 * x * (x * x - 1.0), 2.0 * y])
+
+    def step(theta):
+        drift = -loss_grad(theta)
+        diffusion = np.sqrt(2.0 * D * dt) * np.random.randn(2)
+        return theta + drift * dt + diffusion
+
+    np.random.seed(seed)
+    thetas = [np.array([0.5, 0.5]) for _ in range(n_sub)]
+
+    def run(n):
+        for _ in range(n):
+            for i in range(n_sub):
+                thetas[i] = step(thetas[i])
+
+    return run
+
+
+def numpy_vectorised(N, D, dt, seed):
+    rng = np.random.default_rng(seed)
+    state = {"th": np.zeros((N, 2), dtype=np.float32)}
+    sigma = np.float32(math.sqrt(2 * D * dt))
+    dt32 = np.float32(dt)
+
+    def run(n):
+        th = state["th"]
+        for _ in range(n):
+            x, y = th[:, 0], th[:, 1]
+            g = np.stack([4.0 * x * (x * x - 1.0), 2.0 * y], axis=1).astype(np.float32, copy=False)
+            th = th - dt32 * g + sigma * rng.standard_normal((N, 2), dtype=np.float32)
+        state["th"] = th
+
+    return run
+
+
+def torch_inplace(N, D, dt, seed):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    th = torch.zeros(N, 2)
+    noise = torch.empty(N, 2)
+    grad = torch.empty(N, 2)
+    sq = torch.empty(N, 2)
+    a = torch.tensor([4.0, 0.0])
+    b = torch.tensor([-4.0, 2.0])
+    sigma = math.sqrt(2 * D * dt)
+
+    def run(n):
+        for _ in range(n):
+            torch.mul(th, th, out=sq)          # grad = th * (a th^2 + b)
+            sq.mul_(a).add_(b)
+            torch.mul(sq, th, out=grad)
+            noise.normal_(0.0, sigma, generator=g)
+            th.add_(grad, alpha=-dt).add_(noise)
+
+    return run
+
+
+def torch_rng(N, seed):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    buf = torch.empty(N, 2)
+
+    def run(n):
+        for _ in range(n):
+            buf.normal_(generator=g)
+
+    return run
+
+
+def jax_scan(N, D, dt, seed, n_steps):
+    import jax
+    import jax.numpy as jnp
+
+    sigma = math.sqrt(2 * D * dt)
+
+    def body(carry, _):
+        key, th = carry
+        key, sub = jax.random.split(key)
+        x, y = th[:, 0], th[:, 1]
+        g = jnp.stack([4.0 * x * (x * x - 1.0), 2.0 * y], axis=1)
+        th = th - dt * g + sigma * jax.random.normal(sub, th.shape, dtype=jnp.float32)
+        return (key, th), None
+
+    @jax.jit
+    def advance(key, th):
+        (key, th), _ = jax.lax.scan(body, (key, th), None, length=n_steps)
+        return key, th
+
+    state = {"key": jax.random.PRNGKey(seed), "th": jnp.zeros((N, 2), jnp.float32)}
+    jax.block_until_ready(advance(state["key"], state["th"]))  # compile (warm-up)
+
+    def run(n):
+        assert n == n_steps
+        key, th = advance(state["key"], state["th"])
+        state["key"], state["th"] = key, jax.block_until_ready(th)
+
+    return run
+
+
+def blackjax_sgld(N, D, dt, seed, n_steps, mu=1.0):
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+
+    def logdensity(theta):  # log p = -mu L / D  (temperature 1, step size D dt)
+        x, y = theta[0], theta[1]
+        return -mu * ((x * x - 1.0) ** 2 + y * y) / D
+
+    grad_logp = jax.grad(logdensity)
+    sgld = blackjax.sgld(lambda position, minibatch: grad_logp(position))
+    step_size = D * dt
+    vstep = jax.vmap(lambda k, p: sgld.step(k, p, None, step_size))
+
+    def body(carry, _):
+        key, th = carry
+        key, sub = jax.random.split(key)
+        th = vstep(jax.random.split(sub, N), th)
+        return (key, th), None
+
+    @jax.jit
+    def advance(key, th):
+        (key, th), _ = jax.lax.scan(body, (key, th), None, length=n_steps)
+        return key, th
+
+    state = {"key": jax.random.PRNGKey(seed), "th": jnp.zeros((N, 2), jnp.float32)}
+    jax.block_until_ready(advance(state["key"], state["th"]))
+
+    def run(n):
+        assert n == n_steps
+        key, th = advance(state["key"], state["th"])
+        state["key"], state["th"] = key, jax.block_until_ready(th)
+
+    return run
+
+
+def hhld_step_loop(N, D, dt, seed, backend):
+    from hhld.dynamics.integrators import euler_maruyama, init_overdamped
+    from hhld.landscapes import double_well_2d
+
+    L = double_well_2d()
+    if backend == "torch32":
+        import torch
+
+        rng = torch.Generator().manual_seed(seed)
+        theta0 = torch.zeros(N, 2, dtype=torch.float32)
+    else:
+        rng = np.random.default_rng(seed)
+        theta0 = np.zeros((N, 2), dtype=np.float32 if backend == "numpy32" else np.float64)
+    box = {"st": init_overdamped(L, theta0)}
+
+    def run(n):
+        st = box["st"]
+        for _ in range(n):
+            st = euler_maruyama(rng, st, L, dt=dt, D=D)
+        box["st"] = st
+
+    return run
+
+
+def hhld_simulation(N, D, dt, seed):
+    import torch
+
+    from hhld.dynamics import Simulation
+    from hhld.landscapes import double_well_2d
+
+    sim = Simulation(double_well_2d(), torch.zeros(N, 2, dtype=torch.float32), dt=dt, D=D,
+                     rng=torch.Generator().manual_seed(seed))
+    return lambda n: sim.run(n)
+
+
+# ---------------------------------------------------------------------- main
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=100_000, help="particles (default 1e5)")
+    p.add_argument("--steps", type=int, default=100, help="steps per timed repeat (default 100)")
+    p.add_argument("--repeats", type=int, default=7, help="timed repeats per contender (default 7)")
+    p.add_argument("--docs-particles", type=int, default=1000,
+                   help="subset of particles for the documents' loop (default 1000)")
+    p.add_argument("--docs-steps", type=int, default=10, help="steps per repeat of the documents' loop")
+    p.add_argument("--D", type=float, default=0.05)
+    p.add_argument("--dt", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for this process (default: torch's default)")
+    p.add_argument("--no-jax", action="store_true", help="skip the JAX / BlackJAX contenders")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (figures meaningless)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.n, a.steps, a.repeats, a.docs_particles, a.docs_steps = 2000, 5, 2, 50, 2
+    return a
+
+
+def main(argv=None) -> dict:
+    a = parse(argv)
+    import torch
+
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
+    info = machine_info()
+    info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    N, D, dt = a.n, a.D, a.dt
+
+    have_jax = False
+    if not a.no_jax:
+        try:
+            import blackjax  # noqa: F401
+            import jax
+
+            have_jax = True
+            info.update(jax=jax.__version__, blackjax=getattr(blackjax, "__version__", "?"),
+                        jax_devices=str(jax.devices()))
+        except ImportError as exc:
+            print(f"# jax/blackjax not installed ({exc}); skipping their rows "
+                  "(pip install -e '.[bench]')", flush=True)
+
+    cs: list[Contender] = [
+        Contender("docs_loop", "documents' one-particle loop (numpy f64, scaled from subset)",
+                  docs_loop(a.docs_particles, D, dt, a.seed), a.docs_particles, a.docs_steps),
+        Contender("numpy32", "plain vectorised numpy f32", numpy_vectorised(N, D, dt, a.seed), N, a.steps),
+    ]
+    if have_jax:
+        print("# compiling JAX contenders ...", flush=True)
+        cs.append(Contender("blackjax_sgld", "BlackJAX SGLD, vmapped + jit (scan)",
+                            blackjax_sgld(N, D, dt, a.seed, a.steps), N, a.steps))
+        cs.append(Contender("jax_scan", "JAX f32 lax.scan, jit", jax_scan(N, D, dt, a.seed, a.steps), N, a.steps))
+    cs += [
+        Contender("torch_inplace", "in-place torch f32 update", torch_inplace(N, D, dt, a.seed), N, a.steps),
+        Contender("torch_rng", "torch f32 normal generator", torch_rng(N, a.seed), N, a.steps,
+                  unit="numbers/s", count_per_step=2 * N),
+        Contender("hhld_em_torch32", "hhld euler_maruyama loop, torch f32",
+                  hhld_step_loop(N, D, dt, a.seed, "torch32"), N, a.steps),
+        Contender("hhld_em_numpy32", "hhld euler_maruyama loop, numpy f32",
+                  hhld_step_loop(N, D, dt, a.seed, "numpy32"), N, a.steps),
+        Contender("hhld_em_numpy64", "hhld euler_maruyama loop, numpy f64",
+                  hhld_step_loop(N, D, dt, a.seed, "numpy64"), N, a.steps),
+        Contender("hhld_sim_torch32", "hhld Simulation.run, torch f32 (library path)",
+                  hhld_simulation(N, D, dt, a.seed), N, a.steps),
+    ]
+    for c in cs:  # warm-up, excluded
+        c.run(c.n_steps)
+    for r in range(a.repeats):  # interleaved repeats
+        for c in cs:
+            c.time_once()
+        print(f"# repeat {r + 1}/{a.repeats} done", flush=True)
+    try:
+        info["loadavg_end"] = os.getloadavg()[0]
+    except OSError:
+        pass
+
+    res = {c.key: {"label": c.label, "best": c.best, "median": c.median, "unit": c.unit,
+                   "particles": c.n_particles, "steps": c.n_steps, "repeats": len(c.times)} for c in cs}
+    rng_bound = res["torch_rng"]["best"] / 2.0
+    res["rng_bound_2d"] = {"label": "implied bound for a 2-D update (numbers/s / 2)", "best": rng_bound,
+                           "median": res["torch_rng"]["median"] / 2.0, "unit": "particle-steps/s"}
+
+    print()
+    print(f"Ensemble benchmark: 2-D double well, N={N}, D={D}, dt={dt}, {a.steps} steps x {a.repeats} "
+          f"repeats (best / median){'  [QUICK: figures meaningless]' if a.quick else ''}")
+    print(f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, {info['date']}")
+    print(f"{'contender':58s} {'best':>10s} {'median':>10s}  unit")
+    for k, v in res.items():
+        print(f"{v['label']:58s} {v['best'] / 1e6:9.2f}M {v['median'] / 1e6:9.2f}M  {v['unit']}")
+
+    hhld = res["hhld_sim_torch32"]["best"]
+    ratios = {
+        "hhld_vs_docs_loop": (hhld / res["docs_loop"]["best"], GOAL_DOCS),
+        "hhld_vs_blackjax_sgld": (hhld / res["blackjax_sgld"]["best"], GOAL_BLACKJAX) if have_jax else (None, GOAL_BLACKJAX),
+        "hhld_vs_rng_bound": (hhld / rng_bound, GOAL_RNG),
+    }
+    step_loop = res["hhld_em_torch32"]["best"]
+    print()
+    print("Ratios (hhld = Simulation.run, torch f32, best of repeats):")
+    names = {"hhld_vs_docs_loop": "hhld vs documents' loop", "hhld_vs_blackjax_sgld": "hhld vs BlackJAX SGLD",
+             "hhld_vs_rng_bound": "hhld vs RNG bound"}
+    for k, (val, goal) in ratios.items():
+        if val is None:
+            print(f"ratio {names[k]}: skipped (jax not installed)  goal >= {goal:g}")
+            continue
+        shown = f"{val:.1%}" if k == "hhld_vs_rng_bound" else f"{val:.1f}x"
+        goal_s = f"{goal:.0%}" if k == "hhld_vs_rng_bound" else f"{goal:g}x"
+        print(f"ratio {names[k]}: {shown}  goal >= {goal_s}  {'MET' if val >= goal else 'NOT MET'}")
+    print(f"(hhld euler_maruyama step loop, torch f32: {step_loop / rng_bound:.1%} of the RNG bound; "
+          f"vs in-place torch update {step_loop / res['torch_inplace']['best']:.2f}x)")
+
+    out = {"machine": info, "params": {"N": N, "D": D, "dt": dt, "steps": a.steps, "repeats": a.repeats,
+                                       "docs_particles": a.docs_particles, "docs_steps": a.docs_steps,
+                                       "quick": a.quick},
+           "results": res,
+           "ratios": {k: {"value": v, "goal": g, "met": (None if v is None else v >= g)}
+                      for k, (v, g) in ratios.items()}}
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+        print(f"wrote {a.json}")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
