@@ -1,0 +1,294 @@
+"""Run the cells of the selected experiments with an on-disk cache, resume and executors.
+
+Layout of a run directory ``out``::
+
+    out/cells/<experiment>/<hash>.json   one finished cell: {"cell", "result", "timing_s", ...}
+    out/results.json, report.html, report.md, figures/*.png   (written by hhld.validate.report)
+
+The hash is :meth:`hhld.validate.base.Cell.cache_key`: experiment, config, cell key, seed
+and the hhld version. With ``resume=True`` every cell whose file exists is loaded, not
+recomputed; without it every cell is recomputed (and its file overwritten). Cells are
+independent and pure, and ``summarize`` always receives them in the order ``cells()``
+lists them, so a run interrupted and resumed gives the same numbers as one that was not.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import __version__
+from .base import REGISTRY, Cell, Experiment, ExperimentConfig, ExperimentReport, to_jsonable
+
+__all__ = ["ExperimentRun", "ValidationRun", "plan", "run_validation", "run_cell_timed",
+           "InjectedFault", "EXECUTORS"]
+
+EXECUTORS = ("local", "ray")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the runner's fault-injection hook (tests of kill-and-resume)."""
+
+
+@dataclass
+class ExperimentRun:
+    """One experiment of a run: its config, cells, results (in ``cells`` order) and report."""
+
+    experiment: Experiment
+    config: ExperimentConfig
+    cells: list[Cell]
+    results: list[dict | None] = field(default_factory=list)
+    timings: list[float | None] = field(default_factory=list)
+    cached: list[bool] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    report: ExperimentReport | None = None
+    summarize_error: str | None = None
+    summarize_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+
+@dataclass
+class ValidationRun:
+    out: Path
+    scale: str
+    executor: str
+    experiments: list[ExperimentRun]
+    started: float
+    finished: float = 0.0
+    device: str = "cpu"
+    n_seeds: int | None = None
+
+    @property
+    def wall_s(self) -> float:
+        return self.finished - self.started
+
+
+# ---------------------------------------------------------------------- planning
+def _select(only: Sequence[str] | None) -> list[Experiment]:
+    from .experiments import load_all
+
+    load_all()
+    if not only:
+        return [REGISTRY[k] for k in sorted(REGISTRY, key=_order_key)]
+    unknown = [n for n in only if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(REGISTRY)}")
+    return [REGISTRY[n] for n in only]
+
+
+#: report order: the documents' validation table first, then the theorems
+_ORDER = ["tunneling_rate", "uncertainty", "energy_entropy", "convergence", "phase_transition",
+          "consolidation_equilibrium", "grokking", "double_descent", "optimal_lr", "dimension", "width"]
+
+
+def _order_key(name: str):
+    return (_ORDER.index(name) if name in _ORDER else len(_ORDER), name)
+
+
+def plan(only: Sequence[str] | None = None, scale: str = "quick", n_seeds: int | None = None,
+         configs: dict[str, ExperimentConfig] | None = None) -> list[ExperimentRun]:
+    """Experiments, configs and cells of a run (nothing is computed)."""
+    runs = []
+    for exp in _select(only):
+        cfg = (configs or {}).get(exp.name) or exp.config(scale)
+        if n_seeds is not None:
+            cfg = cfg.with_seeds(n_seeds)
+        cells = exp.cells(cfg, tuple(cfg.seeds))
+        for c in cells:
+            if c.experiment != exp.name:
+                raise ValueError(f"{exp.name}.cells() returned a cell of {c.experiment!r}")
+        runs.append(ExperimentRun(exp, cfg, cells, [None] * len(cells), [None] * len(cells),
+                                  [False] * len(cells), [None] * len(cells)))
+    return runs
+
+
+# ---------------------------------------------------------------------- cache
+def _cache_path(out: Path, cell: Cell, config: ExperimentConfig) -> Path:
+    return out / "cells" / cell.experiment / f"{cell.cache_key(config, __version__)}.json"
+
+
+def _load_cached(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def run_cell_timed(name: str, config: ExperimentConfig, cell: Cell) -> tuple[dict, float]:
+    """Run one cell (in this process): ``(JSON-round-tripped result, seconds)``."""
+    from .experiments import load_all
+
+    load_all()
+    exp = REGISTRY[name]
+    t0 = time.perf_counter()
+    res = exp.run_cell(config, cell)
+    dt = time.perf_counter() - t0
+    if not isinstance(res, dict):
+        raise TypeError(f"{name}.run_cell must return a dict, got {type(res).__name__}")
+    # the cache stores JSON; return exactly what a cache hit would return
+    return json.loads(json.dumps(to_jsonable(res), allow_nan=True)), dt
+
+
+# ---------------------------------------------------------------------- progress
+class _Progress:
+    def __init__(self, quiet: bool, runs: list[ExperimentRun]):
+        self.quiet = quiet
+        self.p = None
+        self.tasks: dict[str, Any] = {}
+        if quiet:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), transient=False)
+        self.p.start()
+        for r in runs:
+            self.tasks[r.name] = self.p.add_task(f"[bold]{r.name}", total=len(r.cells))
+        self.cell_task = self.p.add_task("  cell", total=1, visible=False)
+
+    def cell_start(self, cell: Cell):
+        if self.p is not None:
+            self.p.update(self.cell_task, description=f"  {cell.label}", completed=0, total=1, visible=True)
+
+    def cell_done(self, cell: Cell):
+        if self.p is not None:
+            self.p.update(self.cell_task, completed=1)
+            self.p.advance(self.tasks[cell.experiment])
+
+    def stop(self):
+        if self.p is not None:
+            self.p.update(self.cell_task, visible=False)
+            self.p.stop()
+
+
+# ---------------------------------------------------------------------- run
+def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str] | None = None,
+                   n_seeds: int | None = None, resume: bool = False, executor: str = "local",
+                   address: str | None = None, quiet: bool = False,
+                   configs: dict[str, ExperimentConfig] | None = None,
+                   write_report: bool = True, fault_after: int | None = None,
+                   ray_num_cpus: int | None = None,
+                   on_cell: Callable[[Cell, dict], None] | None = None) -> ValidationRun:
+    """Run (or resume) a validation suite into ``out`` and write the report.
+
+    ``fault_after=k`` raises :class:`InjectedFault` after k cells have been computed in this
+    call (cache hits do not count); it simulates a run killed in the middle (also from the
+    environment variable ``HHLD_VALIDATE_FAULT_AFTER``). ``configs`` overrides the config of
+    named experiments (tests use ``smallest()``).
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if fault_after is None and os.environ.get("HHLD_VALIDATE_FAULT_AFTER"):
+        fault_after = int(os.environ["HHLD_VALIDATE_FAULT_AFTER"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from .base import device
+
+    runs = plan(only, scale, n_seeds, configs)
+    vr = ValidationRun(out=out, scale=scale, executor=executor, experiments=runs,
+                       started=time.time(), device=device(), n_seeds=n_seeds)
+
+    # cache hits
+    todo: list[tuple[ExperimentRun, int]] = []
+    for r in runs:
+        for i, c in enumerate(r.cells):
+            path = _cache_path(out, c, r.config)
+            hit = _load_cached(path) if resume else None
+            if hit is not None and hit.get("cell") == c.to_dict():
+                r.results[i], r.timings[i], r.cached[i] = hit["result"], hit.get("timing_s"), True
+            else:
+                todo.append((r, i))
+
+    prog = _Progress(quiet, runs)
+    try:
+        for r in runs:
+            if prog.p is not None:
+                prog.p.update(prog.tasks[r.name], completed=sum(r.cached))
+        computed = 0
+
+        def finish(r: ExperimentRun, i: int, res: dict, dt: float):
+            nonlocal computed
+            c = r.cells[i]
+            r.results[i], r.timings[i] = res, dt
+            _write_atomic(_cache_path(out, c, r.config),
+                          {"cell": c.to_dict(), "config": r.config.to_dict(), "result": res,
+                           "timing_s": dt, "hhld_version": __version__, "device": vr.device,
+                           "finished": time.time()})
+            prog.cell_done(c)
+            if on_cell is not None:
+                on_cell(c, res)
+            computed += 1
+            if fault_after is not None and computed >= fault_after:
+                raise InjectedFault(f"injected fault after {computed} computed cells")
+
+        if executor == "local":
+            for r, i in todo:
+                prog.cell_start(r.cells[i])
+                res, dt = run_cell_timed(r.name, r.config, r.cells[i])
+                finish(r, i, res, dt)
+        else:
+            _run_ray(todo, finish, prog, address, ray_num_cpus)
+    finally:
+        prog.stop()
+
+    for r in runs:
+        t0 = time.perf_counter()
+        try:
+            r.report = r.experiment.summarize(r.config, list(zip(r.cells, r.results)))
+        except Exception:  # a broken summary must not lose the others' report
+            r.summarize_error = traceback.format_exc()
+        r.summarize_s = time.perf_counter() - t0
+    vr.finished = time.time()
+    if write_report:
+        from .report import write_report as _write
+
+        _write(vr, quiet=quiet)
+    return vr
+
+
+def _run_ray(todo, finish, prog, address, num_cpus):
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise RuntimeError("--executor ray needs Ray: pip install 'hhld[ray]'") from exc
+    started_here = False
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
+                              "include_dashboard": False}
+        if address:
+            kw["address"] = address
+        elif num_cpus:
+            kw["num_cpus"] = num_cpus
+        ray.init(**kw)
+        started_here = True
+    try:
+        task = ray.remote(num_cpus=1)(run_cell_timed)
+        pending = {}
+        for r, i in todo:
+            ref = task.remote(r.name, r.config, r.cells[i])
+            pending[ref] = (r, i)
+            prog.cell_start(r.cells[i])
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                r, i = pending.pop(ref)
+                res, dt = ray.get(ref)
+                finish(r, i, res, dt)
+    finally:
+        if started_here:
+            ray.shutdown()
