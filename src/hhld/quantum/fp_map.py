@@ -160,7 +160,7 @@ def mapped_hamiltonian(grid: Grid, L, D: float, *, potential: str = "discrete") 
 
 def _low_eigs_sym(H, k):
     n = H.shape[0]
-    if n <= 1500:
+    if n <= 300 or k >= n - 1:
         w, v = np.linalg.eigh(H.toarray())
         return w[:k], v[:, :k]
     w, v = spla.eigsh(H, k=k, sigma=-1e-8, which="LM", tol=1e-14)
@@ -175,7 +175,7 @@ def fp_spectrum(grid: Grid, L, D: float, k: int = 6) -> np.ndarray:
     their size is reported by :func:`compare_spectra`)."""
     k = check_int("k", k, minimum=1)
     A = fp_generator(grid, L, D)
-    if grid.size <= 1500:
+    if grid.size <= 300 or k >= grid.size - 2:
         w = np.linalg.eigvals(-A.toarray())
     else:
         w = spla.eigs(-A, k=k, sigma=-1e-8, which="LM", tol=1e-14, return_eigenvectors=False)
