@@ -250,3 +250,20 @@ def test_history_dataframe_and_uncertainty():
     T, G = torch.stack(thetas), torch.stack(grads)
     ref = math.sqrt(float(T.var(0).sum())) * math.sqrt(float(G.var(0).sum()))
     assert df["uncertainty_product"][0] == pytest.approx(ref, rel=1e-6)
+
+
+def test_jsonl_and_csv_sinks(tmp_path):
+    import json
+
+    from hhld.torch.sinks import CSVSink, JSONLSink
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=2, sinks=[JSONLSink(tmp_path / "m.jsonl"), CSVSink(tmp_path / "m.csv")])
+    for k in range(4):
+        x, y = data(8, seed=k)
+        opt.zero_grad(); loss = lf(model(x), y); loss.backward(); opt.step(); mon.step(loss)
+    mon.close()
+    rows = [json.loads(line) for line in open(tmp_path / "m.jsonl")]
+    assert len(rows) == 2 and rows[1]["C_sgd"] == pytest.approx(mon.history[1]["C_sgd"])
+    import pandas as pd
+    assert len(pd.read_csv(tmp_path / "m.csv")) == 2
