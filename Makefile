@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/hhld demo --out runs/demo
+	$(BIN)/hhld validate --quick --out runs/validate
 
 demo: install
 	$(BIN)/hhld demo --out runs/demo
