@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
                             resume=resume, executor=executor, address=address, quiet=quiet)
         if not quiet:
             typer.echo(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'results.json'}")
-        failed = [r.name for r in vr.experiments if r.summarize_error]
+        failed = [r.name for r in vr.experiments if r.summarize_error or any(r.errors)]
         if failed:
-            typer.echo(f"summaries failed: {failed} (see results.json)", err=True)
+            typer.echo(f"experiments with failed cells or summaries: {failed} (see results.json)", err=True)
             raise typer.Exit(1)

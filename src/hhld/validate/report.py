@@ -117,8 +117,9 @@ def write_report(vr, quiet: bool = False) -> dict:
             "data": r.report.data if r.report else {},
             "summarize_error": r.summarize_error,
             "figures": [rel for _, rel, _ in figs],
-            "cells": [{"cell": c.to_dict(), "result": res, "timing_s": t, "cached": cached}
-                      for c, res, t, cached in zip(r.cells, r.results, r.timings, r.cached)],
+            "cells": [{"cell": c.to_dict(), "result": res, "timing_s": t, "cached": cached, "error": err}
+                      for c, res, t, cached, err in zip(r.cells, r.results, r.timings, r.cached, r.errors)],
+            "failed_cells": sum(e is not None for e in r.errors),
             "compute_s": float(sum(t for t in r.timings if t is not None)),
             "summarize_s": r.summarize_s,
         }

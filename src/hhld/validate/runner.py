@@ -239,7 +239,12 @@ def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str]
         if executor == "local":
             for r, i in todo:
                 prog.cell_start(r.cells[i])
-                res, dt = run_cell_timed(r.name, r.config, r.cells[i])
+                try:
+                    res, dt = run_cell_timed(r.name, r.config, r.cells[i])
+                except Exception:  # one broken cell must not stop the suite; it is not cached
+                    r.errors[i] = traceback.format_exc()
+                    prog.cell_done(r.cells[i])
+                    continue
                 finish(r, i, res, dt)
         else:
             _run_ray(todo, finish, prog, address, ray_num_cpus)
@@ -249,7 +254,10 @@ def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str]
     for r in runs:
         t0 = time.perf_counter()
         try:
-            r.report = r.experiment.summarize(r.config, list(zip(r.cells, r.results)))
+            ok = [(c, res) for c, res in zip(r.cells, r.results) if res is not None]
+            if not ok:
+                raise RuntimeError(f"every cell of {r.name} failed:\n" + "\n".join(e for e in r.errors if e))
+            r.report = r.experiment.summarize(r.config, ok)
         except Exception:  # a broken summary must not lose the others' report
             r.summarize_error = traceback.format_exc()
         r.summarize_s = time.perf_counter() - t0
@@ -287,7 +295,12 @@ def _run_ray(todo, finish, prog, address, num_cpus):
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 r, i = pending.pop(ref)
-                res, dt = ray.get(ref)
+                try:
+                    res, dt = ray.get(ref)
+                except Exception:
+                    r.errors[i] = traceback.format_exc()
+                    prog.cell_done(r.cells[i])
+                    continue
                 finish(r, i, res, dt)
     finally:
         if started_here:
