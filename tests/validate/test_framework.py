@@ -1,0 +1,159 @@
+"""hhld validate framework: cache, resume, kill-and-resume equality, ray == local, report files."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from hhld.validate.base import (REGISTRY, Cell, Experiment, ExperimentConfig, ExperimentReport, Row, claim,
+                                register, verdict_within)
+from hhld.validate.runner import InjectedFault, run_validation
+
+
+@dataclass(frozen=True)
+class ToyConfig(ExperimentConfig):
+    n: int = 2000
+    D_values: tuple[float, ...] = (0.1, 0.2, 0.4)
+    seeds: tuple[int, ...] = (0, 1)
+
+
+CALLS: list = []
+
+
+@register
+class Toy(Experiment):
+    """Variance of an OU-like Gaussian sample: cheap, random, seeded."""
+
+    name = "_toy"
+    title = "toy"
+    config_cls = ToyConfig
+
+    def cells(self, config, seeds):
+        return [Cell(self.name, {"D": D}, s) for D in config.D_values for s in seeds]
+
+    def run_cell(self, config, cell):
+        CALLS.append((cell.key["D"], cell.seed))
+        x = np.random.default_rng(cell.seed).normal(0, math.sqrt(cell.key["D"]), config.n)
+        return {"var": float(x.var()), "arr": x[:3]}
+
+    def summarize(self, config, results):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+
+        dev = max(abs(r["var"] - c.key["D"]) / c.key["D"] for c, r in results)
+        fig = Figure()
+        fig.subplots().plot([c.key["D"] for c, _ in results], [r["var"] for _, r in results], "o")
+        return ExperimentReport(rows=[Row("var = D", claim("theorem2"), dev, 0.01, f"{dev:.3f}",
+                                          verdict_within(dev, 0.0 + 1e-300, 1e300), "toy")],
+                                figures={"var": fig}, notes="toy notes")
+
+
+def _numbers(path):
+    r = json.loads((path / "results.json").read_text())
+    e = r["experiments"]["_toy"]
+    return [c["result"] for c in e["cells"]], e["rows"]
+
+
+def test_cache_and_resume(tmp_path):
+    CALLS.clear()
+    run_validation(tmp_path, only=["_toy"], quiet=True)
+    assert len(CALLS) == 6
+    run_validation(tmp_path, only=["_toy"], quiet=True, resume=True)
+    assert len(CALLS) == 6  # nothing recomputed
+    run_validation(tmp_path, only=["_toy"], quiet=True)
+    assert len(CALLS) == 12  # without --resume everything is recomputed
+    # a changed config is a different cache key
+    run_validation(tmp_path, only=["_toy"], quiet=True, resume=True, configs={"_toy": ToyConfig(n=1000)})
+    assert len(CALLS) == 18
+
+
+def test_kill_and_resume_gives_same_results(tmp_path):
+    ref = tmp_path / "ref"
+    run_validation(ref, only=["_toy"], quiet=True)
+    killed = tmp_path / "killed"
+    with pytest.raises(InjectedFault):
+        run_validation(killed, only=["_toy"], quiet=True, fault_after=4)
+    assert len(list((killed / "cells" / "_toy").glob("*.json"))) == 4
+    CALLS.clear()
+    run_validation(killed, only=["_toy"], quiet=True, resume=True)
+    assert len(CALLS) == 2  # only the unfinished cells
+    assert _numbers(ref) == _numbers(killed)
+
+
+def test_report_files(tmp_path):
+    run_validation(tmp_path, only=["_toy"], quiet=True)
+    html = (tmp_path / "report.html").read_text()
+    assert "<table id='summary'>" in html and "Documents&#x27; value" in html
+    assert html.count("data:image/png;base64,") == 1
+    assert "var = D" in html
+    md = (tmp_path / "report.md").read_text()
+    assert "| Prediction | Documents' value | Measured (± uncertainty) | Error | Verdict |" in md
+    assert (tmp_path / "figures" / "_toy_var.png").stat().st_size > 1000
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert set(r["versions"]) >= {"hhld", "torch", "numpy", "python"}
+    e = r["experiments"]["_toy"]
+    assert e["seeds"] == [0, 1] and all(c["timing_s"] >= 0 for c in e["cells"])
+    assert e["rows"][0]["uncertainty"] == 0.01
+
+
+def test_seeds_override_and_bad_input(tmp_path):
+    vr = run_validation(tmp_path, only=["_toy"], quiet=True, n_seeds=3, write_report=False)
+    assert [c.seed for c in vr.experiments[0].cells] == [0, 1, 2] * 3
+    with pytest.raises(ValueError, match="unknown experiment"):
+        run_validation(tmp_path, only=["nope"], quiet=True)
+    with pytest.raises(ValueError, match="executor"):
+        run_validation(tmp_path, only=["_toy"], executor="dask")
+    with pytest.raises(ValueError, match="verdict"):
+        Row("p", "d", 1.0, None, "", "maybe")
+
+
+def test_broken_cell_is_reported_not_cached(tmp_path, monkeypatch):
+    orig = Toy.run_cell
+
+    def broken(self, config, cell):
+        if cell.seed == 1:
+            raise RuntimeError("boom")
+        return orig(self, config, cell)
+
+    monkeypatch.setattr(Toy, "run_cell", broken)
+    vr = run_validation(tmp_path, only=["_toy"], quiet=True)
+    r = vr.experiments[0]
+    assert sum(e is not None for e in r.errors) == 3 and r.report is not None
+    assert len(list((tmp_path / "cells" / "_toy").glob("*.json"))) == 3
+
+
+def test_ray_equals_local(tmp_path):
+    pytest.importorskip("ray")
+    run_validation(tmp_path / "local", only=["_toy"], quiet=True)
+    run_validation(tmp_path / "ray", only=["_toy"], quiet=True, executor="ray", ray_num_cpus=2)
+    assert _numbers(tmp_path / "local") == _numbers(tmp_path / "ray")
+
+
+def test_registry_has_all_my_experiments():
+    from hhld.validate.experiments import load_all
+
+    load_all()
+    for name in ("tunneling_rate", "uncertainty", "energy_entropy", "convergence", "phase_transition",
+                 "consolidation_equilibrium", "dimension"):
+        e = REGISTRY[name]
+        for scale in ("quick", "full", "smallest"):
+            cfg = e.config(scale)
+            cells = e.cells(cfg, cfg.seeds)
+            assert cells and len({(json.dumps(c.key, sort_keys=True), c.seed) for c in cells}) == len(cells)
+
+
+def test_cli_list_and_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from hhld.cli import app
+
+    res = CliRunner().invoke(app, ["validate", "--list"])
+    assert res.exit_code == 0 and "tunneling_rate" in res.output
+    res = CliRunner().invoke(app, ["validate", "--only", "_toy", "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "report.html").exists()
