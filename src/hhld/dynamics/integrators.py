@@ -120,27 +120,130 @@ def init_overdamped(landscape, theta0, *, integrator: str = "euler_maruyama", rn
     return OverdampedState(theta=theta, grad=landscape.grad(theta), step=0, time=0.0, noise=noise)
 
 
+_LAST_PARAMS: list = [None]
+
+
 def _params(dt, D, mu):
+    key = (type(dt), dt, type(D), D, type(mu), mu)
+    if key == _LAST_PARAMS[0]:  # the same plain floats as the previous step: already checked
+        return dt, D, mu
     dt = check_positive("dt", dt)
     D = check_nonnegative("D", D)
     mu = check_positive("mu", mu)
+    if key[0] is float and key[2] is float and key[4] is float:
+        _LAST_PARAMS[0] = key
     return dt, D, mu
 
 
+# ----------------------------------------------------------- fast paths
+# Performance only (same numbers as the plain formulas, up to rounding where noted).
+# On CPU an ensemble step is done in row chunks of fewer than 32768 elements (torch's
+# intra-op grain size): each chunk's noise, update and gradient stay in cache, and no
+# element-wise pass wakes torch's intra-op thread pool -- the normal generator is serial
+# anyway, and on a small shared machine the pool's synchronisation costs far more than
+# it gains. Nothing here changes a global setting (no torch.set_num_threads).
+_CPU_CHUNK_ELEMENTS = 32752
+_FUSED_GRAD_CACHE: dict = {}
+
+
+def _fused_grad(landscape):
+    """``landscape._grad_into(theta, out)`` when the landscape has one that is its own
+    gradient (i.e. not shadowed by a subclass overriding ``_grad``), else None."""
+    cls = type(landscape)
+    if cls not in _FUSED_GRAD_CACHE:
+        def owner(name):
+            return next((k for k in cls.__mro__ if name in k.__dict__), None)
+
+        og, ogi = owner("_grad"), owner("_grad_into")
+        _FUSED_GRAD_CACHE[cls] = og is not None and ogi is not None and issubclass(ogi, og)
+    return landscape._grad_into if _FUSED_GRAD_CACHE[cls] else None
+
+
+_CHUNK_PLANS: dict = {}
+
+
+def _row_chunks(theta):
+    """Row ranges ``[(lo, hi), ...]`` for a chunked step (one range: no chunking)."""
+    n, d = theta.shape
+    if n * d <= _CPU_CHUNK_ELEMENTS or (is_torch(theta) and not theta.is_cpu):
+        return ((0, n),)
+    plan = _CHUNK_PLANS.get((n, d))
+    if plan is None:
+        rows = max(1, _CPU_CHUNK_ELEMENTS // d)
+        plan = tuple((lo, min(lo + rows, n)) for lo in range(0, n, rows))
+        if len(_CHUNK_PLANS) > 64:
+            _CHUNK_PLANS.clear()
+        _CHUNK_PLANS[(n, d)] = plan
+    return plan
+
+
+def _em_torch(rng, theta, grad, landscape, drift, sigma):
+    """``theta + drift * grad + sigma * xi`` in a fresh tensor, and its gradient."""
+    import torch
+
+    if not isinstance(rng, torch.Generator):
+        raise TypeError(
+            "torch arrays need a torch.Generator as rng (got "
+            f"{type(rng).__name__}); use hhld.torch_generator(seed, device)"
+        )
+    new = torch.empty_like(theta) if theta.is_contiguous() else torch.empty(
+        theta.shape, dtype=theta.dtype, device=theta.device)
+    grad_into = _fused_grad(landscape)
+    gnew = torch.empty_like(new) if grad_into is not None else None
+    chunks = _row_chunks(theta)
+    if len(chunks) == 1:
+        new.normal_(0.0, sigma, generator=rng)  # = sigma * randn, drawn straight into the buffer
+        new.add_(grad, alpha=drift).add_(theta)
+        if gnew is not None:
+            grad_into(new, gnew)
+    else:
+        rows = chunks[0][1]
+        if gnew is None:
+            for nc, tc, gc in zip(new.split(rows), theta.split(rows), grad.split(rows)):
+                nc.normal_(0.0, sigma, generator=rng)
+                nc.add_(gc, alpha=drift).add_(tc)
+        else:
+            for nc, tc, gc, gn in zip(new.split(rows), theta.split(rows), grad.split(rows), gnew.split(rows)):
+                nc.normal_(0.0, sigma, generator=rng)
+                nc.add_(gc, alpha=drift).add_(tc)
+                grad_into(nc, gn)
+    return new, (gnew if gnew is not None else landscape.grad(new))
+
+
+def _em_numpy(rng, theta, grad, landscape, drift, sigma):
+    import numpy as np
+
+    new = standard_normal(rng, tuple(theta.shape), theta)  # fresh buffer, updated in place
+    grad_into = _fused_grad(landscape)
+    gnew = np.empty_like(new) if grad_into is not None else None
+    chunks = _row_chunks(theta)
+    scratch = np.empty((chunks[0][1] - chunks[0][0],) + new.shape[1:], dtype=new.dtype)
+    for lo, hi in chunks:
+        nc = new[lo:hi]
+        nc *= sigma
+        nc += np.multiply(grad[lo:hi], drift, out=scratch[: hi - lo])
+        nc += theta[lo:hi]
+        if gnew is not None:
+            grad_into(nc, gnew[lo:hi])
+    return new, (gnew if gnew is not None else landscape.grad(new))
+
+
 def euler_maruyama(rng, state: OverdampedState, landscape, *, dt: float, D: float, mu: float = 1.0) -> OverdampedState:
-    """One Euler-Maruyama step ``theta += -mu grad L dt + sqrt(2 D dt) xi`` for all particles."""
+    """One Euler-Maruyama step ``theta += -mu grad L dt + sqrt(2 D dt) xi`` for all particles.
+
+    The state given is never modified: the new positions and gradient are fresh arrays.
+    On CPU the step runs in cache-sized row chunks; the random numbers are the same
+    stream as one ``standard_normal((N, d))`` call for numpy, and for torch one
+    ``normal_`` call per chunk of fewer than 32752 elements (for larger ensembles the
+    stream therefore differs from a single ``torch.randn((N, d))``; it is deterministic
+    for a given generator state, shape, dtype and device).
+    """
     dt, D, mu = _params(dt, D, mu)
     theta, grad = state.theta, state.grad
-    noise = standard_normal(rng, tuple(theta.shape), theta)  # fresh buffer, updated in place
     sigma = math.sqrt(2.0 * D * dt)
-    if is_torch(theta):
-        new = noise.mul_(sigma).add_(grad, alpha=-mu * dt).add_(theta)
-    else:
-        noise *= sigma
-        noise -= (mu * dt) * grad
-        noise += theta
-        new = noise
-    return OverdampedState(new, landscape.grad(new), state.step + 1, state.time + dt, None)
+    em = _em_torch if is_torch(theta) else _em_numpy
+    new, gnew = em(rng, theta, grad, landscape, -mu * dt, sigma)
+    return OverdampedState(new, gnew, state.step + 1, state.time + dt, None)
 
 
 def leimkuhler_matthews(rng, state: OverdampedState, landscape, *, dt: float, D: float,
