@@ -324,7 +324,7 @@ class Grokking(Experiment):
         def err_text(s):
             if s["fired"] == 0:
                 return f"never fired in {s['n_runs']} grokking runs"
-            return (f"median |err| {fmt(s['median_abs_err'])} ep ({fmt(100 * s['median_rel_err'])}%); "
+            return (f"median |err| {_f(s['median_abs_err'])} ep ({_f(100 * s['median_rel_err'])}%); "
                     f"committed before t95 in {s['before']}/{s['n_runs']} runs, fired in {s['fired']}")
 
         def lead_text(s):
@@ -346,7 +346,7 @@ class Grokking(Experiment):
             rows.append(Row(
                 prediction=f"Grokking epoch predicted from C(t) (best documents' rule: {best})",
                 documents_value=claim("grokking_epoch"),
-                measured=(100 * s["median_rel_err"]) if math.isfinite(s["median_rel_err"]) else "never fired",
+                measured=_measured(s),
                 uncertainty=None, error=err_text(s), verdict=verdict_of(s),
                 notes=f"measured = median |error| in % of t95 over {s['n_runs']} grokking runs ({', '.join(models)}); "
                       + tol_note))
@@ -376,9 +376,9 @@ class Grokking(Experiment):
             rows.append(Row(
                 prediction=f"online predictor '{nm}' -> grokking epoch" + ("" if is_doc.get(nm) else " (baseline)"),
                 documents_value=claim("grokking_C_predicts") if is_doc.get(nm) else "— (baseline, not a documents' claim)",
-                measured=(100 * s["median_rel_err"]) if math.isfinite(s["median_rel_err"]) else "never fired / missed",
+                measured=_measured(s),
                 uncertainty=None, error=err_text(s), verdict=verdict_of(s),
-                notes=f"{lead_text(s)}; vs t50: median |err| {fmt(100 * s50['median_rel_err'])}%, before t50 in "
+                notes=f"{lead_text(s)}; vs t50: median |err| {_f(100 * s50['median_rel_err'])}%, before t50 in "
                       f"{s50['before']}/{s50['n_runs']}. " + tol_note))
         # 4. C at the grokking transition vs the documents' critical value
         c_at = []
@@ -441,6 +441,19 @@ class Grokking(Experiment):
         ax_acc.set_title("vertical lines: observed t95")
         fig.tight_layout()
         return fig
+
+
+def _f(x) -> str:
+    return "∞" if x == math.inf else fmt(x)
+
+
+def _measured(s: dict):
+    """Median |error| in %, or a text when the predictor missed (never fired) in half the runs or more."""
+    if s["fired"] == 0:
+        return "never fired"
+    if not math.isfinite(s["median_rel_err"]):
+        return f"missed in {s['n_runs'] - s['fired']}/{s['n_runs']} runs"
+    return 100 * s["median_rel_err"]
 
 
 def _has_claim(cid: str) -> bool:
