@@ -275,8 +275,8 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100_000, help="particles (default 1e5)")
-    p.add_argument("--steps", type=int, default=100, help="steps per timed repeat (default 100)")
-    p.add_argument("--repeats", type=int, default=7, help="timed repeats per contender (default 7)")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed repeat (default 20)")
+    p.add_argument("--repeats", type=int, default=25, help="timed repeats per contender (default 25)")
     p.add_argument("--docs-particles", type=int, default=1000,
                    help="subset of particles for the documents' loop (default 1000)")
     p.add_argument("--docs-steps", type=int, default=10, help="steps per repeat of the documents' loop")

@@ -32,11 +32,6 @@ import numpy as np
 
 from ._backend import is_torch, namespace, to_numpy
 
-try:  # bound once: the integrators' hot path calls these per chunk
-    from torch import addcmul as _torch_addcmul, mul as _torch_mul
-except ImportError:  # pragma: no cover - torch is a core dependency
-    _torch_addcmul = _torch_mul = None
-
 __all__ = [
     "Landscape",
     "DoubleWell",
@@ -282,8 +277,10 @@ class DoubleWell(Landscape):
                                    else th.flags.c_contiguous and out.flags.c_contiguous):
                 a, b = ab
                 if tor:
-                    _torch_mul(th, a, out=out)
-                    _torch_addcmul(b, out, th, out=out)
+                    import torch  # (cached module: a dict look-up)
+
+                    torch.mul(th, a, out=out)
+                    torch.addcmul(b, out, th, out=out)
                     out.mul_(th)
                 else:
                     np.multiply(th, a, out=out)

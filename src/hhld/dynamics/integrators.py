@@ -188,23 +188,26 @@ def _em_torch(rng, theta, grad, landscape, drift, sigma):
         )
     new = torch.empty_like(theta) if theta.is_contiguous() else torch.empty(
         theta.shape, dtype=theta.dtype, device=theta.device)
+    # the whole ensemble's noise in one call (the generator is serial, it never wakes the
+    # thread pool): the same numbers as ``sigma * torch.randn(theta.shape)``
+    new.normal_(0.0, sigma, generator=rng)
     grad_into = _fused_grad(landscape)
     gnew = torch.empty_like(new) if grad_into is not None else None
     chunks = _row_chunks(theta)
     if len(chunks) == 1:
-        new.normal_(0.0, sigma, generator=rng)  # = sigma * randn, drawn straight into the buffer
         new.add_(grad, alpha=drift).add_(theta)
         if gnew is not None:
             grad_into(new, gnew)
     else:
+        # in-cache chunks below torch's intra-op grain size (unsafe_split: plain views,
+        # cheaper to make; nothing here is tracked by autograd)
         rows = chunks[0][1]
         if gnew is None:
-            for nc, tc, gc in zip(new.split(rows), theta.split(rows), grad.split(rows)):
-                nc.normal_(0.0, sigma, generator=rng)
+            for nc, tc, gc in zip(new.unsafe_split(rows), theta.unsafe_split(rows), grad.unsafe_split(rows)):
                 nc.add_(gc, alpha=drift).add_(tc)
         else:
-            for nc, tc, gc, gn in zip(new.split(rows), theta.split(rows), grad.split(rows), gnew.split(rows)):
-                nc.normal_(0.0, sigma, generator=rng)
+            for nc, tc, gc, gn in zip(new.unsafe_split(rows), theta.unsafe_split(rows), grad.unsafe_split(rows),
+                                      gnew.unsafe_split(rows)):
                 nc.add_(gc, alpha=drift).add_(tc)
                 grad_into(nc, gn)
     return new, (gnew if gnew is not None else landscape.grad(new))
@@ -232,11 +235,9 @@ def euler_maruyama(rng, state: OverdampedState, landscape, *, dt: float, D: floa
     """One Euler-Maruyama step ``theta += -mu grad L dt + sqrt(2 D dt) xi`` for all particles.
 
     The state given is never modified: the new positions and gradient are fresh arrays.
-    On CPU the step runs in cache-sized row chunks; the random numbers are the same
-    stream as one ``standard_normal((N, d))`` call for numpy, and for torch one
-    ``normal_`` call per chunk of fewer than 32752 elements (for larger ensembles the
-    stream therefore differs from a single ``torch.randn((N, d))``; it is deterministic
-    for a given generator state, shape, dtype and device).
+    The noise is one draw of shape ``(N, d)`` from ``rng`` (the same numbers as
+    ``rng.standard_normal((N, d))`` / ``torch.randn((N, d), generator=rng)``); on CPU the
+    update and the new gradient then run in cache-sized row chunks.
     """
     dt, D, mu = _params(dt, D, mu)
     theta, grad = state.theta, state.grad
