@@ -210,3 +210,15 @@ def test_width_smallest():
                                                rel=1e-9)
     assert len(rep.rows) == 2
     assert all(math.isfinite(row.measured) for row in rep.rows)
+
+
+@pytest.mark.parametrize("model", ["transformer", "mlp_relu_ce"])
+def test_grokking_other_models_run(model):
+    """The full-scale models go through the same loop (a few epochs on a tiny problem)."""
+    from hhld.validate.experiments.grokking import GrokkingConfig, run_grokking
+
+    cfg = GrokkingConfig(p=13, train_frac=0.5, width=16)
+    r = run_grokking(cfg, model, 1e-3, 1.0, max_epochs=4, eval_every=2, seed=0)
+    assert r["series"]["epoch"] == [0, 2, 4]
+    assert all(math.isfinite(c) and c > 0 for c in r["series"]["C"])
+    assert set(r["commits"]) == {p.name for p in make_predictors(cfg.drop_window)}
