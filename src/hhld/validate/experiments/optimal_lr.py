@@ -250,9 +250,9 @@ class OptimalLR(Experiment):
                 ax.loglog(lrs, np.where(np.isfinite(L[si]), L[si], np.nan), "o-", alpha=0.5, label=f"seed {s}")
             ax.axvline(lr_opt, color="k", lw=1.2, label="grid optimum")
             styles = ["--", ":", "-.", (0, (1, 3)), (0, (5, 2))]
-            for (label, (val, _)), ls in zip(cands.items(), styles):
+            for ci, ((label, (val, _)), ls) in enumerate(zip(cands.items(), styles)):
                 if val and math.isfinite(val):
-                    ax.axvline(val, ls=ls, color="C3", lw=1, label=label[:48])
+                    ax.axvline(val, ls=ls, color=f"C{ci + 2}", lw=1.2, label=label[:60])
             ax.set_xlabel("learning rate")
             ax.set_ylabel(f"held-out loss after {config.epochs:g} epochs")
             ax.set_title(TASKS[task])
