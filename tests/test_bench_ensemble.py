@@ -120,3 +120,14 @@ def test_numpy_grad_is_textbook_formula_bit_for_bit():
     ref[:, 0] = 4.0 * x * (x * x - 1.0)
     ref[:, 1:] = 2.0 * th[:, 1:]
     assert np.array_equal(lw.grad(th), ref)
+
+
+def test_torch_cpu_grad_matches_numpy_and_stays_differentiable():
+    lw = double_well_2d()
+    th = np.random.default_rng(1).normal(size=(N_BIG + 11, 2))
+    for dtype in (np.float32, np.float64):
+        a = th.astype(dtype)
+        assert np.array_equal(lw.grad(torch.from_numpy(a)).numpy(), lw.grad(a))
+    x = torch.tensor(th[:4], requires_grad=True)
+    lw.grad(x)[:, 0].sum().backward()
+    np.testing.assert_allclose(x.grad[:, 0].numpy(), 12 * th[:4, 0] ** 2 - 4, rtol=1e-12)

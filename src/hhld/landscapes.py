@@ -193,6 +193,12 @@ class Landscape(abc.ABC):
         return th, False
 
 
+def _torch():
+    import torch
+
+    return torch
+
+
 # ---------------------------------------------------------------- built-ins
 class DoubleWell(Landscape):
     """``L = barrier * (th1^2 - 1)^2 + transverse * sum_{i>=2} th_i^2``.
@@ -223,8 +229,15 @@ class DoubleWell(Landscape):
         return v
 
     def _grad(self, th):
-        out = th.new_empty(th.shape) if is_torch(th) else np.empty(th.shape, dtype=th.dtype)
-        return self._grad_into(th, out)
+        if is_torch(th):
+            if th.requires_grad:  # differentiable (autograd cannot go through out= kernels)
+                x = th[:, :1]
+                parts = [(4.0 * self.barrier) * x * (x * x - 1.0)]
+                if self.dim > 1:
+                    parts.append((2.0 * self.transverse) * th[:, 1:])
+                return _torch().cat(parts, dim=1)
+            return self._grad_into(th, th.new_empty(th.shape))
+        return self._grad_into(th, np.empty(th.shape, dtype=th.dtype))
 
     # Fast path (performance only). Every coordinate's gradient is ``th * (a th + b)``
     # with ``a = (4 barrier, 0, ...)`` and ``b = (-4 barrier, 2 transverse, ...)``, so
@@ -263,32 +276,36 @@ class DoubleWell(Landscape):
         """Write ``grad L(th)`` for a 2-D batch ``th`` into ``out`` (same shape, dtype,
         backend and device; must not overlap ``th``) and return ``out``.
 
-        :meth:`grad` is implemented by it, so both give the same numbers. (numpy: bit
-        for bit the textbook ``4 barrier x (x^2 - 1)``; torch's ``addcmul`` may fuse the
-        multiply-add, which differs from it by rounding only -- at most one rounding
-        of ``4 barrier x^2`` before the subtraction.)
+        :meth:`grad` is implemented by it, so both give the same numbers: on CPU bit for
+        bit the textbook ``4 barrier x (x^2 - 1)`` and ``2 transverse th_i``; on
+        accelerators torch's ``addcmul`` may fuse the multiply-add (a difference of
+        rounding only). Tensors that require grad take a differentiable formula.
         """
-        n = th.shape[0]
-        tor = is_torch(th)
+        tor = type(th) is not np.ndarray and is_torch(th)
         fast = self.__dict__.get("_fast_rows")
         if fast is not None:  # CPU chunk of a known size: the integrators' hot path
-            ab = fast.get((tor, th.dtype, n))
-            if ab is not None and (th.is_contiguous() and out.is_contiguous() and th.is_cpu if tor
-                                   else th.flags.c_contiguous and out.flags.c_contiguous):
+            ab = fast.get((tor, th.dtype, th.shape[0]))
+            if ab is not None:
                 a, b = ab
                 if tor:
-                    import torch  # (cached module: a dict look-up)
-
-                    torch.mul(th, a, out=out)
-                    torch.addcmul(b, out, th, out=out)
-                    out.mul_(th)
-                else:
+                    if th.is_contiguous() and out.is_contiguous() and th.is_cpu:
+                        _torch().mul(th, a, out=out)
+                        _torch().addcmul(b, out, th, out=out)
+                        out.mul_(th)
+                        return out
+                elif th.flags.c_contiguous and out.flags.c_contiguous:
                     np.multiply(th, a, out=out)
                     out *= th
                     out += b
                     out *= th
-                return out
-        d = th.shape[1]
+                    return out
+        if tor and th.is_cpu and out.is_cpu and str(th.dtype) in ("torch.float32", "torch.float64") \
+                and not th.requires_grad and out.dtype == th.dtype:
+            # CPU tensors: the numpy kernels on zero-copy views (serial, cheap calls, and
+            # bit for bit the textbook formula)
+            self._grad_into(th.numpy(), out.numpy())
+            return out
+        n, d = th.shape
         contiguous = (th.is_contiguous() and out.is_contiguous()) if tor else (
             th.flags.c_contiguous and out.flags.c_contiguous)
         if not contiguous or (tor and th.device.type != "cpu"):
