@@ -33,7 +33,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/pip install -q ".[bench]"
+	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/bench_ensemble.py
 
 clean:
