@@ -55,9 +55,6 @@ class DoubleDescentConfig(ExperimentConfig):
     interp_acc: float = 0.999
     seeds: tuple[int, ...] = (0,)
 
-    @classmethod
-    def quick(cls):
-        return cls()
 
     @classmethod
     def full(cls):

@@ -76,9 +76,6 @@ class GrokkingConfig(ExperimentConfig):
     min_before_frac: float = 0.75  # ... and it must commit before the event in this fraction of runs
     transformer_seeds: int = 1     # the transformer runs only the first seeds (tens of minutes each on a CPU)
 
-    @classmethod
-    def quick(cls):
-        return cls()
 
     @classmethod
     def full(cls):

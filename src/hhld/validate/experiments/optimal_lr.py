@@ -57,9 +57,6 @@ class OptimalLRConfig(ExperimentConfig):
     tol_factor: float = 2.0       # holds: prediction within this factor of the grid optimum (+ 2 sd of it)
     partly_factor: float = 4.0
 
-    @classmethod
-    def quick(cls):
-        return cls()
 
     @classmethod
     def full(cls):

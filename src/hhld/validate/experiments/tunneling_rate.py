@@ -34,9 +34,6 @@ class TunnelingConfig(ExperimentConfig):
     core: float = 0.5
     seeds: tuple[int, ...] = (0,)
 
-    @classmethod
-    def quick(cls):
-        return cls()
 
     @classmethod
     def full(cls):

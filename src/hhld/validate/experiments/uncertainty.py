@@ -35,9 +35,6 @@ class UncertaintyConfig(ExperimentConfig):
     example3_samples: int = 1000
     seeds: tuple[int, ...] = (0,)
 
-    @classmethod
-    def quick(cls):
-        return cls()
 
     @classmethod
     def full(cls):

@@ -36,9 +36,6 @@ class WidthConfig(ExperimentConfig):
     seeds: tuple[int, ...] = (0, 1)
     z: float = 2.0          # significance: slope more than z standard errors from 0
 
-    @classmethod
-    def quick(cls):
-        return cls()
 
     @classmethod
     def full(cls):
