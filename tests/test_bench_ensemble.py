@@ -131,3 +131,89 @@ def test_torch_cpu_grad_matches_numpy_and_stays_differentiable():
     x = torch.tensor(th[:4], requires_grad=True)
     lw.grad(x)[:, 0].sum().backward()
     np.testing.assert_allclose(x.grad[:, 0].numpy(), 12 * th[:4, 0] ** 2 - 4, rtol=1e-12)
+
+
+# ------------------------------------------------------ fused C kernel
+def _kernel_available():
+    from hhld.dynamics import integrators as I
+
+    return I._c_kernel() is not None
+
+
+needs_kernel = pytest.mark.skipif(not _kernel_available(), reason="no C compiler: the fused kernel is unavailable")
+
+
+def _run_steps(landscape, theta, n_steps, seed=9):
+    st = init_overdamped(landscape, theta)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n_steps):
+        st = euler_maruyama(g, st, landscape, dt=0.01, D=0.05)
+    return st
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_fused_kernel_is_bit_for_bit_the_numpy_path(monkeypatch, dtype, dim):
+    from hhld.dynamics import integrators as I
+
+    lw = DoubleWell(dim, barrier=0.7, transverse=1.3)
+    theta = torch.randn(N_BIG + 7, dim, generator=torch.Generator().manual_seed(2), dtype=dtype) * 1.5
+    fused = _run_steps(lw, theta, 4)
+    assert I.known_finite(fused.theta)  # the kernel ran on the last step
+    monkeypatch.setattr(I, "_C_KERNEL", [False])  # force the chunked numpy path
+    plain = _run_steps(lw, theta, 4)
+    assert not I.known_finite(plain.theta)
+    assert torch.equal(fused.theta, plain.theta) and torch.equal(fused.grad, plain.grad)
+    assert fused.theta.dtype == dtype and fused.grad.dtype == dtype
+    assert torch.equal(fused.grad, lw.grad(fused.theta))
+
+
+@needs_kernel
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # the initial gradient, in numpy
+@pytest.mark.parametrize("mode", ["raise", "drop"])
+def test_fused_kernel_nonfinite_names_step_and_particle(mode):
+    import hhld
+    from hhld.dynamics import Simulation
+
+    n, bad = 5000, 4321
+    theta = torch.zeros(n, 2)
+    theta[bad, 0] = 1e20  # finite, but its gradient overflows: non-finite after step 1
+    sim = Simulation(double_well_2d(), theta, dt=0.01, D=0.05, rng=torch.Generator().manual_seed(0),
+                     on_nonfinite=mode)
+    if mode == "raise":
+        with pytest.raises(hhld.NonFiniteError, match=rf"step 1 in particle {bad}") as err:
+            sim.run(3)
+        assert err.value.step == 1 and err.value.particle == bad
+    else:
+        sim.run(3)
+        assert sim.dropped == [(1, bad, "non-finite theta")]
+        assert sim.state.theta.shape == (n - 1, 2) and bool(torch.isfinite(sim.state.theta).all())
+
+
+def test_fused_kernel_can_be_disabled_and_falls_back_without_compiler(monkeypatch, tmp_path):
+    from hhld.dynamics import integrators as I
+
+    monkeypatch.setenv("HHLD_C_KERNEL", "0")
+    assert I._c_load() is None and "disabled" in I.C_KERNEL_STATUS
+    monkeypatch.delenv("HHLD_C_KERNEL")
+    monkeypatch.setenv("HHLD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert I._c_load() is None and I.C_KERNEL_STATUS.startswith("unavailable")
+    assert list(tmp_path.iterdir()) == []
+    # the step itself still works (numpy path) when the kernel is unavailable
+    monkeypatch.setattr(I, "_C_KERNEL", [False])
+    st = _run_steps(double_well_2d(), torch.zeros(N_BIG, 2), 2)
+    assert bool(torch.isfinite(st.theta).all()) and not I.known_finite(st.theta)
+
+
+@needs_kernel
+def test_fused_kernel_builds_into_the_cache_dir(monkeypatch, tmp_path):
+    from hhld.dynamics import integrators as I
+
+    monkeypatch.setenv("HHLD_CACHE_DIR", str(tmp_path))
+    fns = I._c_load()
+    assert fns is not None and str(tmp_path) in I.C_KERNEL_STATUS
+    built = [p.name for p in tmp_path.iterdir()]
+    assert len(built) == 1 and built[0].startswith("em_cubic_") and built[0].endswith(".so")
+    assert I._c_load() is not None and [p.name for p in tmp_path.iterdir()] == built  # reused, not rebuilt

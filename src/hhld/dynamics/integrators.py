@@ -35,6 +35,7 @@ tensors a ``torch.Generator``; dtype and device are kept.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -200,6 +201,243 @@ def _em_update_numpy(new, theta, grad, gnew, drift, scale, grad_into):
 _NUMPY_VIEWABLE = ("torch.float32", "torch.float64")
 
 
+# ------------------------------------------------ optional fused C kernel (CPU)
+# For landscapes whose gradient is per-coordinate ``((th a) th + b) th`` (the built-in
+# double wells, see ``DoubleWell._cubic_coeffs``), the update and the new gradient are one
+# loop over the ensemble instead of seven array passes: after the generator has written
+# the scaled noise into the output buffer, the kernel reads noise, positions and gradient
+# once and writes positions and gradient once. It evaluates exactly the numpy path's
+# expressions in the numpy path's order, with floating-point contraction off
+# (``-ffp-contract=off``: no fused multiply-adds), so the results are bit for bit those of
+# the numpy path; a self-test against that path runs when the kernel is loaded and any
+# difference disables it. The kernel is compiled once with the system C compiler
+# (``$CC``, ``cc``, ``gcc`` or ``clang``; well under a second) into a per-user cache
+# (``$HHLD_CACHE_DIR``, else ``$XDG_CACHE_HOME/hhld`` or ``~/.cache/hhld``) and loaded with
+# ctypes. Without a compiler, or with ``HHLD_C_KERNEL=0`` in the environment, the
+# chunked numpy path below is used: same numbers, somewhat slower.
+_C_SOURCE = r"""
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+/* out = (out + g * drift) + th;  gout = ((out * a) * out + b) * out  (per coordinate).
+   Returns 1 when every new position is finite (exponent bits not all set), else 0. */
+#define HHLD_EM(T, U, EXP, NAME)                                                       \
+int NAME(ptrdiff_t n, ptrdiff_t d, T *out, const T *th, const T *g, T drift,          \
+         T *gout, const T *a, const T *b) {                                            \
+    U bad = 0;                                                                         \
+    if (d == 2) {                                                                      \
+        const T a0 = a[0], a1 = a[1], b0 = b[0], b1 = b[1];                            \
+        for (ptrdiff_t i = 0; i < 2 * n; i += 2) {                                     \
+            T x = (out[i] + g[i] * drift) + th[i];                                     \
+            T y = (out[i + 1] + g[i + 1] * drift) + th[i + 1];                         \
+            U ux, uy;                                                                  \
+            memcpy(&ux, &x, sizeof ux);                                                \
+            memcpy(&uy, &y, sizeof uy);                                                \
+            bad |= ((ux & EXP) == EXP) | ((uy & EXP) == EXP);                          \
+            out[i] = x;                                                                \
+            out[i + 1] = y;                                                            \
+            gout[i] = ((x * a0) * x + b0) * x;                                         \
+            gout[i + 1] = ((y * a1) * y + b1) * y;                                     \
+        }                                                                              \
+    } else {                                                                           \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            for (ptrdiff_t j = 0; j < d; j++) {                                        \
+                ptrdiff_t k = i * d + j;                                               \
+                T x = (out[k] + g[k] * drift) + th[k];                                 \
+                U ux;                                                                  \
+                memcpy(&ux, &x, sizeof ux);                                            \
+                bad |= ((ux & EXP) == EXP);                                            \
+                out[k] = x;                                                            \
+                gout[k] = ((x * a[j]) * x + b[j]) * x;                                 \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    return bad == 0;                                                                   \
+}
+HHLD_EM(float, uint32_t, 0x7f800000u, hhld_em_cubic_f32)
+HHLD_EM(double, uint64_t, 0x7ff0000000000000ull, hhld_em_cubic_f64)
+"""
+_C_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
+_C_KERNEL_MIN_ELEMENTS = 4096   # smaller ensembles keep the numpy path (no compile for them)
+_C_KERNEL: list = [None]        # None: not tried yet; False: unavailable; else {dtype: fn}
+C_KERNEL_STATUS = "not loaded yet"  # what happened when the kernel was (last) looked for
+
+
+def _c_cache_dirs():
+    import os
+    from pathlib import Path
+
+    if os.environ.get("HHLD_CACHE_DIR"):
+        yield Path(os.environ["HHLD_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    yield Path(base) / "hhld"
+
+
+def _c_compile(cc, src_text, target):
+    """Compile ``src_text`` into the shared library ``target`` (atomically replaced)."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+        src = os.path.join(tmp, "kernel.c")
+        lib = os.path.join(tmp, "kernel.so")
+        with open(src, "w") as fh:
+            fh.write(src_text)
+        proc = subprocess.run([*cc, *_C_FLAGS, "-o", lib, src], capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0 or not os.path.exists(lib):
+            raise RuntimeError(f"{' '.join(cc)} failed: {proc.stderr.strip()[-500:]}")
+        os.replace(lib, target)
+
+
+def _c_self_test(fns):
+    """The kernel against the numpy path, bit for bit (NaN/Inf included)."""
+    import numpy as np
+
+    gen = np.random.default_rng(12345)
+    for dtype, fn in fns.items():
+        for d in (1, 2, 3):
+            n = 37
+            th = (gen.standard_normal((n, d)) * 2).astype(dtype)
+            g = (gen.standard_normal((n, d)) * 3).astype(dtype)
+            xi = (gen.standard_normal((n, d)) * 0.1).astype(dtype)
+            th[3, 0], g[5, d - 1], xi[7, 0] = np.inf, np.nan, -np.inf
+            a = gen.standard_normal(d).astype(dtype)
+            b = gen.standard_normal(d).astype(dtype)
+            drift = -0.0123
+            want = xi + g * dtype(drift)
+            want += th
+            gwant = want * a
+            gwant *= want
+            gwant += b
+            gwant *= want
+            for rows in (slice(None), slice(8, None)):  # with, then without non-finite values
+                out, gout = xi[rows].copy(), np.empty_like(xi[rows])
+                finite = fn(out.shape[0], d, out.ctypes.data, np.ascontiguousarray(th[rows]).ctypes.data,
+                            np.ascontiguousarray(g[rows]).ctypes.data, drift, gout.ctypes.data,
+                            a.ctypes.data, b.ctypes.data)
+                if not (np.array_equal(out, want[rows], equal_nan=True)
+                        and np.array_equal(gout, gwant[rows], equal_nan=True)
+                        and bool(finite) == bool(np.isfinite(want[rows]).all())):
+                    raise RuntimeError(f"self-test against the numpy path failed ({np.dtype(dtype).name}, d={d})")
+
+
+def _c_load():
+    """Compile (once per machine and compiler) and load the fused kernel; None when it is
+    unavailable (the reason is kept in ``C_KERNEL_STATUS``)."""
+    global C_KERNEL_STATUS
+    import os
+
+    if os.environ.get("HHLD_C_KERNEL", "1").strip().lower() in ("0", "false", "no", "off"):
+        C_KERNEL_STATUS = "disabled by HHLD_C_KERNEL"
+        return None
+    try:
+        import ctypes
+        import hashlib
+        import platform
+        import shlex
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+
+        if os.name != "posix":
+            raise RuntimeError(f"not built on {os.name}")
+        cc = shlex.split(os.environ.get("CC", "")) or next(
+            ([c] for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+        if not cc or not shutil.which(cc[0]):
+            raise RuntimeError("no C compiler found")
+        tag = hashlib.sha256(repr((_C_SOURCE, cc, _C_FLAGS, platform.machine(), platform.system())).encode())
+        name = f"em_cubic_{tag.hexdigest()[:20]}.so"
+        path, lib, errors = None, None, []
+        for d in _c_cache_dirs():
+            try:
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if d.stat().st_uid != os.getuid():
+                    raise RuntimeError(f"{d} is not owned by this user")
+                path = d / name
+                if not path.exists():
+                    _c_compile(cc, _C_SOURCE, path)
+                lib = ctypes.CDLL(str(path))
+                break
+            except Exception as exc:  # noqa: BLE001 - try the next place, then a private temp dir
+                errors.append(f"{d}: {exc}")
+        if lib is None:  # no usable cache: build in a private temporary directory, load, remove
+            with tempfile.TemporaryDirectory(prefix="hhld-") as tmp:
+                path = Path(tmp) / name
+                _c_compile(cc, _C_SOURCE, path)
+                lib = ctypes.CDLL(str(path))
+        fns = {}
+        for dtype, suffix, ctype in ((np.float32, "f32", ctypes.c_float), (np.float64, "f64", ctypes.c_double)):
+            fn = getattr(lib, f"hhld_em_cubic_{suffix}")
+            ptr, size = ctypes.c_void_p, ctypes.c_ssize_t
+            fn.argtypes = [size, size, ptr, ptr, ptr, ctype, ptr, ptr, ptr]
+            fn.restype = ctypes.c_int
+            fns[dtype] = fn
+        _c_self_test(fns)
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the numpy path
+        C_KERNEL_STATUS = f"unavailable ({type(exc).__name__}: {exc})"
+        return None
+    C_KERNEL_STATUS = f"loaded ({' '.join(cc)}, {path})"
+    return {"float32": fns[np.float32], "float64": fns[np.float64]}
+
+
+def _c_kernel():
+    k = _C_KERNEL[0]
+    if k is None:
+        k = _C_KERNEL[0] = _c_load() or False
+    return k or None
+
+
+_CUBIC_CACHE: dict = {}
+
+
+def _cubic_coeffs(landscape):
+    """``landscape._cubic_coeffs`` when the landscape has it and it is its own gradient
+    (neither ``_grad`` nor ``_grad_into`` overridden below the class defining it)."""
+    cls = type(landscape)
+    if cls not in _CUBIC_CACHE:
+        def owner(name):
+            return next((k for k in cls.__mro__ if name in k.__dict__), None)
+
+        oc, og, ogi = owner("_cubic_coeffs"), owner("_grad"), owner("_grad_into")
+        _CUBIC_CACHE[cls] = (oc is not None and og is not None and ogi is not None
+                             and issubclass(oc, og) and issubclass(oc, ogi))
+    return landscape._cubic_coeffs if _CUBIC_CACHE[cls] else None
+
+
+def _em_c(new, theta, grad, gnew, drift, landscape):
+    """The fused kernel on contiguous CPU float32/float64 tensors (``new`` holds the
+    scaled noise); False when it does not apply."""
+    coeffs = _cubic_coeffs(landscape)
+    if coeffs is None or not (theta.is_contiguous() and grad.is_contiguous()):
+        return False
+    n, d = new.shape
+    if n * d < _C_KERNEL_MIN_ELEMENTS:
+        return False
+    kernel = _c_kernel()
+    if kernel is None:
+        return False
+    dtype = str(new.dtype)[6:]  # "torch.float32" -> "float32"
+    a, b = coeffs(dtype)
+    finite = kernel[dtype](n, d, new.data_ptr(), theta.data_ptr(), grad.data_ptr(), drift, gnew.data_ptr(),
+                           a.ctypes.data, b.ctypes.data)
+    _FINITE_THETA[0] = weakref.ref(new) if finite else None
+    return True
+
+
+_FINITE_THETA: list = [None]  # weak reference to the last kernel output known to be all finite
+
+
+def known_finite(theta) -> bool:
+    """True when ``theta`` is the positions tensor just written by the fused kernel and
+    the kernel found every entry finite (the driver's non-finite check then needs no
+    extra pass). False means "not known", never "non-finite"."""
+    ref = _FINITE_THETA[0]
+    return ref is not None and ref() is theta
+
+
 def _em_torch(rng, theta, grad, landscape, drift, sigma):
     """``theta + drift * grad + sigma * xi`` in a fresh tensor, and its gradient."""
     import torch
@@ -221,8 +459,9 @@ def _em_torch(rng, theta, grad, landscape, drift, sigma):
         # CPU: the element-wise work on zero-copy numpy views of the tensors, in cache-sized
         # chunks -- serial, no intra-op thread pool wake-ups (on a small shared machine
         # they cost more than they gain), about 1/3 of torch's per-call overhead
-        _em_update_numpy(new.numpy(), theta.numpy(), grad.numpy(), None if gnew is None else gnew.numpy(),
-                         drift, None, grad_into)
+        if gnew is None or not _em_c(new, theta, grad, gnew, drift, landscape):
+            _em_update_numpy(new.numpy(), theta.numpy(), grad.numpy(), None if gnew is None else gnew.numpy(),
+                             drift, None, grad_into)
     else:  # accelerators (one pass per operation) and dtypes numpy cannot view
         new.add_(grad, alpha=drift).add_(theta)
         if gnew is not None:
@@ -246,7 +485,9 @@ def euler_maruyama(rng, state: OverdampedState, landscape, *, dt: float, D: floa
     The state given is never modified: the new positions and gradient are fresh arrays.
     The noise is one draw of shape ``(N, d)`` from ``rng`` (the same numbers as
     ``rng.standard_normal((N, d))`` / ``torch.randn((N, d), generator=rng)``); on CPU the
-    update and the new gradient then run in cache-sized row chunks.
+    update and the new gradient then run in cache-sized row chunks, or, for CPU tensors on
+    the built-in double wells, in one fused compiled loop when a C compiler is available
+    (bit for bit the same numbers; ``HHLD_C_KERNEL=0`` turns it off).
     """
     dt, D, mu = _params(dt, D, mu)
     theta, grad = state.theta, state.grad
