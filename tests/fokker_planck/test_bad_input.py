@@ -59,3 +59,43 @@ def test_bad_initial_density_and_times():
         fp.evolve(np.full(50, np.nan), [1.0])
     with pytest.raises(ValueError, match="sorted"):
         fp.evolve(fp.gaussian([0.0], 0.5), [2.0, 1.0])
+
+
+@pytest.mark.parametrize("D", [float("nan"), float("inf")])
+def test_nonfinite_D_raises(D):
+    with pytest.raises(ValueError, match="D"):
+        FokkerPlanck(double_well_2d(), cells=16, D=D)
+
+
+@pytest.mark.parametrize("mu", [0.0, -1.0])
+def test_nonpositive_mu_raises(mu):
+    with pytest.raises(ValueError, match="mu"):
+        FokkerPlanck(double_well_2d(), cells=16, D=0.1, mu=mu)
+
+
+def test_D_so_small_that_U_overflows_raises():
+    with pytest.raises(ValueError, match="overflows"):
+        FokkerPlanck(Quadratic([1.0]), box=[(-5, 5)], cells=10, D=1e-310)
+
+
+def test_infinite_potential_raises_naming_the_place():
+    land = NumpyLandscape(lambda th: np.where(th[..., 0] > 0.5, np.inf, th[..., 0] ** 2),
+                          lambda th: 2 * th, dim=1, vectorize="batched", box=[(-1, 1)])
+    with pytest.raises(NonFiniteError, match=r"non-finite.*theta=\[0\.55\]"):
+        FokkerPlanck(land, cells=20, D=0.1)
+
+
+def test_box_missing_the_minimum_raises_naming_the_box():
+    # the minima (+-1, 0) lie outside: the Gibbs density piles up against the face th1 = 1.5
+    with pytest.raises(ValueError, match=r"box .* cuts off the Gibbs density"):
+        FokkerPlanck(double_well_2d(), box=[(1.5, 3.0), (-2, 2)], cells=50, D=0.05)
+
+
+def test_coarse_grid_message_names_the_failing_criterion():
+    with pytest.raises(ValueError, match=r"too coarse.*reaches 1\d\d \(> 20"):
+        FokkerPlanck(double_well_2d(), cells=8, D=0.005)
+
+
+def test_non_integer_cells_is_a_clear_type_error():
+    with pytest.raises(TypeError, match="cells.*integer"):
+        FokkerPlanck(Quadratic([1.0]), box=[(-5, 5)], cells=2.5, D=1.0)

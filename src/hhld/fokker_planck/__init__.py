@@ -11,19 +11,20 @@ Theory and the stated-vs-exact forms: ``docs/theory/master_equation.md``.
 from __future__ import annotations
 
 from .compare import EnsembleComparison, compare_ensemble, histogram_density
-from .evolve import ContourPropagator, evolve_generator
+from .evolve import ContourPropagator, CRAMPropagator, RationalPropagator, evolve_generator
 from .functionals import (EntropyProduction, entropy_production, fisher_information, free_energy,
                           kl_divergence, shannon_entropy)
 from .grid import Grid
 from .operator import bernoulli, build_generator, build_symmetric, reference_rhs
 from .solver import BoxTruncationWarning, FokkerPlanck, GridResolutionWarning
 from .spectrum import Spectrum, low_spectrum
-from .stationary import gibbs_density, stationary_solve
+from .stationary import flux_residual, gibbs_density, stationary_solve
 
 __all__ = [
     "FokkerPlanck", "Grid", "GridResolutionWarning", "BoxTruncationWarning",
     "build_generator", "build_symmetric", "reference_rhs", "bernoulli",
-    "evolve_generator", "ContourPropagator", "gibbs_density", "stationary_solve",
+    "evolve_generator", "ContourPropagator", "CRAMPropagator", "RationalPropagator",
+    "gibbs_density", "stationary_solve", "flux_residual",
     "Spectrum", "low_spectrum", "kl_divergence", "shannon_entropy", "free_energy",
     "fisher_information", "entropy_production", "EntropyProduction",
     "compare_ensemble", "histogram_density", "EnsembleComparison",

@@ -46,8 +46,8 @@ class Grid:
         hi = np.array([check_real(f"box[{k}][1]", b[1]) for k, b in enumerate(box)])
         if np.any(hi <= lo):
             raise ValueError(f"box must have lo < hi on every axis, got box={box}")
-        if isinstance(cells, (int, np.integer)) and not isinstance(cells, bool):
-            cells = (int(cells),) * d
+        if np.ndim(cells) == 0:  # one value for every axis (checked to be an int below)
+            cells = (cells,) * d
         cells = tuple(check_int(f"cells[{k}]", c, minimum=2) for k, c in enumerate(cells))
         if len(cells) != d:
             raise ValueError(f"cells must be an int or have {d} entries (one per axis), got {cells}")

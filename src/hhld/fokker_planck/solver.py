@@ -95,7 +95,12 @@ class FokkerPlanck:
                 f"({int(bad.sum())} of {L.size} cells); shrink the box or fix the loss function",
                 quantity="potential")
         self.L = L.reshape(self.grid.shape)
-        self.U = self.mu * self.L / self.D
+        with np.errstate(over="ignore"):
+            self.U = self.mu * self.L / self.D
+        if not np.all(np.isfinite(self.U)):
+            raise ValueError(
+                f"mu L / D overflows (D={self.D!r}, mu={self.mu!r}, max |L| = {np.abs(self.L).max():.3g}): "
+                f"D is too small for this landscape, or L is far too large on the box")
         self._A: sp.csr_matrix | None = None
         self._S: sp.csr_matrix | None = None
         self._gibbs: np.ndarray | None = None
@@ -126,22 +131,44 @@ class FokkerPlanck:
         return float(g[self.grid.boundary_mask()].sum() * self.grid.cell_volume)
 
     def check(self) -> None:
-        """Warn / raise on a grid too coarse for the Gibbs density or a box that cuts it."""
+        """Warn / raise on a grid too coarse for the Gibbs density or a box that cuts it.
+
+        * the heaviest cell holds most of the Gibbs mass *on the box boundary*: the box cuts
+          the density off (its maximum lies outside the box) -> ``ValueError`` naming the box;
+        * ``|mu ΔL|/D`` between neighbouring cells with mass above ``RESOLUTION_ERROR`` or one
+          cell holding more than half of the mass -> ``ValueError`` (grid too coarse);
+          above ``RESOLUTION_WARN`` -> :class:`GridResolutionWarning`;
+        * more than ``BOUNDARY_MASS_WARN`` of the Gibbs mass in the outermost cell layer ->
+          :class:`BoxTruncationWarning`.
+        """
         g = self.gibbs()
-        top = float(g.max() * self.grid.cell_volume)
+        vol = self.grid.cell_volume
+        imax = int(np.argmax(g))
+        top = float(g.ravel()[imax] * vol)
         r = self.resolution()
-        if r > RESOLUTION_ERROR or top > 0.5:
+        bm = self.boundary_mass()
+        where = self.grid.points()[imax].tolist()
+        on_boundary = bool(self.grid.boundary_mask().ravel()[imax])
+        if on_boundary and bm > 0.5:
             raise ValueError(
-                f"grid too coarse to resolve the Gibbs density exp(-mu L/D): |mu ΔL|/D between "
-                f"neighbouring cells reaches {r:.3g} (> {RESOLUTION_ERROR}) and the heaviest cell "
-                f"holds {top:.3g} of the mass; use more cells than {self.grid.cells} or a larger D")
+                f"the box {self.grid.box} cuts off the Gibbs density exp(-mu L/D): a fraction {bm:.3g} "
+                f"of it lies in the boundary cells and its maximum is on the boundary (theta={where}); "
+                f"the minimum of L seems to lie outside the box; move or enlarge the box")
+        if r > RESOLUTION_ERROR or top > 0.5:
+            why = []
+            if r > RESOLUTION_ERROR:
+                why.append(f"|mu ΔL|/D between neighbouring cells reaches {r:.3g} (> {RESOLUTION_ERROR})")
+            if top > 0.5:
+                why.append(f"one cell (theta={where}) holds {top:.3g} of the mass (> 0.5)")
+            raise ValueError(
+                f"grid too coarse to resolve the Gibbs density exp(-mu L/D): {' and '.join(why)}; "
+                f"use more cells than {self.grid.cells} or a larger D")
         if r > RESOLUTION_WARN:
             warnings.warn(
                 f"grid barely resolves the Gibbs density: |mu ΔL|/D between neighbouring cells "
                 f"reaches {r:.3g} (> {RESOLUTION_WARN}); the stationary state stays exact but the "
                 f"dynamics loses accuracy; consider more cells than {self.grid.cells}",
                 GridResolutionWarning, stacklevel=3)
-        bm = self.boundary_mass()
         if bm > BOUNDARY_MASS_WARN:
             warnings.warn(
                 f"the box {self.grid.box} cuts off significant Gibbs mass: a fraction {bm:.3g} of "
@@ -175,14 +202,27 @@ class FokkerPlanck:
             self._gibbs = gibbs_density(self.grid, self.U)
         return self._gibbs
 
-    def stationary(self, method: str = "solve") -> np.ndarray:
-        """Stationary density: ``"solve"`` = sparse null-vector solve of ``A rho = 0``
-        (an independent computation), ``"gibbs"`` = the closed form it must equal."""
-        if method == "gibbs":
-            return self.gibbs()
+    def stationary(self, method: str = "auto") -> np.ndarray:
+        """The stationary density (shape ``grid.shape``, normalised to ``∫ rho = 1``).
+
+        ``method``:
+
+        * ``"auto"`` (default) / ``"gibbs"``: the closed form ``exp(-mu L/D) / Z`` on the
+          cell centres. The drift of a landscape is a gradient, and the Scharfetter-Gummel
+          generator satisfies detailed balance with respect to exactly this vector (flux
+          zero face by face), so it *is* the discrete stationary state, to round-off, and
+          costs one ``exp`` per cell (no matrix is built).
+        * ``"solve"``: an independent computation, the null vector of the sparse generator
+          by one sparse LU solve plus flux-form iterative refinement
+          (:func:`hhld.fokker_planck.stationary.stationary_solve`); it agrees with the
+          closed form to ~1e-16 in L1 and is kept for verification (and as the general
+          path a non-gradient drift would need).
+        """
+        if method in ("auto", "gibbs"):
+            return self.gibbs().copy()
         if method != "solve":
-            raise ValueError(f"method must be 'solve' or 'gibbs', got {method!r}")
-        return stationary_solve(self.generator, self.grid, U=self.U)
+            raise ValueError(f"method must be 'auto', 'gibbs' or 'solve', got {method!r}")
+        return stationary_solve(self.generator, self.grid, U=self.U, D=self.D)
 
     def gaussian(self, center: Sequence[float], width: float | Sequence[float]) -> np.ndarray:
         """A normalised Gaussian density on the grid, centre ``center``, std ``width``."""
