@@ -217,3 +217,15 @@ def test_fused_kernel_builds_into_the_cache_dir(monkeypatch, tmp_path):
     built = [p.name for p in tmp_path.iterdir()]
     assert len(built) == 1 and built[0].startswith("em_cubic_") and built[0].endswith(".so")
     assert I._c_load() is not None and [p.name for p in tmp_path.iterdir()] == built  # reused, not rebuilt
+
+
+@needs_kernel
+def test_fused_kernel_without_a_usable_cache_builds_in_a_temporary_dir(monkeypatch, tmp_path):
+    from hhld.dynamics import integrators as I
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HHLD_CACHE_DIR", str(blocker / "sub"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert I._c_load() is not None and "temporary build" in I.C_KERNEL_STATUS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -269,8 +269,12 @@ def _c_cache_dirs():
 
     if os.environ.get("HHLD_CACHE_DIR"):
         yield Path(os.environ["HHLD_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    yield Path(base) / "hhld"
+    if os.environ.get("XDG_CACHE_HOME"):
+        yield Path(os.environ["XDG_CACHE_HOME"]) / "hhld"
+    else:
+        home = os.path.expanduser("~")
+        if os.path.isabs(home):  # no home directory: only the private temporary build
+            yield Path(home) / ".cache" / "hhld"
 
 
 def _c_compile(cc, src_text, target):
@@ -368,6 +372,7 @@ def _c_load():
                 path = Path(tmp) / name
                 _c_compile(cc, _C_SOURCE, path)
                 lib = ctypes.CDLL(str(path))
+            path = f"a temporary build; no usable cache directory: {'; '.join(errors) or 'none'}"
         fns = {}
         for dtype, suffix, ctype in ((np.float32, "f32", ctypes.c_float), (np.float64, "f64", ctypes.c_double)):
             fn = getattr(lib, f"hhld_em_cubic_{suffix}")
