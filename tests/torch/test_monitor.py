@@ -236,7 +236,7 @@ def test_regime_hysteresis_and_transitions():
 def test_history_dataframe_and_uncertainty():
     model, lf = tiny(), nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = Monitor(model, opt, log_every=5, window=5)
+    mon = Monitor(model, opt, log_every=5, window=5, uncertainty_every=1)
     thetas, grads = [], []
     for k in range(5):
         x, y = data(8, seed=k)
@@ -250,6 +250,31 @@ def test_history_dataframe_and_uncertainty():
     T, G = torch.stack(thetas), torch.stack(grads)
     ref = math.sqrt(float(T.var(0).sum())) * math.sqrt(float(G.var(0).sum()))
     assert df["uncertainty_product"][0] == pytest.approx(ref, rel=1e-6)
+
+
+def test_uncertainty_window_sampled_every_k_steps():
+    """window=6 steps sampled every 2: the variances over steps 0, 2, 4 (float32 model: the
+    parameters are taken relative to the first sample, no cancellation)."""
+    model, lf = tiny().float(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=6, window=6, uncertainty_every=2)
+    thetas, grads = [], []
+    for k in range(6):
+        x, y = data(8, seed=k)
+        opt.zero_grad(); loss = lf(model(x.float()), y); loss.backward()
+        if k % 2 == 0:
+            thetas.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double())
+            grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
+        opt.step(); mon.step(loss)
+    T, G = torch.stack(thetas), torch.stack(grads)
+    ref = math.sqrt(float(T.var(0).sum())) * math.sqrt(float(G.var(0).sum()))
+    assert mon.history[-1]["uncertainty_product"] == pytest.approx(ref, rel=1e-4)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        Monitor(model, opt, window=4, uncertainty_every=3)
+    mon.close()
+    off = Monitor(model, opt, window=None)
+    assert not any(q.name == "uncertainty" for q in off.quantities)
+    off.close()
 
 
 def test_jsonl_and_csv_sinks(tmp_path):

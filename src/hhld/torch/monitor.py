@@ -16,6 +16,11 @@ unscaled them; a step that ``GradScaler`` skips for non-finite gradients never r
 and is recorded as skipped). Values stay device tensors, summed over the logging
 interval; the host synchronises once per interval (tier 2 syncs when it runs).
 
+Cost per step (tier 0): one fused ``_foreach_norm`` over the gradients plus a few scalar ops;
+the values of each step are appended to lists and reduced at the interval's end. The parameter
+and update norms are sampled at the last step of each interval, the uncertainty window every
+``uncertainty_every`` steps (see :class:`GradientStats`, :class:`UncertaintyWindow`).
+
 Quantities and schedules (:mod:`hhld.torch.quantities`): tier 0 every step
 (:class:`GradientStats`, :class:`UncertaintyWindow`), tier 1 every ``tier1_every`` steps
 (:class:`NoiseScale`), tier 2 every ``tier2_every`` steps when ``loss_fn`` and
@@ -63,21 +68,26 @@ class Monitor:
       counted from the model's first tensor argument); ``scaler`` a ``torch.amp.GradScaler``;
       ``D`` a known diffusion (e.g. injected noise) for ``C = ||g||^2/(D d)``, default the
       measured SGD diffusion of tier 1; ``tier1_every`` (``None`` disables tier 1);
-      ``window`` of the uncertainty product; ``loss_fn`` + ``hessian_batch=(inputs, targets)``
+      ``window`` (steps) of the uncertainty product, sampled every ``uncertainty_every`` steps
+      (default ``min(5, window // 2)``; ``window=None`` switches it off); ``loss_fn`` + ``hessian_batch=(inputs, targets)``
       enable tier 2 (``tier2_every``, ``n_probes``, ``power_iters``, ``eta_opt_n``);
       ``thresholds`` (:class:`hhld.observables.RegimeThresholds`), ``regime_patience``,
       ``drop_factor`` for regimes and phase-transition events; ``on_nonfinite`` in
       ``{"raise", "warn"}``; ``sinks`` objects with ``write(row)`` / ``close()``
-      (:mod:`hhld.torch.sinks`); ``extra_quantities`` more :class:`Quantity` objects.
+      (:mod:`hhld.torch.sinks`); ``extra_quantities`` more :class:`Quantity` objects;
+      ``track_update`` the update norm (sampled at each interval's last step);
+      ``conv_estimator`` for Conv1d/2d per-sample norms (``"auto"``, ``"exact"``, ``"sketch"``,
+      see :mod:`hhld.torch.persample`).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, log_every: int = 10,
                  batch_size: int | None = None, scaler=None, D: float | None = None,
                  loss_reduction: str = "mean", accumulation: str = "mean", tier1_every: int | None = 1,
-                 window: int = 50, loss_fn=None, hessian_batch=None, tier2_every: int = 250, n_probes: int = 4,
+                 window: int | None = 50, uncertainty_every: int | None = None, loss_fn=None, hessian_batch=None, tier2_every: int = 250, n_probes: int = 4,
                  power_iters: int = 3, eta_opt_n: float | None = None, thresholds: RegimeThresholds | None = None,
                  regime_patience: int = 2, drop_factor: float = 3.0, on_nonfinite: str = "raise", sinks=(),
-                 extra_quantities=(), track_update: bool = True):
+                 extra_quantities=(), track_update: bool = True, conv_estimator: str = "auto",
+                 conv_probes: int = 4):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -123,7 +133,11 @@ class Monitor:
         self.regime = RegimeTracker(self.thresholds, regime_patience)
         self.transitions = PhaseTransitionDetector(drop_factor)
 
-        self.quantities: list[Quantity] = [GradientStats(track_update=track_update), UncertaintyWindow(window)]
+        self.quantities: list[Quantity] = [GradientStats(track_update=track_update, sample_every=log_every)]
+        if window is not None:
+            if uncertainty_every is None:
+                uncertainty_every = max(1, min(5, int(window) // 2))
+            self.quantities.append(UncertaintyWindow(window, uncertainty_every))
         self.noise = NoiseScale(tier1_every) if tier1_every else None
         if self.noise is not None:
             self.quantities.append(self.noise)
@@ -139,13 +153,16 @@ class Monitor:
         self.events: list[dict] = []
         self.step_count = 0
         self.last_measured_D = None
+        self._interval_D = None
+        self.interval_values: dict = {}
         self.last_measured_D_rel_se = None
         self._reset_interval()
         self._reset_step()
         self._handles = []
         self.hooks = None
         if self.noise is not None:
-            self.hooks = PerSampleSqNorms(self.inner, dict(zip(self.names, self.params)), on_pass_end=self._on_pass_end)
+            self.hooks = PerSampleSqNorms(self.inner, dict(zip(self.names, self.params)), on_pass_end=self._on_pass_end,
+                                          conv_estimator=conv_estimator, conv_probes=conv_probes)
             self.hooks.attach()
             self.hooks.enabled = self.noise.due(0)
         self._handles.append(self.inner.register_forward_hook(self._forward_hook))
@@ -156,8 +173,7 @@ class Monitor:
 
     # ------------------------------------------------------------------ state
     def _reset_interval(self):
-        self._sums: dict = {}
-        self._counts: dict = {}
+        self._vals: dict = {}
         self._per_param_steps: list = []
         self._skipped = 0
         self._steps_in_interval = 0
@@ -172,13 +188,16 @@ class Monitor:
         self._micro_grads: list = []
 
     def _add(self, vals: dict):
+        # append only (no device op): the interval's values are reduced in flush()
+        store = self._vals
         for k, v in vals.items():
             if v is None:
                 continue
-            if isinstance(v, torch.Tensor):
-                v = v.detach().reshape(())
-            self._sums[k] = self._sums[k] + v if k in self._sums else v
-            self._counts[k] = self._counts.get(k, 0) + 1
+            lst = store.get(k)
+            if lst is None:
+                store[k] = [v]
+            else:
+                lst.append(v)
 
     # ------------------------------------------------------------------ hooks
     def _forward_hook(self, module, args, output):
@@ -209,8 +228,10 @@ class Monitor:
 
     def _on_pass_end(self, hooks):
         self._covered_step |= hooks.covered_last
+        if len(self._covered_step) == len(self.names) or not self.hooks.enabled:
+            return
         unc = [self.params[i] for i in self._uncovered()]
-        if not unc or not self.hooks.enabled:
+        if not unc:
             return
         cur = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in unc]
         if self._micro_prev is None:
@@ -222,17 +243,21 @@ class Monitor:
     def _opt_pre_hook(self, optimizer, args, kwargs):
         if self._internal:
             return
-        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not idx:
-            return
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):
+            idx = [i for i, g in enumerate(grads) if g is not None]
+            if not idx:
+                return
+            names, params, grads = [self.names[i] for i in idx], [self.params[i] for i in idx], [grads[i] for i in idx]
+        else:
+            names, params = self.names, self.params
         B = self.batch_size or self._n_samples
         if not B:
             raise ValueError("Monitor could not infer the batch size (the model's first argument is not a tensor "
                              "with the batch on axis 0): pass batch_size=")
         group_lr = optimizer.param_groups[0]["lr"]
         lr = float(group_lr)
-        ctx = StepContext(step=self.step_count, names=[self.names[i] for i in idx],
-                          params=[self.params[i] for i in idx], grads=[self.params[i].grad.detach() for i in idx],
+        ctx = StepContext(step=self.step_count, names=names, params=params, grads=grads,
                           lr=lr, batch_size=B, n_micro=max(self._n_micro, 1), dim=self.dim)
         ctx.extra["model"] = self.inner
         for q in self.quantities:
@@ -242,7 +267,7 @@ class Monitor:
                 self._prepare_noise(ctx)
             vals = q.pre_step(ctx)
             self._add(vals)
-        self._per_param_steps.append((self.step_count, ctx.names, ctx.extra.get("per_param_sq")))
+        self._per_param_steps.append((self.step_count, ctx.names, ctx.extra.get("per_param_norm")))
         self._ctx = ctx
         self._captured = True
 
@@ -253,41 +278,42 @@ class Monitor:
         scale = None
         if self.scaler is not None and getattr(self.scaler, "is_enabled", lambda: True)():
             scale = self.scaler._scale if getattr(self.scaler, "_scale", None) is not None else None
-        passes = []
-        for ps in hooks.passes:
-            b = ps.shape[0]
-            alpha = (1.0 / b if self.loss_reduction == "mean" else 1.0) * (1.0 / k if self.accumulation == "mean" else 1.0)
-            v = ps.double() / (alpha * alpha)
-            if scale is not None:
-                v = v / scale.double().to(v.device) ** 2
-            passes.append(v)
+        passes = hooks.passes
         hooks.passes = []
-        bsum = sum(p.shape[0] for p in passes)
-        if passes and bsum != B:
-            passes = []  # the hooks saw a different number of samples (e.g. batch not on axis 0): skip
+        mean_red = self.loss_reduction == "mean"
+        acc = (1.0 / k) if self.accumulation == "mean" else 1.0
+        ps_sum = None
+        if passes and sum(int(q.shape[0]) for q in passes) == B:
+            # sum_i ||g_i||^2 at the true per-sample scale: pass p's hook norms carry alpha_p^2
+            for q in passes:
+                alpha = (1.0 / q.shape[0] if mean_red else 1.0) * acc
+                v = q.sum(dtype=torch.float64) * (1.0 / (alpha * alpha))
+                ps_sum = v if ps_sum is None else ps_sum + v
+            if scale is not None:
+                ps_sum = ps_sum / scale.double().to(ps_sum.device) ** 2
+        # else: the hooks saw a different number of samples (e.g. batch not on axis 0): skip the step
         b0 = B / k
-        alpha = (1.0 / b0 if self.loss_reduction == "mean" else 1.0) * (1.0 / k if self.accumulation == "mean" else 1.0)
+        alpha = (1.0 / b0 if mean_red else 1.0) * acc
         gscale = 1.0 / (alpha * B)  # true batch-mean gradient = gscale * p.grad
-        per = ctx.extra.get("per_param_sq")
-        if per is None:
-            per = torch.stack(torch._foreach_norm(ctx.grads)).double().pow(2)
-            ctx.extra["per_param_sq"] = per
-        ctx.extra["noise_per_param_sq"] = per * gscale * gscale
-        name_idx = {n: i for i, n in enumerate(ctx.names)}
-        cov = [name_idx[n] for n in ctx.names if n in self._covered_step]
-        unc = [name_idx[n] for n in ctx.names if n not in self._covered_step]
-        ctx.extra["per_sample_passes"] = passes
-        ctx.extra["covered_idx"] = cov
-        ctx.extra["uncovered_idx"] = unc
+        ctx.extra["per_sample_sum"] = ps_sum
+        ctx.extra["gscale_sq"] = gscale * gscale
+        cov_names = self._covered_step
+        if len(ctx.names) == len(self.names) and len(cov_names) == len(self.names):
+            ctx.extra["covered_sq"] = ctx.extra["grad_sq"]  # every parameter covered: reuse tier 0's ||g||^2
+            ctx.extra["covered_dim"] = self.dim
+            return
+        per = ctx.extra["per_param_norm"].double()
+        cov = [i for i, n in enumerate(ctx.names) if n in cov_names]
+        unc = [i for i, n in enumerate(ctx.names) if n not in cov_names]
+        sq = per * per
+        ctx.extra["covered_sq"] = sq[cov].sum() if cov else 0.0
         ctx.extra["covered_dim"] = sum(ctx.params[i].numel() for i in cov)
-        if self._micro_grads:
-            mg = []
-            for j, g in enumerate(self._micro_grads):
-                f = 1.0 / (alpha * b0)
-                if scale is not None:
-                    f = f / scale.double()
-                mg.append([t * f for t in g])
-            ctx.extra["micro_grads"] = mg
+        if unc and self._micro_grads:
+            ctx.extra["uncovered_sq"] = sq[unc].sum()
+            f = 1.0 / (alpha * b0)
+            if scale is not None:
+                f = f / scale.double()
+            ctx.extra["micro_grads"] = [[t * f for t in g] for g in self._micro_grads]
 
     def _opt_post_hook(self, optimizer, args, kwargs):
         if self._internal or self._ctx is None:
@@ -312,8 +338,7 @@ class Monitor:
                                 "reason": "optimizer.step did not run (e.g. GradScaler found inf/NaN gradients)"})
         else:
             if loss is not None:
-                lv = loss.detach().double() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss), dtype=torch.float64)
-                self._add({"loss": lv.reshape(())})
+                self._add({"loss": loss.detach() if isinstance(loss, torch.Tensor) else float(loss)})
             if self.curvature is not None and self.curvature.due(self.step_count):
                 self._internal = True
                 enabled = self.hooks.enabled if self.hooks else None
@@ -335,26 +360,52 @@ class Monitor:
             return self.flush()
         return None
 
+    def _gather(self):
+        """The interval's values as host floats, with one synchronisation."""
+        tens, slots = [], []
+        out = {}
+        for k, lst in self._vals.items():
+            out[k] = list(lst)
+            for j, v in enumerate(lst):
+                if isinstance(v, torch.Tensor):
+                    tens.append(v if v.dim() == 0 else v.reshape(()))
+                    slots.append((k, j))
+                else:
+                    out[k][j] = float(v)
+        if tens:
+            groups: dict = {}
+            for i, t in enumerate(tens):
+                groups.setdefault((t.device, t.dtype), []).append(i)
+            order = [i for ids in groups.values() for i in ids]
+            parts = [torch.stack([tens[i] for i in ids]).detach().to("cpu", torch.float64) for ids in groups.values()]
+            flat = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()
+            for i, v in zip(order, flat):
+                k, j = slots[i]
+                out[k][j] = v
+        return out
+
     def flush(self) -> dict | None:
         """Synchronise once, finish the interval's row, write it to the sinks."""
-        if not self._sums and not self._skipped:
+        if not self._vals and not self._skipped:
             return None
-        keys = list(self._sums)
-        vals = torch.stack([self._sums[k].to("cpu", torch.float64) if isinstance(self._sums[k], torch.Tensor)
-                            else torch.tensor(float(self._sums[k]), dtype=torch.float64) for k in keys]).tolist() if keys else []
-        sums = dict(zip(keys, vals))
-        counts = dict(self._counts)
+        vals = self._gather()
+        sums = {k: math.fsum(v) for k, v in vals.items()}
+        counts = {k: len(v) for k, v in vals.items()}
+        self.interval_values = vals
         if "grad_sq" in sums and not math.isfinite(sums["grad_sq"]):
             self._report_nonfinite()
         row = {"step": self.step_count - 1, "steps": self._steps_in_interval, "skipped_steps": self._skipped}
         if counts.get("loss"):
             row["loss"] = sums["loss"] / counts["loss"]
-        if "D" in counts and counts["D"]:
-            self.last_measured_D = sums["D"] / counts["D"]
+        self._interval_D = None
+        nrow = {}
+        if self.noise is not None:
+            nrow = self.noise.finalize(sums, counts, self)
+            if nrow.get("D") is not None:
+                self._interval_D = nrow["D"]
+                self.last_measured_D = nrow["D"]
         for q in self.quantities:
-            row.update(q.finalize(sums, counts, self))
-        if self.noise is not None and "D" in row and row["D"] is not None:
-            self.last_measured_D = row["D"]
+            row.update(nrow if q is self.noise else q.finalize(sums, counts, self))
         C = row.get("C") if row.get("C") is not None else row.get("C_sgd")
         row["regime_from"] = "C" if row.get("C") is not None else "C_sgd"
         regime, changed = self.regime.update(C)
@@ -376,7 +427,7 @@ class Monitor:
         for step, names, per in self._per_param_steps:
             if per is None:
                 continue
-            bad = (~torch.isfinite(per)).nonzero()
+            bad = (~torch.isfinite(per.double() ** 2)).nonzero()
             if len(bad):
                 name = names[int(bad[0])]
                 msg = f"non-finite gradient in parameter {name!r} at step {step}"

@@ -4,13 +4,25 @@ No per-sample gradient is materialised for the common layers: a forward hook kee
 layer input ``a`` and a tensor hook on the output receives ``g = dL/d(output)``; the
 per-sample squared norm of the parameter gradient is then computed from ``a`` and ``g``:
 
-* ``nn.Linear`` on ``(B, in)``: ``||g_i||^2 ||a_i||^2`` (weight) and ``||g_i||^2`` (bias);
+* ``nn.Linear`` on ``(B, in)``: ``||g_i||^2 ||a_i||^2`` (weight) and ``||g_i||^2`` (bias),
+  i.e. ``||g_i||^2 (||a_i||^2 + 1)``: four small ops per layer, no per-sample gradient;
   on sequences ``(B, T..., in)`` the per-sample weight gradient is ``sum_t g_it a_it^T`` and
   its squared norm is ``sum_{t,s} (g_it . g_is)(a_it . a_is)`` (the Gram / "ghost norm"
   trick, ``O(B T^2 (in+out))``), or the per-sample gradient ``(B, out, in)`` is formed when
   that is cheaper (``T^2 (in+out) > in*out``);
-* ``nn.Conv1d`` / ``nn.Conv2d`` (``groups=1``, zero padding): the input is unfolded into
-  patches and treated as a Linear layer over positions;
+* ``nn.Conv1d`` / ``nn.Conv2d`` (``groups=1``, zero padding), two estimators:
+
+  - ``"exact"`` (kind ``conv``): the input is unfolded into patches and treated as a Linear
+    layer over positions (per-sample gradient ``(B, out, in*k)`` or Gram trick, whichever is
+    cheaper); cost ``~ B T p q`` for ``T`` output positions, ``p = in*k``, ``q = out``;
+  - ``"sketch"`` (kind ``conv_sketch``): an unbiased random-projection estimate
+    ``||M_i||_F^2 = E ||M_i v||^2`` with ``k`` Rademacher probes ``v`` in the patch space
+    (``E v v^T = I``), where ``M_i v = sum_t g_it (a_it . v)`` and ``a_it . v`` is one
+    convolution of the input with the probe as kernel (no unfold); cost ``~ B T k (p + q)``.
+    The per-sample estimate has relative standard deviation at most ``sqrt(2/k)``; its mean
+    over the batch (what ``tr Sigma`` needs) at most ``sqrt(2/(k B))``. The bias term is exact.
+  - ``"auto"`` (the monitor's default) uses the exact estimator when ``p q <= k (p + q)``
+    (small layers, where it costs no more than the sketch), else the sketch. :class:`PerSampleSqNorms` defaults to ``"exact"``;
 * ``nn.Embedding``: ``sum_{t,s} [id_t = id_s] (g_it . g_is)`` (positions at ``padding_idx``
   excluded);
 * ``nn.LayerNorm``: the per-sample gradients ``sum_t g_it * xhat_it`` and ``sum_t g_it``
@@ -36,6 +48,13 @@ from torch import nn
 import torch.nn.functional as F
 
 __all__ = ["PerSampleSqNorms", "supported_module_kind"]
+
+
+def _conv_dims(m):
+    k = 1
+    for v in m.kernel_size:
+        k *= v
+    return m.in_channels * k, m.out_channels
 
 
 def supported_module_kind(module: nn.Module) -> str | None:
@@ -82,7 +101,15 @@ class PerSampleSqNorms:
     :attr:`passes` as a tensor of shape ``(B,)`` (no host synchronisation).
     """
 
-    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter] | None = None, on_pass_end=None):
+    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter] | None = None, on_pass_end=None,
+                 conv_estimator: str = "exact", conv_probes: int = 4, seed: int = 0):
+        if conv_estimator not in ("exact", "sketch", "auto"):
+            raise ValueError(f"conv_estimator must be 'exact', 'sketch' or 'auto', got {conv_estimator!r}")
+        if int(conv_probes) < 1:
+            raise ValueError(f"conv_probes must be >= 1, got {conv_probes}")
+        self.conv_probes = int(conv_probes)
+        self.seed = seed
+        self._gens: dict = {}
         self.model = model
         self.on_pass_end = on_pass_end
         if params is None:
@@ -108,6 +135,11 @@ class PerSampleSqNorms:
             if kind is None:
                 self.reasons[name] = f"layer type {type(m).__name__} has no per-sample estimator"
                 continue
+            if kind == "conv":
+                pp, qq = _conv_dims(m)
+                if conv_estimator == "sketch" or (conv_estimator == "auto" and
+                                                  pp * qq > self.conv_probes * (pp + qq)):
+                    kind = "conv_sketch"
             self.module_kind[m] = kind
             self.module_params.setdefault(m, {})[pname] = name
         self.enabled = True
@@ -124,8 +156,11 @@ class PerSampleSqNorms:
             for m in self.module_kind:
                 self._handles.append(m.register_forward_hook(self._forward_hook))
             if self.on_pass_end is not None:
-                for p in self.params.values():
-                    self._handles.append(p.register_post_accumulate_grad_hook(self._param_hook))
+                # the end-of-pass callback is queued by the first module grad hook of a pass; parameters
+                # without a module estimator queue it themselves (a pass may reach only them)
+                for n, p in self.params.items():
+                    if n in self.reasons:
+                        self._handles.append(p.register_post_accumulate_grad_hook(self._param_hook))
         return self
 
     def detach(self) -> None:
@@ -192,15 +227,40 @@ class PerSampleSqNorms:
         has_w = "weight" in self.module_params[m]
         has_b = "bias" in self.module_params[m]
         if kind == "linear":
+            if len(recs) == 1 and recs[0][0].dim() == 2:
+                x, gy = recs[0]  # the common case: ||g_i||^2 (||a_i||^2 [+ 1 for the bias])
+                gsq = gy.square().sum(1)
+                if not has_w:
+                    return gsq
+                asq = x.square().sum(1)
+                return gsq * (asq + 1) if has_b else gsq * asq
             a = torch.cat([r[0].reshape(r[0].shape[0], -1, r[0].shape[-1]) for r in recs], 1)
             g = torch.cat([r[1].reshape(r[1].shape[0], -1, r[1].shape[-1]) for r in recs], 1)
             return self._linear(a, g, has_w, has_b)
         if kind == "conv":
+            if len(recs) == 1:
+                x, gy = recs[0]
+                cols = self._unfold(m, x).transpose(1, 2)  # (B, p, T): F.unfold's own layout, no copy
+                g = gy.reshape(gy.shape[0], gy.shape[1], -1)  # (B, q, T)
+                sq = 0
+                if has_w:
+                    p_, q_, T = cols.shape[1], g.shape[1], g.shape[2]
+                    if T * T * (p_ + q_) <= p_ * q_:
+                        ga = torch.bmm(cols.transpose(1, 2), cols)
+                        gg = torch.bmm(g.transpose(1, 2), g)
+                        sq = (ga * gg).sum((1, 2))
+                    else:
+                        sq = torch.bmm(g, cols.transpose(1, 2)).square().sum((1, 2))  # per-sample (B, q, p)
+                if has_b:
+                    sq = sq + g.sum(2).square().sum(1)
+                return sq
             a_list, g_list = [], []
             for x, gy in recs:
                 a_list.append(self._unfold(m, x))  # (B, L, C*k)
                 g_list.append(gy.reshape(gy.shape[0], gy.shape[1], -1).transpose(1, 2))
             return self._linear(torch.cat(a_list, 1), torch.cat(g_list, 1), has_w, has_b)
+        if kind == "conv_sketch":
+            return self._conv_sketch(m, recs, has_w, has_b)
         if kind == "embedding":
             ids = torch.cat([r[0].reshape(r[0].shape[0], -1) for r in recs], 1)
             g = torch.cat([r[1].reshape(r[1].shape[0], -1, r[1].shape[-1]) for r in recs], 1)
@@ -241,6 +301,38 @@ class PerSampleSqNorms:
             sq = _gram_sq_norm(a, g)
         if has_b:
             sq = sq + (g.sum(1) ** 2).sum(-1)
+        return sq
+
+    def _generator(self, device):
+        g = self._gens.get(device)
+        if g is None:
+            g = self._gens[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return g
+
+    def _conv_sketch(self, m, recs, has_w, has_b):
+        """Unbiased Rademacher-probe estimate of the per-sample weight-gradient norm (see the module doc)."""
+        x0 = recs[0][0]
+        k = self.conv_probes
+        mv = None
+        gb = None
+        if has_w:
+            v = torch.empty((k, m.in_channels) + tuple(m.kernel_size), device=x0.device, dtype=x0.dtype)
+            v.bernoulli_(0.5, generator=self._generator(x0.device)).mul_(2).sub_(1)
+        for x, gy in recs:
+            g = gy.reshape(gy.shape[0], gy.shape[1], -1)  # (B, q, T)
+            if has_w:
+                conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
+                sp = conv(x, v, None, m.stride, m.padding, m.dilation)  # (B, k, T): a_t . v
+                t = torch.bmm(g, sp.reshape(sp.shape[0], k, -1).transpose(1, 2))  # (B, q, k): M v
+                mv = t if mv is None else mv + t
+            if has_b:
+                s = g.sum(2)
+                gb = s if gb is None else gb + s
+        sq = 0
+        if has_w:
+            sq = mv.square().sum(1).mean(1)
+        if has_b:
+            sq = sq + gb.square().sum(1)
         return sq
 
     @staticmethod

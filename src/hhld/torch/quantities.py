@@ -3,12 +3,15 @@
 A quantity has a schedule (``every`` steps) and three hooks, all called by the monitor:
 
 * ``pre_step(ctx)`` -- inside ``optimizer.step`` before the update (the gradients are final,
-  unscaled under AMP); returns a dict of *additive* 0-d tensors (kept on the device, summed
-  over the logging interval without any host synchronisation);
+  unscaled under AMP); returns a dict of *additive* values, 0-d tensors (kept on the device;
+  the monitor only appends them to a list, and converts all of an interval's values with one
+  host synchronisation) or host floats;
 * ``post_step(ctx)`` -- after the update (same return convention);
 * ``finalize(sums, counts, monitor)`` -- once per logging interval, on host floats:
   turns the interval sums into the row's values. Ratios are formed from the separately
-  averaged numerator and denominator (never an average of per-step ratios).
+  averaged numerator and denominator (never an average of per-step ratios). The per-step
+  values of the interval are in ``monitor.interval_values`` (key -> list of floats) for
+  quantities that need per-step nonlinear combinations.
 
 Tier 0 (every step): :class:`GradientStats`, :class:`UncertaintyWindow`;
 tier 1: :class:`NoiseScale`; tier 2 (amortised): :class:`Curvature`.
@@ -76,9 +79,22 @@ def _sq(ts):
     return torch.stack(torch._foreach_norm(ts)).double().pow(2)
 
 
+def _norms(ts):
+    """Per-tensor 2-norms as one ``(P,)`` tensor: one fused foreach pass (float32 for half types)."""
+    if any(t.dtype in (torch.float16, torch.bfloat16) for t in ts):
+        ts = [t.float() for t in ts]
+    return torch.stack(torch._foreach_norm(ts))
+
+
 class GradientStats(Quantity):
     """Tier 0: loss, ``||g||^2``, the documents' ``C = ||g||^2/(lr/B)`` and ``C = ||g||^2/(D d)``,
     update and parameter norms.
+
+    Per step: one fused ``_foreach_norm`` over the gradients (the per-parameter norms are kept
+    for the non-finite report) and one float64 dot product; ``lr/B`` stays a host float.
+    ``param_norm`` and ``update_norm`` are *sampled*: taken at the last step of each logging
+    interval (``sample_every`` steps, set by the monitor to ``log_every``), so the parameter
+    snapshot an update norm needs costs one copy per interval, not per step.
 
     ``D`` for the second form is ``D`` given to the monitor, else the interval's measured
     ``D`` of :class:`NoiseScale` (``None`` when neither is available).
@@ -86,30 +102,44 @@ class GradientStats(Quantity):
 
     name = "gradient"
 
-    def __init__(self, every: int = 1, track_update: bool = True):
+    def __init__(self, every: int = 1, track_update: bool = True, sample_every: int = 1):
         super().__init__(every)
         self.track_update = track_update
+        self.sample_every = max(1, int(sample_every))
         self._snap = None
+        self._snapped = False
+
+    def _sampled(self, step):
+        return (step + 1) % self.sample_every == 0
 
     def pre_step(self, ctx):
-        per = _sq(ctx.grads)
-        ctx.extra["per_param_sq"] = per
-        out = {"grad_sq": per.sum(), "hbar_sq": torch.tensor(ctx.lr / ctx.batch_size, dtype=torch.float64)}
-        if self.track_update:
+        per = _norms(ctx.grads)
+        ctx.extra["per_param_norm"] = per
+        p64 = per.double()
+        out = {"grad_sq": torch.dot(p64, p64), "hbar_sq": ctx.lr / ctx.batch_size}
+        ctx.extra["grad_sq"] = out["grad_sq"]
+        self._snapped = False
+        if self.track_update and self._sampled(ctx.step):
             ps = [p.detach() for p in ctx.params]
             if self._snap is None or len(self._snap) != len(ps) or any(
-                    a.shape != b.shape for a, b in zip(self._snap, ps)):
+                    a.shape != b.shape or a.dtype != b.dtype for a, b in zip(self._snap, ps)):
                 self._snap = [p.clone() for p in ps]
             else:
                 torch._foreach_copy_(self._snap, ps)
+            self._snapped = True
         return out
 
     def post_step(self, ctx):
+        if not self._sampled(ctx.step):
+            return {}
         ps = [p.detach() for p in ctx.params]
-        out = {"param_sq": _sq(ps).sum()}
-        if self.track_update and self._snap is not None:
+        pn = _norms(ps).double()
+        out = {"param_sq": torch.dot(pn, pn)}
+        if self._snapped:
             torch._foreach_sub_(self._snap, ps)
-            out["update_sq"] = _sq(self._snap).sum()
+            un = _norms(self._snap).double()
+            out["update_sq"] = torch.dot(un, un)
+            self._snapped = False
         return out
 
     def finalize(self, sums, counts, monitor):
@@ -119,9 +149,7 @@ class GradientStats(Quantity):
             g = sums["grad_sq"] / n
             row["grad_sq_norm"] = g
             row["C_sgd"] = sums["grad_sq"] / sums["hbar_sq"] if sums["hbar_sq"] > 0 else math.inf
-            D = monitor.D
-            if D is None and counts.get("D", 0):
-                D = sums["D"] / counts["D"]
+            D = monitor.D if monitor.D is not None else monitor._interval_D
             row["D_used"] = D
             row["C"] = g / (D * monitor.dim) if D else None
         if counts.get("param_sq", 0):
@@ -134,34 +162,52 @@ class GradientStats(Quantity):
 class UncertaintyWindow(Quantity):
     """Tier 0: the uncertainty product over a tumbling window of ``window`` steps.
 
-    ``sqrt(sum_j Var_t theta_j) * sqrt(sum_j Var_t g_j)`` over the window's steps (the
-    convention of :func:`hhld.observables.uncertainty_product` with time in place of the
-    ensemble), reported beside the documents' bound ``lr / 2`` (``Delta theta . Delta grad L >= eta/2``).
+    ``sqrt(sum_j Var_t theta_j) * sqrt(sum_j Var_t g_j)`` over the window (the convention of
+    :func:`hhld.observables.uncertainty_product` with time in place of the ensemble), reported
+    beside the documents' bound ``lr / 2`` (``Delta theta . Delta grad L >= eta/2``).
+
+    The variances are sample variances over every ``every``-th step of the window
+    (``window // every >= 2`` samples; ``every=1`` uses every step). Parameters are taken
+    relative to the window's first sample (no cancellation in float32). Cost per sampled step:
+    five fused foreach passes over the parameters, i.e. ``5 / every`` passes per step.
     """
 
     name = "uncertainty"
 
-    def __init__(self, window: int = 50):
-        super().__init__(1)
+    def __init__(self, window: int = 50, every: int = 5):
+        super().__init__(every)
         if window < 2:
             raise ValueError(f"window must be >= 2, got {window}")
+        if window // every < 2:
+            raise ValueError(f"the uncertainty window needs at least 2 samples: window={window} steps sampled "
+                             f"every {every} steps gives {window // every}")
         self.window = window
+        self.samples = window // every
         self._s = None
+        self._ref = None
         self._n = 0
 
     def pre_step(self, ctx):
         ps = [p.detach() for p in ctx.params]
         gs = ctx.grads
+        if self._s is not None and (len(self._s[0]) != len(ps) or any(
+                a.shape != p.shape for a, p in zip(self._s[0], ps))):
+            self._s, self._n = None, 0  # the parameter set changed: restart the window
         if self._s is None:
-            self._s = [[torch.zeros_like(p, dtype=torch.float32 if p.dtype == torch.float16 or p.dtype == torch.bfloat16 else p.dtype)
-                        for p in ps] for _ in range(4)]
+            acc = [torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype for p in ps]
+            self._s = [[torch.zeros_like(p, dtype=dt) for p, dt in zip(ps, acc)] for _ in range(4)]
         st, st2, sg, sg2 = self._s
-        torch._foreach_add_(st, ps)
-        torch._foreach_addcmul_(st2, ps, ps)
+        if self._n == 0:
+            self._ref = [p.clone() for p in ps]
+            # the first sample is the reference: its parameter deviation is zero
+        else:
+            d = torch._foreach_sub(ps, self._ref)
+            torch._foreach_add_(st, d)
+            torch._foreach_addcmul_(st2, d, d)
         torch._foreach_add_(sg, gs)
         torch._foreach_addcmul_(sg2, gs, gs)
         self._n += 1
-        if self._n < self.window:
+        if self._n < self.samples:
             return {}
         n = self._n
 
@@ -174,7 +220,8 @@ class UncertaintyWindow(Quantity):
         for lst in self._s:
             torch._foreach_zero_(lst)
         self._n = 0
-        return {"uncertainty_product": prod, "uncertainty_bound": torch.tensor(ctx.lr / 2, dtype=torch.float64)}
+        self._ref = None
+        return {"uncertainty_product": prod, "uncertainty_bound": ctx.lr / 2}
 
     def finalize(self, sums, counts, monitor):
         n = counts.get("uncertainty_product", 0)
@@ -192,49 +239,65 @@ class NoiseScale(Quantity):
     accumulated ``k >= 2`` micro-batches (the variance of the micro-batch means; the
     two-half-batch estimator for ``k = 2``), else they are left out of ``tr Sigma`` and
     ``||G||^2`` and the row says so (``noise_coverage`` < 1).
+
+    Per step only two 0-d device tensors are recorded (the sum of the per-sample squared
+    norms and the covered ``||g||^2``) together with host floats (scale factors, ``B``,
+    ``lr``); ``tr Sigma``, ``||G||^2`` and ``D`` of each step are formed on the host at the
+    interval's single synchronisation (:meth:`finalize`).
     """
 
     name = "noise"
     tier = 1
 
     def pre_step(self, ctx):
-        ps_list = ctx.extra.get("per_sample_passes")
-        if not ps_list:
+        ps_sum = ctx.extra.get("per_sample_sum")  # sum_i ||g_i||^2 (true per-sample scale), 0-d
+        if ps_sum is None:
             return {}
         B = ctx.batch_size
         if B < 2:
             return {}
-        per_sq = ctx.extra["noise_per_param_sq"]
-        cov_idx = ctx.extra["covered_idx"]
-        unc_idx = ctx.extra["uncovered_idx"]
-        cov_sq = per_sq[cov_idx].sum() if len(cov_idx) else per_sq.new_zeros(())
-        mean_ps = torch.cat(ps_list).double().mean()
-        tr = (mean_ps - cov_sq) * (B / (B - 1))
-        gu = cov_sq - tr / B
-        covered_dims = ctx.extra["covered_dim"]
+        out = {"ns_ps": ps_sum, "ns_cov": ctx.extra["covered_sq"], "ns_gs2": ctx.extra["gscale_sq"],
+               "ns_B": float(B), "ns_lr": ctx.lr, "ns_dims": float(ctx.extra["covered_dim"])}
         micro = ctx.extra.get("micro_grads")
-        if unc_idx and micro is not None and len(micro) >= 2:
+        unc_sq = ctx.extra.get("uncovered_sq")
+        if unc_sq is not None and micro is not None and len(micro) >= 2:
             k = len(micro)
             b = B / k
             means = [torch.cat([g.double().reshape(-1) for g in mg]) for mg in micro]
             mbar = torch.stack(means).mean(0)
             var_means = sum(((m - mbar) ** 2).sum() for m in means) / (k - 1)
-            tr_u = var_means * b
-            u_sq = per_sq[unc_idx].sum()
-            tr = tr + tr_u
-            gu = gu + u_sq - tr_u / B
-            covered_dims = ctx.dim
-        D = ctx.lr * tr / (2.0 * B * ctx.dim)
-        return {"tr_sigma": tr, "grad_sq_unbiased": gu, "D": D, "D_sq": D * D,
-                "noise_dims": torch.tensor(float(covered_dims))}
+            out["ns_tru"] = var_means * b
+            out["ns_usq"] = unc_sq
+            out["ns_dims"] = float(ctx.dim)
+        else:
+            out["ns_tru"] = 0.0
+            out["ns_usq"] = 0.0
+        return out
+
+    @staticmethod
+    def per_step(vals: dict, dim: int):
+        """Host-side ``(tr Sigma, ||G||^2 unbiased, D)`` of each recorded step."""
+        out = []
+        for ps, cov, gs2, B, lr, tru, usq in zip(vals["ns_ps"], vals["ns_cov"], vals["ns_gs2"], vals["ns_B"],
+                                                 vals["ns_lr"], vals["ns_tru"], vals["ns_usq"]):
+            cov_sq = cov * gs2
+            tr = (ps / B - cov_sq) * (B / (B - 1))
+            gu = cov_sq - tr / B
+            tr, gu = tr + tru, gu + usq * gs2 - tru / B
+            out.append((tr, gu, lr * tr / (2.0 * B * dim)))
+        return out
 
     def finalize(self, sums, counts, monitor):
-        n = counts.get("tr_sigma", 0)
-        if not n:
+        vals = monitor.interval_values
+        if not counts.get("ns_ps", 0):
             return {}
-        tr, gu, D = sums["tr_sigma"] / n, sums["grad_sq_unbiased"] / n, sums["D"] / n
+        steps = self.per_step(vals, monitor.dim)
+        n = len(steps)
+        tr = sum(s[0] for s in steps) / n
+        gu = sum(s[1] for s in steps) / n
+        D = sum(s[2] for s in steps) / n
         if n > 1 and D > 0:
-            var = max(sums["D_sq"] / n - D * D, 0.0) * n / (n - 1)
+            var = sum((s[2] - D) ** 2 for s in steps) / (n - 1)
             monitor.last_measured_D_rel_se = math.sqrt(var / n) / D
         return {
             "tr_sigma": tr,
@@ -242,7 +305,7 @@ class NoiseScale(Quantity):
             "b_simple": tr / gu if gu > 0 else math.inf,
             "D": D,
             "C_measured": gu / (D * monitor.dim) if D > 0 else math.inf,
-            "noise_coverage": sums["noise_dims"] / n / monitor.dim,
+            "noise_coverage": sums["ns_dims"] / n / monitor.dim,
             "noise_estimator": monitor.noise_estimator_summary(),
         }
 
@@ -286,9 +349,7 @@ class Curvature(Quantity):
                              else max(self.power_iters, 10), tol=1e-3, init=self._vec, hvp=hvp, params=params)
         self._vec = eig.eigenvector
         self._last = (tr, se, eig.eigenvalue, eig.converged)
-        return {"hessian_trace": torch.tensor(tr, dtype=torch.float64),
-                "hessian_trace_se2": torch.tensor(se * se, dtype=torch.float64),
-                "lambda_max": torch.tensor(eig.eigenvalue, dtype=torch.float64)}
+        return {"hessian_trace": float(tr), "hessian_trace_se2": float(se * se), "lambda_max": float(eig.eigenvalue)}
 
     def finalize(self, sums, counts, monitor):
         n = counts.get("hessian_trace", 0)
