@@ -229,3 +229,11 @@ def test_fused_kernel_without_a_usable_cache_builds_in_a_temporary_dir(monkeypat
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     assert I._c_load() is not None and "temporary build" in I.C_KERNEL_STATUS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_step_with_a_gradient_of_the_wrong_shape_raises():
+    lw = double_well_2d()
+    st = init_overdamped(lw, torch.zeros(N_BIG, 2))
+    bad = st._replace(grad=st.grad[:-3])  # never handed to the kernel (it reads raw memory)
+    with pytest.raises((ValueError, RuntimeError)):
+        euler_maruyama(torch.Generator().manual_seed(0), bad, lw, dt=0.01, D=0.05)

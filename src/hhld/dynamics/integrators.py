@@ -416,7 +416,8 @@ def _em_c(new, theta, grad, gnew, drift, landscape):
     """The fused kernel on contiguous CPU float32/float64 tensors (``new`` holds the
     scaled noise); False when it does not apply."""
     coeffs = _cubic_coeffs(landscape)
-    if coeffs is None or not (theta.is_contiguous() and grad.is_contiguous()):
+    if (coeffs is None or grad.shape != new.shape or not (theta.is_contiguous() and grad.is_contiguous())
+            or theta.is_neg() or grad.is_neg()):  # the kernel reads raw memory: exact layouts only
         return False
     n, d = new.shape
     if n * d < _C_KERNEL_MIN_ELEMENTS:
