@@ -7,7 +7,7 @@ from __future__ import annotations
 # --- monitor / noise / hessian (issue 4, monitor part)
 from .hessian import EigenEstimate, TraceEstimate, hutchinson_trace, make_hvp, top_eigenvalue
 from .noise import NoiseStats, gradient_noise_stats
-from .distributed import DistributedNoiseStats, register_noise_hook  # noqa: F401  (DDP noise hook)
+from .distributed import DistributedNoiseEstimate, DistributedNoiseStats, register_noise_hook
 from .persample import PerSampleSqNorms
 from .monitor import Monitor
 from .quantities import Curvature, GradientStats, NoiseScale, Quantity, UncertaintyWindow
@@ -26,6 +26,9 @@ __all__ = [
     "top_eigenvalue",
     "NoiseStats",
     "gradient_noise_stats",
+    "DistributedNoiseStats",
+    "DistributedNoiseEstimate",
+    "register_noise_hook",
     "PerSampleSqNorms",
     "Monitor",
     "Quantity",

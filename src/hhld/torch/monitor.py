@@ -87,7 +87,7 @@ class Monitor:
                  power_iters: int = 3, eta_opt_n: float | None = None, thresholds: RegimeThresholds | None = None,
                  regime_patience: int = 2, drop_factor: float = 3.0, on_nonfinite: str = "raise", sinks=(),
                  extra_quantities=(), track_update: bool = True, conv_estimator: str = "auto",
-                 conv_probes: int = 4):
+                 conv_probes: int = 2):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -242,7 +242,31 @@ class Monitor:
 
     def _opt_pre_hook(self, optimizer, args, kwargs):
         if self._internal:
-            return
+            return None
+        closure = kwargs.get("closure") if kwargs else None
+        i0 = 1 if args and args[0] is optimizer else 0  # torch passes (self, closure, ...) as args
+        in_args = closure is None and len(args) > i0 and callable(args[i0])
+        if in_args:
+            closure = args[i0]
+        if closure is None:
+            self._capture(optimizer)
+            return None
+
+        # step(closure): the gradients exist only once the closure has run (Lightning's automatic
+        # optimisation, LBFGS): read them right after its first call, before the update
+        def wrapped():
+            out = closure()
+            if not self._captured:
+                self._capture(optimizer)
+            return out
+
+        if in_args:
+            return tuple(args[:i0]) + (wrapped,) + tuple(args[i0 + 1:]), kwargs
+        kwargs = dict(kwargs)
+        kwargs["closure"] = wrapped
+        return args, kwargs
+
+    def _capture(self, optimizer):
         grads = [p.grad for p in self.params]
         if any(g is None for g in grads):
             idx = [i for i, g in enumerate(grads) if g is not None]
@@ -252,6 +276,11 @@ class Monitor:
         else:
             names, params = self.names, self.params
         B = self.batch_size or self._n_samples
+        if not B and self.hooks is not None and self.hooks.passes:
+            # the model's own forward hook did not fire (e.g. a LightningModule whose training_step calls
+            # a submodule): the per-sample hooks saw the micro-batches
+            B = sum(int(q.shape[0]) for q in self.hooks.passes)
+            self._n_micro = len(self.hooks.passes)
         if not B:
             raise ValueError("Monitor could not infer the batch size (the model's first argument is not a tensor "
                              "with the batch on axis 0): pass batch_size=")
@@ -392,8 +421,9 @@ class Monitor:
         sums = {k: math.fsum(v) for k, v in vals.items()}
         counts = {k: len(v) for k, v in vals.items()}
         self.interval_values = vals
-        if "grad_sq" in sums and not math.isfinite(sums["grad_sq"]):
-            self._report_nonfinite()
+        grads_bad = "grad_sq" in sums and not math.isfinite(sums["grad_sq"])
+        if grads_bad:
+            self._report_nonfinite()  # raises, or warns once naming the parameter
         row = {"step": self.step_count - 1, "steps": self._steps_in_interval, "skipped_steps": self._skipped}
         if counts.get("loss"):
             row["loss"] = sums["loss"] / counts["loss"]
@@ -406,6 +436,8 @@ class Monitor:
                 self.last_measured_D = nrow["D"]
         for q in self.quantities:
             row.update(nrow if q is self.noise else q.finalize(sums, counts, self))
+        if not grads_bad:
+            self._check_row(row)
         C = row.get("C") if row.get("C") is not None else row.get("C_sgd")
         row["regime_from"] = "C" if row.get("C") is not None else "C_sgd"
         regime, changed = self.regime.update(C)
@@ -422,6 +454,18 @@ class Monitor:
             s.write(row)
         self._reset_interval()
         return row
+
+    def _check_row(self, row):
+        """No silent NaN: a NaN in the row raises (``on_nonfinite="raise"``) or warns and is recorded."""
+        bad = [k for k, v in row.items() if isinstance(v, float) and math.isnan(v)]
+        if not bad:
+            return
+        msg = (f"non-finite monitor values {bad} in the interval ending at step {row['step']} "
+               "(gradients were finite: overflow in a per-sample norm or the loss?)")
+        if self.on_nonfinite == "raise":
+            raise NonFiniteError(msg, step=row["step"], quantity=bad[0])
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        self.events.append({"step": row["step"], "event": "nonfinite_value", "keys": bad})
 
     def _report_nonfinite(self):
         for step, names, per in self._per_param_steps:

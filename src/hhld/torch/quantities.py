@@ -252,7 +252,7 @@ class NoiseScale(Quantity):
     def pre_step(self, ctx):
         ps_sum = ctx.extra.get("per_sample_sum")  # sum_i ||g_i||^2 (true per-sample scale), 0-d
         if ps_sum is None:
-            return {}
+            return {"ns_none": 1.0}
         B = ctx.batch_size
         if B < 2:
             return {}
@@ -290,6 +290,11 @@ class NoiseScale(Quantity):
     def finalize(self, sums, counts, monitor):
         vals = monitor.interval_values
         if not counts.get("ns_ps", 0):
+            if counts.get("ns_none", 0):
+                return {"tr_sigma": None, "noise_coverage": 0.0,
+                        "noise_note": "no per-sample estimate this interval: no parameter is covered by a hook "
+                                      "estimator or the hooks saw a different batch size (see "
+                                      "Monitor.uncovered_parameters()); tr_sigma needs >= 2 micro-batches then"}
             return {}
         steps = self.per_step(vals, monitor.dim)
         n = len(steps)

@@ -1,0 +1,327 @@
+"""Monitor: the cheap conv estimator, closures, bad input and the sinks (TensorBoard, Lightning, CSV/JSONL)."""
+import json
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from hhld import NonFiniteError
+from hhld.torch import Monitor
+from hhld.torch.persample import PerSampleSqNorms
+from hhld.torch.quantities import Quantity
+
+from test_noise import reference
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+
+
+def data(n=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (n,), generator=g)
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 8, 3, stride=2), nn.Tanh(),
+                         nn.Flatten(), nn.Linear(8 * 3 * 3, 2)).double()
+
+
+def per_sample_sq(model, x, y, lf, which):
+    """Brute-force per-sample squared gradient norms of the parameters ``which`` (float64)."""
+    out = []
+    for i in range(x.shape[0]):
+        g = torch.autograd.grad(lf(model(x[i:i + 1]), y[i:i + 1]), which)
+        out.append(sum(float((t ** 2).sum()) for t in g))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------ conv sketch
+def test_conv_sketch_is_unbiased_and_bias_exact():
+    model, lf = small_cnn(), nn.CrossEntropyLoss(reduction="sum")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 2, (6,), generator=g)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    params = {f"{k}.{n}": p for k, m in enumerate(model) if isinstance(m, nn.Conv2d) for n, p in m.named_parameters()}
+    ref = per_sample_sq(model, x, y, lf, list(params.values()))
+    h = PerSampleSqNorms(model, params, conv_estimator="sketch", conv_probes=4)
+    assert set(h.module_kind[m] for m in convs) == {"conv_sketch"}
+    est = []
+    with h:
+        for _ in range(150):
+            model.zero_grad()
+            lf(model(x), y).backward()
+            est.append(h.passes[-1])
+            h.reset()
+    est = torch.stack(est)
+    # unbiased: the mean over 150 draws (4 probes each) is within a few standard errors of the exact norms
+    mean, se = est.mean(0), est.std(0) / math.sqrt(est.shape[0])
+    assert torch.all((mean - ref).abs() < 5 * se + 1e-12), (mean, ref, se)
+    assert float((mean.sum() - ref.sum()).abs() / ref.sum()) < 0.05
+    # a single draw: within the stated bound sqrt(2/k) per sample (generously: 4 sd)
+    assert torch.all((est[0] - ref).abs() / ref < 4 * math.sqrt(2 / 4))
+    # bias only (weights frozen): the bias term is exact
+    bparams = {n: p for n, p in params.items() if n.endswith("bias")}
+    refb = per_sample_sq(model, x, y, lf, list(bparams.values()))
+    hb = PerSampleSqNorms(model, bparams, conv_estimator="sketch")
+    with hb:
+        lf(model(x), y).backward()
+    assert torch.allclose(hb.passes[-1], refb, rtol=1e-9)
+
+
+def test_conv_estimator_choice_and_validation():
+    big = nn.Conv2d(16, 32, 3)
+    small = nn.Conv1d(2, 3, 3)
+    h = PerSampleSqNorms(nn.Sequential(big, small), conv_estimator="auto", conv_probes=2)
+    assert h.module_kind[big] == "conv_sketch" and h.module_kind[small] == "conv"
+    assert PerSampleSqNorms(nn.Sequential(big)).module_kind[big] == "conv"  # the functional default is exact
+    with pytest.raises(ValueError, match="conv_estimator"):
+        PerSampleSqNorms(big, conv_estimator="fast")
+
+
+def test_monitor_cnn_sketch_tr_sigma_matches_reference_on_average():
+    model, lf = small_cnn(), nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 2, (16,), generator=g)
+    tr, gu, gb = reference(model, lf, x, y)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-12)  # parameters ~ fixed: 20 draws of the same quantity
+    mon = Monitor(model, opt, log_every=20, conv_estimator="sketch", conv_probes=2)
+    for _ in range(20):
+        opt.zero_grad(); lf(model(x), y).backward(); opt.step(); row = mon.step()
+    assert "hooks:conv_sketch=4" in row["noise_estimator"]
+    assert row["grad_sq_norm"] == pytest.approx(gb, rel=1e-9)  # tier 0 stays exact
+    assert row["tr_sigma"] == pytest.approx(tr, rel=0.05)
+    mon.close()
+    # the exact estimator on the same problem: exact
+    mon = Monitor(model, opt, log_every=1, conv_estimator="exact")
+    opt.zero_grad(); lf(model(x), y).backward(); opt.step(); row = mon.step()
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-6) and "hooks:conv=4" in row["noise_estimator"]
+    mon.close()
+
+
+# ------------------------------------------------------------------ closures / Lightning-style steps
+def test_step_with_closure_reads_the_closures_gradients():
+    x, y = data()
+    lf = nn.CrossEntropyLoss()
+    rows = []
+    for use_closure in (False, True):
+        model = tiny()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        mon = Monitor(model, opt, log_every=1)
+        for _ in range(2):
+            if use_closure:
+                def closure():
+                    opt.zero_grad()
+                    loss = lf(model(x), y)
+                    loss.backward()
+                    return loss
+                loss = opt.step(closure)
+            else:
+                opt.zero_grad(); loss = lf(model(x), y); loss.backward(); opt.step()
+            rows.append(mon.step(loss))
+        mon.close()
+    for a, b in zip(rows[:2], rows[2:]):
+        for k in ("grad_sq_norm", "tr_sigma", "update_norm", "loss"):
+            assert b[k] == pytest.approx(a[k], rel=1e-12)
+
+
+# ------------------------------------------------------------------ bad input
+def test_no_trainable_parameters_and_foreign_optimizer():
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        Monitor(frozen, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
+    with pytest.raises(ValueError, match=r"optimizer holds 2 parameter\(s\) that are not trainable"):
+        Monitor(nn.Linear(2, 2), torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1))
+    # an optimizer over a subset is fine: only its parameters are monitored, the rest is listed
+    model = tiny()
+    mon = Monitor(model, torch.optim.SGD(model[2].parameters(), lr=0.1))
+    assert mon.names == ["2.weight", "2.bias"] and mon.not_optimized == ["0.weight", "0.bias"]
+    mon.close()
+
+
+def test_nonfinite_gradient_warn_mode_records_event():
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, on_nonfinite="warn")
+    x, y = data()
+    opt.zero_grad(); lf(model(x), y).backward()
+    model[0].bias.grad[1] = float("inf")
+    opt.step()
+    with pytest.warns(RuntimeWarning, match="'0.bias' at step 0"):
+        row = mon.step()
+    assert not math.isfinite(row["grad_sq_norm"])  # stated, not silent
+    assert any(e["event"] == "nonfinite_gradient" and e["parameter"] == "0.bias" for e in mon.events)
+
+
+class NaNQuantity(Quantity):
+    name = "nanq"
+
+    def pre_step(self, ctx):
+        return {"nanq": float("nan")}
+
+    def finalize(self, sums, counts, monitor):
+        return {"nanq": sums["nanq"] / counts["nanq"]}
+
+
+def test_nan_in_a_finished_row_is_never_silent():
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    mon = Monitor(model, opt, log_every=1, extra_quantities=[NaNQuantity()])
+    opt.zero_grad(); lf(model(x), y).backward(); opt.step()
+    with pytest.raises(NonFiniteError, match="nanq"):
+        mon.step()
+    model2 = tiny()
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
+    mon2 = Monitor(model2, opt2, log_every=1, extra_quantities=[NaNQuantity()], on_nonfinite="warn")
+    opt2.zero_grad(); lf(model2(x), y).backward(); opt2.step()
+    with pytest.warns(RuntimeWarning, match="nanq"):
+        mon2.step()
+    assert any(e["event"] == "nonfinite_value" for e in mon2.events)
+
+
+class WithBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 4).double()
+        self.bn = nn.BatchNorm1d(4).double()
+        self.head = nn.Linear(4, 2).double()
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.bn(self.lin(x))))
+
+
+def test_unsupported_layer_is_stated_not_nan():
+    torch.manual_seed(0)
+    model, lf = WithBN(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1)
+    x, y = data(8)
+    opt.zero_grad(); lf(model(x), y).backward(); opt.step()
+    row = mon.step()
+    unc = mon.uncovered_parameters()
+    assert set(unc) == {"bn.weight", "bn.bias"} and "BatchNorm1d has no per-sample estimator" in unc["bn.weight"]
+    d_cov = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("bn"))
+    assert row["noise_coverage"] == pytest.approx(d_cov / mon.dim)
+    assert math.isfinite(row["tr_sigma"]) and "micro_batch_or_excluded=2" in row["noise_estimator"]
+    mon.close()
+
+
+def test_no_parameter_covered_gives_a_note_not_nan():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3)).double()
+    lf = nn.MSELoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    opt.zero_grad(); lf(model(x), x + 1).backward(); opt.step()
+    row = mon.step()
+    assert row["tr_sigma"] is None and row["noise_coverage"] == 0.0 and "no per-sample estimate" in row["noise_note"]
+    assert not any(isinstance(v, float) and math.isnan(v) for v in row.values())
+    mon.close()
+
+
+# ------------------------------------------------------------------ sinks
+def _train(mon, model, opt, steps=4):
+    lf = nn.CrossEntropyLoss()
+    for k in range(steps):
+        x, y = data(8, seed=k)
+        opt.zero_grad(); loss = lf(model(x), y); loss.backward(); opt.step(); mon.step(loss)
+    mon.close()
+
+
+def test_jsonl_csv_round_trip_with_nonfinite_and_new_columns(tmp_path):
+    import pandas as pd
+
+    from hhld.torch.sinks import CSVSink, JSONLSink
+    js, cs = JSONLSink(tmp_path / "m.jsonl"), CSVSink(tmp_path / "m.csv")
+    rows = [{"step": 0, "C": 1.5, "regime": "classical"}, {"step": 1, "C": float("inf"), "b_simple": float("nan")},
+            {"step": 2, "C": 0.25, "tr_sigma": None}]
+    for r in rows:
+        js.write(r); cs.write(r)
+    js.close(); cs.close()
+    back = [json.loads(line) for line in open(tmp_path / "m.jsonl")]
+    assert back[0] == rows[0] and back[1]["C"] == "inf" and back[1]["b_simple"] == "nan" and back[2]["tr_sigma"] is None
+    df = pd.read_csv(tmp_path / "m.csv")
+    assert list(df.columns) == ["step", "C", "regime", "b_simple", "tr_sigma"]  # union of the columns, in order
+    assert df["C"].tolist()[0] == 1.5 and math.isinf(df["C"][1]) and math.isnan(df["b_simple"][1])
+    # a monitor run: every history row is in both files
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=2, sinks=[JSONLSink(tmp_path / "r.jsonl"), CSVSink(tmp_path / "r.csv")])
+    _train(mon, model, opt)
+    back = [json.loads(line) for line in open(tmp_path / "r.jsonl")]
+    df = pd.read_csv(tmp_path / "r.csv")
+    assert len(back) == len(df) == len(mon.history) == 2
+    for b, h, (_, c) in zip(back, mon.history, df.iterrows()):
+        for k in ("C_sgd", "tr_sigma", "grad_sq_norm", "loss"):
+            assert b[k] == pytest.approx(h[k]) and c[k] == pytest.approx(h[k])
+        assert b["regime"] == h["regime"] == c["regime"]
+
+
+def test_tensorboard_sink(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard not installed (pip install 'hhld[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hhld.torch.sinks import TensorBoardSink
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=2, sinks=[TensorBoardSink(tmp_path / "tb")])
+    _train(mon, model, opt)
+    ea = EventAccumulator(str(tmp_path / "tb"))
+    ea.Reload()
+    tags = ea.Tags()["scalars"]
+    assert {"hhld/C_sgd", "hhld/tr_sigma", "hhld/loss", "hhld/grad_sq_norm"} <= set(tags)
+    ev = ea.Scalars("hhld/C_sgd")
+    assert [e.step for e in ev] == [h["step"] for h in mon.history]
+    assert [e.value for e in ev] == pytest.approx([h["C_sgd"] for h in mon.history], rel=1e-6)
+    assert "hhld/regime" in ea.Tags()["tensors"] or "hhld/regime/text_summary" in ea.Tags()["tensors"]
+
+
+def test_lightning_callback():
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        pl = pytest.importorskip("pytorch_lightning", reason="lightning not installed (pip install 'hhld[lightning]')")
+    from hhld.torch.sinks import lightning_callback
+
+    class Lit(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    x, y = data(32)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    cb = lightning_callback(log_every=2)
+    trainer = pl.Trainer(max_steps=4, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Lit(), loader)
+    mon = cb.monitor
+    assert len(mon.history) == 2 and mon.history[0]["steps"] == 2 and mon.history[0]["skipped_steps"] == 0
+    assert "hhld/C_sgd" in trainer.callback_metrics
+    assert float(trainer.callback_metrics["hhld/C_sgd"]) == pytest.approx(mon.history[-1]["C_sgd"], rel=1e-5)
+    # the rows hold the gradients of the closure Lightning runs inside optimizer.step (not stale ones)
+    assert mon.history[0]["grad_sq_norm"] > 0 and mon.history[0]["noise_coverage"] == 1.0
+
+
+def test_ddp_hook_is_exported():
+    import hhld.torch as ht
+
+    for name in ("DistributedNoiseStats", "DistributedNoiseEstimate", "register_noise_hook"):
+        assert name in ht.__all__ and hasattr(ht, name)
