@@ -157,3 +157,25 @@ def test_cli_list_and_run(tmp_path):
     res = CliRunner().invoke(app, ["validate", "--only", "_toy", "--out", str(tmp_path), "--quiet"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "report.html").exists()
+
+
+def test_cells_run_on_the_requested_torch_threads_and_restore(tmp_path, monkeypatch):
+    import torch
+
+    from hhld.validate.runner import torch_threads
+
+    seen = []
+    orig = Toy.run_cell
+    monkeypatch.setattr(Toy, "run_cell", lambda self, c, cell: (seen.append(torch.get_num_threads()),
+                                                                orig(self, c, cell))[1])
+    before = torch.get_num_threads()
+    run_validation(tmp_path / "a", only=["_toy"], configs={"_toy": ToyConfig(n=50)}, quiet=True, threads=1)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["torch_threads_per_cell"] == 1
+    seen.clear()
+    run_validation(tmp_path / "b", only=["_toy"], configs={"_toy": ToyConfig(n=50)}, quiet=True, threads=0)
+    assert set(seen) == {before}
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        with torch_threads(-1):
+            pass

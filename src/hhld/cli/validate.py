@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Reuse every finished cell in --out; compute only the rest."),
         executor: str = typer.Option("local", "--executor", help="local | ray"),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
+        threads: int = typer.Option(1, "--threads", min=0,
+                                    help="torch threads per cell (0: torch's default). One is fastest for "
+                                         "these small models, above all on a busy machine."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars or table."),
         list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
     ) -> None:
@@ -54,7 +57,8 @@ def register(app: typer.Typer) -> None:
             if unknown:
                 raise typer.BadParameter(f"unknown experiment(s) {unknown}; known: {sorted(REGISTRY)}")
         vr = run_validation(out, scale="full" if full else "quick", only=only, n_seeds=seeds,
-                            resume=resume, executor=executor, address=address, quiet=quiet)
+                            resume=resume, executor=executor, address=address, quiet=quiet,
+                            threads=threads)
         if not quiet:
             typer.echo(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'results.json'}")
         failed = [r.name for r in vr.experiments if r.summarize_error or any(r.errors)]

@@ -131,6 +131,7 @@ def write_report(vr, quiet: bool = False) -> dict:
         "scale": vr.scale,
         "executor": vr.executor,
         "n_seeds": vr.n_seeds,
+        "torch_threads_per_cell": vr.threads,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(vr.started)),
         "wall_s": vr.wall_s,
         "documents_overall_claim": claim("all_validated"),

@@ -13,6 +13,7 @@ lists them, so a run interrupted and resumed gives the same numbers as one that 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -64,6 +65,7 @@ class ValidationRun:
     finished: float = 0.0
     device: str = "cpu"
     n_seeds: int | None = None
+    threads: int | None = None   # torch threads per cell (None: torch's own setting)
 
     @property
     def wall_s(self) -> float:
@@ -128,15 +130,44 @@ def _write_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_cell_timed(name: str, config: ExperimentConfig, cell: Cell) -> tuple[dict, float]:
-    """Run one cell (in this process): ``(JSON-round-tripped result, seconds)``."""
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the body with ``torch.set_num_threads(n)`` and restore the previous value after.
+
+    ``None`` or ``0`` leaves torch's setting alone. The cells of the suite are small models and
+    ensembles: on a shared or busy machine, torch's intra-op pool waiting at its barriers costs
+    far more than a second thread gains (measured: a double-descent MLP cell 3.5 s with one
+    thread against 25 s with two while the other core was busy), so the suite runs each cell
+    on one thread by default and gets its parallelism from the executor.
+    """
+    if not n:
+        yield
+        return
+    if n < 0:
+        raise ValueError(f"threads must be >= 0 (0: torch's default), got {n}")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_cell_timed(name: str, config: ExperimentConfig, cell: Cell,
+                   threads: int | None = None) -> tuple[dict, float]:
+    """Run one cell (in this process): ``(JSON-round-tripped result, seconds)``.
+
+    ``threads``: torch intra-op threads for the cell (None/0: leave torch's setting alone)."""
     from .experiments import load_all
 
     load_all()
     exp = REGISTRY[name]
-    t0 = time.perf_counter()
-    res = exp.run_cell(config, cell)
-    dt = time.perf_counter() - t0
+    with torch_threads(threads):
+        t0 = time.perf_counter()
+        res = exp.run_cell(config, cell)
+        dt = time.perf_counter() - t0
     if not isinstance(res, dict):
         raise TypeError(f"{name}.run_cell must return a dict, got {type(res).__name__}")
     # the cache stores JSON; return exactly what a cache hit would return
@@ -182,14 +213,15 @@ def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str]
                    address: str | None = None, quiet: bool = False,
                    configs: dict[str, ExperimentConfig] | None = None,
                    write_report: bool = True, fault_after: int | None = None,
-                   ray_num_cpus: int | None = None,
+                   ray_num_cpus: int | None = None, threads: int | None = 1,
                    on_cell: Callable[[Cell, dict], None] | None = None) -> ValidationRun:
     """Run (or resume) a validation suite into ``out`` and write the report.
 
     ``fault_after=k`` raises :class:`InjectedFault` after k cells have been computed in this
     call (cache hits do not count); it simulates a run killed in the middle (also from the
     environment variable ``HHLD_VALIDATE_FAULT_AFTER``). ``configs`` overrides the config of
-    named experiments (tests use ``smallest()``).
+    named experiments (tests use ``smallest()``). ``threads``: torch intra-op threads per cell
+    (default 1, see :func:`torch_threads`; None or 0 keeps torch's own setting).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -201,7 +233,8 @@ def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str]
 
     runs = plan(only, scale, n_seeds, configs)
     vr = ValidationRun(out=out, scale=scale, executor=executor, experiments=runs,
-                       started=time.time(), device=device(), n_seeds=n_seeds)
+                       started=time.time(), device=device(), n_seeds=n_seeds,
+                       threads=threads or None)
 
     # cache hits
     todo: list[tuple[ExperimentRun, int]] = []
@@ -240,14 +273,14 @@ def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str]
             for r, i in todo:
                 prog.cell_start(r.cells[i])
                 try:
-                    res, dt = run_cell_timed(r.name, r.config, r.cells[i])
+                    res, dt = run_cell_timed(r.name, r.config, r.cells[i], threads)
                 except Exception:  # one broken cell must not stop the suite; it is not cached
                     r.errors[i] = traceback.format_exc()
                     prog.cell_done(r.cells[i])
                     continue
                 finish(r, i, res, dt)
         else:
-            _run_ray(todo, finish, prog, address, ray_num_cpus)
+            _run_ray(todo, finish, prog, address, ray_num_cpus, threads)
     finally:
         prog.stop()
 
@@ -269,7 +302,7 @@ def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str]
     return vr
 
 
-def _run_ray(todo, finish, prog, address, num_cpus):
+def _run_ray(todo, finish, prog, address, num_cpus, threads=None):
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -288,7 +321,7 @@ def _run_ray(todo, finish, prog, address, num_cpus):
         task = ray.remote(num_cpus=1)(run_cell_timed)
         pending = {}
         for r, i in todo:
-            ref = task.remote(r.name, r.config, r.cells[i])
+            ref = task.remote(r.name, r.config, r.cells[i], threads)
             pending[ref] = (r, i)
             prog.cell_start(r.cells[i])
         while pending:
