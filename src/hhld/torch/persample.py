@@ -112,6 +112,7 @@ class PerSampleSqNorms:
         self.conv_probes = int(conv_probes)
         self.seed = seed
         self._gens: dict = {}
+        self._probes: dict = {}
         self.model = model
         self.on_pass_end = on_pass_end
         if params is None:
@@ -188,11 +189,23 @@ class PerSampleSqNorms:
         if not output.requires_grad:
             return
         x = inputs[0].detach()
-        rec = [x, None]
-        self._records[module].append(rec)
+        recs = self._records[module]
+        if self.module_kind[module] == "conv_sketch":
+            # the probe projections a_t . v now, while the input is hot in cache; the same probes for every
+            # call of the layer in one pass (a new draw when the layer has no pending record)
+            x = self._sketch_project(module, x, new=not recs) if "weight" in self.module_params[module] else None
+        rec = [x, None, None]  # layer input (or its projections), dL/d(output), the per-sample norms once computed
+        recs.append(rec)
 
-        def _grad_hook(grad, rec=rec):
-            rec[1] = grad.detach()
+        def _grad_hook(grad, rec=rec, recs=recs, module=module):
+            if len(recs) == 1 and recs[0] is rec:
+                # the layer ran once in this pass: compute its per-sample norms now, inside the backward
+                # pass, and drop the input and the output gradient (they are not kept until the pass ends)
+                rec[2] = self._module_sq_norms(module, [(rec[0], grad.detach())])
+                rec[0] = None
+                rec[1] = True
+            else:
+                rec[1] = grad.detach()
             if not self._callback_queued:
                 self._callback_queued = True
                 torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
@@ -212,8 +225,14 @@ class PerSampleSqNorms:
             done = [r for r in recs if r[1] is not None]
             if not done:
                 continue
-            self._records[m] = [r for r in recs if r[1] is None]
-            sq = self._module_sq_norms(m, done)
+            if len(done) == len(recs):
+                recs.clear()  # keep the list object: the grad hooks hold it
+            else:
+                recs[:] = [r for r in recs if r[1] is None]
+            if len(done) == 1 and done[0][2] is not None:
+                sq = done[0][2]
+            else:
+                sq = self._module_sq_norms(m, [(r[0], r[1]) for r in done])
             total = sq if total is None else total + sq
             covered.update(self.module_params[m].values())
         if total is not None:
@@ -311,21 +330,26 @@ class PerSampleSqNorms:
             g = self._gens[device] = torch.Generator(device=device).manual_seed(self.seed)
         return g
 
+    def _sketch_project(self, m, x, new):
+        """``a_t . v`` for every patch ``t`` and probe ``v``: one convolution with the probes as kernel, ``(B, k, T)``."""
+        v = self._probes.get(m)
+        if new or v is None or v.device != x.device or v.dtype != x.dtype:
+            v = torch.empty((self.conv_probes, m.in_channels) + tuple(m.kernel_size), device=x.device, dtype=x.dtype)
+            v.bernoulli_(0.5, generator=self._generator(x.device)).mul_(2).sub_(1)
+            self._probes[m] = v
+        conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
+        sp = conv(x, v, None, m.stride, m.padding, m.dilation)
+        return sp.reshape(sp.shape[0], sp.shape[1], -1)
+
     def _conv_sketch(self, m, recs, has_w, has_b):
-        """Unbiased Rademacher-probe estimate of the per-sample weight-gradient norm (see the module doc)."""
-        x0 = recs[0][0]
-        k = self.conv_probes
+        """Unbiased Rademacher-probe estimate of the per-sample weight-gradient norm (see the module doc);
+        the records hold the projections of :meth:`_sketch_project`."""
         mv = None
         gb = None
-        if has_w:
-            v = torch.empty((k, m.in_channels) + tuple(m.kernel_size), device=x0.device, dtype=x0.dtype)
-            v.bernoulli_(0.5, generator=self._generator(x0.device)).mul_(2).sub_(1)
-        for x, gy in recs:
+        for sp, gy in recs:
             g = gy.reshape(gy.shape[0], gy.shape[1], -1)  # (B, q, T)
             if has_w:
-                conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
-                sp = conv(x, v, None, m.stride, m.padding, m.dilation)  # (B, k, T): a_t . v
-                t = torch.bmm(g, sp.reshape(sp.shape[0], k, -1).transpose(1, 2))  # (B, q, k): M v
+                t = torch.bmm(g, sp.transpose(1, 2))  # (B, q, k): M v
                 mv = t if mv is None else mv + t
             if has_b:
                 s = g.sum(2)
