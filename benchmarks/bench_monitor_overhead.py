@@ -27,6 +27,7 @@ imported here.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -151,7 +152,7 @@ def bench(name, model_fn, modes, data, rounds, block, cockpit_block, warmup):
     med = {m: statistics.median(v) for m, v in times.items()}
     print(f"{name}: plain step {med['plain'] * 1e3:.2f} ms (median of {len(times['plain'])} steps)")
     for m in modes[1:]:
-        print(f"  {m:8s} {med[m] * 1e3:8.2f} ms  ratio {med[m] / med['plain']:.2f}x  "
+        print(f"  {m:8s} {med[m] * 1e3:8.2f} ms  ({(med[m] - med['plain']) * 1e3:+.2f} ms)  ratio {med[m] / med['plain']:.2f}x  "
               f"paired ratio {statistics.median(paired[m]):.2f}x "
               f"(rounds: q25 {statistics.quantiles(paired[m], n=4)[0]:.2f}, q75 {statistics.quantiles(paired[m], n=4)[2]:.2f})")
         if m == "cockpit" and "tier01" in med:
@@ -175,7 +176,9 @@ def main(argv=None):
     ap.add_argument("--only", choices=["mlp", "cnn"], default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}, "
+          f"load average at start {load}")
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(128 * 20, 1, 28, 28, generator=g), torch.randint(0, 10, (128 * 20,), generator=g))
     modes = ["plain", "tier0", "tier01", "tier012"]
@@ -193,6 +196,8 @@ def main(argv=None):
         if args.only and key != args.only:
             continue
         bench(name, fn, modes, data, args.rounds, args.block, args.cockpit_block, args.warmup)
+    if hasattr(os, "getloadavg"):
+        print(f"load average at end {os.getloadavg()}")
 
 
 if __name__ == "__main__":

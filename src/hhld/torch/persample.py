@@ -338,28 +338,42 @@ class PerSampleSqNorms:
             v.bernoulli_(0.5, generator=self._generator(x.device)).mul_(2).sub_(1)
             self._probes[m] = v
         conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
-        sp = conv(x, v, None, m.stride, m.padding, m.dilation)
-        return sp.reshape(sp.shape[0], sp.shape[1], -1)
+        if x.device.type == "cpu" and torch._C._get_mkldnn_enabled():
+            # oneDNN is slow for a convolution with k (1-8) output channels: about half the cost of the layer's
+            # own forward, against a third of that for the native im2col path
+            torch._C._set_mkldnn_enabled(False)
+            try:
+                sp = conv(x, v, None, m.stride, m.padding, m.dilation)
+            finally:
+                torch._C._set_mkldnn_enabled(True)
+        else:
+            sp = conv(x, v, None, m.stride, m.padding, m.dilation)
+        sp = sp.reshape(sp.shape[0], sp.shape[1], -1)
+        if "bias" in self.module_params[m]:
+            # a row of ones: the bmm with the output gradient then also gives the bias gradient sum_t g_t
+            sp = torch.cat([sp, sp.new_ones(sp.shape[0], 1, sp.shape[2])], 1)
+        return sp
 
     def _conv_sketch(self, m, recs, has_w, has_b):
         """Unbiased Rademacher-probe estimate of the per-sample weight-gradient norm (see the module doc);
         the records hold the projections of :meth:`_sketch_project`."""
         mv = None
         gb = None
+        k = self.conv_probes
         for sp, gy in recs:
             g = gy.reshape(gy.shape[0], gy.shape[1], -1)  # (B, q, T)
             if has_w:
-                t = torch.bmm(g, sp.transpose(1, 2))  # (B, q, k): M v
+                t = torch.bmm(g, sp.transpose(1, 2))  # (B, q, k [+1]): M v [and sum_t g_t]
                 mv = t if mv is None else mv + t
-            if has_b:
+            elif has_b:
                 s = g.sum(2)
                 gb = s if gb is None else gb + s
-        sq = 0
         if has_w:
-            sq = mv.square().sum(1).mean(1)
-        if has_b:
-            sq = sq + gb.square().sum(1)
-        return sq
+            sq = mv[..., :k].square().sum(1).mean(1)
+            if has_b:
+                sq = sq + mv[..., k].square().sum(1)
+            return sq
+        return gb.square().sum(1)
 
     @staticmethod
     def _unfold(m, x):
