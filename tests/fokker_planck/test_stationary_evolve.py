@@ -8,7 +8,7 @@ from hhld.fokker_planck import FokkerPlanck, flux_residual
 from hhld.fokker_planck.evolve import (_CRAM16_ALPHA0, _CRAM16_POLES, _CRAM16_RESIDUES,
                                        _factor_shifted, evolve_generator)
 from hhld.fokker_planck.stationary import stationary_solve
-from hhld.landscapes import double_well_2d
+from hhld.landscapes import Quadratic, double_well_2d
 
 
 def _gibbs_here(fp, D):
@@ -66,9 +66,37 @@ def test_cram_evolution_matches_expm_and_contour():
         assert fp.l1(x, y) < 1e-11
         assert abs(fp.mass(x) - 1.0) < 1e-12
         assert x.min() > -1e-12 * x.max()
-    # auto uses CRAM for long steps: identical to method="cram"
-    e = fp.evolve(rho0, [1.0, 3.0])
-    assert np.array_equal(e, c)
+    ch = fp.evolve(rho0, [1.0, 3.0], method="chebyshev")
+    for x, y in zip(ch, d):
+        assert fp.l1(x, y) < 1e-11
+        assert abs(fp.mass(x) - 1.0) < 1e-12
+    # auto: Chebyshev for moderate ||A|| t, CRAM when its degree would be too high
+    assert np.array_equal(fp.evolve(rho0, [1.0, 3.0]), ch)
+    ou = FokkerPlanck(Quadratic([1.0]), box=[(-4, 4)], cells=200, D=0.3)
+    g0 = ou.gaussian([1.0], 0.3)
+    far = ou.evolve(g0, [200.0])[0]         # ||A|| t ~ 1.5e5: Chebyshev degree > 2000
+    assert np.array_equal(far, ou.evolve(g0, [200.0], method="cram")[0])
+    assert ou.l1(far, ou.gibbs()) < 1e-9
+
+
+def test_chebyshev_matches_dense_expm_on_random_detailed_balance_chain():
+    from scipy.linalg import expm
+
+    from hhld.fokker_planck import chebyshev_expmv
+    rng = np.random.default_rng(3)
+    n = 30
+    pi = rng.random(n) + 0.01
+    K = rng.random((n, n))
+    mask = rng.random((n, n)) < 0.2
+    K = (K + K.T) * (mask | mask.T)        # symmetric "conductances"
+    R = K / pi[None, :] * 50.0             # rates j -> i: K_ij / pi_j, detailed balance wrt pi
+    np.fill_diagonal(R, 0.0)
+    A = R - np.diag(R.sum(axis=0))
+    v = rng.random(n)
+    for t in (0.01, 0.7, 20.0):
+        exact = expm(t * A) @ v
+        got = chebyshev_expmv(sp.csr_matrix(A), v, t)
+        assert np.abs(got - exact).max() < 1e-12 * np.abs(v).sum()
 
 
 def test_shifted_factorisation_falls_back_to_pivoting():

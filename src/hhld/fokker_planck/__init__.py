@@ -11,7 +11,7 @@ Theory and the stated-vs-exact forms: ``docs/theory/master_equation.md``.
 from __future__ import annotations
 
 from .compare import EnsembleComparison, compare_ensemble, histogram_density
-from .evolve import ContourPropagator, CRAMPropagator, RationalPropagator, evolve_generator
+from .evolve import ContourPropagator, CRAMPropagator, RationalPropagator, chebyshev_expmv, evolve_generator
 from .functionals import (EntropyProduction, entropy_production, fisher_information, free_energy,
                           kl_divergence, shannon_entropy)
 from .grid import Grid
@@ -23,7 +23,7 @@ from .stationary import flux_residual, gibbs_density, stationary_solve
 __all__ = [
     "FokkerPlanck", "Grid", "GridResolutionWarning", "BoxTruncationWarning",
     "build_generator", "build_symmetric", "reference_rhs", "bernoulli",
-    "evolve_generator", "ContourPropagator", "CRAMPropagator", "RationalPropagator",
+    "evolve_generator", "chebyshev_expmv", "ContourPropagator", "CRAMPropagator", "RationalPropagator",
     "gibbs_density", "stationary_solve", "flux_residual",
     "Spectrum", "low_spectrum", "kl_divergence", "shannon_entropy", "free_energy",
     "fisher_information", "entropy_production", "EntropyProduction",
