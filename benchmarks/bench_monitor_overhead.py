@@ -8,7 +8,8 @@ monitor) is built first; then ``--rounds`` rounds each run ``--block`` steps of 
 the mode order rotating from round to round, so that load changes on a shared machine hit all
 modes alike. Reported per mode: the median step time and its ratio to the plain step, and the
 *paired* ratio (median over rounds of the mode's block median / the plain block median of the
-same round), which is the figure to trust on a loaded machine.
+same round) and the ratio of the 10th percentiles of the step times (the least load-disturbed
+figure when other jobs share the cores).
 
 Modes: ``plain``; ``tier0`` (``tier1_every=None``); ``tier01`` (tier 0 + tier 1 every step,
 the defaults); ``tier012`` (the defaults plus tier 2: ``loss_fn``, a 128-sample
@@ -124,6 +125,11 @@ class Runner:
             mon.hooks.enabled = en
 
 
+def q10(ts):
+    """Lower decile of the step times: the least load-disturbed estimate on a shared machine."""
+    return statistics.quantiles(ts, n=10)[0]
+
+
 def bench(name, model_fn, modes, data, rounds, block, cockpit_block, warmup):
     runners = {m: Runner(model_fn, m, data) for m in modes}
     for r in runners.values():
@@ -154,7 +160,8 @@ def bench(name, model_fn, modes, data, rounds, block, cockpit_block, warmup):
     for m in modes[1:]:
         print(f"  {m:8s} {med[m] * 1e3:8.2f} ms  ({(med[m] - med['plain']) * 1e3:+.2f} ms)  ratio {med[m] / med['plain']:.2f}x  "
               f"paired ratio {statistics.median(paired[m]):.2f}x "
-              f"(rounds: q25 {statistics.quantiles(paired[m], n=4)[0]:.2f}, q75 {statistics.quantiles(paired[m], n=4)[2]:.2f})")
+              f"(rounds: q25 {statistics.quantiles(paired[m], n=4)[0]:.2f}, q75 {statistics.quantiles(paired[m], n=4)[2]:.2f}); "
+              f"10th-percentile ratio {q10(times[m]) / q10(times['plain']):.2f}x")
         if m == "cockpit" and "tier01" in med:
             print(f"  cockpit / tier01 {med['cockpit'] / med['tier01']:.1f}x")
     if tier2:
