@@ -60,6 +60,13 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def _sum(values):
+    try:
+        return math.fsum(values)
+    except (ValueError, OverflowError):  # inf + -inf, or an intermediate overflow: plain summation (nan / inf)
+        return sum(values, 0.0)
+
+
 class Monitor:
     """HHLD training monitor for any ``nn.Module`` + ``torch.optim.Optimizer``.
 
@@ -418,7 +425,7 @@ class Monitor:
         if not self._vals and not self._skipped:
             return None
         vals = self._gather()
-        sums = {k: math.fsum(v) for k, v in vals.items()}
+        sums = {k: _sum(v) for k, v in vals.items()}
         counts = {k: len(v) for k, v in vals.items()}
         self.interval_values = vals
         grads_bad = "grad_sq" in sums and not math.isfinite(sums["grad_sq"])
