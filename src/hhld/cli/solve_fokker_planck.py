@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
         center: Optional[str] = typer.Option(None, help="initial Gaussian centre 'x1,x2,...' (default: random from --seed)"),
         width: float = typer.Option(0.1, help="initial Gaussian standard deviation"),
         k: int = typer.Option(6, help="number of eigenvalues of the spectrum"),
-        method: str = typer.Option("auto", help="time integrator: auto, expm, contour"),
+        method: str = typer.Option("auto", help="time integrator: auto (by ‖A‖·t), expm, chebyshev, cram, contour"),
         out: Path = typer.Option(Path("fp_out"), "--out", help="output directory"),
         seed: int = typer.Option(0, help="seed of the default initial centre"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar, no summary print"),
