@@ -18,13 +18,13 @@ from .grid import Grid
 from .operator import bernoulli, build_generator, build_symmetric, reference_rhs
 from .solver import BoxTruncationWarning, FokkerPlanck, GridResolutionWarning
 from .spectrum import Spectrum, low_spectrum
-from .stationary import flux_residual, gibbs_density, stationary_solve
+from .stationary import flux_residual, gibbs_density, log_gibbs_density, stationary_solve
 
 __all__ = [
     "FokkerPlanck", "Grid", "GridResolutionWarning", "BoxTruncationWarning",
     "build_generator", "build_symmetric", "reference_rhs", "bernoulli",
     "evolve_generator", "chebyshev_expmv", "ContourPropagator", "CRAMPropagator", "RationalPropagator",
-    "gibbs_density", "stationary_solve", "flux_residual",
+    "gibbs_density", "log_gibbs_density", "stationary_solve", "flux_residual",
     "Spectrum", "low_spectrum", "kl_divergence", "shannon_entropy", "free_energy",
     "fisher_information", "entropy_production", "EntropyProduction",
     "compare_ensemble", "histogram_density", "EnsembleComparison",

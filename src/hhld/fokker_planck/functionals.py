@@ -58,14 +58,26 @@ def shannon_entropy(grid: Grid, rho: np.ndarray) -> float:
     return -float(_plogp(rho).sum() * grid.cell_volume)
 
 
-def kl_divergence(grid: Grid, rho: np.ndarray, ref: np.ndarray) -> float:
-    """``KL(rho||ref) = ∫ rho log(rho/ref)``; ``inf`` if ``rho > 0`` where ``ref = 0``."""
+def kl_divergence(grid: Grid, rho: np.ndarray, ref: np.ndarray | None = None, *,
+                  log_ref: np.ndarray | None = None) -> float:
+    """``KL(rho||ref) = ∫ rho log(rho/ref)``; ``inf`` if ``rho > 0`` where ``ref = 0``.
+
+    Give ``log_ref`` (the log of the reference density) instead of ``ref`` when the reference
+    underflows somewhere, e.g. a Gibbs density at small D (see ``log_gibbs_density``)."""
+    if (ref is None) == (log_ref is None):
+        raise ValueError("give exactly one of ref and log_ref")
     p = np.asarray(rho, dtype=np.float64).ravel()
-    q = np.asarray(ref, dtype=np.float64).ravel()
     pos = p > 0
-    if np.any(q[pos] <= 0):
-        return float("inf")
-    val = np.sum(p[pos] * (np.log(p[pos]) - np.log(q[pos]))) * grid.cell_volume
+    if log_ref is not None:
+        logq = np.asarray(log_ref, dtype=np.float64).ravel()[pos]
+        if not np.all(np.isfinite(logq)):
+            return float("inf")
+    else:
+        q = np.asarray(ref, dtype=np.float64).ravel()
+        if np.any(q[pos] <= 0):
+            return float("inf")
+        logq = np.log(q[pos])
+    val = np.sum(p[pos] * (np.log(p[pos]) - logq)) * grid.cell_volume
     return float(max(val, 0.0))
 
 

@@ -32,7 +32,7 @@ from .evolve import evolve_generator
 from .grid import Grid
 from .operator import build_generator, build_symmetric
 from .spectrum import Spectrum, low_spectrum
-from .stationary import gibbs_density, stationary_solve
+from .stationary import gibbs_density, log_gibbs_density, stationary_solve
 
 __all__ = ["FokkerPlanck", "GridResolutionWarning", "BoxTruncationWarning"]
 
@@ -266,8 +266,9 @@ class FokkerPlanck:
 
     # ---------------------------------------------------------- functionals
     def kl(self, rho: np.ndarray) -> float:
-        """``KL(rho || rho*)`` against the discrete Gibbs density."""
-        return _fn.kl_divergence(self.grid, rho, self.gibbs())
+        """``KL(rho || rho*)`` against the discrete Gibbs density (its log computed in log
+        space, so a density with mass where ``rho*`` underflows still gets a finite KL)."""
+        return _fn.kl_divergence(self.grid, rho, log_ref=log_gibbs_density(self.grid, self.U))
 
     def entropy(self, rho: np.ndarray) -> float:
         """Shannon (differential) entropy, paper's (2.4)."""

@@ -31,6 +31,14 @@ def gibbs_density(grid: Grid, U: np.ndarray) -> np.ndarray:
     return (w / grid.integrate(w)).astype(grid.dtype, copy=False)
 
 
+def log_gibbs_density(grid: Grid, U: np.ndarray) -> np.ndarray:
+    """``log(exp(-U) / Z)`` on the grid, computed in log space: finite where
+    :func:`gibbs_density` underflows to 0 (cells far above the minimum at small D)."""
+    U = np.asarray(U, dtype=np.float64).reshape(grid.shape)
+    shifted = -(U - U.min())
+    return shifted - np.log(grid.integrate(np.exp(shifted)))
+
+
 def _face_rates(grid: Grid, U: np.ndarray, D: float):
     Uf = np.asarray(U, dtype=np.float64).ravel()
     out = []
