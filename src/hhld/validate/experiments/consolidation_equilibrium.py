@@ -30,7 +30,8 @@ class ConsolidationConfig(ExperimentConfig):
 
     @classmethod
     def full(cls):
-        return cls(D_values=(0.001, 0.01, 0.1, 1.0), n_particles=10000, dt=0.005, burn_in_t=60.0, n_snapshots=40,
+        # burn-in: 6 relaxation times of the slowest variance (λ_min = 0.1 on Example 2's quadratic)
+        return cls(D_values=(0.001, 0.01, 0.1, 1.0), n_particles=5000, dt=0.005, burn_in_t=30.0, n_snapshots=20,
                    seeds=(0, 1, 2))
 
     @classmethod
