@@ -84,7 +84,8 @@ class Monitor:
       (:mod:`hhld.torch.sinks`); ``extra_quantities`` more :class:`Quantity` objects;
       ``track_update`` the update norm (sampled at each interval's last step);
       ``conv_estimator`` for Conv1d/2d per-sample norms (``"auto"``, ``"exact"``, ``"sketch"``,
-      see :mod:`hhld.torch.persample`).
+      see :mod:`hhld.torch.persample`) and ``conv_probes`` the sketch's probes per sample (default 1:
+      relative s.d. of a step's conv contribution at most ``sqrt(2 / (k B_eff))``).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, log_every: int = 10,
@@ -94,7 +95,7 @@ class Monitor:
                  power_iters: int = 3, eta_opt_n: float | None = None, thresholds: RegimeThresholds | None = None,
                  regime_patience: int = 2, drop_factor: float = 3.0, on_nonfinite: str = "raise", sinks=(),
                  extra_quantities=(), track_update: bool = True, conv_estimator: str = "auto",
-                 conv_probes: int = 2):
+                 conv_probes: int = 1):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):

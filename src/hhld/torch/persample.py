@@ -16,15 +16,26 @@ per-sample squared norm of the parameter gradient is then computed from ``a`` an
     layer over positions (per-sample gradient ``(B, out, in*k)`` or Gram trick, whichever is
     cheaper); cost ``~ B T p q`` for ``T`` output positions, ``p = in*k``, ``q = out``;
   - ``"sketch"`` (kind ``conv_sketch``): an unbiased random-projection estimate
-    ``||M_i||_F^2 = E ||M_i v||^2`` with ``k`` Rademacher probes ``v`` in the patch space
-    (``E v v^T = I``), where ``M_i v = sum_t g_it (a_it . v)`` and ``a_it . v`` is one
-    convolution of the input with the probe as kernel (no unfold); cost ``~ B T k (p + q)``.
-    The per-sample estimate has relative standard deviation at most ``sqrt(2/k)``; its mean
-    over the batch (what ``tr Sigma`` needs) at most ``sqrt(2/(k B))`` (``k = 2``, the monitor's
-    default, ``B = 128``: 9% per step, about 9%/sqrt(steps) over a logging interval). The probes
-    come from the hooks' own generator (the global RNG is not touched). The bias term is exact.
-  - ``"auto"`` (the monitor's default) uses the exact estimator when ``p q <= k (p + q)``
-    (small layers, where it costs no more than the sketch), else the sketch. :class:`PerSampleSqNorms` defaults to ``"exact"``;
+    ``||M_i||_F^2 = E ||M_i v_i||^2`` of the per-sample gradient ``M_i = [sum_t g_it a_it^T, sum_t g_it]``
+    (weight and bias together) with ``k`` Rademacher probes ``v_ij`` in the patch space plus one
+    coordinate ``c_ij`` for the bias (``E v v^T = I``), drawn **independently for every sample**:
+    ``M_i v_ij = sum_t g_it (a_it . v_ij + c_ij)``. The projections ``a_it . v_ij`` are one
+    depthwise convolution per probe (the input viewed as ``(1, B*C, ...)``, ``groups=B*C``, then a sum
+    over the ``C`` channels; no unfold), the products with the output gradient one ``bmm``; cost
+    ``~ B T k (C*kernel + q)``. Variance, with ``A_i = M_i^T M_i`` and ``n_i = ||M_i||_F^2``:
+    ``Var(est_i) = (2/k) (||A_i||_F^2 - sum_j (A_i)_jj^2) <= (2/k) n_i^2`` per sample, and the per-sample
+    estimates are independent given the gradients, so the relative standard deviation of the batch sum
+    (what ``tr Sigma`` needs) is at most ``sqrt(2 / (k B_eff))`` with ``B_eff = (sum n_i)^2 / sum n_i^2``
+    (``= B`` for equal per-sample norms; ``k = 1``, the monitor's default, ``B = 128``: at most 12.5%
+    per step when the norms are equal, and it averages down over the steps of a logging interval).
+    Measured on the benchmark CNN (``benchmarks/bench_monitor_overhead.py``, B = 128): 7-8% per step
+    at ``k = 1``, 5-6% at ``k = 2``. (An earlier version shared one probe set across the batch:
+    the batch sum was then one Hutchinson estimate ``v^T (sum_i A_i) v`` with relative s.d. up to
+    ``sqrt(2/k)``, 40-60% per step on that CNN at ``k = 2``.) The probes come from the hooks' own
+    generator (the global RNG is not touched). A covered bias without a covered weight is exact.
+  - ``"auto"`` (the monitor's default) uses the exact estimator when ``p q <= max(k, 2) (p + q)``
+    (small layers, where it costs about as much as the sketch), else the sketch.
+    :class:`PerSampleSqNorms` defaults to ``"exact"``;
 * ``nn.Embedding``: ``sum_{t,s} [id_t = id_s] (g_it . g_is)`` (positions at ``padding_idx``
   excluded);
 * ``nn.LayerNorm``: the per-sample gradients ``sum_t g_it * xhat_it`` and ``sum_t g_it``
@@ -43,6 +54,7 @@ still carry the loss's reduction factor (``1/B`` for a mean); the caller rescale
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
@@ -113,6 +125,7 @@ class PerSampleSqNorms:
         self.seed = seed
         self._gens: dict = {}
         self._probes: dict = {}
+        self._pool: dict = {}
         self.model = model
         self.on_pass_end = on_pass_end
         if params is None:
@@ -141,7 +154,7 @@ class PerSampleSqNorms:
             if kind == "conv":
                 pp, qq = _conv_dims(m)
                 if conv_estimator == "sketch" or (conv_estimator == "auto" and
-                                                  pp * qq > self.conv_probes * (pp + qq)):
+                                                  pp * qq > max(self.conv_probes, 2) * (pp + qq)):
                     kind = "conv_sketch"
             self.module_kind[m] = kind
             self.module_params.setdefault(m, {})[pname] = name
@@ -330,50 +343,69 @@ class PerSampleSqNorms:
             g = self._gens[device] = torch.Generator(device=device).manual_seed(self.seed)
         return g
 
+    def _rademacher(self, n, device, dtype):
+        """``n`` fresh independent +-1 entries: slices of a pool drawn for many passes at once (one draw per
+        32 passes, at most 2^20 entries, instead of a few small draws per layer and pass); no entry is used
+        twice."""
+        key = (device, dtype)
+        pool, pos = self._pool.get(key, (None, 0))
+        if pool is None or pos + n > pool.numel():
+            size = max(n, min(32 * n, 1 << 20))
+            pool = torch.randint(0, 2, (size,), generator=self._generator(device), device=device, dtype=dtype)
+            pool.mul_(2).sub_(1)
+            pos = 0
+        self._pool[key] = (pool, pos + n)
+        return pool[pos:pos + n]
+
     def _sketch_project(self, m, x, new):
-        """``a_t . v`` for every patch ``t`` and probe ``v``: one convolution with the probes as kernel, ``(B, k, T)``."""
-        v = self._probes.get(m)
-        if new or v is None or v.device != x.device or v.dtype != x.dtype:
-            v = torch.empty((self.conv_probes, m.in_channels) + tuple(m.kernel_size), device=x.device, dtype=x.dtype)
-            v.bernoulli_(0.5, generator=self._generator(x.device)).mul_(2).sub_(1)
-            self._probes[m] = v
+        """``a_it . v_ij (+ c_ij)`` for every patch ``t``, sample ``i`` and probe ``j``, ``(B, k, T)``.
+
+        Every sample has its own Rademacher probes ``v_ij`` (patch space) and ``c_ij`` (the bias
+        coordinate, when the bias is covered): the projections are one depthwise convolution per probe
+        of the input viewed as ``(1, B*C, ...)`` with ``groups=B*C``, summed over the ``C`` channels.
+        The same probes serve every call of the layer in one pass (a new draw when the layer has no
+        pending record)."""
+        B, C = x.shape[0], x.shape[1]
+        k = self.conv_probes
+        has_b = "bias" in self.module_params[m]
+        pr = self._probes.get(m)
+        if (new or pr is None or pr[0].shape[1] != B * C or pr[0].device != x.device
+                or pr[0].dtype != x.dtype):
+            vshape = (k, B * C, 1) + tuple(m.kernel_size)
+            nv = math.prod(vshape)
+            r = self._rademacher(nv + (B * k if has_b else 0), x.device, x.dtype)
+            v = r[:nv].view(vshape)
+            c = r[nv:].view(B, k, 1) if has_b else None
+            pr = self._probes[m] = (v, c)
+        v, c = pr
         conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
-        if x.device.type == "cpu" and torch._C._get_mkldnn_enabled():
-            # oneDNN is slow for a convolution with k (1-8) output channels: about half the cost of the layer's
-            # own forward, against a third of that for the native im2col path
-            torch._C._set_mkldnn_enabled(False)
-            try:
-                sp = conv(x, v, None, m.stride, m.padding, m.dilation)
-            finally:
-                torch._C._set_mkldnn_enabled(True)
-        else:
-            sp = conv(x, v, None, m.stride, m.padding, m.dilation)
-        sp = sp.reshape(sp.shape[0], sp.shape[1], -1)
-        if "bias" in self.module_params[m]:
-            # a row of ones: the bmm with the output gradient then also gives the bias gradient sum_t g_t
-            sp = torch.cat([sp, sp.new_ones(sp.shape[0], 1, sp.shape[2])], 1)
+        xg = x.reshape((1, B * C) + tuple(x.shape[2:]))
+        outs = []
+        for j in range(k):
+            o = conv(xg, v[j], None, m.stride, m.padding, m.dilation, B * C)  # (1, B*C, out spatial...)
+            o = o.reshape(B, C, -1)
+            outs.append(o.sum(1, keepdim=True) if C > 1 else o)
+        sp = outs[0] if k == 1 else torch.cat(outs, 1)  # (B, k, T)
+        if c is not None:
+            # the bias as one more patch coordinate with value 1: the sketch then covers (weight, bias) jointly
+            sp = sp.add_(c)
         return sp
 
     def _conv_sketch(self, m, recs, has_w, has_b):
-        """Unbiased Rademacher-probe estimate of the per-sample weight-gradient norm (see the module doc);
-        the records hold the projections of :meth:`_sketch_project`."""
+        """Unbiased Rademacher-probe estimate of the per-sample norm of the (weight, bias) gradient (see the
+        module doc); the records hold the projections of :meth:`_sketch_project`."""
+        if not has_w:
+            gb = None
+            for _, gy in recs:
+                s = gy.reshape(gy.shape[0], gy.shape[1], -1).sum(2)
+                gb = s if gb is None else gb + s
+            return gb.square().sum(1)
         mv = None
-        gb = None
-        k = self.conv_probes
         for sp, gy in recs:
             g = gy.reshape(gy.shape[0], gy.shape[1], -1)  # (B, q, T)
-            if has_w:
-                t = torch.bmm(g, sp.transpose(1, 2))  # (B, q, k [+1]): M v [and sum_t g_t]
-                mv = t if mv is None else mv + t
-            elif has_b:
-                s = g.sum(2)
-                gb = s if gb is None else gb + s
-        if has_w:
-            sq = mv[..., :k].square().sum(1).mean(1)
-            if has_b:
-                sq = sq + mv[..., k].square().sum(1)
-            return sq
-        return gb.square().sum(1)
+            t = torch.bmm(sp, g.transpose(1, 2))  # (B, k, q): the rows (M_i v_ij [+ c_ij sum_t g_it])^T
+            mv = t if mv is None else mv + t
+        return mv.square().sum(2).mean(1)
 
     @staticmethod
     def _unfold(m, x):
