@@ -12,17 +12,8 @@ from hhld.torch import Monitor
 from hhld.torch.persample import PerSampleSqNorms
 from hhld.torch.quantities import Quantity
 
+from test_monitor import data, tiny
 from test_noise import reference
-
-
-def tiny(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)).double()
-
-
-def data(n=8, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (n,), generator=g)
 
 
 def small_cnn():
@@ -40,6 +31,18 @@ def per_sample_sq(model, x, y, lf, which):
     return torch.tensor(out, dtype=torch.float64)
 
 
+def sketch_draws(h, model, x, y, lf, n):
+    """``n`` independent estimates of the per-sample norms from hooks ``h`` (one pass each)."""
+    est = []
+    with h:
+        for _ in range(n):
+            model.zero_grad()
+            lf(model(x), y).backward()
+            est.append(h.passes[-1])
+            h.reset()
+    return torch.stack(est)
+
+
 # ------------------------------------------------------------------ conv sketch
 def test_conv_sketch_is_unbiased_and_bias_only_exact():
     model, lf = small_cnn(), nn.CrossEntropyLoss(reduction="sum")
@@ -50,14 +53,7 @@ def test_conv_sketch_is_unbiased_and_bias_only_exact():
     ref = per_sample_sq(model, x, y, lf, list(params.values()))
     h = PerSampleSqNorms(model, params, conv_estimator="sketch", conv_probes=4)
     assert set(h.module_kind[m] for m in convs) == {"conv_sketch"}
-    est = []
-    with h:
-        for _ in range(150):
-            model.zero_grad()
-            lf(model(x), y).backward()
-            est.append(h.passes[-1])
-            h.reset()
-    est = torch.stack(est)
+    est = sketch_draws(h, model, x, y, lf, 150)
     # unbiased: the mean over 150 draws (4 probes each) is within a few standard errors of the exact norms
     mean, se = est.mean(0), est.std(0) / math.sqrt(est.shape[0])
     assert torch.all((mean - ref).abs() < 5 * se + 1e-12), (mean, ref, se)
@@ -103,14 +99,7 @@ def test_conv_sketch_variance_is_the_stated_one_with_independent_probes_per_samp
         total += float(n.sum())
     params = {f"{i}.{n}": p for i, m in enumerate(model) if isinstance(m, nn.Conv2d) for n, p in m.named_parameters()}
     h = PerSampleSqNorms(model, params, conv_estimator="sketch", conv_probes=k, seed=5)
-    est = []
-    with h:
-        for _ in range(400):
-            model.zero_grad()
-            lf(model(x), y).backward()
-            est.append(float(h.passes[-1].sum()))
-            h.reset()
-    est = torch.tensor(est, dtype=torch.float64)
+    est = sketch_draws(h, model, x, y, lf, 400).sum(1)
     assert var_exact <= var_bound and var_exact < 0.6 * var_shared  # the problem tells the two designs apart
     se_mean = math.sqrt(var_exact / len(est))
     assert abs(float(est.mean()) - total) < 4 * se_mean  # unbiased
@@ -128,14 +117,7 @@ def test_conv1d_sketch_is_unbiased():
     params = {f"{k}.{n}": p for k, m in enumerate(model) if isinstance(m, nn.Conv1d) for n, p in m.named_parameters()}
     ref = per_sample_sq(model, x, y, lf, list(params.values()))
     h = PerSampleSqNorms(model, params, conv_estimator="sketch", conv_probes=2)
-    est = []
-    with h:
-        for _ in range(200):
-            model.zero_grad()
-            lf(model(x), y).backward()
-            est.append(h.passes[-1])
-            h.reset()
-    est = torch.stack(est)
+    est = sketch_draws(h, model, x, y, lf, 200)
     mean, se = est.mean(0), est.std(0) / math.sqrt(est.shape[0])
     assert torch.all((mean - ref).abs() < 5 * se + 1e-12), (mean, ref, se)
 
