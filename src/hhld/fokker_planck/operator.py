@@ -81,6 +81,20 @@ def face_pairs(grid: Grid, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[tuple(lo)].ravel(), idx[tuple(hi)].ravel()
 
 
+def face_rates(grid: Grid, U: np.ndarray, D: float) -> list[tuple[np.ndarray, ...]]:
+    """Per axis, the Scharfetter-Gummel rates on every interior face: a list of
+    ``(i, j, r_ij, r_ji)`` with flat cell indices ``i`` (left) and ``j`` (right neighbour),
+    ``r_ij = (D/h^2) B(U_j - U_i)`` (i -> j) and ``r_ji = (D/h^2) B(U_i - U_j)`` (j -> i)."""
+    Uf = np.asarray(U, dtype=np.float64).ravel()
+    out = []
+    for k in range(grid.dim):
+        i, j = face_pairs(grid, k)
+        dU = Uf[j] - Uf[i]
+        c = D / grid.h[k] ** 2
+        out.append((i, j, c * bernoulli(dU), c * bernoulli(-dU)))
+    return out
+
+
 def build_generator(grid: Grid, U: np.ndarray, D: float, dtype=None) -> sp.csr_matrix:
     """The sparse generator ``A`` (``d rho / dt = A @ rho`` on flat densities).
 
@@ -90,15 +104,9 @@ def build_generator(grid: Grid, U: np.ndarray, D: float, dtype=None) -> sp.csr_m
     off-diagonal rates, so mass conservation holds to round-off).
     """
     dtype = np.dtype(dtype or grid.dtype)
-    Uf = np.asarray(U, dtype=np.float64).ravel()
     rows, cols, vals = [], [], []
     out_rate = np.zeros(grid.size)
-    for k in range(grid.dim):
-        i, j = face_pairs(grid, k)
-        dU = Uf[j] - Uf[i]
-        c = D / grid.h[k] ** 2
-        r_ij = c * bernoulli(dU)        # i -> j
-        r_ji = c * bernoulli(-dU)       # j -> i
+    for i, j, r_ij, r_ji in face_rates(grid, U, D):
         rows += [j, i]
         cols += [i, j]
         vals += [r_ij, r_ji]
@@ -123,16 +131,13 @@ def build_symmetric(grid: Grid, U: np.ndarray, D: float) -> sp.csr_matrix:
     Uf = np.asarray(U, dtype=np.float64).ravel()
     rows, cols, vals = [], [], []
     out_rate = np.zeros(grid.size)
-    for k in range(grid.dim):
-        i, j = face_pairs(grid, k)
-        dU = Uf[j] - Uf[i]
-        c = D / grid.h[k] ** 2
-        s = c * _xsinh(dU)
+    for k, (i, j, r_ij, r_ji) in enumerate(face_rates(grid, U, D)):
+        s = D / grid.h[k] ** 2 * _xsinh(Uf[j] - Uf[i])
         rows += [i, j]
         cols += [j, i]
         vals += [s, s]
-        np.add.at(out_rate, i, c * bernoulli(dU))
-        np.add.at(out_rate, j, c * bernoulli(-dU))
+        np.add.at(out_rate, i, r_ij)
+        np.add.at(out_rate, j, r_ji)
     n = grid.size
     rows.append(np.arange(n))
     cols.append(np.arange(n))

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .grid import Grid
-from .operator import bernoulli, face_pairs
+from .operator import face_rates
 
 __all__ = ["gibbs_density", "stationary_solve", "flux_residual"]
 
@@ -39,17 +39,6 @@ def log_gibbs_density(grid: Grid, U: np.ndarray) -> np.ndarray:
     return shifted - np.log(grid.integrate(np.exp(shifted)))
 
 
-def _face_rates(grid: Grid, U: np.ndarray, D: float):
-    Uf = np.asarray(U, dtype=np.float64).ravel()
-    out = []
-    for k in range(grid.dim):
-        i, j = face_pairs(grid, k)
-        dU = Uf[j] - Uf[i]
-        c = D / grid.h[k] ** 2
-        out.append((i, j, c * bernoulli(dU), c * bernoulli(-dU)))
-    return out
-
-
 def flux_residual(grid: Grid, U: np.ndarray, D: float, rho: np.ndarray, rates=None) -> np.ndarray:
     """``A rho`` (flat) evaluated face by face: ``sum`` of the net SG fluxes
     ``F = r(i->j) rho_i - r(j->i) rho_j`` into each cell.
@@ -58,11 +47,11 @@ def flux_residual(grid: Grid, U: np.ndarray, D: float, rho: np.ndarray, rates=No
     products of positive rates and densities on one face, so its rounding error is
     relative to the local flux, never to the (much larger) diagonal times ``rho``; it
     vanishes to round-off face by face at the stationary state. ``rates`` may be the cached
-    output of ``_face_rates``."""
+    output of :func:`hhld.fokker_planck.operator.face_rates`."""
     r = np.asarray(rho, dtype=np.float64).ravel()
     n = grid.size
     out = np.zeros(n)
-    for i, j, r_ij, r_ji in (rates if rates is not None else _face_rates(grid, U, D)):
+    for i, j, r_ij, r_ji in (rates if rates is not None else face_rates(grid, U, D)):
         F = r_ij * r[i] - r_ji * r[j]
         out -= np.bincount(i, F, minlength=n)
         out += np.bincount(j, F, minlength=n)
@@ -110,7 +99,7 @@ def stationary_solve(A: sp.spmatrix, grid: Grid, U: np.ndarray | None = None,
     rho[keep] = lu.solve(b)
     rho[anchor] = 1.0
     if U is not None and D is not None and refine > 0:
-        rates = _face_rates(grid, U, D)
+        rates = face_rates(grid, U, D)
         prev = np.inf
         for _ in range(int(refine)):
             res = flux_residual(grid, U, D, rho, rates)[keep]
