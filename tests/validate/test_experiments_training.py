@@ -161,6 +161,22 @@ def test_grokking_smallest_groks_and_predictors_are_online():
     assert r["commits"]["test acc passes 5%"] < r["t95"]
     _row(rep, "Grokking epoch predicted from C(t)")
     _row(rep, "Observed grokking epoch")
+    assert not [x for x in rep.rows if " only (best documents' rule" in x.prediction]  # one model: no per-model rows
+
+    # two models: each gets its own score row; a rule exact on one model only is scored per model
+    from hhld.validate.base import Cell
+
+    r2 = json.loads(json.dumps(r))
+    r2["commits"] = {k: None for k in r2["commits"]}
+    r2["commits"]["C drops x3"] = r2["t95"] - 1  # one epoch early: within any tolerance, before the event
+    other = Cell(cell.experiment, {**cell.key, "model": "transformer"}, cell.seed)
+    rep2 = REGISTRY["grokking"].summarize(cfg, [(cell, r), (other, r2)])
+    per = {x.prediction: x for x in rep2.rows if " only (best documents' rule" in x.prediction}
+    assert len(per) == 2
+    tr = next(x for p, x in per.items() if "transformer only" in p)
+    assert "C drops x3" in tr.prediction and tr.verdict == "holds" and "before t95 in 1/1" in tr.error
+    mq = next(x for p, x in per.items() if "mlp_quadratic_mse only" in p)
+    assert "over the 1 grokking runs of mlp_quadratic_mse" in mq.notes
 
 
 def test_double_descent_smallest():
