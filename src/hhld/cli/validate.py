@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the validation suite: every claim of the documents re-measured, with a verdict.
 
-        Writes OUT/report.html, report.md, results.json and figures/; uses a GPU if present.
+        Writes OUT/report.html, report.md, results.json and figures/; the grokking experiment uses a GPU if present.
         """
         from hhld.validate.base import REGISTRY
         from hhld.validate.experiments import load_all
