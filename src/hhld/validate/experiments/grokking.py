@@ -437,30 +437,37 @@ class Grokking(Experiment):
 
     @staticmethod
     def _figure(runs):
-        fig, axes = figure(3, 1, w=5.2, h=4.0)
-        ax_acc, ax_c, ax_g = axes[0]
-        cmap = __import__("matplotlib").colormaps["tab10"]
-        for i, (c, r) in enumerate(runs):
-            s = r["series"]
-            col = cmap(i % 10)
-            lab = f"{c.key['model']} lr={c.key['lr']:g} wd={c.key['wd']:g} s{c.seed}"
-            ax_acc.plot(s["epoch"], s["test_acc"], color=col, label=lab)
-            ax_acc.plot(s["epoch"], s["train_acc"], color=col, ls=":", lw=0.8)
-            ax_c.semilogy(s["epoch"], s["C"], color=col)
-            ax_c.semilogy(s["epoch"], s["C_sgd"], color=col, ls="--", lw=0.8)
-            ax_g.semilogy(s["epoch"], s["grad_sq"], color=col)
-            if r["t95"] is not None:
-                for ax in (ax_acc, ax_c, ax_g):
-                    ax.axvline(r["t95"], color=col, lw=0.6, alpha=0.6)
-        for ax in (ax_acc, ax_c, ax_g):
-            ax.set_xlabel("epoch")
-        ax_c.axhline(1.0, color="k", lw=0.8, ls="-.")
-        ax_c.axhline(0.5, color="grey", lw=0.8, ls="-.")
-        ax_acc.set_ylabel("accuracy (solid test, dotted train)")
-        ax_c.set_ylabel("C (solid: ‖∇L‖²/(D d); dashed: C_sgd)")
-        ax_g.set_ylabel("‖∇L‖² (float64, training set)")
-        ax_acc.legend(fontsize=6)
-        ax_acc.set_title("vertical lines: observed t95")
+        """One row of panels per model (each has its own epoch range: ~10² for the quadratic MLP,
+        ~10⁴ for the ReLU MLP), one colour per run, the legend outside the axes."""
+        import matplotlib
+
+        models = sorted({c.key["model"] for c, _ in runs})
+        fig, axes = figure(3, len(models), w=5.2, h=3.6)
+        for row, m in zip(axes, models):
+            ax_acc, ax_c, ax_g = row
+            sel = [(c, r) for c, r in runs if c.key["model"] == m]
+            cmap = matplotlib.colormaps["tab10" if len(sel) <= 10 else "viridis"]
+            for i, (c, r) in enumerate(sel):
+                s = r["series"]
+                col = cmap(i % 10) if len(sel) <= 10 else cmap(i / max(len(sel) - 1, 1))
+                lab = f"lr={c.key['lr']:g} wd={c.key['wd']:g} s{c.seed}"
+                ax_acc.plot(s["epoch"], s["test_acc"], color=col, label=lab)
+                ax_acc.plot(s["epoch"], s["train_acc"], color=col, ls=":", lw=0.8)
+                ax_c.semilogy(s["epoch"], s["C"], color=col)
+                ax_c.semilogy(s["epoch"], s["C_sgd"], color=col, ls="--", lw=0.8)
+                ax_g.semilogy(s["epoch"], s["grad_sq"], color=col)
+                if r["t95"] is not None:
+                    for ax in (ax_acc, ax_c, ax_g):
+                        ax.axvline(r["t95"], color=col, lw=0.6, alpha=0.6)
+            for ax in (ax_acc, ax_c, ax_g):
+                ax.set_xlabel("epoch")
+            ax_c.axhline(1.0, color="k", lw=0.8, ls="-.")
+            ax_c.axhline(0.5, color="grey", lw=0.8, ls="-.")
+            ax_acc.set_ylabel("accuracy (solid test, dotted train)")
+            ax_c.set_ylabel("C (solid: ‖∇L‖²/(D d); dashed: C_sgd)", fontsize=8)
+            ax_g.set_ylabel("‖∇L‖² (float64, training set)")
+            ax_acc.set_title(f"{m} ({len(sel)} runs); vertical lines: t95", fontsize=9)
+            ax_g.legend(*ax_acc.get_legend_handles_labels(), fontsize=6, ncol=1 + len(sel) // 14, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.tight_layout()
         return fig
 
