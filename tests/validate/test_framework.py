@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,37 @@ def test_cache_and_resume(tmp_path):
     # a changed config is a different cache key
     run_validation(tmp_path, only=["_toy"], quiet=True, resume=True, configs={"_toy": ToyConfig(n=1000)})
     assert len(CALLS) == 18
+
+
+def test_more_seeds_reuse_the_finished_cells(tmp_path):
+    # seeds are a plan field: extending 2 seeds to 3 computes only the third seed's cells
+    CALLS.clear()
+    run_validation(tmp_path, only=["_toy"], quiet=True)
+    ref = _numbers(tmp_path)[0]
+    CALLS.clear()
+    vr = run_validation(tmp_path, only=["_toy"], quiet=True, resume=True, n_seeds=3)
+    assert sorted(CALLS) == [(0.1, 2), (0.2, 2), (0.4, 2)]
+    assert sum(vr.experiments[0].cached) == 6
+    new = _numbers(tmp_path)[0]
+    assert [r for r, c in zip(new, vr.experiments[0].cells) if c.seed < 2] == ref
+    # a field a cell reads is not a plan field
+    assert ToyConfig().cell_dict() == {"n": 2000, "D_values": [0.1, 0.2, 0.4]}
+    cell = Cell("_toy", {"D": 0.1}, 0)
+    assert cell.cache_key(ToyConfig(seeds=(0,)), "v") == cell.cache_key(ToyConfig(seeds=(0, 5)), "v")
+    assert cell.cache_key(ToyConfig(n=10), "v") != cell.cache_key(ToyConfig(), "v")
+
+
+def test_grokking_plan_fields_are_not_read_by_a_cell():
+    from hhld.validate.experiments.grokking import GrokkingConfig
+
+    cfg = GrokkingConfig.full()
+    assert set(GrokkingConfig.plan_fields) <= {f.name for f in dataclasses.fields(cfg)}
+    # one more transformer seed or a new tolerance keeps every finished cell's key
+    cell = Cell("grokking", {"model": "transformer", "lr": 1e-3, "wd": 1.0, "max_epochs": 20000,
+                             "eval_every": 100}, 0)
+    k = cell.cache_key(cfg, "v")
+    assert cell.cache_key(cfg.replace(transformer_seeds=3, rel_tol=0.1), "v") == k
+    assert cell.cache_key(cfg.replace(drop_window=50), "v") != k  # the predictors read drop_window
 
 
 def test_kill_and_resume_gives_same_results(tmp_path):

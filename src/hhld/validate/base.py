@@ -156,9 +156,13 @@ class Cell:
         return cls(d["experiment"], dict(d["key"]), int(d["seed"]))
 
     def cache_key(self, config: "ExperimentConfig", version: str) -> str:
-        """Hash of (experiment, config, cell key, seed, hhld version)."""
+        """Hash of (experiment, the config's cell fields, cell key, seed, hhld version).
+
+        The config's ``plan_fields`` (which cells exist, how they are summarised) are left out,
+        so that ``--seeds 5`` after a 3-seed run, or a new tolerance, reuses every finished cell.
+        """
         payload = _canonical(
-            {"experiment": self.experiment, "config": config.to_dict(), "key": self.key,
+            {"experiment": self.experiment, "config": config.cell_dict(), "key": self.key,
              "seed": self.seed, "version": version}
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -226,7 +230,15 @@ class ExperimentReport:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Base class of experiment configs: frozen dataclass, JSON-able fields, explicit seeds."""
+    """Base class of experiment configs: frozen dataclass, JSON-able fields, explicit seeds.
+
+    ``plan_fields`` names the fields that choose which cells run or how their results are
+    summarised (seeds, the list of runs whose parameters every cell carries in its key,
+    verdict tolerances) and never enter a cell's computation; they are left out of the cell
+    cache key. A subclass extends it only with fields that ``run_cell`` does not read.
+    """
+
+    plan_fields: ClassVar[tuple[str, ...]] = ("seeds",)
 
     seeds: tuple[int, ...] = (0,)
 
@@ -259,6 +271,10 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return to_jsonable(self)
+
+    def cell_dict(self) -> dict:
+        """The fields a cell's computation may read: ``to_dict()`` less ``plan_fields``."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.plan_fields}
 
 
 class Experiment:

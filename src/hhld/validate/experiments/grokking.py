@@ -60,6 +60,9 @@ MODELS = {
 
 @dataclass(frozen=True)
 class GrokkingConfig(ExperimentConfig):
+    #: every cell's key carries its run's (model, lr, wd, max_epochs, eval_every); the rest only plans or scores
+    plan_fields = ("seeds", "runs", "transformer_seeds", "rel_tol", "partly_tol", "min_before_frac")
+
     p: int = 113
     train_frac: float = 0.3
     width: int = 512
