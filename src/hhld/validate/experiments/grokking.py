@@ -470,7 +470,8 @@ class Grokking(Experiment):
             ax_c.set_ylabel("C (solid: ‖∇L‖²/(D d); dashed: C_sgd)", fontsize=8)
             ax_g.set_ylabel("‖∇L‖² (float64, training set)")
             ax_acc.set_title(f"{m} ({len(sel)} runs); vertical lines: t95", fontsize=9)
-            ax_g.legend(*ax_acc.get_legend_handles_labels(), fontsize=6, ncol=1 + len(sel) // 14, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+            ax_g.legend(*ax_acc.get_legend_handles_labels(), fontsize=6, ncol=1 + len(sel) // 14,
+                        loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.tight_layout()
         return fig
 
