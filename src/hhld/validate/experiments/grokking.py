@@ -342,8 +342,10 @@ class Grokking(Experiment):
         # 1. headline: best documents' predictor vs t95
         doc_names = [nm for nm in names if is_doc.get(nm)]
         base_names = [nm for nm in names if not is_doc.get(nm)]
-        best = min(doc_names, key=lambda nm: (scores[nm]["t95"]["median_rel_err"], -scores[nm]["t95"]["before"]),
-                   default=None)
+        def best_of(cands, sc):  # smallest median |error|, then most commits before the event
+            return min(cands, key=lambda nm: (sc[nm]["median_rel_err"], -sc[nm]["before"]), default=None)
+
+        best = best_of(doc_names, {nm: scores[nm]["t95"] for nm in names})
         if not grokked:
             rows.append(Row("Grokking epoch predicted from C(t)", claim("grokking_epoch"), None, None,
                             "no run grokked within its budget", "inconclusive", tol_note))
@@ -364,8 +366,7 @@ class Grokking(Experiment):
                 sc = {nm: score([runs[j][1]["commits"][nm] for j in idx], [t95s[j] for j in idx]) for nm in names}
                 if sc[doc_names[0]]["n_runs"] == 0:
                     continue
-                bm = min(doc_names, key=lambda nm: (sc[nm]["median_rel_err"], -sc[nm]["before"]))
-                bb = min(base_names, key=lambda nm: (sc[nm]["median_rel_err"], -sc[nm]["before"]), default=None)
+                bm, bb = best_of(doc_names, sc), best_of(base_names, sc)
                 s = sc[bm]
                 base_txt = (f"; best baseline '{bb}': median |err| {_f(100 * sc[bb]['median_rel_err'])}%, before t95 "
                             f"in {sc[bb]['before']}/{sc[bb]['n_runs']}" if bb is not None else "")
