@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 
+from hhld import NonFiniteError
 from hhld.fokker_planck import FokkerPlanck
 from hhld.landscapes import Quadratic, double_well_1d
 
@@ -118,3 +120,36 @@ def test_auto_evolve_rejects_a_chebyshev_step_amplified_by_non_normality():
         assert fp.l1(a, r) < 1e-6   # this start is ill-conditioned for every method (expm vs cram: 3e-7)
     kls = [fp.kl(rho0)] + [fp.kl(np.clip(a, 0, None)) for a in auto]
     assert kls[0] > kls[1] > kls[2]     # relative entropy decreases along the exact flow
+
+
+def _fp():
+    return FokkerPlanck(double_well_1d(), cells=128, D=0.1)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda fp: 0.5 * fp.gibbs(), "normalised density"),
+    (lambda fp: np.zeros(fp.grid.shape), "normalised density"),
+    (lambda fp: -fp.gibbs(), ">= 0"),
+    (lambda fp: fp.gibbs() - 0.2 * fp.gaussian([1.0], 0.1), ">= 0"),
+    (lambda fp: np.ones(5), "128 values"),
+])
+@pytest.mark.parametrize("functional", ["kl", "entropy", "free_energy", "fisher_information", "entropy_production"])
+def test_functionals_refuse_what_is_not_a_density(make, match, functional):
+    fp = _fp()
+    with pytest.raises(ValueError, match=match):
+        getattr(fp, functional)(make(fp))
+
+
+@pytest.mark.parametrize("functional", ["kl", "entropy", "free_energy"])
+def test_functionals_refuse_nan(functional):
+    fp = _fp()
+    with pytest.raises(NonFiniteError, match="non-finite"):
+        getattr(fp, functional)(np.full(fp.grid.shape, np.nan))
+
+
+def test_round_off_negatives_of_an_evolution_are_accepted():
+    fp = _fp()
+    rho = fp.gibbs() + 0.0
+    rho[0] = -1e-20  # round-off level
+    rho = rho / fp.mass(rho)
+    assert fp.kl(rho) >= 0 and np.isfinite(fp.entropy(rho))

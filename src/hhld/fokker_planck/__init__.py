@@ -17,7 +17,7 @@ from .functionals import (EntropyProduction, entropy_production, fisher_informat
 from .grid import Grid
 from .operator import bernoulli, build_generator, build_symmetric, reference_rhs
 from .solver import BoxTruncationWarning, FokkerPlanck, GridResolutionWarning
-from .spectrum import Spectrum, low_spectrum
+from .spectrum import Spectrum, SpectrumResolutionWarning, low_spectrum
 from .stationary import flux_residual, gibbs_density, log_gibbs_density, stationary_solve
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "build_generator", "build_symmetric", "reference_rhs", "bernoulli",
     "evolve_generator", "chebyshev_expmv", "ContourPropagator", "CRAMPropagator", "RationalPropagator",
     "gibbs_density", "log_gibbs_density", "stationary_solve", "flux_residual",
-    "Spectrum", "low_spectrum", "kl_divergence", "shannon_entropy", "free_energy",
+    "Spectrum", "SpectrumResolutionWarning", "low_spectrum", "kl_divergence", "shannon_entropy", "free_energy",
     "fisher_information", "entropy_production", "EntropyProduction",
     "compare_ensemble", "histogram_density", "EnsembleComparison",
 ]

@@ -36,13 +36,52 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .._validation import NonFiniteError
 from .grid import Grid
 from .operator import face_pairs
 
 __all__ = ["kl_divergence", "shannon_entropy", "free_energy", "EntropyProduction",
-           "entropy_production", "fisher_information"]
+           "entropy_production", "fisher_information", "check_density", "MASS_TOL", "NEGATIVE_TOL"]
 
 _TINY = np.finfo(np.float64).tiny
+
+#: relative deviation of ``∫ rho`` from 1 accepted by the functionals (float32 round-off included)
+MASS_TOL = 1e-5
+#: negative entries down to ``-NEGATIVE_TOL * max(rho)`` are round-off of an evolution and read as 0
+NEGATIVE_TOL = 1e-10
+
+
+def check_density(grid: Grid, rho, name: str = "rho") -> np.ndarray:
+    """``rho`` as a flat float64 array after checking that it is a normalised density on ``grid``.
+
+    Raises :class:`hhld.NonFiniteError` on NaN/inf, ``ValueError`` on the wrong size, on negative
+    entries beyond round-off (``< -NEGATIVE_TOL * max rho``) and on a total mass ``∫ rho`` that
+    differs from 1 by more than ``MASS_TOL`` (a KL or an entropy of such an array has no meaning;
+    normalise it with ``grid.normalize``). Round-off negatives are set to 0 in the returned copy.
+    """
+    p = np.asarray(rho)
+    if p.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real array, got dtype {p.dtype}")
+    p = p.astype(np.float64).ravel()
+    if p.size != grid.size:
+        raise ValueError(f"{name} must have {grid.size} values (grid shape {grid.shape}), got {np.shape(rho)}")
+    bad = ~np.isfinite(p)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise NonFiniteError(f"{name} has {int(bad.sum())} non-finite value(s) (first {p[i]!r} at flat index {i}); "
+                             f"a density must be finite", quantity=name)
+    top = float(p.max()) if p.size else 0.0
+    low = float(p.min()) if p.size else 0.0
+    if low < -NEGATIVE_TOL * max(top, 0.0) or (low < 0 and top <= 0):
+        raise ValueError(f"{name} must be >= 0 (a density), got a minimum of {low!r} "
+                         f"(largest value {top!r})")
+    mass = float(p.sum() * grid.cell_volume)
+    if not abs(mass - 1.0) <= MASS_TOL:
+        raise ValueError(f"{name} must be a normalised density (∫ {name} = 1 within {MASS_TOL:g}), "
+                         f"got ∫ {name} = {mass!r}; normalise it with grid.normalize({name})")
+    if low < 0:
+        p = np.maximum(p, 0.0)
+    return p
 
 
 def _plogp(p: np.ndarray) -> np.ndarray:
@@ -54,8 +93,9 @@ def _plogp(p: np.ndarray) -> np.ndarray:
 
 
 def shannon_entropy(grid: Grid, rho: np.ndarray) -> float:
-    """Paper's (2.4): ``S = -∫ p log p`` (differential entropy on the grid; ``0 log 0 = 0``)."""
-    return -float(_plogp(rho).sum() * grid.cell_volume)
+    """Paper's (2.4): ``S = -∫ p log p`` (differential entropy on the grid; ``0 log 0 = 0``).
+    ``rho`` must be a normalised density (:func:`check_density`)."""
+    return -float(_plogp(check_density(grid, rho)).sum() * grid.cell_volume)
 
 
 def kl_divergence(grid: Grid, rho: np.ndarray, ref: np.ndarray | None = None, *,
@@ -63,10 +103,12 @@ def kl_divergence(grid: Grid, rho: np.ndarray, ref: np.ndarray | None = None, *,
     """``KL(rho||ref) = ∫ rho log(rho/ref)``; ``inf`` if ``rho > 0`` where ``ref = 0``.
 
     Give ``log_ref`` (the log of the reference density) instead of ``ref`` when the reference
-    underflows somewhere, e.g. a Gibbs density at small D (see ``log_gibbs_density``)."""
+    underflows somewhere, e.g. a Gibbs density at small D (see ``log_gibbs_density``).
+    ``rho`` must be a normalised density (:func:`check_density`): a negative, non-finite or
+    unnormalised array raises instead of giving a meaningless number."""
     if (ref is None) == (log_ref is None):
         raise ValueError("give exactly one of ref and log_ref")
-    p = np.asarray(rho, dtype=np.float64).ravel()
+    p = check_density(grid, rho)
     pos = p > 0
     if log_ref is not None:
         logq = np.asarray(log_ref, dtype=np.float64).ravel()[pos]
@@ -83,7 +125,7 @@ def kl_divergence(grid: Grid, rho: np.ndarray, ref: np.ndarray | None = None, *,
 
 def free_energy(grid: Grid, rho: np.ndarray, L: np.ndarray, D: float, mu: float = 1.0) -> float:
     """``F = E[L] - (D/mu) S`` (temperature ``T = D/mu``)."""
-    p = np.asarray(rho, dtype=np.float64).ravel()
+    p = check_density(grid, rho)
     energy = float(np.sum(p * np.asarray(L, dtype=np.float64).ravel()) * grid.cell_volume)
     return energy - (D / mu) * shannon_entropy(grid, p)
 
@@ -91,7 +133,7 @@ def free_energy(grid: Grid, rho: np.ndarray, L: np.ndarray, D: float, mu: float 
 def fisher_information(grid: Grid, rho: np.ndarray) -> float:
     """``I = ∫ |∇p|^2 / p = 4 ∫ |∇ sqrt p|^2 = ∫ sqrt p (-4 ∇²) sqrt p`` (Neumann ∇² on the
     grid); the paper's (2.6) is ``D * I``."""
-    q = np.sqrt(np.clip(np.asarray(rho, dtype=np.float64), 0, None)).ravel()
+    q = np.sqrt(check_density(grid, rho))
     tot = 0.0
     for k in range(grid.dim):
         i, j = face_pairs(grid, k)
@@ -128,7 +170,7 @@ class EntropyProduction:
 def entropy_production(grid: Grid, rho: np.ndarray, L: np.ndarray, A: sp.spmatrix, D: float,
                        mu: float = 1.0) -> EntropyProduction:
     """All entropy-production terms of ``rho`` (module docstring); ``A`` is the generator."""
-    p = np.clip(np.asarray(rho, dtype=np.float64).ravel(), 0, None)
+    p = check_density(grid, rho)
     Lf = np.asarray(L, dtype=np.float64).ravel()
     logp = np.log(np.maximum(p, _TINY))
     diff = learn = 0.0
