@@ -87,3 +87,44 @@ def first_nonfinite(x) -> tuple[int, ...] | None:
     if not bad.any():
         return None
     return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+class BoxTruncationWarning(UserWarning):
+    """The box cuts off a significant part of the Gibbs density (an integral or a spectrum on the
+    box then differs from the one on the whole space)."""
+
+
+#: Gibbs mass fraction near the box faces above which a box is said to cut the density off
+BOUNDARY_MASS_WARN = 1e-4
+#: width of that boundary shell, as a fraction of the box width per axis (at least one cell)
+BOUNDARY_SHELL = 0.01
+
+
+def boundary_mass_fraction(axes, log_w) -> float:
+    """Fraction of ``sum exp(log_w)`` over a uniform tensor grid with coordinate ``axes`` that lies
+    in the shell within ``BOUNDARY_SHELL`` of the box width (at least one node) of any face."""
+    lw = np.asarray(log_w, dtype=np.float64)
+    w = np.exp(lw - lw.max())
+    shell = np.zeros(w.shape, dtype=bool)
+    for k, ax in enumerate(axes):
+        n = len(ax)
+        m = max(1, int(math.ceil(BOUNDARY_SHELL * n)))
+        idx = [slice(None)] * w.ndim
+        idx[k] = slice(0, m)
+        shell[tuple(idx)] = True
+        idx[k] = slice(n - m, n)
+        shell[tuple(idx)] = True
+    return float(w[shell].sum() / w.sum())
+
+
+def warn_box_truncation(fraction: float, box, consequence: str, stacklevel: int = 3) -> None:
+    """:class:`BoxTruncationWarning` when ``fraction`` (from :func:`boundary_mass_fraction`)
+    exceeds ``BOUNDARY_MASS_WARN``; ``consequence`` says what the truncation biases."""
+    import warnings
+
+    if fraction > BOUNDARY_MASS_WARN:
+        warnings.warn(
+            f"the box {[(float(a), float(b)) for a, b in box]} cuts off significant Gibbs mass: a fraction "
+            f"{fraction:.3g} of exp(-mu L/D) lies within {BOUNDARY_SHELL:g} of the box width of its faces "
+            f"(> {BOUNDARY_MASS_WARN:g}): {consequence}; enlarge the box",
+            BoxTruncationWarning, stacklevel=stacklevel)

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import NonFiniteError, check_positive, check_real
+from .._validation import BoxTruncationWarning, NonFiniteError, check_positive, check_real
 from ..landscapes import Landscape, get_landscape
 from . import functionals as _fn
 from .compare import compare_ensemble
@@ -39,10 +39,6 @@ __all__ = ["FokkerPlanck", "GridResolutionWarning", "BoxTruncationWarning"]
 
 class GridResolutionWarning(UserWarning):
     """The grid barely resolves the Gibbs density (large ``|mu ΔL|/D`` between neighbours)."""
-
-
-class BoxTruncationWarning(UserWarning):
-    """The box cuts off a significant part of the Gibbs density."""
 
 
 #: neighbouring-cell jumps of ``U = mu L / D`` (where the Gibbs density has mass) above

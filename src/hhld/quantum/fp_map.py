@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .._validation import check_int, check_positive
+from .._validation import boundary_mass_fraction, check_int, check_positive, warn_box_truncation
 from .grid import Grid
 from .schrodinger import potential_on_grid
 
@@ -75,6 +75,16 @@ def _landscape_values(grid: Grid, L) -> np.ndarray:
     return potential_on_grid(grid, L)
 
 
+def _check_box(grid: Grid, Lv: np.ndarray, D: float) -> None:
+    """:class:`hhld._validation.BoxTruncationWarning` when the grid's box cuts off Gibbs mass
+    ``exp(-L/D)``: the operators here have no-flux walls on the box, so their spectrum is then
+    that of the truncated problem (e.g. the OU process at D = 2 on [-3, 3]: 0, 1.19, 3.00, 5.78
+    instead of 0, 1, 2, 3)."""
+    warn_box_truncation(boundary_mass_fraction(grid.axes(), -np.asarray(Lv).reshape(grid.shape) / D),
+                        grid.box, "the spectra and evolutions on this box (no-flux walls) are those of the truncated "
+                        "problem, not of the whole space", stacklevel=4)
+
+
 def gibbs_density(grid: Grid, L, D: float) -> np.ndarray:
     """``rho* = exp(-L/D) / Z`` on the grid (normalised so that ``sum rho dV = 1``)."""
     D = check_positive("D", D)
@@ -88,6 +98,7 @@ def fp_generator(grid: Grid, L, D: float) -> sp.csr_matrix:
     symmetric (square-root) finite volumes; columns sum to zero (mass conservation)."""
     D = check_positive("D", D)
     Lv = _landscape_values(grid, L).ravel()
+    _check_box(grid, Lv, D)
     rows, cols, vals = [], [], []
     diag = np.zeros(grid.size)
     for a, b, dx in _shift_pairs(grid):
@@ -130,6 +141,7 @@ def mapped_potential_discrete(grid: Grid, L, D: float) -> np.ndarray:
     """``V_h`` (module doc): the exact image of the discrete FP generator."""
     D = check_positive("D", D)
     Lv = _landscape_values(grid, L).ravel()
+    _check_box(grid, Lv, D)
     V = np.zeros(grid.size)
     for a, b, dx in _shift_pairs(grid):
         c = D / (dx * dx)
