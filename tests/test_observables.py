@@ -82,3 +82,21 @@ def test_log_partition_double_well():
     assert np.isfinite(log_partition(lw, 0.1))
     with pytest.raises(ValueError, match="d <= 3"):
         log_partition(Quadratic(np.ones(4)), 1.0)
+
+
+def test_log_partition_warns_when_the_box_cuts_gibbs_mass():
+    import warnings
+
+    from hhld._validation import BoxTruncationWarning
+    from hhld.observables import kl_to_gibbs, log_partition
+
+    # Quadratic's box [-3, 3] at D = 1 misses 0.27% of Z (log Z short by 0.0027)
+    with pytest.warns(BoxTruncationWarning, match=r"box \[\(-3.0, 3.0\)\].*log Z"):
+        lz = log_partition(Quadratic([1.0]), 1.0)
+    assert 0.5 * math.log(2 * math.pi) - lz == pytest.approx(0.0027, abs=3e-4)
+    with pytest.warns(BoxTruncationWarning):
+        kl_to_gibbs(np.random.default_rng(0).normal(size=(500, 1)), Quadratic([1.0]), 1.0)
+    with warnings.catch_warnings():  # a box that holds the density: silent and exact
+        warnings.simplefilter("error")
+        lz = log_partition(Quadratic([1.0]), 1.0, box=[(-9, 9)])
+    assert lz == pytest.approx(0.5 * math.log(2 * math.pi), abs=1e-9)

@@ -58,3 +58,19 @@ def test_fp_evolution_equals_imaginary_time_schrodinger():
     b = fp_map.evolve_fp_via_schrodinger(g, rho0, L, D, [0.3, 3.0])
     assert np.max(np.abs(a - b)) < 1e-9 * a.max()
     assert np.allclose(a.sum(axis=1) * g.dV, 1.0, atol=1e-12)
+
+
+def test_truncating_box_warns_and_a_wide_box_gives_the_ou_spectrum():
+    import warnings
+
+    from hhld._validation import BoxTruncationWarning
+    from hhld.landscapes import Quadratic
+
+    # OU at D = 2 on [-3, 3]: 0, 1.19, 3.00, 5.78 instead of 0, 1, 2, 3 (no-flux walls cut the density)
+    with pytest.warns(BoxTruncationWarning, match="truncated problem"):
+        cmp_ = fp_map.compare_spectra(make_grid(128, [(-3, 3)]), Quadratic([1.0]), 2.0, k=4)
+    assert cmp_.fp[1] > 1.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cmp_ = fp_map.compare_spectra(make_grid(256, [(-12, 12)]), Quadratic([1.0]), 2.0, k=4)
+    np.testing.assert_allclose(cmp_.fp, [0, 1, 2, 3], atol=5e-3)
