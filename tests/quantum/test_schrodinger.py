@@ -48,3 +48,37 @@ def test_double_well_tunneling_period():
     assert abs(pop[20] - 1.0) < 0.03  # half a period later the packet is in the right well
     assert np.max(np.abs(pop - out["predicted"])) < 0.03
     assert np.max(np.abs(out["norms"] - 1)) < 1e-11
+
+
+def test_zero_steps_leave_the_state_unchanged():
+    g = make_grid(64, [(-3, 3)])
+    psi = g.gaussian_packet(0.3, 0.4)
+    out = SplitStepSolver(g, double_well_1d(), dt=1e-2).step(psi, 0)
+    np.testing.assert_array_equal(out, psi)
+    assert out is not psi
+
+
+def test_imaginary_time_with_a_huge_dtau_warns_and_the_default_is_accurate():
+    import warnings
+
+    from hhld.quantum import eigenstates
+    from hhld.quantum.schrodinger import ConvergenceWarning, imaginary_time_ground_state
+
+    g = make_grid(256, [(-3, 3)])
+    L = double_well_1d()
+    exact = eigenstates(g, L, k=1, order=4)[0][0]
+    with pytest.warns(ConvergenceWarning, match=r"inaccurate.*reduce dtau=1000"):
+        _, E = imaginary_time_ground_state(g, L, dtau=1e3)
+    assert abs(E - exact) > 1.0  # the negative control: the number really is wrong
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, E = imaginary_time_ground_state(g, L)
+    assert abs(E - exact) < 1e-6
+
+
+def test_imaginary_time_not_converged_warns():
+    from hhld.quantum.schrodinger import ConvergenceWarning, imaginary_time_ground_state
+
+    g = make_grid(64, [(-3, 3)])
+    with pytest.warns(ConvergenceWarning, match="did not converge in max_steps=3"):
+        imaginary_time_ground_state(g, double_well_1d(), max_steps=3, psi0=g.gaussian_packet(1.0, 0.3))

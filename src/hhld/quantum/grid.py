@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .._validation import check_int
+from .._validation import check_int, check_positive
 
 __all__ = ["Grid", "make_grid"]
 
@@ -30,7 +30,7 @@ class Grid:
     box: tuple[tuple[float, float], ...]
 
     def __post_init__(self):
-        shape = tuple(int(n) for n in self.shape)
+        shape = tuple(check_int(f"shape[{k}]", n, minimum=4) for k, n in enumerate(self.shape))
         box = tuple((float(lo), float(hi)) for lo, hi in self.box)
         if not 1 <= len(shape) <= 3:
             raise ValueError(f"grids have 1, 2 or 3 dimensions, got shape={shape}")
@@ -114,7 +114,13 @@ class Grid:
         return float(np.sqrt(np.sum(np.abs(psi) ** 2) * self.dV))
 
     def normalize(self, psi):
-        return psi / self.norm(psi)
+        """``psi / norm(psi)``; raises for a state that is zero or non-finite on the grid."""
+        n = self.norm(psi)
+        if not (np.isfinite(n) and n > 0):
+            raise ValueError(f"cannot normalise a wave function of norm {n!r} on the grid {list(self.box)}"
+                             + (" (it has non-finite values)" if not np.isfinite(n) else
+                                " (it is zero everywhere on the grid)"))
+        return psi / n
 
     def inner(self, phi, psi) -> complex:
         """``<phi|psi> = sum conj(phi) psi dV``."""
@@ -127,24 +133,50 @@ class Grid:
     def gaussian_packet(self, center, width, momentum=None, hbar: float = 1.0, dtype=np.complex128):
         """A normalised Gaussian ``exp(-|x-c|^2/(4 w^2) + i p.x/hbar)``: ``width`` is the
         position standard deviation ``Delta x`` per axis, ``momentum`` the mean momentum."""
-        c = np.broadcast_to(np.asarray(center, dtype=np.float64), (self.dim,))
-        w = np.broadcast_to(np.asarray(width, dtype=np.float64), (self.dim,))
-        p = np.zeros(self.dim) if momentum is None else np.broadcast_to(np.asarray(momentum, dtype=np.float64), (self.dim,))
+        c = _vector("center", center, self.dim)
+        w = _vector("width", width, self.dim)
+        p = np.zeros(self.dim) if momentum is None else _vector("momentum", momentum, self.dim)
+        hbar = check_positive("hbar", hbar)
         if np.any(w <= 0):
             raise ValueError(f"width must be > 0, got {width!r}")
+        lo, hi = np.array([b[0] for b in self.box]), np.array([b[1] for b in self.box])
+        if np.any(c < lo) or np.any(c > hi):
+            raise ValueError(f"the packet's center={c.tolist()} lies outside the grid box "
+                             f"{[list(b) for b in self.box]}; put it inside the box")
         expo = np.zeros(self.shape, dtype=np.complex128)
         for xk, ck, wk, pk in zip(self.mesh(), c, w, p):
             expo += -((xk - ck) ** 2) / (4.0 * wk * wk) + 1j * pk * xk / hbar
-        psi = np.exp(expo).astype(dtype)
+        # shift the real part so that the largest entry is exp(0): no underflow to an all-zero state
+        top = float(expo.real.max())
+        if top < -700.0:  # narrower than the node spacing: no node carries any weight
+            raise ValueError(
+                f"the Gaussian packet at center={c.tolist()} with width={w.tolist()} is far narrower than the grid "
+                f"spacing {self.dx.tolist()}: its density is below exp(-1400) at every node; widen the packet or "
+                f"use more points")
+        psi = np.exp(expo - top).astype(dtype)
         return self.normalize(psi)
 
 
+def _vector(name: str, value, dim: int) -> np.ndarray:
+    """A finite float vector of ``dim`` entries (a scalar is repeated)."""
+    try:
+        v = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number or {dim} numbers, got {value!r}") from exc
+    if v.ndim > 1 or (v.ndim == 1 and v.size not in (1, dim)):
+        raise ValueError(f"{name} must be a number or {dim} numbers, got {value!r}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return np.broadcast_to(v.reshape(-1) if v.ndim else v, (dim,)).copy()
+
+
 def make_grid(n: int | Sequence[int], box: Sequence[tuple[float, float]]) -> Grid:
-    """``Grid`` with ``n`` points per axis (an int for all axes, or one per axis)."""
+    """``Grid`` with ``n`` points per axis (an int for all axes, or one int per axis)."""
     box = [tuple(b) for b in box]
-    if isinstance(n, (int, np.integer)):
-        check_int("n", n, minimum=4)
-        shape = (int(n),) * len(box)
+    if isinstance(n, (int, np.integer)) or np.ndim(n) == 0:
+        shape = (check_int("n", n, minimum=4),) * len(box)
     else:
-        shape = tuple(int(v) for v in n)
+        shape = tuple(check_int(f"n[{k}]", v, minimum=4) for k, v in enumerate(n))
+    if len(shape) != len(box):
+        raise ValueError(f"n has {len(shape)} entries but box has {len(box)} axes")
     return Grid(shape, tuple(box))
