@@ -13,7 +13,7 @@ from ._backend import torch_generator
 from ._validation import NonFiniteError
 from .dynamics import Simulation, simulate
 from .landscapes import Landscape, NumpyLandscape, TorchLandscape, get_landscape
-from .seed import HeisenbergLearning
+from .documents_api import HeisenbergLearning
 
 __all__ = [
     "__version__",

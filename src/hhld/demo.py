@@ -18,7 +18,7 @@ from . import theory
 from .dynamics import MomentsObserver, Simulation, TransitionObserver
 from .landscapes import anisotropic_quadratic, double_well_2d
 from .observables import uncertainty_product
-from .seed import HeisenbergLearning
+from .documents_api import HeisenbergLearning
 
 __all__ = ["example_1", "example_2", "example_3", "example_4", "run_demo", "EXAMPLES"]
 
@@ -27,7 +27,8 @@ __all__ = ["example_1", "example_2", "example_3", "example_4", "run_demo", "EXAM
 def example_1(rng: np.random.Generator) -> dict:
     """Double-well potential (the documents' "grokking analog"): eta=0.1, D=0.05, start
     (0.5, 0.5), 500 steps of dt=0.01."""
-    hl = HeisenbergLearning(double_well_2d(), None, dim=2, eta=0.1, D=0.05, lam=0.001, rng=rng)
+    hl = HeisenbergLearning(double_well_2d(), None, dim=2, eta=0.1, D=0.05, lam=0.001, rng=rng,
+                            verbose=False)
     res = hl.train(np.array([0.5, 0.5]), n_steps=500, dt=0.01)
     return {"hbar": hl.hbar, "results": res}
 
@@ -74,7 +75,8 @@ def plot_example_1(r: dict):
 def example_2(rng: np.random.Generator, dim: int = 50) -> dict:
     """High-dimensional quadratic ``0.5 sum lam_i th_i^2`` (lam = linspace(0.1, 10, d)),
     eta=0.05, D=0.001, start ``2 * N(0, I)``, 1000 steps of dt=0.01."""
-    hl = HeisenbergLearning(anisotropic_quadratic(dim), None, dim=dim, eta=0.05, D=0.001, lam=0.0001, rng=rng)
+    hl = HeisenbergLearning(anisotropic_quadratic(dim), None, dim=dim, eta=0.05, D=0.001, lam=0.0001, rng=rng,
+                            verbose=False)
     theta0 = rng.standard_normal(dim) * 2.0
     initial_loss = float(hl.loss_fn(theta0))
     res = hl.train(theta0, n_steps=1000, dt=0.01)
