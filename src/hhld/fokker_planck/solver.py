@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from .._validation import BoxTruncationWarning, NonFiniteError, check_positive, check_real
 from ..landscapes import Landscape, get_landscape
+from . import averages as _avg
 from . import functionals as _fn
 from .compare import compare_ensemble
 from .evolve import evolve_generator
@@ -287,6 +288,19 @@ class FokkerPlanck:
         ref = self.gibbs() if ref is None else ref
         return float(np.abs(np.asarray(rho, np.float64) - np.asarray(ref, np.float64)).sum()
                      * self.grid.cell_volume)
+
+    def expectation(self, f, rho: np.ndarray | None = None):
+        """``E[f]`` under the Gibbs density (or ``rho``); ``f`` a function of the cell centres
+        ``(n, d) -> (n,)`` / ``(n, k)`` or values on the grid (:mod:`hhld.fokker_planck.averages`)."""
+        return _avg.expectation(self, f, rho)
+
+    def variance(self, f, rho: np.ndarray | None = None):
+        """``Var[f]`` under the Gibbs density (or ``rho``)."""
+        return _avg.variance(self, f, rho)
+
+    def covariance(self, f, g, rho: np.ndarray | None = None):
+        """``Cov[f, g]`` under the Gibbs density (or ``rho``), e.g. Stein's ``Cov(θ_i, ∂_iL) = D/μ``."""
+        return _avg.covariance(self, f, g, rho)
 
     def compare_ensemble(self, samples, rho: np.ndarray):
         """Histogram of a Langevin ensemble ``(N, d)`` vs ``rho``
