@@ -5,12 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+import hhld
 from hhld.landscapes import Quadratic, double_well_2d
 from hhld.observables import (
     RegimeThresholds,
     classify_regime,
     consolidation_ratio,
     consolidation_ratio_sgd,
+    fit_decay_rate,
+    get_consolidation_metrics,
     entropy_histogram,
     entropy_knn,
     free_energy,
@@ -100,3 +103,49 @@ def test_log_partition_warns_when_the_box_cuts_gibbs_mass():
         warnings.simplefilter("error")
         lz = log_partition(Quadratic([1.0]), 1.0, box=[(-9, 9)])
     assert lz == pytest.approx(0.5 * math.log(2 * math.pi), abs=1e-9)
+
+
+def test_documents_get_consolidation_metrics_every_gradient_form():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    model(torch.ones(4, 3)).pow(2).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    want = float((flat.double() ** 2).sum()) / (0.05 / 16)  # the documents' sum(g**2) / (lr / B)
+    assert get_consolidation_metrics(opt, grads, 16) == pytest.approx(want, rel=1e-12)
+    assert get_consolidation_metrics(opt, flat, 16) == pytest.approx(want, rel=1e-6)
+    assert get_consolidation_metrics(opt, flat.numpy(), 16) == pytest.approx(want, rel=1e-6)
+    assert get_consolidation_metrics(opt, grads + [None], 16) == pytest.approx(want, rel=1e-12)
+    assert hhld.get_consolidation_metrics is get_consolidation_metrics
+    # the same number as the observable on the squared norm
+    assert consolidation_ratio_sgd(float((flat.double() ** 2).sum()), 0.05, 16) == pytest.approx(want, rel=1e-12)
+
+
+def test_squared_norm_observable_refuses_a_vector_and_bad_gradients():
+    g = np.ones(385)
+    with pytest.raises(ValueError, match=r"expects the squared norm .*shape \(385,\).*get_consolidation_metrics"):
+        consolidation_ratio_sgd(g, lr=0.1, batch_size=8)
+    with pytest.raises(ValueError, match="grad_sq_norm must be >= 0"):
+        consolidation_ratio_sgd(-1.0, lr=0.1, batch_size=8)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    with pytest.raises(hhld.NonFiniteError, match="non-finite"):
+        get_consolidation_metrics(opt, np.array([np.nan, 1.0]), 8)
+    with pytest.raises(ValueError, match="empty list"):
+        get_consolidation_metrics(opt, [None], 8)
+    with pytest.raises(TypeError, match="param_groups"):
+        get_consolidation_metrics(object(), g, 8)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        get_consolidation_metrics(opt, g, 0)
+
+
+def test_fit_decay_rate_late_window():
+    t = np.linspace(0, 10, 101)
+    y = np.exp(-3 * t) + 5.0 * np.exp(-8 * t)  # the fast mode is gone in the late half
+    fit = fit_decay_rate(t, y)
+    assert fit.rate == pytest.approx(3.0, rel=1e-6) and fit.t_range[0] >= 4.0
+    assert fit_decay_rate(t, y, late_fraction=0.0).rate > 3.05  # negative control: the early part biases it
+    noisy = np.exp(-2 * t) * np.exp(np.random.default_rng(0).normal(0, 0.01, t.size))
+    f2 = fit_decay_rate(t, noisy)
+    assert abs(f2.rate - 2.0) < 4 * f2.stderr
+    with pytest.raises(ValueError, match="needs 3 points"):
+        fit_decay_rate(t, np.exp(-50 * t))

@@ -13,6 +13,7 @@ from ._backend import torch_generator
 from ._validation import NonFiniteError
 from .dynamics import Simulation, simulate
 from .landscapes import Landscape, NumpyLandscape, TorchLandscape, get_landscape
+from .observables import get_consolidation_metrics
 from .documents_api import HeisenbergLearning
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Simulation",
     "simulate",
     "HeisenbergLearning",
+    "get_consolidation_metrics",
     "torch_generator",
     "NonFiniteError",
 ]

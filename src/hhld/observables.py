@@ -2,7 +2,8 @@
 
 * :func:`consolidation_ratio` -- the documents' ``C = ||grad L||^2 / (D d)``.
 * :func:`consolidation_ratio_sgd` -- the documents' ``get_consolidation_metrics`` form
-  ``C = ||g||^2 / (lr / B)``.
+  ``C = ||g||^2 / (lr / B)`` on a squared norm, and :func:`get_consolidation_metrics`, the
+  documents' function under its own name and signature (section 19, "How to Use This Today").
 * :func:`classify_regime` -- the documents' regime table (quantum ``C < 1``,
   transition ``C ~ 0.5``, classical ``C > 5``), thresholds configurable.
 * :func:`uncertainty_product` -- ``Delta theta_i * Delta d_iL`` per coordinate and in total.
@@ -11,6 +12,8 @@
 * :func:`kl_to_gibbs` -- ``KL(rho || rho*)`` with ``rho* ~ exp(-mu L / D)``.
 * :func:`energy`, :func:`free_energy` -- ``E[L]`` and ``F = E[L] - (D/mu) S`` (the documents'
   ``F = E[L] - D S`` for ``mu = 1``).
+* :func:`fit_decay_rate` -- the asymptotic rate of an exponential decay (e.g. ``KL(rho_t || rho*)``)
+  fitted on the late part of a curve, as the validation suite measures Theorem 3.
 
 All functions take numpy arrays or torch tensors (converted to numpy float64 for the
 estimators that need sorting / neighbour search).
@@ -29,6 +32,9 @@ from ._validation import (NonFiniteError, boundary_mass_fraction, check_int, che
 __all__ = [
     "consolidation_ratio",
     "consolidation_ratio_sgd",
+    "get_consolidation_metrics",
+    "DecayFit",
+    "fit_decay_rate",
     "RegimeThresholds",
     "classify_regime",
     "REGIMES",
@@ -68,12 +74,61 @@ def consolidation_ratio(grad_or_sq_norm, D, dim: int | None = None):
 def consolidation_ratio_sgd(grad_sq_norm, lr, batch_size):
     """The documents' ``get_consolidation_metrics`` form: ``C = ||g||^2 / (lr / B)``.
 
-    ``lr / B`` is what the documents call ``hbar^2`` (the "noise floor"); the dimension
-    is deliberately not divided out, as in the documents.
+    ``grad_sq_norm`` is the squared norm ``||g||^2`` (a real scalar >= 0, or a 0-d array / tensor);
+    a gradient vector is refused (pass ``np.sum(g**2)``, or call :func:`get_consolidation_metrics`
+    with the gradient). ``lr / B`` is what the documents call ``hbar^2`` (the "noise floor"); the
+    dimension is deliberately not divided out, as in the documents.
     """
     lr = check_positive("lr", lr)
     b = check_int("batch_size", batch_size, minimum=1)
-    return grad_sq_norm / (lr / b)
+    if np.ndim(to_numpy(grad_sq_norm) if is_torch(grad_sq_norm) else grad_sq_norm) != 0:
+        shape = tuple(getattr(grad_sq_norm, "shape", (len(grad_sq_norm),)))
+        raise ValueError(
+            f"consolidation_ratio_sgd expects the squared norm ||g||^2 (a scalar), got an array of shape {shape}; "
+            "pass np.sum(g**2), or call get_consolidation_metrics(optimizer, g, batch_size) with the gradient")
+    sq = check_nonnegative("grad_sq_norm", grad_sq_norm)
+    return sq / (lr / b)
+
+
+def _sum_of_squares(loss_grads) -> float:
+    """``sum(g**2)`` over a tensor, an array, or a list of per-parameter gradients, in float64."""
+    if isinstance(loss_grads, (list, tuple)):
+        parts = [g for g in loss_grads if g is not None]
+        if not parts:
+            raise ValueError("loss_grads is an empty list (no parameter has a gradient)")
+        return float(sum(_sum_of_squares(g) for g in parts))
+    if is_torch(loss_grads):
+        return float((loss_grads.detach().double() ** 2).sum())
+    try:
+        arr = np.asarray(loss_grads, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"loss_grads must be a tensor, an array or a list of per-parameter gradients, got "
+                        f"{type(loss_grads).__name__}") from exc
+    return float(np.sum(arr ** 2))
+
+
+def get_consolidation_metrics(optimizer, loss_grads, batch_size) -> float:
+    """The documents' ``get_consolidation_metrics(optimizer, loss_grads, batch_size)`` (section 19,
+    "How to Use This Today") -- **the documents' form**: ``C = sum(loss_grads**2) / (lr / B)``
+    with ``lr = optimizer.param_groups[0]['lr']`` and ``B = batch_size``.
+
+    ``loss_grads``: the gradient as a tensor or an array (any shape), or a list of per-parameter
+    gradients (``[p.grad for p in model.parameters()]``; ``None`` entries are skipped), summed in
+    float64. The documents' reading: ``C << 1`` pure random walk, ``C ~ 1`` "critical" (where
+    grokking often begins), ``C >> 1`` deterministic descent. Same number as
+    :func:`consolidation_ratio_sgd` on ``sum(g**2)``. A non-finite sum raises
+    :class:`hhld.NonFiniteError`.
+    """
+    try:
+        lr = optimizer.param_groups[0]["lr"]
+    except (AttributeError, IndexError, KeyError, TypeError) as exc:
+        raise TypeError(f"optimizer must have param_groups[0]['lr'] (a torch optimizer), got "
+                        f"{type(optimizer).__name__}") from exc
+    sq = _sum_of_squares(loss_grads)
+    if not np.isfinite(sq):
+        raise NonFiniteError(f"get_consolidation_metrics: sum(loss_grads**2) = {sq} (non-finite gradients)",
+                             quantity="consolidation")
+    return float(consolidation_ratio_sgd(sq, lr, batch_size))
 
 
 REGIMES = ("quantum", "transition", "intermediate", "classical")
@@ -284,3 +339,47 @@ def free_energy(samples, landscape, D, mu: float = 1.0, *, entropy: str = "knn",
     x = to_numpy(samples).astype(np.float64)
     S = entropy_knn(x, **entropy_kwargs) if entropy == "knn" else entropy_histogram(x, **entropy_kwargs)
     return energy(x, landscape) - (D / mu) * S
+
+
+# ------------------------------------------------------------------ decay fits
+@dataclass(frozen=True)
+class DecayFit:
+    """``rate`` of ``y ~ A exp(-rate t)`` fitted on the late part of a curve, its standard error
+    ``stderr`` (least squares on ``log y``), the number of points used ``n`` and the fit window
+    ``t_range``."""
+
+    rate: float
+    stderr: float
+    n: int
+    t_range: tuple
+
+
+def fit_decay_rate(times, values, *, late_fraction: float = 0.4, floor: float = 1e-11,
+                   reference: float | None = None) -> DecayFit:
+    """The asymptotic decay rate ``-d log y/dt`` of a decaying positive curve (``KL(rho_t||rho*)``,
+    a density's distance to equilibrium ...), fitted by least squares of ``log y`` on ``t`` over the
+    late part ``t >= late_fraction * max(t)`` where ``y > floor * reference`` (``reference``
+    default: ``max(y)``; points below it are round-off). This is the validation suite's fit of
+    Theorem 3 (``convergence``). Needs 3 points in the window, else a ``ValueError`` saying what
+    is missing."""
+    t = np.asarray(to_numpy(times), dtype=np.float64).ravel()
+    y = np.asarray(to_numpy(values), dtype=np.float64).ravel()
+    if t.shape != y.shape:
+        raise ValueError(f"times and values must have the same length, got {t.size} and {y.size}")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(y))):
+        raise ValueError("times and values must be finite")
+    if not 0 <= late_fraction < 1:
+        raise ValueError(f"late_fraction must be in [0, 1), got {late_fraction!r}")
+    ref = float(np.max(y)) if reference is None else check_positive("reference", reference)
+    m = (y > floor * ref) & (t >= late_fraction * t.max())
+    if m.sum() < 3:
+        raise ValueError(f"fit_decay_rate needs 3 points with t >= {late_fraction} t_max and y above "
+                         f"{floor:g} x {ref:.3g}, got {int(m.sum())}")
+    tt, ly = t[m], np.log(y[m])
+    A = np.vstack([np.ones_like(tt), tt]).T
+    coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
+    resid = ly - A @ coef
+    dof = max(tt.size - 2, 1)
+    sxx = float(np.sum((tt - tt.mean()) ** 2))
+    se = float(np.sqrt(np.sum(resid ** 2) / dof / sxx)) if tt.size > 2 and sxx > 0 else float("nan")
+    return DecayFit(rate=float(-coef[1]), stderr=se, n=int(tt.size), t_range=(float(tt.min()), float(tt.max())))
