@@ -9,6 +9,7 @@ from hhld.landscapes import (
     MullerBrown,
     NumpyLandscape,
     Quadratic,
+    QuadraticQuartic,
     Rosenbrock,
     TiltedDoubleWell,
     TorchLandscape,
@@ -20,7 +21,8 @@ from hhld.landscapes import (
 
 BUILTINS = [double_well_1d(), double_well_2d(), DoubleWell(dim=5, barrier=2.0, transverse=0.5),
             TiltedDoubleWell(dim=2, tilt=0.3), Quadratic(np.array([[2.0, 0.5], [0.5, 1.0]])),
-            anisotropic_quadratic(6), Rosenbrock(3), MullerBrown(scale=0.01)]
+            anisotropic_quadratic(6), Rosenbrock(3), MullerBrown(scale=0.01),
+            QuadraticQuartic(dim=3, kappa=0.7, q=1.3)]
 
 
 def _fd_grad(L, x, h=1e-6):
@@ -121,3 +123,14 @@ def test_registry_builds_every_landscape():
         kw = {"A": np.eye(2)} if name == "quadratic" else {}
         L = get_landscape(name, **kw)
         assert np.isfinite(L.value(np.zeros(L.dim)))
+
+
+def test_quadratic_quartic_values_and_bad_parameters():
+    q = QuadraticQuartic(dim=1, kappa=2.0, q=3.0)
+    assert q.value(np.array([0.5])) == pytest.approx(0.5 * 2 * 0.25 + 0.25 * 3 * 0.0625)
+    assert q.minima()[0].tolist() == [0.0] and np.linalg.norm(q.grad(q.minima()[0])) == 0
+    assert np.all(q.laplacian(np.linspace(-2, 2, 9)[:, None]) >= 2.0)  # kappa-convex
+    with pytest.raises(ValueError, match="q must be finite and >= 0"):
+        QuadraticQuartic(q=-1.0)
+    with pytest.raises(ValueError, match="kappa and q cannot both be 0"):
+        QuadraticQuartic(kappa=0.0, q=0.0)

@@ -12,7 +12,8 @@ Built-ins
 * :func:`double_well_1d` -- ``(th^2 - 1)^2``.
 * :class:`DoubleWell` -- the family behind both double wells, any dimension,
   with a barrier height and a transverse stiffness.
-* :class:`TiltedDoubleWell`, :class:`Quadratic` (``0.5 th^T A th``),
+* :class:`TiltedDoubleWell`, :class:`Quadratic` (``0.5 th^T A th``), :class:`QuadraticQuartic`
+  (``kappa th^2/2 + q th^4/4`` per coordinate),
   :class:`Rosenbrock`, :class:`MullerBrown`.
 
 User landscapes
@@ -37,6 +38,7 @@ __all__ = [
     "DoubleWell",
     "TiltedDoubleWell",
     "Quadratic",
+    "QuadraticQuartic",
     "Rosenbrock",
     "MullerBrown",
     "NumpyLandscape",
@@ -540,6 +542,43 @@ def anisotropic_quadratic(dim: int = 50, lam_min: float = 0.1, lam_max: float = 
     return q
 
 
+class QuadraticQuartic(Landscape):
+    """``L = sum_i (kappa/2) th_i^2 + (q/4) th_i^4``: a convex, non-quadratic well (kappa-convex for
+    ``kappa > 0, q >= 0``; the convergence experiment's landscape for Theorem 3), any dimension,
+    minimum at 0. Closed-form Hessian (diagonal ``kappa + 3 q th_i^2``) and Laplacian."""
+
+    name = "quadratic_quartic"
+
+    def __init__(self, dim: int = 1, kappa: float = 1.0, q: float = 1.0, box=None):
+        super().__init__(dim, box=box or [(-3.0, 3.0)] * dim)
+        if not np.isfinite(kappa) or kappa < 0:
+            raise ValueError(f"kappa must be finite and >= 0, got kappa={kappa!r}")
+        if not np.isfinite(q) or q < 0:
+            raise ValueError(f"q must be finite and >= 0, got q={q!r}")
+        if kappa == 0 and q == 0:
+            raise ValueError("kappa and q cannot both be 0 (a flat landscape has no Gibbs density)")
+        self.kappa, self.q = float(kappa), float(q)
+
+    def _value(self, th):
+        y = th * th
+        return (0.5 * self.kappa * y + 0.25 * self.q * y * y).sum(-1)
+
+    def _grad(self, th):
+        return self.kappa * th + self.q * th * th * th
+
+    def _hvp(self, th, v):
+        return (self.kappa + 3.0 * self.q * th * th) * v
+
+    def _laplacian(self, th):
+        return (self.kappa + 3.0 * self.q * th * th).sum(-1)
+
+    def minima(self):
+        return [np.zeros(self.dim)]
+
+    def __repr__(self):
+        return f"QuadraticQuartic(dim={self.dim}, kappa={self.kappa}, q={self.q})"
+
+
 class Rosenbrock(Landscape):
     """``L = sum_i b (th_{i+1} - th_i^2)^2 + (a - th_i)^2`` (d >= 2), minimum at ``(a, a^2, ...)``."""
 
@@ -807,6 +846,7 @@ LANDSCAPES: dict[str, Callable[..., Landscape]] = {
     "tilted_double_well": TiltedDoubleWell,
     "anisotropic_quadratic": anisotropic_quadratic,
     "quadratic": Quadratic,
+    "quadratic_quartic": QuadraticQuartic,
     "rosenbrock": Rosenbrock,
     "muller_brown": MullerBrown,
 }
