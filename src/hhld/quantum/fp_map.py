@@ -38,7 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .._validation import boundary_mass_fraction, check_int, check_positive, warn_box_truncation
+from .._validation import boundary_mass_fraction, check_choice, check_int, check_positive, warn_box_truncation
+from .eigen import laplacian_matrix
 from .grid import Grid
 from .schrodinger import potential_on_grid
 
@@ -158,16 +159,23 @@ def mapped_potential_continuum(grid: Grid, landscape, D: float) -> np.ndarray:
     return (g * g).sum(0) / (4 * D) - 0.5 * grid.evaluate_laplacian(landscape)
 
 
-def mapped_hamiltonian(grid: Grid, L, D: float, *, potential: str = "discrete") -> sp.csr_matrix:
-    """``H = -D lap_h + diag(V)`` with ``V`` the exact discrete image (``"discrete"``) or the
-    continuum formula (``"continuum"``, needs a Landscape)."""
+def mapped_hamiltonian(grid: Grid, L, D: float, *, potential: str = "discrete", order: int = 2) -> sp.csr_matrix:
+    """``H = -D lap_h + diag(V)`` with ``V`` the exact discrete image (``"discrete"``: the Neumann
+    3-point Laplacian, the exact similarity image of the generator) or the continuum formula
+    (``"continuum"``, needs a Landscape; ``order`` 2: the Neumann 3-point Laplacian, ``O(dx^2)``;
+    4: the 5-point Laplacian with ``psi = 0`` outside the box, ``O(dx^4)``, for boxes on which
+    ``sqrt(rho*)`` has decayed)."""
+    check_choice("order", order, (2, 4))
     if potential == "discrete":
+        if order != 2:
+            raise ValueError("the discrete image is exact with the 3-point Laplacian only: order must be 2")
         V = mapped_potential_discrete(grid, L, D)
     elif potential == "continuum":
         V = mapped_potential_continuum(grid, L, D)
     else:
         raise ValueError(f"potential must be 'discrete' or 'continuum', got {potential!r}")
-    return (-D * neumann_laplacian(grid) + sp.diags(V.ravel())).tocsr()
+    lap = neumann_laplacian(grid) if order == 2 else laplacian_matrix(grid, "dirichlet", 4)
+    return (-D * lap + sp.diags(V.ravel())).tocsr()
 
 
 def _low_eigs_sym(H, k):
@@ -195,10 +203,11 @@ def fp_spectrum(grid: Grid, L, D: float, k: int = 6) -> np.ndarray:
     return w
 
 
-def schrodinger_spectrum(grid: Grid, L, D: float, k: int = 6, *, potential: str = "discrete"):
-    """``(E, psi)``: the ``k`` lowest eigenpairs of the mapped Hamiltonian; ``psi`` of shape
-    ``(k, *grid.shape)`` normalised as wave functions (``sum psi^2 dV = 1``), ground state positive."""
-    H = mapped_hamiltonian(grid, L, D, potential=potential)
+def schrodinger_spectrum(grid: Grid, L, D: float, k: int = 6, *, potential: str = "discrete", order: int = 2):
+    """``(E, psi)``: the ``k`` lowest eigenpairs of the mapped Hamiltonian (``order``: see
+    :func:`mapped_hamiltonian`); ``psi`` of shape ``(k, *grid.shape)`` normalised as wave functions
+    (``sum psi^2 dV = 1``), ground state positive."""
+    H = mapped_hamiltonian(grid, L, D, potential=potential, order=order)
     E, v = _low_eigs_sym(H, k)
     psi = v.T.reshape(k, *grid.shape) / np.sqrt(grid.dV)
     if psi[0].sum() < 0:
@@ -211,7 +220,7 @@ class SpectrumComparison:
     fp: np.ndarray               # relaxation rates from the FP generator (real parts)
     fp_max_imag: float           # largest |imag| of the FP eigenvalues (round-off)
     schrodinger: np.ndarray      # mapped H, discrete potential (exact image)
-    continuum: np.ndarray | None  # mapped H with the continuum potential (O(dx^2))
+    continuum: np.ndarray | None  # mapped H with the continuum potential (O(dx^4), or O(dx^2) with order 2)
     max_abs_diff: float          # |fp - schrodinger|_inf
     ground_state_error: float    # max |psi_0 - sqrt(rho*)| / max sqrt(rho*)
 
@@ -219,14 +228,16 @@ class SpectrumComparison:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
 
 
-def compare_spectra(grid: Grid, L, D: float, k: int = 6) -> SpectrumComparison:
+def compare_spectra(grid: Grid, L, D: float, k: int = 6, *, continuum_order: int = 4) -> SpectrumComparison:
     """Both spectra on the same grid (and the continuum-potential one when ``L`` is a
-    Landscape), plus the check that the ground state of ``H`` is ``sqrt(rho*)``."""
+    Landscape, with the ``continuum_order`` Laplacian: 4 by default, 2 for the 3-point one), plus
+    the check that the ground state of ``H`` is ``sqrt(rho*)``."""
+    check_choice("continuum_order", continuum_order, (2, 4))
     w = fp_spectrum(grid, L, D, k)
     E, psi = schrodinger_spectrum(grid, L, D, k)
     cont = None
     if hasattr(L, "grad") and hasattr(L, "laplacian"):
-        cont, _ = schrodinger_spectrum(grid, L, D, k, potential="continuum")
+        cont, _ = schrodinger_spectrum(grid, L, D, k, potential="continuum", order=continuum_order)
     s = np.sqrt(gibbs_density(grid, L, D))
     s = s / grid.norm(s)
     gs_err = float(np.max(np.abs(psi[0] - s)) / np.max(s))
