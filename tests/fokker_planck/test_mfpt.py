@@ -71,3 +71,45 @@ def test_bad_sets():
         mean_first_passage_time(fp, np.zeros(3, bool))
     with pytest.raises(ValueError, match="overlap"):
         committor(fp, lambda th: th[:, 0] < 0.1, lambda th: th[:, 0] > -0.1)
+
+
+def test_expected_transitions_against_a_simulated_chain():
+    """The labelled-chain expectation against a direct (vectorised Gillespie) simulation of the
+    grid's jump process with the hysteresis counter, on a 5-cell grid."""
+    from hhld.fokker_planck.mfpt import expected_transitions
+
+    fp = FokkerPlanck(double_well_1d(), D=0.8, cells=5, box=[(-1.5, 1.5)], check=False)
+    A, B = np.array([True, False, False, False, False]), np.array([False, False, False, False, True])
+    rho0 = np.array([1.0, 0, 0, 0, 0])
+    T = 4.0
+    exact = expected_transitions(fp, A, B, rho0, T)
+    G = fp.generator.toarray()
+    rates = G.copy()
+    np.fill_diagonal(rates, 0.0)           # rates[j, i] = i -> j
+    out = rates.sum(0)
+    rng = np.random.default_rng(0)
+    n = 40000
+    state = np.zeros(n, int)
+    label = np.ones(n, int)                 # 1: A, 2: B
+    t = np.zeros(n)
+    count = np.zeros(n)
+    alive = np.ones(n, bool)
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        t[idx] += rng.exponential(1.0 / out[state[idx]])
+        done = t[idx] > T
+        alive[idx[done]] = False
+        idx = idx[~done]
+        p = rates[:, state[idx]] / out[state[idx]]
+        u = rng.random(idx.size)
+        new = (p.cumsum(0) < u).sum(0)
+        state[idx] = new
+        newlab = np.where(A[new], 1, np.where(B[new], 2, label[idx]))
+        count[idx] += newlab != label[idx]
+        label[idx] = newlab
+    mc, se = count.mean(), count.std(ddof=1) / np.sqrt(n)
+    assert abs(exact.count - mc) < 4 * se
+    assert exact.occupancy == pytest.approx(T, rel=1e-9)  # started in A: always labelled
+    assert abs(exact.count - 1.1 * mc) > 4 * se  # negative control
+    long = expected_transitions(fp, A, B, rho0, 2000.0)
+    assert long.rate == pytest.approx(transition_rate(fp, A, B).rate_ab, rel=2e-3)

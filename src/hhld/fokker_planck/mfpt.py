@@ -134,3 +134,65 @@ def transition_rate(fp, set_a, set_b) -> TransitionRate:
     return TransitionRate(rate_ab=flux / prob_a, rate_ba=flux / prob_b, flux=flux, prob_last_a=prob_a,
                           prob_last_b=prob_b, committor=q.reshape(fp.grid.shape))
 
+
+
+@dataclass(frozen=True)
+class TransitionCount:
+    """What :func:`expected_transitions` returns, per particle over ``[0, T]``: the expected number of
+    transitions between the two sets (``count``), the expected time spent having visited one of them
+    (``occupancy``), and ``rate = count / occupancy``."""
+
+    count: float
+    occupancy: float
+    rate: float
+    T: float
+
+
+def expected_transitions(fp, set_a, set_b, rho0, T: float) -> TransitionCount:
+    """The exact expectation of the hysteresis estimator of a transition rate, started from ``rho0``
+    and run for a time ``T`` — **exact result** for the grid's chain.
+
+    The estimator (:class:`hhld.dynamics.TransitionObserver`) labels a particle by the last set it
+    visited (none before the first), counts the label changes ``A -> B`` and ``B -> A``, and divides
+    by the time spent labelled. Its ``T -> inf`` limit is :func:`transition_rate`; at finite ``T``
+    and from a start inside ``A`` it is lower (the first passage from the bottom of the well is
+    longer than one from the edge of ``A``), which this function computes: the chain on (cell, label)
+    pairs is integrated to ``T`` together with the expected count and occupancy (one matrix
+    exponential of an augmented generator)."""
+    import scipy.linalg as sla
+
+    from .._validation import check_positive
+
+    T = check_positive("T", T)
+    A = cell_set(fp, set_a, "set_a").ravel()
+    B = cell_set(fp, set_b, "set_b").ravel()
+    if (A & B).any():
+        raise ValueError("set_a and set_b overlap")
+    n = fp.grid.size
+    p0 = np.asarray(rho0, dtype=np.float64).ravel()
+    if p0.size != n or not np.all(np.isfinite(p0)) or np.any(p0 < 0) or not p0.sum() > 0:
+        raise ValueError(f"rho0 must be a density on the grid (shape {tuple(fp.grid.shape)}, finite, >= 0)")
+    p0 = p0 / p0.sum()
+    if 3 * n + 2 > 6000:
+        raise ValueError(f"expected_transitions builds a dense matrix of {3 * n + 2} states; use at most ~2000 cells")
+    G = sp.coo_matrix(fp.generator)
+    off = G.row != G.col
+    src, dst, r = G.col[off], G.row[off], G.data[off]          # rate r of the jump src -> dst
+    label_of = np.where(A, 1, np.where(B, 2, -1))               # the label a cell imposes (-1: keeps it)
+    N = 3 * n + 2
+    M = np.zeros((N, N))
+    diag = np.asarray(fp.generator.diagonal())
+    for s in range(3):                                           # 0: no core yet, 1: A, 2: B
+        new = np.where(label_of[dst] >= 0, label_of[dst], s)
+        np.add.at(M, (new * n + dst, s * n + src), r)
+        M[s * n + np.arange(n), s * n + np.arange(n)] += diag
+        if s:
+            switch = (new != s) & (new != 0)
+            np.add.at(M, (np.full(int(switch.sum()), 3 * n), s * n + src[switch]), r[switch])
+            M[3 * n + 1, s * n: (s + 1) * n] = 1.0
+    x0 = np.zeros(N)
+    start_label = np.where(A, 1, np.where(B, 2, 0))
+    x0[start_label * n + np.arange(n)] = p0
+    xT = sla.expm(T * M) @ x0
+    count, occ = float(xT[3 * n]), float(xT[3 * n + 1])
+    return TransitionCount(count=count, occupancy=occ, rate=count / occ if occ > 0 else float("nan"), T=T)
