@@ -216,15 +216,22 @@ def grad_stats_f64(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, 
 
 def train_sgd(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, *, lr: float, batch_size: int,
               epochs: float, generator: torch.Generator, momentum: float = 0.0,
-              optimizer: str = "sgd") -> dict:
+              optimizer: str | torch.optim.Optimizer = "sgd", before_step=None) -> dict:
     """Mini-batch training for ``epochs`` passes (fractional allowed); returns final train loss
-    and whether the loss stayed finite."""
-    if optimizer == "sgd":
+    and whether the loss stayed finite. ``optimizer``: ``"sgd"``, ``"adam"`` or a ready optimizer
+    (then ``lr`` and ``momentum`` are its own); ``before_step(step, xb, yb)`` runs before each step
+    (e.g. to hand a measured quantity to the optimizer). A :class:`hhld.NonFiniteError` from the
+    optimizer ends the run as non-finite."""
+    from hhld import NonFiniteError
+
+    if isinstance(optimizer, torch.optim.Optimizer):
+        opt = optimizer
+    elif optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     elif optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr)
     else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        raise ValueError(f"optimizer must be 'sgd', 'adam' or a torch optimizer, got {optimizer!r}")
     n = x.shape[0]
     steps_per_epoch = max(n // batch_size, 1)
     total = int(round(epochs * steps_per_epoch))
@@ -237,12 +244,18 @@ def train_sgd(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, *, lr
             if step >= total:
                 break
             idx = perm[i * batch_size:(i + 1) * batch_size]
+            if before_step is not None:
+                before_step(step, x[idx], y[idx])
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[idx]), y[idx])
             if not torch.isfinite(loss):
                 finite = False
                 break
             loss.backward()
-            opt.step()
+            try:
+                opt.step()
+            except NonFiniteError:
+                finite = False
+                break
             step += 1
     return {"finite": finite, "steps": step}
