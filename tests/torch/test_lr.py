@@ -91,6 +91,9 @@ def test_eta_opt_prediction_options():
         eta_opt_prediction(model, MSE, (x, y), lr=0.1, trace="magic")
     with pytest.raises(ValueError, match="n must"):
         eta_opt_prediction(model, MSE, (x, y), lr=0.1, n="samples")
+    for bad in (-1.0, 0.0):  # was NaN for D = -1
+        with pytest.raises(ValueError, match=r"D must be > 0, got D="):
+            eta_opt_prediction(model, MSE, (x, y), D=bad)
 
 
 def _quadratic(seed=0, n=64, d=5):

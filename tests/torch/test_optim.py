@@ -208,6 +208,35 @@ def test_consolidation_computed_and_passed_in():
     assert opt3.events[-1]["action"] == "kick"
 
 
+def test_bad_groups_are_refused_before_they_are_added():
+    model = _mlp()
+    opt = HeisenbergSGD(model[0].parameters(), lr=0.1, seed=0)
+    with pytest.raises(ValueError, match="lr must be > 0, got lr=-1"):
+        opt.add_param_group({"params": model[2].parameters(), "lr": -1})
+    assert len(opt.param_groups) == 1  # nothing was appended
+    with pytest.raises(TypeError, match="param_group must be a dict"):
+        opt.add_param_group([p for p in model[2].parameters()])
+    opt.add_param_group({"params": model[2].parameters(), "lr": 0.05})
+    assert len(opt.param_groups) == 2 and len(opt.last_consolidation) == 2
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()  # the failed add left nothing behind: the step sees two valid groups
+
+
+def test_step_refuses_bad_consolidation_and_diffusion():
+    p = nn.Parameter(torch.zeros(3))
+    opt = HeisenbergSGD([p], lr=0.1, D=0.1, seed=0)
+    p.grad = torch.ones(3)
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="consolidation must be >= 0, got consolidation=-5"):
+        opt.step(consolidation=-5)
+    with pytest.raises(ValueError, match="diffusion must be > 0"):
+        opt.step(diffusion=-0.1)
+    with pytest.raises(ValueError, match="consolidation must be finite"):
+        opt.step(consolidation=[float("nan")])
+    assert torch.equal(p.detach(), before) and opt.events == []  # refused before any update or kick
+
+
 def test_nonfinite_gradient_raises():
     p = nn.Parameter(torch.zeros(3))
     opt = HeisenbergSGD([p], lr=0.1, D=0.1, seed=0)

@@ -119,6 +119,8 @@ def eta_opt_prediction(model: nn.Module, loss_fn, data, *, lr: float | None = No
         lr = float(optimizer.param_groups[0]["lr"])
     if D is None and lr is None:
         raise ValueError("eta_opt_prediction needs lr= (or optimizer=) to measure D, or D= directly")
+    if D is not None:
+        D = check_positive("D", D)
     if lr is not None:
         lr = check_positive("lr", lr)
     notes: list[str] = []

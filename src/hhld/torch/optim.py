@@ -317,9 +317,12 @@ class HeisenbergSGD(Optimizer):
             )
 
     def add_param_group(self, param_group: dict) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        # validate the group as it will be stored (defaults filled in) before torch appends it
+        self._check_hparams({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        self._check_hparams(group)
         group.setdefault("_hsgd_last_action", None)
         group.setdefault("_hsgd_lr_cap", None)
         group.setdefault("_hsgd_noise_cap", None)
@@ -365,8 +368,8 @@ class HeisenbergSGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         n_groups = len(self.param_groups)
-        cons = _per_group(consolidation, n_groups, "consolidation")
-        diffs = _per_group(diffusion, n_groups, "diffusion")
+        cons = _per_group(consolidation, n_groups, "consolidation", check_nonnegative)
+        diffs = _per_group(diffusion, n_groups, "diffusion", check_positive)
         step = self._hsgd_step
         for gi, group in enumerate(self.param_groups):
             params, grads, bufs = [], [], []
@@ -518,12 +521,14 @@ class HeisenbergSGD(Optimizer):
                 self.controller = ControllerConfig(**extra["controller"])
 
 
-def _per_group(value, n: int, name: str) -> list:
+def _per_group(value, n: int, name: str, check=check_real) -> list:
+    """One value per parameter group (``None``: the group's own), each passed through ``check``
+    (a consolidation ratio must be >= 0, a diffusion > 0)."""
     if value is None:
         return [None] * n
     if isinstance(value, (list, tuple)):
         if len(value) != n:
             raise ValueError(f"{name} must be a number or one value per param group ({n}), got {len(value)}")
-        return [None if v is None else check_real(name, v) for v in value]
+        return [None if v is None else check(name, v.item() if isinstance(v, Tensor) else v) for v in value]
     v = value.item() if isinstance(value, Tensor) else value
-    return [check_real(name, v)] * n
+    return [check(name, v)] * n
