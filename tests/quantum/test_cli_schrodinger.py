@@ -17,7 +17,7 @@ def test_solve_schrodinger_writes_results(tmp_path):
     assert s["max_norm_error"] < 1e-12
     assert len(s["eigenvalues"]) == 2 and s["eigenvalues"][0] < s["eigenvalues"][1]
     d = np.load(out / "schrodinger.npz")
-    assert d["snapshots"].shape == (4, 128)
+    assert d["snapshots"].shape == (5, 128)  # --snapshots counts the states after t = 0
     for f in ("density_snapshots.png", "spectrum.png", "norm_energy.png"):
         assert (out / f).exists()
 

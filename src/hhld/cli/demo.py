@@ -6,20 +6,32 @@ from typing import List, Optional
 
 import typer
 
+from ._common import check_out_dir, cli_errors
 
+
+@cli_errors
 def demo(
     example: Optional[List[int]] = typer.Option(
-        None, "--example", "-e", help="Example to run (1: double well, 2: high-dimensional quadratic, "
+        None, "--example", "-e",
+        help="Example to run (1: double well, 2: high-dimensional quadratic, "
         "3: uncertainty principle, 4: tunneling rate vs temperature). Repeat for several; default: all."),
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Directory for the figures and summary.json."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random generator (runs are reproducible)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (>= 0) of the random generator (runs are reproducible)."),
     quick: bool = typer.Option(False, "--quick", help="Smaller ensembles for Examples 3 and 4 (seconds)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing (for scripts); files are still written."),
 ) -> None:
     """Reproduce the documents' Examples 1-4: the same console summaries and figures, and, for
     Examples 3 and 4, the measured counterparts (uncertainty product of an ensemble produced
     by the dynamics; measured escape rates and Kramers' rate beside the documents' formula)."""
-    from ..demo import run_demo
+    from ..demo import EXAMPLES, run_demo
+
+    for n in example or ():
+        if n not in EXAMPLES:
+            raise typer.BadParameter(f"got {n}; choose from {', '.join(map(str, sorted(EXAMPLES)))}",
+                                     param_hint="'--example'")
+    if seed < 0:
+        raise typer.BadParameter(f"got {seed}; a seed must be >= 0", param_hint="'--seed'")
+    check_out_dir(out)
 
     run_demo(out=out, examples=tuple(example) if example else (1, 2, 3, 4), seed=seed, quiet=quiet, quick=quick)
 

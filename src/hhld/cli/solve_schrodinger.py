@@ -1,7 +1,11 @@
 """``hhld solve schrodinger``: real-time Schrodinger evolution (split-step Fourier) of a Gaussian
 packet on a landscape, and optionally its lowest stationary states.
 
-Writes into ``--out``: ``schrodinger.npz`` (grid axes, potential, times, snapshots, norms,
+The options match ``hhld solve fokker-planck`` (``--cells/-n``, ``--snapshots`` after t = 0,
+``--out/-o``, ``--option``, ``--eigen``, ``--force``); the memory and wall time are estimated
+before anything runs and an oversized run is refused with the estimate.
+
+Writes into ``--out`` (default ``runs/schrodinger``): ``schrodinger.npz`` (grid axes, potential, times, snapshots, norms,
 energies, eigenpairs), ``summary.json``, and figures: ``density_snapshots.png``,
 ``norm_energy.png``, ``spectrum.png`` (with ``--eigen``), ``density.gif`` (PillowWriter, when
 pillow is importable; otherwise ``frames/frame_XXX.png``).
@@ -9,37 +13,14 @@ pillow is importable; otherwise ``frames/frame_XXX.png``).
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-
-def _floats(text: str | None, dim: int, name: str, default: float):
-    import numpy as np
-
-    if text is None:
-        return np.full(dim, default)
-    vals = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
-    if len(vals) == 1:
-        vals = vals * dim
-    if len(vals) != dim:
-        raise typer.BadParameter(f"{name} needs 1 or {dim} comma-separated numbers, got {text!r}")
-    return np.array(vals)
-
-
-def _parse_options(options: list[str] | None) -> dict:
-    out = {}
-    for item in options or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"--option takes KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
-        except ValueError:
-            out[k] = v
-    return out
+from ._common import (check_out_dir, cli_errors, parse_box, parse_options, parse_vector, refuse_if_oversized)
 
 
 def _density_2d(dens, dim):
@@ -159,29 +140,59 @@ def _figures(out: Path, grid, V, res, eig, quiet: bool, animate: bool) -> list[s
     return files
 
 
+#: measured cost of one split-step per grid point (two FFTs and three phase products), 2-core CPU
+_NS_PER_POINT_STEP = 120.0
+_STEP_OVERHEAD_S = 2e-5
+
+
+def estimate(points: int, dim: int, t_end: float, dt: float, snapshots: int, eigen: int) -> dict:
+    """Up-front estimate ``{"bytes", "seconds", "steps"}`` of a run (complex128 states: the stored
+    snapshots plus about ten work arrays; steps as :meth:`SplitStepSolver.evolve` takes them;
+    the eigenpairs by a dense solver up to 600 points, else shift-invert with a sparse LU)."""
+    n = float(points) ** dim
+    steps_per = max(1.0, math.ceil(t_end / snapshots / dt))
+    steps = steps_per * snapshots
+    mem = 200 * 2 ** 20 + (snapshots + 1) * n * 16 * 2 + 12 * n * 16
+    seconds = steps * (n * _NS_PER_POINT_STEP * 1e-9 + _STEP_OVERHEAD_S) + (snapshots + 1) * n * 50e-9 + 2.0
+    if eigen > 0:
+        if n <= 600:
+            mem += 3 * n * n * 8
+            seconds += 1e-8 * n ** 3
+        else:
+            fill = 2.0 if dim == 1 else (30.0 if dim == 2 else 150.0)
+            nnz = (4 * dim + 1) * n
+            mem += fill * nnz * 12 + (2 * eigen + 20) * n * 8 + 2 * eigen * n * 8
+            seconds += (1e-6 * n ** (1.0 if dim == 1 else 1.5)) + 100 * (2 * eigen + 20) * fill * nnz * 5e-9
+    return {"bytes": mem, "seconds": seconds, "steps": steps}
+
+
+@cli_errors
 def schrodinger(
     landscape: str = typer.Option("double_well_1d", "--landscape", "-l", help="landscape name (hhld.landscapes registry)"),
     option: Optional[List[str]] = typer.Option(None, "--option", help="landscape keyword KEY=VALUE (repeatable), e.g. dim=2"),
-    points: int = typer.Option(256, "--points", "-n", help="grid points per axis"),
-    box: Optional[str] = typer.Option(None, "--box", help="'lo,hi' for every axis (default: the landscape's box)"),
-    hbar: Optional[float] = typer.Option(None, "--hbar", help="hbar (default 1, or sqrt(eta D) with --eta/--D)"),
-    mass: float = typer.Option(1.0, "--mass", "-m", help="mass m"),
-    eta: Optional[float] = typer.Option(None, "--eta", help="documents' eta: hbar = sqrt(eta D)"),
-    diffusion: Optional[float] = typer.Option(None, "--D", help="documents' D: hbar = sqrt(eta D)"),
+    points: int = typer.Option(256, "--cells", "--points", "-n", help="grid points per axis (>= 4)"),
+    box: Optional[str] = typer.Option(None, "--box", help="'lo,hi' (all axes) or 'lo1,hi1,lo2,hi2,...'; default: the landscape's box"),
+    hbar: Optional[float] = typer.Option(None, "--hbar", help="hbar > 0 (default 1, or sqrt(eta D) with --eta/--D)"),
+    mass: float = typer.Option(1.0, "--mass", "-m", help="mass m > 0"),
+    eta: Optional[float] = typer.Option(None, "--eta", help="documents' eta > 0: hbar = sqrt(eta D)"),
+    diffusion: Optional[float] = typer.Option(None, "--D", "-D", help="documents' D > 0: hbar = sqrt(eta D)"),
     center: Optional[str] = typer.Option(None, "--center", help="packet centre, comma-separated (default: first known minimum)"),
-    width: float = typer.Option(0.2, "--width", help="packet position spread Delta x"),
+    width: float = typer.Option(0.2, "--width", help="packet position spread Delta x > 0"),
     momentum: Optional[str] = typer.Option(None, "--momentum", help="packet mean momentum, comma-separated"),
     t_end: float = typer.Option(5.0, "--t-end", help="final time"),
-    snapshots: int = typer.Option(21, "--snapshots", help="stored states including t=0 and t_end"),
+    snapshots: int = typer.Option(20, "--snapshots", help="number of equally spaced snapshots after t=0"),
     dt: float = typer.Option(1e-3, "--dt", help="largest split-step time step"),
-    eigen: int = typer.Option(0, "--eigen", help="also compute the K lowest stationary states"),
+    eigen: int = typer.Option(0, "--eigen", "--k", help="also compute the K lowest stationary states (0: none)"),
     out: Path = typer.Option(Path("runs/schrodinger"), "--out", "-o", help="output directory"),
     animate: bool = typer.Option(True, "--animate/--no-animate", help="write density.gif (or PNG frames)"),
+    force: bool = typer.Option(False, "--force", help="run even when the up-front estimate exceeds the "
+                               "available memory or an hour"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary table"),
 ) -> None:
     """Evolve a Gaussian packet under i hbar dPsi/dt = (-(hbar^2/2m) lap + L) Psi (split-step Fourier)."""
     import numpy as np
 
+    from .._validation import check_int, check_positive
     from ..landscapes import get_landscape
     from ..quantum import eigen as qeigen
     from ..quantum.grid import make_grid
@@ -189,44 +200,54 @@ def schrodinger(
     from ..quantum.units import hbar_from_eta_D
 
     if (eta is None) != (diffusion is None):
-        raise typer.BadParameter("--eta and --D go together (hbar = sqrt(eta D))")
+        raise typer.BadParameter("--eta and --D go together (hbar = sqrt(eta D))", param_hint="'--eta' / '--D'")
     if eta is not None:
         if hbar is not None:
-            raise typer.BadParameter("give either --hbar or --eta/--D, not both")
-        hbar = hbar_from_eta_D(eta, diffusion)
-    hbar = 1.0 if hbar is None else hbar
-    try:
-        L = get_landscape(landscape, **_parse_options(option))
-    except (ValueError, TypeError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+            raise typer.BadParameter("give either --hbar or --eta/--D, not both", param_hint="'--hbar'")
+        hbar = hbar_from_eta_D(check_positive("--eta", eta), check_positive("--D", diffusion))
+    hbar = check_positive("--hbar", 1.0 if hbar is None else hbar)
+    mass = check_positive("--mass", mass)
+    width = check_positive("--width", width)
+    t_end = check_positive("--t-end", t_end)
+    dt = check_positive("--dt", dt)
+    snapshots = check_int("--snapshots", snapshots, minimum=1)
+    points = check_int("--cells", points, minimum=4)
+    eigen = check_int("--eigen", eigen, minimum=0)
+    L = get_landscape(landscape, **parse_options(option))
     dim = L.dim
     if dim > 3:
-        raise typer.BadParameter(f"grids have 1-3 dimensions; landscape {L.name!r} has dim={dim}")
-    if box is None:
-        bx = L.box
-    else:
-        lo, hi = _floats(box, 2, "--box", 0.0)
-        bx = [(lo, hi)] * dim
+        raise typer.BadParameter(f"grids have 1-3 dimensions; landscape {L.name!r} has dim={dim}",
+                                 param_hint="'--landscape'")
+    if eigen >= points ** dim - 1:
+        raise typer.BadParameter(f"got {eigen}; the grid has {points ** dim} points, so at most "
+                                 f"{points ** dim - 2} stationary states", param_hint="'--eigen'")
+    bx = parse_box(box, dim) or L.box
+    est = estimate(points, dim, t_end, dt, snapshots, eigen)
+    refuse_if_oversized(f"this run ({points}^{dim} points, {est['steps']:.3g} steps of dt <= {dt:g})", est["bytes"],
+                        est["seconds"], force, how_to_shrink="use fewer --cells, a shorter --t-end or a larger --dt")
     grid = make_grid(points, bx)
     mins = L.minima()
-    c = _floats(center, dim, "--center", 0.0) if center is not None else (np.asarray(mins[0]) if mins else np.zeros(dim))
-    p = _floats(momentum, dim, "--momentum", 0.0)
+    c = (np.array(parse_vector(center, dim, "--center")) if center is not None
+         else (np.asarray(mins[0], dtype=np.float64) if mins else np.zeros(dim)))
+    p = np.array(parse_vector(momentum, dim, "--momentum") or [0.0] * dim)
     V = grid.evaluate(L)
     psi0 = grid.gaussian_packet(c, width, p, hbar=hbar)
     solver = SplitStepSolver(grid, V, hbar, mass, dt=dt)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(out)
 
     t0 = time.perf_counter()
     if quiet:
-        res = solver.evolve(psi0, t_end, snapshots)
+        res = solver.evolve(psi0, t_end, snapshots + 1)
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("[bold]schrodinger"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn()) as prog:
-            task = prog.add_task("evolve", total=snapshots - 1)
-            res = solver.evolve(psi0, t_end, snapshots, callback=lambda i, n: prog.update(task, completed=i))
+            task = prog.add_task("evolve", total=snapshots)
+            res = solver.evolve(psi0, t_end, snapshots + 1, callback=lambda i, n: prog.update(task, completed=i))
     t_evolve = time.perf_counter() - t0
+    if not (np.all(np.isfinite(res.energies)) and np.all(np.isfinite(res.norms))):
+        raise ValueError("the evolution produced non-finite values; check the potential and --dt")
     eig = None
     if eigen > 0:
         E, psis = qeigen.eigenstates(grid, V, hbar, mass, k=eigen, order=4)
@@ -247,6 +268,7 @@ def schrodinger(
         "energy_drift": float(np.ptp(res.energies)), "energy": float(res.energies[0]),
         "eigenvalues": None if eig is None else eig[0].tolist(),
         "wall_time_s": t_evolve, "files": ["schrodinger.npz", "summary.json"] + files,
+        "estimate": {"memory_bytes": est["bytes"], "seconds": est["seconds"]},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if not quiet:
