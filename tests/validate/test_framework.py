@@ -227,3 +227,30 @@ def test_cells_run_on_the_requested_torch_threads_and_restore(tmp_path, monkeypa
     with pytest.raises(ValueError, match="threads must be >= 0"):
         with torch_threads(-1):
             pass
+
+
+@pytest.mark.parametrize("content, why", [
+    ('{"cell": CELL, "result": null, "timing_s": 0.1}', "not a dict"),
+    ("[]", "holds a list"),
+    ('{"cell": CELL, "timing_s": 0.1}', "no 'result'"),
+    ('{"cell": CELL, "result": {}, "timing_s": 0.1}', "empty dict"),
+    ('{"cell": CELL, "result": {"var": 1.0}, "timing_s": "x"}', "timing_s"),
+    ("{not json", "unreadable"),
+])
+def test_bad_cached_cell_is_recomputed_with_a_warning(tmp_path, content, why):
+    from hhld.validate.base import CacheWarning
+    from hhld.validate.runner import _cache_path, plan
+
+    CALLS.clear()
+    run_validation(tmp_path, only=["_toy"], quiet=True)
+    ref = _numbers(tmp_path)
+    r = plan(["_toy"])[0]
+    cell = r.cells[4]
+    path = _cache_path(tmp_path, cell, r.config)
+    path.write_text(content.replace("CELL", json.dumps(cell.to_dict())))
+    CALLS.clear()
+    with pytest.warns(CacheWarning, match=why):
+        vr = run_validation(tmp_path, only=["_toy"], quiet=True, resume=True)
+    assert CALLS == [(cell.key["D"], cell.seed)]  # only the bad cell, recomputed
+    assert _numbers(tmp_path) == ref and not any(vr.experiments[0].errors)
+    assert json.loads(path.read_text())["result"]["var"] == ref[0][4]["var"]  # the file is repaired

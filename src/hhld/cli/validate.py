@@ -6,23 +6,31 @@ from typing import List, Optional
 
 import typer
 
+from ._common import check_out_dir, cli_errors, fail, refuse_file, refuse_if_oversized
+
+#: --seeds above this is refused outright (each seed multiplies the cells; the cache is one file per cell)
+MAX_SEEDS = 10_000
+
 
 def register(app: typer.Typer) -> None:
     """Add the validate command."""
 
     @app.command("validate")
+    @cli_errors
     def validate(
         quick: bool = typer.Option(False, "--quick", help="Quick suite (default): every experiment at small scale."),
         full: bool = typer.Option(False, "--full", help="Full suite (documented times in docs/validation.md)."),
         only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this experiment (repeatable)."),
-        seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Use seeds 0..N-1 instead of the config's seeds."),
-        out: Path = typer.Option(Path("validation_report"), "--out", help="Run directory (cache and report)."),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Use seeds 0..N-1 instead of the config's seeds."),
+        out: Path = typer.Option(Path("validation_report"), "--out", "-o", help="Run directory (cache and report)."),
         resume: bool = typer.Option(False, "--resume", help="Reuse every finished cell in --out; compute only the rest."),
         executor: str = typer.Option("local", "--executor", help="local | ray"),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
-        threads: int = typer.Option(1, "--threads", min=0,
+        threads: int = typer.Option(1, "--threads",
                                     help="torch threads per cell (0: torch's default). One is fastest for "
                                          "these small models, above all on a busy machine."),
+        force: bool = typer.Option(False, "--force", help="Run even when the up-front estimate exceeds the "
+                                   "available memory or a day of compute."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars or table."),
         list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
     ) -> None:
@@ -30,9 +38,27 @@ def register(app: typer.Typer) -> None:
 
         Writes OUT/report.html, report.md, results.json and figures/; the grokking experiment uses a GPU if present.
         """
+        from hhld.validate.runner import EXECUTORS
+
+        # cheap checks first: loading the experiments imports torch (seconds on a busy machine)
+        if quick and full:
+            raise typer.BadParameter("give one of --quick / --full", param_hint="'--quick' / '--full'")
+        if executor not in EXECUTORS:
+            raise typer.BadParameter(f"got {executor!r}; choose one of {', '.join(EXECUTORS)}",
+                                     param_hint="'--executor'")
+        if address is not None and executor != "ray":
+            raise typer.BadParameter("--address is for --executor ray", param_hint="'--address'")
+        if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+            raise typer.BadParameter(f"got {seeds}; use 1 to {MAX_SEEDS} seeds", param_hint="'--seeds'")
+        if threads < 0:
+            raise typer.BadParameter(f"got {threads}; use 0 (torch's default) or a positive number",
+                                     param_hint="'--threads'")
+        if not list_:
+            refuse_file(out)
+
         from hhld.validate.base import REGISTRY
         from hhld.validate.experiments import load_all
-        from hhld.validate.runner import EXECUTORS, run_validation
+        from hhld.validate.runner import estimate, run_validation
 
         load_all()
         if list_:
@@ -48,20 +74,46 @@ def register(app: typer.Typer) -> None:
                 t.add_row(name, e.title, str(len(e.cells(q, q.seeds))), str(len(e.cells(f, f.seeds))))
             Console().print(t)
             return
-        if quick and full:
-            raise typer.BadParameter("give one of --quick / --full")
-        if executor not in EXECUTORS:
-            raise typer.BadParameter(f"--executor must be one of {EXECUTORS}, got {executor!r}")
         if only:
             unknown = [n for n in only if n not in REGISTRY]
             if unknown:
-                raise typer.BadParameter(f"unknown experiment(s) {unknown}; known: {sorted(REGISTRY)}")
-        vr = run_validation(out, scale="full" if full else "quick", only=only, n_seeds=seeds,
-                            resume=resume, executor=executor, address=address, quiet=quiet,
-                            threads=threads)
+                raise typer.BadParameter(f"unknown experiment(s) {unknown}; known: {sorted(REGISTRY)}",
+                                         param_hint="'--only'")
+        scale = "full" if full else "quick"
+        est = estimate(only, scale, seeds)
+        refuse_if_oversized(f"this {scale} suite ({est['cells']:,} cells)", est["bytes"], est["seconds"], force,
+                            time_limit_s=86400.0, how_to_shrink="use fewer --seeds or --only some experiments")
+        out = check_out_dir(out)
+        from hhld.validate.runner import ExecutorError
+
+        try:
+            vr = run_validation(out, scale=scale, only=only, n_seeds=seeds,
+                                resume=resume, executor=executor, address=address, quiet=quiet,
+                                threads=threads)
+        except ExecutorError as exc:
+            fail(str(exc))
         if not quiet:
             typer.echo(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'results.json'}")
+        missing = sorted({m for r in vr.experiments for m in _missing_modules(r)})
+        if missing:
+            typer.echo(f"some cells could not run because a package is missing ({', '.join(missing)}): "
+                       f"pip install {' '.join(_PIP_NAMES.get(m, m) for m in missing)}", err=True)
         failed = [r.name for r in vr.experiments if r.summarize_error or any(r.errors)]
         if failed:
             typer.echo(f"experiments with failed cells or summaries: {failed} (see results.json)", err=True)
             raise typer.Exit(1)
+
+
+#: import name -> pip name, for the install hint
+_PIP_NAMES = {"sklearn": "scikit-learn", "ray": "'hhld[ray]'"}
+
+
+def _missing_modules(run) -> list[str]:
+    """Top-level module names of ``No module named ...`` errors in a run's cells / summary."""
+    import re
+
+    found = []
+    for err in list(run.errors) + [run.summarize_error]:
+        if err:
+            found += [m.split(".")[0] for m in re.findall(r"No module named '([\w.]+)'", err)]
+    return found

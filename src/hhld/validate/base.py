@@ -79,6 +79,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -86,8 +87,13 @@ from typing import Any, ClassVar
 
 VERDICTS = ("holds", "fails", "partly", "inconclusive")
 
+
+class CacheWarning(UserWarning):
+    """A cached cell of a validation run was unreadable or malformed and is being recomputed."""
+
 __all__ = [
     "VERDICTS",
+    "CacheWarning",
     "Cell",
     "Row",
     "ExperimentReport",
@@ -102,6 +108,7 @@ __all__ = [
     "relative_error",
     "device",
     "to_jsonable",
+    "clean_nonfinite",
 ]
 
 
@@ -185,25 +192,57 @@ class Row:
     error: str
     verdict: str
     notes: str = ""
+    #: why there is no number, when ``measured`` is None or not finite (shown after "—")
+    reason: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
-    def measured_text(self, digits: int = 4) -> str:
+    def has_value(self) -> bool:
+        """Whether ``measured`` is text or a finite number."""
         m = self.measured
-        if m is None:
-            s = "-"
-        elif isinstance(m, str):
-            s = m
-        else:
-            s = _fmt(float(m), digits)
-        if self.uncertainty is not None and not (isinstance(m, str)):
-            s += f" ± {_fmt(float(self.uncertainty), 2)}"
+        if isinstance(m, str):
+            return True
+        return m is not None and math.isfinite(float(m))
+
+    def missing_reason(self) -> str:
+        """Why ``measured`` has no value: ``reason``, else what it was."""
+        if self.reason:
+            return self.reason
+        if self.measured is None:
+            return "not measured"
+        return f"the measurement is not finite ({self.measured}); see the notes"
+
+    def measured_text(self, digits: int = 4) -> str:
+        """The measured value with its uncertainty; "—" with the reason when there is no finite
+        value (never "nan ± nan"); a non-finite uncertainty is left out."""
+        m = self.measured
+        if not self.has_value():
+            return f"— ({self.missing_reason()})"
+        if isinstance(m, str):
+            return m
+        s = _fmt(float(m), digits)
+        u = self.uncertainty
+        if u is not None and math.isfinite(float(u)):
+            s += f" ± {_fmt(float(u), 2)}"
         return s
+
+    def error_text(self) -> str:
+        """``error`` with non-finite numbers ("nan%", "inf%", "∞%", a bare "nan") shown as "—"."""
+        return clean_nonfinite(self.error)
 
     def to_dict(self) -> dict:
         return to_jsonable(dataclasses.asdict(self))
+
+
+_NONFINITE = re.compile(r"(?<![\w.])[-+]?(?:(?:nan|inf(?:inity)?)(?:\s*%)?(?![\w])|∞\s*%)", re.IGNORECASE)
+
+
+def clean_nonfinite(text: str) -> str:
+    """``text`` with every non-finite number ("nan", "inf%", "-inf", "∞%") replaced by "—" (a bare
+    "∞", e.g. "never reached", is kept)."""
+    return _NONFINITE.sub("—", str(text))
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -226,6 +265,9 @@ class ExperimentReport:
     figures: dict = field(default_factory=dict)
     notes: str = ""
     data: dict = field(default_factory=dict)
+    #: figure name -> caption (a sentence saying what the figure shows); without one the report
+    #: builds a caption from the figure's titles
+    captions: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -297,6 +339,28 @@ class Experiment:
 
     def summarize(self, config: ExperimentConfig, results: list[tuple[Cell, dict]]) -> ExperimentReport:
         raise NotImplementedError
+
+    #: top-level keys every ``run_cell`` result has (None: not declared); a cached result without
+    #: one of them is recomputed
+    result_keys: ClassVar[tuple[str, ...] | None] = None
+
+    def check_result(self, config: ExperimentConfig, cell: Cell, result: Any) -> None:
+        """Raise ``ValueError`` when ``result`` does not have the shape ``run_cell`` returns.
+
+        The default checks that it is a non-empty dict with string keys and JSON values, holding
+        ``result_keys`` when the experiment declares them. The runner calls this on every cached
+        cell and recomputes a bad one (with a :class:`CacheWarning`) instead of summarising it."""
+        if not isinstance(result, dict):
+            raise ValueError(f"the result is a {type(result).__name__}, not a dict")
+        if not result:
+            raise ValueError("the result is an empty dict")
+        bad = [k for k in result if not isinstance(k, str)]
+        if bad:
+            raise ValueError(f"the result has non-string keys {bad[:3]}")
+        if self.result_keys:
+            missing = [k for k in self.result_keys if k not in result]
+            if missing:
+                raise ValueError(f"the result lacks the keys {missing}")
 
     def __repr__(self) -> str:
         return f"<Experiment {self.name}>"

@@ -3,6 +3,7 @@ figures embedded as base64 PNG), figures/*.png and the summary table on the term
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .base import Row, claim, to_jsonable
+from .base import VERDICTS, Row, claim, to_jsonable
 
-__all__ = ["write_report", "versions", "summary_rows", "strict_json"]
+__all__ = ["write_report", "versions", "summary_rows", "strict_json", "verdict_line", "caption"]
 
 TABLE_HEADER = ("Prediction", "Documents' value", "Measured (± uncertainty)", "Error", "Verdict")
 _VERDICT_COLOUR = {"holds": "#1a7f37", "fails": "#cf222e", "partly": "#9a6700", "inconclusive": "#57606a"}
@@ -74,8 +75,46 @@ def summary_rows(vr) -> list[tuple[str, Row]]:
         if r.report is None:
             rows.append((r.name, _error_row(r.name, r.summarize_error or "no report")))
         else:
-            rows.extend((r.name, row) for row in r.report.rows)
+            failed = sum(e is not None for e in r.errors)
+            for row in r.report.rows:
+                if failed and not row.has_value() and not row.reason:
+                    row = dataclasses.replace(row, reason=f"{failed} of {len(r.cells)} cells failed: "
+                                                          f"{_first_error(r.errors)}")
+                rows.append((r.name, row))
     return rows
+
+
+def _first_error(errors) -> str:
+    """The last line of the first traceback (the exception and its message)."""
+    for e in errors:
+        if e:
+            return e.strip().splitlines()[-1][:200]
+    return ""
+
+
+def verdict_line(counts: dict) -> str:
+    """``"17 holds, 6 partly, 38 fails, 5 inconclusive (66 rows)"`` in the order of VERDICTS."""
+    parts = [f"{counts[v]} {v}" for v in VERDICTS if counts.get(v)]
+    total = sum(counts.values())
+    return f"{', '.join(parts) or 'no verdicts'} ({total} row{'s' if total != 1 else ''})"
+
+
+def caption(experiment_title: str, name: str, fig, captions: dict | None = None) -> str:
+    """A figure's caption: the experiment's own (``ExperimentReport.captions``), else built from the
+    figure's titles (suptitle, else the panels' titles), else from its name."""
+    if captions and captions.get(name):
+        return str(captions[name])
+    text = ""
+    sup = getattr(fig, "_suptitle", None)
+    if sup is not None and sup.get_text().strip():
+        text = sup.get_text().strip()
+    else:
+        titles = [ax.get_title().strip() for ax in getattr(fig, "axes", []) if ax.get_title().strip()]
+        if titles:
+            text = "; ".join(dict.fromkeys(titles))
+    if not text:
+        text = name.replace("_", " ")
+    return f"{experiment_title}: {' '.join(text.split())}"
 
 
 def _fig_png(fig) -> bytes:
@@ -101,11 +140,12 @@ def write_report(vr, quiet: bool = False) -> dict:
         figs = []
         if r.report is not None:
             for fname, fig in r.report.figures.items():
+                cap = caption(r.experiment.title, fname, fig, r.report.captions)
                 png = _fig_png(fig)
                 plt.close(fig)
                 rel = f"figures/{r.name}_{fname}.png"
                 (out / rel).write_bytes(png)
-                figs.append((fname, rel, png))
+                figs.append((cap, rel, png))
         figures[r.name] = figs
         exps[r.name] = {
             "title": r.experiment.title,
@@ -117,6 +157,8 @@ def write_report(vr, quiet: bool = False) -> dict:
             "data": r.report.data if r.report else {},
             "summarize_error": r.summarize_error,
             "figures": [rel for _, rel, _ in figs],
+            "captions": [cap for cap, _, _ in figs],
+            "cache_rejected": list(r.cache_rejected),
             "cells": [{"cell": c.to_dict(), "result": res, "timing_s": t, "cached": cached, "error": err}
                       for c, res, t, cached, err in zip(r.cells, r.results, r.timings, r.cached, r.errors)],
             "failed_cells": sum(e is not None for e in r.errors),
@@ -136,6 +178,7 @@ def write_report(vr, quiet: bool = False) -> dict:
         "wall_s": vr.wall_s,
         "documents_overall_claim": claim("all_validated"),
         "verdict_counts": _counts(vr),
+        "verdict_line": verdict_line(_counts(vr)),
         "experiments": exps,
     }
     results = strict_json(results)
@@ -163,11 +206,23 @@ def print_table(vr) -> None:
         t.add_column(h, overflow="fold")
     for _, row in summary_rows(vr):
         col = _VERDICT_RICH[row.verdict]
-        t.add_row(row.prediction, row.documents_value, row.measured_text(), row.error,
+        t.add_row(row.prediction, row.documents_value, row.measured_text(), row.error_text(),
                   f"[{col}]{row.verdict}[/{col}]")
     console = Console()
     console.print(t)
-    console.print(f"wall time {vr.wall_s:.1f} s; report: {Path(vr.out) / 'report.html'}")
+    console.print(f"verdicts: {verdict_line(_counts(vr))}; wall time {vr.wall_s:.1f} s; "
+                  f"report: {Path(vr.out) / 'report.html'}")
+
+
+def _health_lines(r, e) -> list[str]:
+    """What the reader must know about missing cells: failed ones and recomputed cache entries."""
+    lines = []
+    if e["failed_cells"]:
+        lines += ["", f"**{e['failed_cells']} of {len(r.cells)} cells failed** (the summary uses the other "
+                      f"{len(r.cells) - e['failed_cells']}; tracebacks in results.json): {_first_error(r.errors)}"]
+    if r.cache_rejected:
+        lines += ["", f"{len(r.cache_rejected)} cached cell(s) were malformed and recomputed."]
+    return lines
 
 
 def _md_cell(s: str) -> str:
@@ -178,10 +233,11 @@ def _markdown(vr, results, figures) -> str:
     lines = [f"# hhld validate — {vr.scale} suite", "",
              f"hhld {__version__}, {results['started']}, device {vr.device}, "
              f"wall time {vr.wall_s:.1f} s, executor {vr.executor}.", "",
+             f"Verdicts: {results['verdict_line']}.", "",
              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     for _, row in summary_rows(vr):
         lines.append("| " + " | ".join(_md_cell(x) for x in (row.prediction, row.documents_value,
-                                                             row.measured_text(), row.error,
+                                                             row.measured_text(), row.error_text(),
                                                              f"**{row.verdict}**")) + " |")
     lines += ["", f"The documents: \"{results['documents_overall_claim']}\".", ""]
     for r in vr.experiments:
@@ -194,10 +250,11 @@ def _markdown(vr, results, figures) -> str:
                 lines.append(f"* **{_md_cell(row.prediction)}** — {row.notes}")
         if e["notes"]:
             lines += ["", e["notes"]]
+        lines += _health_lines(r, e)
         if r.summarize_error:
             lines += ["", "```", r.summarize_error, "```"]
-        for fname, rel, _ in figures[r.name]:
-            lines += ["", f"![{fname}]({rel})"]
+        for cap, rel, _ in figures[r.name]:
+            lines += ["", f"![{_md_cell(cap)}]({rel})", "", f"*{_md_cell(cap)}*"]
         lines += ["", f"Seeds {e['seeds']}; {len(r.cells)} cells; compute {e['compute_s']:.1f} s.", ""]
     return "\n".join(lines) + "\n"
 
@@ -216,15 +273,15 @@ def _html(vr, results, figures) -> str:
              f"<style>{_CSS}</style></head><body>",
              f"<h1>hhld validate — {esc(vr.scale)} suite</h1>",
              f"<p>hhld {esc(__version__)}, {esc(results['started'])}, device {esc(vr.device)}, "
-             f"wall time {vr.wall_s:.1f} s, executor {esc(vr.executor)}; "
-             f"verdicts: {esc(json.dumps(results['verdict_counts']))}.</p>",
+             f"wall time {vr.wall_s:.1f} s, executor {esc(vr.executor)}.</p>",
+             f"<p><b>Verdicts:</b> {esc(results['verdict_line'])}.</p>",
              "<table id='summary'><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEADER)
              + "</tr></thead><tbody>"]
     for name, row in summary_rows(vr):
         col = _VERDICT_COLOUR[row.verdict]
         parts.append(
             f"<tr><td><a href='#{esc(name)}'>{esc(row.prediction)}</a></td><td>{esc(row.documents_value)}</td>"
-            f"<td>{esc(row.measured_text())}</td><td>{esc(row.error)}</td>"
+            f"<td>{esc(row.measured_text())}</td><td>{esc(row.error_text())}</td>"
             f"<td class='v' style='color:{col}'>{esc(row.verdict)}</td></tr>")
     parts.append("</tbody></table>")
     parts.append(f"<p class='notes'>The documents: “{esc(results['documents_overall_claim'])}”.</p>")
@@ -242,12 +299,15 @@ def _html(vr, results, figures) -> str:
             parts.append("</ul>")
         if e["notes"]:
             parts.append("<p>" + "<br>".join(esc(x) for x in e["notes"].splitlines()) + "</p>")
+        for line in _health_lines(r, e):
+            if line:
+                parts.append(f"<p class='notes'>{esc(line.replace('**', ''))}</p>")
         if r.summarize_error:
             parts.append(f"<pre>{esc(r.summarize_error)}</pre>")
-        for fname, _, png in figures[r.name]:
+        for cap, _, png in figures[r.name]:
             b64 = base64.b64encode(png).decode()
-            parts.append(f"<figure><img alt='{esc(fname)}' src='data:image/png;base64,{b64}'>"
-                         f"<figcaption class='notes'>{esc(fname)}</figcaption></figure>")
+            parts.append(f"<figure><img alt='{esc(cap)}' src='data:image/png;base64,{b64}'>"
+                         f"<figcaption class='notes'>{esc(cap)}</figcaption></figure>")
         parts.append(f"<p class='notes'>Config: <code>{esc(json.dumps(e['config']))}</code>; "
                      f"{len(r.cells)} cells; compute {e['compute_s']:.1f} s.</p></section>")
     parts.append("</body></html>")

@@ -7,7 +7,11 @@ Layout of a run directory ``out``::
 
 The hash is :meth:`hhld.validate.base.Cell.cache_key`: experiment, config, cell key, seed
 and the hhld version. With ``resume=True`` every cell whose file exists is loaded, not
-recomputed; without it every cell is recomputed (and its file overwritten). Cells are
+recomputed, once its record passes a check (a JSON object naming this cell, with a ``result``
+of the shape the experiment returns: :meth:`hhld.validate.base.Experiment.check_result`); a file
+that fails it (``"result": null``, ``[]``, no ``result`` ...) is recomputed with a
+:class:`~hhld.validate.base.CacheWarning`, never summarised. Without ``resume`` every cell is
+recomputed (and its file overwritten). Cells are
 independent and pure, and ``summarize`` always receives them in the order ``cells()``
 lists them, so a run interrupted and resumed gives the same numbers as one that was not.
 """
@@ -18,21 +22,51 @@ import json
 import os
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import __version__
-from .base import REGISTRY, Cell, Experiment, ExperimentConfig, ExperimentReport, to_jsonable
+from .base import REGISTRY, CacheWarning, Cell, Experiment, ExperimentConfig, ExperimentReport, to_jsonable
 
 __all__ = ["ExperimentRun", "ValidationRun", "plan", "run_validation", "run_cell_timed",
-           "InjectedFault", "EXECUTORS"]
+           "InjectedFault", "ExecutorError", "EXECUTORS", "estimate"]
 
 EXECUTORS = ("local", "ray")
 
 
 class InjectedFault(RuntimeError):
     """Raised by the runner's fault-injection hook (tests of kill-and-resume)."""
+
+
+class ExecutorError(RuntimeError):
+    """The executor could not start (e.g. Ray timing out on a loaded machine); the message says
+    what to do instead."""
+
+
+#: measured mean wall time of one cell (2-core CPU, 2026-11): the quick suite's 120 cells in
+#: 81-97 s, the full suite's 544 cells in about 4.5 h (docs/validation.md)
+CELL_SECONDS = {"quick": 0.8, "full": 30.0, "smallest": 0.8}
+#: memory held per cell until the report is written (result dict, JSON text, cell record);
+#: measured on the quick suite (results.json / cells), with a factor 4 for the Python objects
+CELL_BYTES = 64 * 1024
+
+
+def estimate(only: Sequence[str] | None = None, scale: str = "quick", n_seeds: int | None = None) -> dict:
+    """``{"cells", "seconds", "bytes"}`` of a run, without listing every cell: each experiment's
+    cell count is linear in the number of seeds (counted at one and two seeds)."""
+    total = 0
+    for exp in _select(only):
+        cfg = exp.config(scale)
+        if n_seeds is None:
+            total += len(exp.cells(cfg, tuple(cfg.seeds)))
+            continue
+        c1 = len(exp.cells(cfg.with_seeds(1), (0,)))
+        c2 = len(exp.cells(cfg.with_seeds(2), (0, 1)))
+        total += c1 + (c2 - c1) * (int(n_seeds) - 1)
+    per = CELL_SECONDS.get(scale, CELL_SECONDS["full"])
+    return {"cells": total, "seconds": total * per, "bytes": 300 * 2 ** 20 + total * CELL_BYTES}
 
 
 @dataclass
@@ -49,6 +83,7 @@ class ExperimentRun:
     report: ExperimentReport | None = None
     summarize_error: str | None = None
     summarize_s: float = 0.0
+    cache_rejected: list[str] = field(default_factory=list)   # cached cells recomputed, and why
 
     @property
     def name(self) -> str:
@@ -117,10 +152,34 @@ def _cache_path(out: Path, cell: Cell, config: ExperimentConfig) -> Path:
 
 
 def _load_cached(path: Path) -> dict | None:
+    """The cell file at ``path``, or None when there is none (a file that cannot be read or parsed
+    is returned as ``{"_unreadable": reason}``)."""
+    if not path.exists():
+        return None
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError) as exc:
+        return {"_unreadable": f"{type(exc).__name__}: {exc}"}
+
+
+def _check_cached(payload: Any, cell: Cell, run: "ExperimentRun") -> str | None:
+    """Why the cached ``payload`` cannot be used for ``cell`` (None: it can)."""
+    if not isinstance(payload, dict):
+        return f"the file holds a {type(payload).__name__}, not a cell record"
+    if "_unreadable" in payload:
+        return f"unreadable ({payload['_unreadable']})"
+    if payload.get("cell") != cell.to_dict():
+        return "it records another cell"
+    if "result" not in payload:
+        return "it has no 'result'"
+    try:
+        run.experiment.check_result(run.config, cell, payload["result"])
+    except ValueError as exc:
+        return str(exc)
+    t = payload.get("timing_s")
+    if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool)):
+        return f"its timing_s is {t!r}"
+    return None
 
 
 def _write_atomic(path: Path, payload: dict) -> None:
@@ -171,7 +230,12 @@ def run_cell_timed(name: str, config: ExperimentConfig, cell: Cell,
     if not isinstance(res, dict):
         raise TypeError(f"{name}.run_cell must return a dict, got {type(res).__name__}")
     # the cache stores JSON; return exactly what a cache hit would return
-    return json.loads(json.dumps(to_jsonable(res), allow_nan=True)), dt
+    res = json.loads(json.dumps(to_jsonable(res), allow_nan=True))
+    try:
+        exp.check_result(config, cell, res)
+    except ValueError as exc:
+        raise TypeError(f"{name}.run_cell returned a result that fails its own check: {exc}") from None
+    return res, dt
 
 
 # ---------------------------------------------------------------------- progress
@@ -236,16 +300,21 @@ def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str]
                        started=time.time(), device=device(), n_seeds=n_seeds,
                        threads=threads or None)
 
-    # cache hits
+    # cache hits; a malformed cell file is recomputed with a warning, never summarised
     todo: list[tuple[ExperimentRun, int]] = []
     for r in runs:
         for i, c in enumerate(r.cells):
             path = _cache_path(out, c, r.config)
             hit = _load_cached(path) if resume else None
-            if hit is not None and hit.get("cell") == c.to_dict():
-                r.results[i], r.timings[i], r.cached[i] = hit["result"], hit.get("timing_s"), True
-            else:
-                todo.append((r, i))
+            if hit is not None:
+                why = _check_cached(hit, c, r)
+                if why is None:
+                    r.results[i], r.timings[i], r.cached[i] = hit["result"], hit.get("timing_s"), True
+                    continue
+                msg = f"cached cell {c.label} ({path}) is not usable: {why}; recomputing it"
+                r.cache_rejected.append(msg)
+                warnings.warn(msg, CacheWarning, stacklevel=2)
+            todo.append((r, i))
 
     prog = _Progress(quiet, runs)
     try:
@@ -302,20 +371,36 @@ def run_validation(out: str | Path, *, scale: str = "quick", only: Sequence[str]
     return vr
 
 
+def _ray_init(ray, address, num_cpus) -> None:
+    """``ray.init`` with a clear :class:`ExecutorError` instead of Ray's traceback when it fails
+    (a local Ray times out during startup on a loaded machine: seen after 38 s)."""
+    kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
+                          "include_dashboard": False}
+    if address:
+        kw["address"] = address
+    elif num_cpus:
+        kw["num_cpus"] = num_cpus
+    try:
+        ray.init(**kw)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types (TimeoutError, ConnectionError, ...)
+        what = f"could not connect to the Ray cluster at --address {address}" if address else \
+            "could not start a local Ray"
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        hint = ("check the address (`ray status` on the head node) or use --executor local" if address else
+                "on a loaded machine Ray's startup can time out: start it yourself with `ray start --head` and "
+                "pass --address auto (or the address it prints), or use --executor local")
+        raise ExecutorError(f"{what} ({type(exc).__name__}: {reason}); {hint}") from None
+
+
 def _run_ray(todo, finish, prog, address, num_cpus, threads=None):
     try:
         import ray
-    except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise RuntimeError("--executor ray needs Ray: pip install 'hhld[ray]'") from exc
+    except ImportError:
+        raise ExecutorError("--executor ray needs Ray, which is not installed: pip install 'hhld[ray]' "
+                            "(or use --executor local)") from None
     started_here = False
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
-                              "include_dashboard": False}
-        if address:
-            kw["address"] = address
-        elif num_cpus:
-            kw["num_cpus"] = num_cpus
-        ray.init(**kw)
+        _ray_init(ray, address, num_cpus)
         started_here = True
     try:
         task = ray.remote(num_cpus=1)(run_cell_timed)
