@@ -40,18 +40,24 @@ def _name(fn) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
+def _returned_array(value, what: str, expected: str) -> np.ndarray:
+    """``np.asarray(value)``, or a ``TypeError`` saying that ``what`` returned ``None`` / a non-array
+    instead of ``expected``."""
+    if value is None:
+        raise TypeError(f"{what} returned None; it must return {expected}")
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - anything that is not array-like
+        raise TypeError(f"{what} returned {type(value).__name__}, not {expected}") from exc
+
+
 def checked_grad(g, grad_fn, dim: int, theta):
     """``g`` (what ``grad_fn(theta)`` returned) as an array of shape ``(dim,)``, or an error
     naming ``grad_fn`` and the expected shape. Arrays of the right shape pass unchanged."""
     if type(g) is np.ndarray and g.shape == (dim,):
         return g
     what = f"loss_grad_fn {_name(grad_fn)!r}"
-    if g is None:
-        raise TypeError(f"{what} returned None; it must return the gradient at theta, an array of shape ({dim},)")
-    try:
-        arr = np.asarray(g)
-    except Exception as exc:  # noqa: BLE001 - anything that is not array-like
-        raise TypeError(f"{what} returned {type(g).__name__}, not an array of shape ({dim},)") from exc
+    arr = _returned_array(g, what, f"the gradient at theta, an array of shape ({dim},)")
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{what} returned {arr.dtype} values ({g!r}); the gradient must be a real array "
                         f"of shape ({dim},)")
@@ -70,12 +76,7 @@ def checked_loss(value, loss_fn, theta):
     if t is float or t is np.float64:
         return value
     what = f"loss_fn {_name(loss_fn)!r}"
-    if value is None:
-        raise TypeError(f"{what} returned None; it must return the loss at theta, a real scalar")
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # noqa: BLE001
-        raise TypeError(f"{what} returned {type(value).__name__}, not a real scalar") from exc
+    arr = _returned_array(value, what, "the loss at theta, a real scalar")
     if arr.ndim != 0:
         raise ValueError(f"{what} returned an array of shape {arr.shape}; the loss at one point theta of shape "
                          f"({np.asarray(theta).size},) must be a scalar (shape ())")
