@@ -111,8 +111,8 @@ def test_checkpoint_resume_is_exact(tmp_path, backend, integrator):
 
     full = make().run(80)
     part = make().run(40)
-    part.save(tmp_path / "ck.pkl")
-    resumed = make().load(tmp_path / "ck.pkl").run(40)
+    part.save(tmp_path / "ck.npz")
+    resumed = make().load(tmp_path / "ck.npz").run(40)
     np.testing.assert_array_equal(np.asarray(full.state.theta), np.asarray(resumed.state.theta))
     np.testing.assert_array_equal(full.results()["loss"]["mean"], resumed.results()["loss"]["mean"])
     assert np.asarray(resumed.state.theta).dtype == np.asarray(full.state.theta).dtype
@@ -180,3 +180,76 @@ def test_entropy_coupling_needs_hamiltonian_form():
                      integrator="baoab", rng=np.random.default_rng(0))
     sim.run(5)
     assert sim.extra_force.last_entropy is not None
+
+
+def _sim(x0=None, rng=7, **kw):
+    params = dict(dt=0.01, D=0.2, integrator="euler_maruyama")
+    params.update(kw)
+    x0 = np.zeros((50, 2)) if x0 is None else x0
+    return Simulation(double_well_2d(), x0, rng=np.random.default_rng(rng), observers=[LossObserver(every=3)],
+                      **params)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(dt=0.02), "dt: checkpoint 0.01, this simulation 0.02"),
+    (dict(D=0.3), "D: checkpoint 0.2"),
+    (dict(x0=np.zeros((40, 2))), "n_particles: checkpoint 50"),
+    (dict(integrator="leimkuhler_matthews"), "integrator"),
+])
+def test_load_refuses_a_checkpoint_of_another_configuration(tmp_path, change, match):
+    path = _sim().run(10).save(tmp_path / "ck.npz")
+    other = _sim(**change)
+    with pytest.raises(ValueError, match=match):
+        other.load(path)
+    # the explicit override continues the saved ensemble under this simulation's parameters
+    if "x0" not in change:
+        other.load(path, allow_config_change=True).run(5)
+        assert other.state.step == 15
+
+
+def test_load_refuses_a_numpy_checkpoint_in_a_torch_run_even_with_override(tmp_path):
+    path = _sim().run(10).save(tmp_path / "ck.npz")
+    t = Simulation(double_well_2d(), torch.zeros(50, 2, dtype=torch.float64), dt=0.01, D=0.2,
+                   rng=hhld.torch_generator(7), observers=[LossObserver(every=3)])
+    with pytest.raises(ValueError, match="backend: checkpoint 'numpy', this simulation 'torch'.*cannot differ"):
+        t.load(path, allow_config_change=True)
+
+
+def test_checkpoint_is_data_only_and_pickle_is_refused(tmp_path):
+    import pickle
+    import zipfile
+
+    path = _sim().run(10).save(tmp_path / "ck.npz")
+    with zipfile.ZipFile(path) as z:  # an npz archive: a JSON document and plain arrays
+        assert "__json__.npy" in z.namelist()
+    with np.load(path, allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"state": 1}))
+    with pytest.raises(ValueError, match="not an hhld checkpoint.*pickle"):
+        _sim().load(evil)
+
+
+def test_entropy_coupling_run_is_reproducible_from_the_seed():
+    # N > n_ref = 2000: the KDE's reference subsample is drawn; it must come from the run's seed
+    def run(seed):
+        x0 = np.random.default_rng(1).normal(size=(2500, 1))
+        return Simulation(double_well_1d(), x0, dt=0.01, D=0.1, lam=0.2, integrator="baoab",
+                          rng=np.random.default_rng(seed)).run(3).state.theta
+
+    np.testing.assert_array_equal(run(0), run(0))
+    assert not np.array_equal(run(0), run(1))
+
+
+@pytest.mark.parametrize("obs, match", [
+    (object(), r"observers\[0\] = <object.*not an observer"),
+    (lambda s, c: None, "not an observer"),
+])
+def test_bad_observer_is_a_clear_error(obs, match):
+    with pytest.raises(TypeError, match=match):
+        Simulation(double_well_2d(), np.zeros((5, 2)), dt=0.01, D=0.1, observers=[obs])
+
+
+def test_a_function_is_not_a_landscape():
+    with pytest.raises(TypeError, match="NumpyLandscape"):
+        Simulation(lambda th: (th ** 2).sum(-1), np.zeros((5, 2)), dt=0.01, D=0.1)

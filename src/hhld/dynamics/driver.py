@@ -13,7 +13,6 @@ resume with nothing lost.
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +21,8 @@ import numpy as np
 
 from .._backend import default_rng, is_torch, to_numpy
 from .._validation import NonFiniteError, check_choice, check_int, check_nonnegative, check_positive
+from ..landscapes import check_landscape
+from . import checkpoint as _ckpt
 from .entropy_force import EntropyCoupling
 from .integrators import OverdampedState, UnderdampedState, get_integrator, known_finite
 from .observers import Observer
@@ -75,21 +76,51 @@ def _select_state(state, keep):
 
 def _rng_state(rng):
     if is_torch(rng):
-        return ("torch", rng.get_state())
-    return ("numpy", rng.bit_generator.state)
+        return {"kind": "torch", "state": rng.get_state().numpy().copy(), "device": str(rng.device)}
+    return {"kind": "numpy", "bit_generator": type(rng.bit_generator).__name__, "state": rng.bit_generator.state}
 
 
-def _restore_rng(kind_state):
-    kind, st = kind_state
-    if kind == "torch":
+def _restore_rng(saved):
+    if saved["kind"] == "torch":
         import torch
 
-        g = torch.Generator()
-        g.set_state(st)
+        g = torch.Generator(device=saved.get("device", "cpu"))
+        g.set_state(torch.from_numpy(np.asarray(saved["state"], dtype=np.uint8).copy()))
         return g
-    rng = np.random.default_rng()
-    rng.bit_generator.state = st
-    return rng
+    bg = getattr(np.random, saved["bit_generator"])()
+    bg.state = saved["state"]
+    return np.random.Generator(bg)
+
+
+def _child_rng(rng) -> np.random.Generator:
+    """An independent numpy generator derived from the run's ``rng`` (numpy or torch), for the
+    entropy coupling's subsampling: the same seed gives the same run. A numpy generator's seed
+    sequence is spawned (its stream is not advanced); a torch generator gives its seed."""
+    if is_torch(rng):
+        return np.random.default_rng([int(rng.initial_seed()), 0x5EED])
+    seq = getattr(rng.bit_generator, "seed_seq", None)
+    if isinstance(seq, np.random.SeedSequence):
+        return np.random.default_rng(seq.spawn(1)[0])
+    return np.random.default_rng(int(rng.integers(2 ** 63)))
+
+
+_OBSERVER_METHODS = ("start", "due", "observe", "select", "result", "state_dict", "load_state_dict")
+
+
+def _check_observers(observers) -> list:
+    out = list(observers)
+    for i, obs in enumerate(out):
+        missing = [m for m in _OBSERVER_METHODS if not callable(getattr(obs, m, None))]
+        if missing or not isinstance(getattr(obs, "name", None), str):
+            what = f"observers[{i}] = {obs!r} (a {type(obs).__name__})"
+            raise TypeError(f"{what} is not an observer: it lacks {missing or ['a str name']}; subclass "
+                            f"hhld.dynamics.Observer (implement observe and result) or use a built-in one "
+                            f"such as LossObserver")
+    names = [obs.name for obs in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"observers must have distinct names (results are keyed by name), got {names}")
+    return out
 
 
 class Simulation:
@@ -119,7 +150,7 @@ class Simulation:
                  integrator: str = "euler_maruyama", rng=None, observers: Sequence[Observer] = (),
                  tunneling: TunnelingPolicy | None = None, eta: float = 1.0, friction: float = 1.0,
                  lam: float = 0.0, on_nonfinite: str = "raise", check_every: int = 1):
-        self.landscape = landscape
+        self.landscape = check_landscape(landscape)
         self.dt = check_positive("dt", dt)
         self.D = check_nonnegative("D", D)
         self.mu = check_positive("mu", mu)
@@ -129,7 +160,9 @@ class Simulation:
         self.lam = check_nonnegative("lam", lam)
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ("raise", "drop"))
         self.check_every = check_int("check_every", check_every, minimum=1)
-        self.observers = list(observers)
+        self.observers = _check_observers(observers)
+        if tunneling is not None and not isinstance(tunneling, TunnelingPolicy):
+            raise TypeError(f"tunneling must be a hhld.dynamics.TunnelingPolicy or None, got {tunneling!r}")
         self.tunneling = tunneling
         if is_torch(theta0):
             if rng is None:
@@ -139,7 +172,8 @@ class Simulation:
         else:
             rng = default_rng(rng)
         self.rng = rng
-        self.extra_force = EntropyCoupling(self.lam) if self.lam > 0 else None
+        # built from the run's generator: the same seed gives the same run
+        self.extra_force = EntropyCoupling(self.lam, rng=_child_rng(rng)) if self.lam > 0 else None
         if self.lam > 0 and self.info.kind != "underdamped":
             raise ValueError("the entropy coupling lam > 0 acts through the Hamiltonian form: use integrator='baoab'")
         if self.info.kind == "overdamped":
@@ -148,6 +182,7 @@ class Simulation:
             self.state = self.info.init(landscape, theta0, rng=rng, eta=self.eta, D=self.D, mu=self.mu,
                                         extra_force=self.extra_force)
         n = self.state.theta.shape[0]
+        self.n_particles = int(n)
         self.particle_ids = np.arange(n)
         self.dropped: list[tuple[int, int, str]] = []  # (step, original particle id, what)
         self.tunneling_events: list[tuple[int, int, float]] = []  # (step, particle id, C)
@@ -253,54 +288,79 @@ class Simulation:
         return out
 
     # ------------------------------------------------------- checkpointing
-    def save(self, path) -> Path:
-        """Write a checkpoint (state, random-generator state, observers, events)."""
-        path = Path(path)
-        payload = {
+    def config(self) -> dict:
+        """What a checkpoint must match to be loaded into this simulation (see :meth:`load`)."""
+        th = self.state.theta
+        return {
+            "backend": "torch" if is_torch(th) else "numpy",
+            "dtype": str(th.dtype).replace("torch.", ""),
             "state_type": type(self.state).__name__,
+            "dim": int(th.shape[1]),
+            "n_particles": self.n_particles,
+            "landscape": f"{getattr(self.landscape, 'name', type(self.landscape).__name__)}/{self.landscape.dim}",
+            "integrator": self.info.name,
+            "dt": self.dt, "D": self.D, "mu": self.mu, "eta": self.eta, "friction": self.friction, "lam": self.lam,
+            "observers": [obs.name for obs in self.observers],
+            "tunneling": None if self.tunneling is None else repr(self.tunneling),
+        }
+
+    #: configuration entries that can never differ (the state could not be used at all)
+    _STRUCTURAL = ("backend", "dtype", "state_type", "dim", "observers")
+
+    def save(self, path) -> Path:
+        """Write a checkpoint (state, random-generator state, observers, events, configuration) as
+        a data-only file (``.npz`` archive with a JSON document: :mod:`hhld.dynamics.checkpoint`;
+        no pickle, so loading it cannot run code)."""
+        payload = {
+            "config": self.config(),
             "state": {k: (to_numpy(v).copy() if hasattr(v, "shape") else v) for k, v in self.state._asdict().items()},
-            "torch": is_torch(self.state.theta),
-            "dtype": str(self.state.theta.dtype),
             "rng": _rng_state(self.rng),
             "observers": [obs.state_dict() for obs in self.observers],
-            "particle_ids": self.particle_ids,
-            "dropped": self.dropped,
-            "tunneling_events": self.tunneling_events,
+            "particle_ids": np.asarray(self.particle_ids),
+            "dropped": [list(e) for e in self.dropped],
+            "tunneling_events": [list(e) for e in self.tunneling_events],
             "started": self._started,
-            "extra_force_rng": self.extra_force.rng.bit_generator.state if self.extra_force is not None else None,
+            "extra_force_rng": (_rng_state(self.extra_force.rng) if self.extra_force is not None else None),
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(payload, fh)
-        tmp.replace(path)
-        return path
+        return _ckpt.write(path, payload)
 
-    def load(self, path) -> "Simulation":
-        """Restore a checkpoint written by :meth:`save` into this (identically configured)
-        simulation; the run then continues exactly as if never interrupted."""
-        with open(path, "rb") as fh:
-            payload = pickle.load(fh)
-        if payload["state_type"] != type(self.state).__name__:
-            raise ValueError(f"checkpoint holds a {payload['state_type']}, this simulation a {type(self.state).__name__}")
+    def load(self, path, *, allow_config_change: bool = False) -> "Simulation":
+        """Restore a checkpoint written by :meth:`save` into this simulation; the run then
+        continues exactly as if never interrupted.
+
+        The checkpoint must come from a simulation of the same configuration (:meth:`config`:
+        landscape, integrator, dt, D, mu, eta, friction, lam, particle count, ...); a different one
+        raises ``ValueError`` naming the differences. ``allow_config_change=True`` loads it anyway
+        and continues the saved ensemble under *this* simulation's parameters (e.g. another dt or D);
+        the backend, dtype, state type, dimension and observers must match in any case."""
+        payload = _ckpt.read(path)
+        saved, mine = payload["config"], self.config()
+        diff = [k for k in mine if saved.get(k) != mine[k]]
+        hard = [k for k in diff if k in self._STRUCTURAL]
+        if hard or (diff and not allow_config_change):
+            desc = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, this simulation {mine[k]!r}" for k in diff)
+            hint = ("these cannot differ" if hard else
+                    "pass allow_config_change=True to continue the saved ensemble under this simulation's parameters")
+            raise ValueError(f"the checkpoint {path} was written by a differently configured simulation ({desc}); "
+                             f"{hint}")
         fields = {}
         for k, v in payload["state"].items():
-            if isinstance(v, np.ndarray) and payload["torch"]:
+            if isinstance(v, np.ndarray) and mine["backend"] == "torch":
                 import torch
 
-                ref = self.state.theta
-                fields[k] = torch.as_tensor(v, device=ref.device)
+                fields[k] = torch.as_tensor(v, device=self.state.theta.device)
             else:
                 fields[k] = v
         self.state = type(self.state)(**fields)
         self.rng = _restore_rng(payload["rng"])
         for obs, st in zip(self.observers, payload["observers"]):
             obs.load_state_dict(st)
-        self.particle_ids = payload["particle_ids"]
-        self.dropped = payload["dropped"]
-        self.tunneling_events = payload["tunneling_events"]
+        self.particle_ids = np.asarray(payload["particle_ids"])
+        self.dropped = [tuple(e) for e in payload["dropped"]]
+        self.tunneling_events = [tuple(e) for e in payload["tunneling_events"]]
         self._started = payload["started"]
         if self.extra_force is not None and payload["extra_force_rng"] is not None:
-            self.extra_force.rng.bit_generator.state = payload["extra_force_rng"]
+            self.extra_force.rng = _restore_rng(payload["extra_force_rng"])
         return self
 
 
