@@ -245,3 +245,37 @@ def test_exact_stationary_variance_for_quadratics(name):
     v = float(np.var(sim.state.theta))
     exact = D / kappa
     assert abs(v - exact) < 5 * exact * math.sqrt(2 / n)
+
+
+def _has_compiler():
+    import shutil
+
+    return any(shutil.which(c) for c in ("cc", "gcc", "clang"))
+
+
+@pytest.mark.skipif(not _has_compiler(), reason="no C compiler")
+def test_fused_kernel_refuses_a_planted_library_and_an_open_cache_dir(monkeypatch, tmp_path):
+    import os
+
+    from hhld.dynamics import integrators as I
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("HHLD_CACHE_DIR", str(cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert I._c_load() is not None
+    (good,) = cache.glob("em_cubic_*.so")
+    prefix = good.name.rsplit("_", 1)[0]
+    good.unlink()
+    # a file under the expected name whose content does not match the hash its name records
+    planted = cache / f"{prefix}_0000000000000000.so"
+    planted.write_bytes(b"\x7fELF not really")
+    planted.chmod(0o700)
+    assert I._c_load() is not None and str(cache) in I.C_KERNEL_STATUS
+    assert not planted.exists() and len(list(cache.glob("em_cubic_*.so"))) == 1  # removed and rebuilt
+    # a cache directory that others may write to is not used at all
+    os.chmod(cache, 0o777)
+    os.chmod(tmp_path, 0o755)
+    assert I._c_load() is not None and str(tmp_path / "xdg") in I.C_KERNEL_STATUS  # the next place
+    assert str(cache) not in I.C_KERNEL_STATUS
+

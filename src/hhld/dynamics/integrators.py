@@ -213,8 +213,13 @@ _NUMPY_VIEWABLE = ("torch.float32", "torch.float64")
 # difference disables it. The kernel is compiled once with the system C compiler
 # (``$CC``, ``cc``, ``gcc`` or ``clang``; well under a second) into a per-user cache
 # (``$HHLD_CACHE_DIR``, else ``$XDG_CACHE_HOME/hhld`` or ``~/.cache/hhld``) and loaded with
-# ctypes. Without a compiler, or with ``HHLD_C_KERNEL=0`` in the environment, the
-# chunked numpy path below is used: same numbers, somewhat slower.
+# ctypes. Loading code from a directory means trusting it, so a cached library is loaded only
+# when the directory is a real directory owned by this user and not writable by group or others
+# (nor is its parent, unless sticky), the file is a regular file owned by this user and not
+# writable by others, and its SHA-256 matches the one its name records (written at build time);
+# a file that fails is deleted and rebuilt, a directory that fails is not used (the kernel is
+# then built in a private temporary directory). Without a compiler, or with ``HHLD_C_KERNEL=0``
+# in the environment, the chunked numpy path below is used: same numbers, somewhat slower.
 _C_SOURCE = r"""
 #include <stddef.h>
 #include <stdint.h>
@@ -277,13 +282,15 @@ def _c_cache_dirs():
             yield Path(home) / ".cache" / "hhld"
 
 
-def _c_compile(cc, src_text, target):
-    """Compile ``src_text`` into the shared library ``target`` (atomically replaced)."""
+def _c_compile(cc, src_text, directory, prefix):
+    """Compile ``src_text`` into ``directory/<prefix>_<sha256[:16]>.so`` (atomically); the path."""
+    import hashlib
     import os
     import subprocess
     import tempfile
+    from pathlib import Path
 
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
         src = os.path.join(tmp, "kernel.c")
         lib = os.path.join(tmp, "kernel.so")
         with open(src, "w") as fh:
@@ -291,7 +298,48 @@ def _c_compile(cc, src_text, target):
         proc = subprocess.run([*cc, *_C_FLAGS, "-o", lib, src], capture_output=True, text=True, timeout=120)
         if proc.returncode != 0 or not os.path.exists(lib):
             raise RuntimeError(f"{' '.join(cc)} failed: {proc.stderr.strip()[-500:]}")
+        os.chmod(lib, 0o700)
+        with open(lib, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()[:16]
+        target = Path(directory) / f"{prefix}_{digest}.so"
         os.replace(lib, target)
+    return target
+
+
+def _c_private_dir(d) -> None:
+    """Raise unless ``d`` is a directory that only this user can write to (module comment)."""
+    import os
+    import stat
+
+    st = os.lstat(d)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise RuntimeError(f"{d} is not a plain directory")
+    if st.st_uid != os.getuid():
+        raise RuntimeError(f"{d} is not owned by this user")
+    if st.st_mode & 0o022:
+        raise RuntimeError(f"{d} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})")
+    pst = os.stat(d.parent)
+    if pst.st_mode & 0o002 and not pst.st_mode & stat.S_ISVTX:
+        raise RuntimeError(f"{d.parent} is writable by anyone and not sticky")
+
+
+def _c_verified(d, prefix):
+    """The cached library ``d/<prefix>_<hash>.so`` whose owner, mode and SHA-256 check out, or None;
+    a file that fails is removed (the directory is private: only this user wrote it)."""
+    import hashlib
+    import os
+    import stat
+
+    for p in sorted(d.glob(f"{prefix}_*.so")):
+        st = os.lstat(p)
+        ok = (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022)
+        if ok:
+            with open(p, "rb") as fh:
+                ok = p.name == f"{prefix}_{hashlib.sha256(fh.read()).hexdigest()[:16]}.so"
+        if ok:
+            return p
+        p.unlink()
+    return None
 
 
 def _c_self_test(fns):
@@ -353,24 +401,20 @@ def _c_load():
         if not cc or not shutil.which(cc[0]):
             raise RuntimeError("no C compiler found")
         tag = hashlib.sha256(repr((_C_SOURCE, cc, _C_FLAGS, platform.machine(), platform.system())).encode())
-        name = f"em_cubic_{tag.hexdigest()[:20]}.so"
+        prefix = f"em_cubic_{tag.hexdigest()[:20]}"
         path, lib, errors = None, None, []
         for d in _c_cache_dirs():
             try:
                 d.mkdir(parents=True, exist_ok=True, mode=0o700)
-                if d.stat().st_uid != os.getuid():
-                    raise RuntimeError(f"{d} is not owned by this user")
-                path = d / name
-                if not path.exists():
-                    _c_compile(cc, _C_SOURCE, path)
+                _c_private_dir(d)
+                path = _c_verified(d, prefix) or _c_compile(cc, _C_SOURCE, d, prefix)
                 lib = ctypes.CDLL(str(path))
                 break
             except Exception as exc:  # noqa: BLE001 - try the next place, then a private temp dir
                 errors.append(f"{d}: {exc}")
         if lib is None:  # no usable cache: build in a private temporary directory, load, remove
             with tempfile.TemporaryDirectory(prefix="hhld-") as tmp:
-                path = Path(tmp) / name
-                _c_compile(cc, _C_SOURCE, path)
+                path = _c_compile(cc, _C_SOURCE, Path(tmp), prefix)
                 lib = ctypes.CDLL(str(path))
             path = f"a temporary build; no usable cache directory: {'; '.join(errors) or 'none'}"
         fns = {}
