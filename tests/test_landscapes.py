@@ -134,3 +134,20 @@ def test_quadratic_quartic_values_and_bad_parameters():
         QuadraticQuartic(q=-1.0)
     with pytest.raises(ValueError, match="kappa and q cannot both be 0"):
         QuadraticQuartic(kappa=0.0, q=0.0)
+
+
+def test_hvp_refuses_mixed_numpy_and_torch():
+    lw = double_well_2d()
+    with pytest.raises(TypeError, match="theta is a numpy array but v is a torch tensor"):
+        lw.hvp(np.zeros((3, 2)), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="v has shape"):
+        lw.hvp(np.zeros((3, 2)), np.zeros((2, 2)))
+
+
+def test_a_function_or_a_number_is_not_a_landscape():
+    from hhld.landscapes import get_landscape
+
+    with pytest.raises(TypeError, match=r"function '<lambda>'.*NumpyLandscape\(loss_fn, grad_fn, dim\)"):
+        get_landscape(lambda th: th ** 2)
+    with pytest.raises(TypeError, match="got 3.0"):
+        get_landscape(3.0)

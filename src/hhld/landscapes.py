@@ -47,6 +47,7 @@ __all__ = [
     "double_well_2d",
     "anisotropic_quadratic",
     "get_landscape",
+    "check_landscape",
     "LANDSCAPES",
 ]
 
@@ -104,9 +105,21 @@ class Landscape(abc.ABC):
         return out[0] if single else out
 
     def hvp(self, theta, v):
-        """Hessian-vector product ``H(theta) v`` for batches: ``(N, d), (N, d) -> (N, d)``."""
+        """Hessian-vector product ``H(theta) v`` for batches: ``(N, d), (N, d) -> (N, d)``.
+        ``theta`` and ``v`` must be the same kind (both numpy arrays or both torch tensors) and
+        shape."""
+        if is_torch(theta) != is_torch(v):
+            kinds = ("a torch tensor" if is_torch(theta) else "a numpy array",
+                     "a torch tensor" if is_torch(v) else "a numpy array")
+            raise TypeError(f"{self.name}.hvp: theta is {kinds[0]} but v is {kinds[1]}; pass both as numpy "
+                            f"arrays or both as torch tensors")
         th, single = self._as_batch(theta)
         vv, _ = self._as_batch(v)
+        if tuple(vv.shape) != tuple(th.shape):
+            raise ValueError(f"{self.name}.hvp: v has shape {tuple(getattr(v, 'shape', ()))}, theta has shape "
+                             f"{tuple(getattr(theta, 'shape', ()))}; they must match")
+        if is_torch(th) and (vv.dtype != th.dtype or vv.device != th.device):
+            vv = vv.to(dtype=th.dtype, device=th.device)
         out = self._hvp(th, vv)
         return out[0] if single else out
 
@@ -852,10 +865,32 @@ LANDSCAPES: dict[str, Callable[..., Landscape]] = {
 }
 
 
+def check_landscape(obj, where: str = "landscape"):
+    """``obj`` if it can serve as a landscape (a :class:`Landscape`, or an object with ``dim`` and
+    callable ``value`` and ``grad``); else a ``TypeError`` that says how to wrap a function."""
+    if isinstance(obj, Landscape):
+        return obj
+    if (isinstance(getattr(obj, "dim", None), (int, np.integer)) and callable(getattr(obj, "value", None))
+            and callable(getattr(obj, "grad", None))):
+        return obj
+    if callable(obj):
+        what = f"the function {getattr(obj, '__name__', type(obj).__name__)!r}"
+        hint = ("; wrap a loss function as NumpyLandscape(loss_fn, grad_fn, dim) (numpy; grad_fn=None for "
+                "finite differences) or TorchLandscape(fn, dim) (torch, gradient by autograd), or give a "
+                f"registry name: {sorted(LANDSCAPES)}")
+    else:
+        what = f"{obj!r} (a {type(obj).__name__})"
+        hint = f"; give a Landscape or a registry name: {sorted(LANDSCAPES)}"
+    raise TypeError(f"{where} must be a hhld.landscapes.Landscape (value, grad and dim), got {what}{hint}")
+
+
 def get_landscape(name: str | Landscape, **kwargs) -> Landscape:
-    """A landscape by registry name (``hhld.landscapes.LANDSCAPES``), with keyword options."""
-    if isinstance(name, Landscape):
-        return name
+    """A landscape by registry name (``hhld.landscapes.LANDSCAPES``), with keyword options; a
+    landscape object is returned as it is."""
+    if not isinstance(name, str):
+        if kwargs:
+            raise TypeError(f"keyword options {sorted(kwargs)} apply to a registry name, not to {name!r}")
+        return check_landscape(name)
     key = name.replace("-", "_").lower()
     if key not in LANDSCAPES:
         raise ValueError(f"unknown landscape {name!r}; choose one of {sorted(LANDSCAPES)}")
