@@ -1,4 +1,5 @@
-"""Where the monitor's rows go: CSV / JSONL files, TensorBoard, a PyTorch Lightning callback.
+"""Where the monitor's rows go: CSV / JSONL files, TensorBoard (the Lightning callback, formerly here, is
+:func:`hhld.torch.callbacks.lightning_callback`; ``sinks.lightning_callback`` is the same function).
 
 A sink is any object with ``write(row: dict)`` and ``close()``; the monitor calls ``write``
 once per logging interval (after its single host synchronisation). Optional packages
@@ -10,6 +11,8 @@ import csv
 import json
 import math
 from pathlib import Path
+
+from .callbacks import lightning_callback  # noqa: F401 - kept here for existing code (moved to callbacks)
 
 __all__ = ["JSONLSink", "CSVSink", "TensorBoardSink", "lightning_callback"]
 
@@ -89,41 +92,3 @@ class TensorBoardSink:
     def close(self) -> None:
         if self._own:
             self.writer.close()
-
-
-def lightning_callback(**monitor_kwargs):
-    """A ``lightning.pytorch.Callback`` that runs a :class:`~hhld.torch.Monitor` on the
-    LightningModule and its first optimizer and logs each row with ``pl_module.log_dict``.
-
-    ``monitor_kwargs`` go to the monitor. The monitor is available as ``callback.monitor``.
-    """
-    try:
-        from lightning.pytorch import Callback
-    except ImportError:
-        try:
-            from pytorch_lightning import Callback
-        except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ImportError("lightning_callback needs lightning: pip install 'hhld[lightning]'") from exc
-    from .monitor import Monitor
-
-    class HHLDMonitorCallback(Callback):
-        def __init__(self):
-            self.monitor = None
-
-        def on_train_start(self, trainer, pl_module):
-            opt = trainer.optimizers[0]
-            self.monitor = Monitor(pl_module, opt, **monitor_kwargs)
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            row = self.monitor.step(loss)
-            if row:
-                pl_module.log_dict({f"hhld/{k}": float(v) for k, v in row.items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                                    and math.isfinite(float(v))})
-
-        def on_train_end(self, trainer, pl_module):
-            if self.monitor is not None:
-                self.monitor.close()
-
-    return HHLDMonitorCallback()

@@ -1,0 +1,226 @@
+"""Training-framework callbacks that run the :class:`~hhld.torch.Monitor`: PyTorch Lightning and
+Hugging Face ``transformers.Trainer``.
+
+Both call ``monitor.step`` once per *optimizer* step (not per batch), so gradient accumulation gives
+one row per optimizer step and no spurious ``skipped_step`` events, with the step's loss the mean of
+its micro-batch losses. The frameworks are imported only when a callback is created
+(``pip install 'hhld[lightning]'`` / ``pip install 'hhld[hf]'``).
+
+* :func:`lightning_callback` (or ``LightningMonitorCallback(**monitor_kwargs)``): the monitor runs
+  on the LightningModule and its first optimizer. An optimizer step is recognised by
+  ``trainer.global_step`` advancing. Lightning runs the training step inside the closure it passes
+  to ``optimizer.step`` and clips (``gradient_clip_val``) right after it; the monitor reads the
+  gradients right after that closure, i.e. the clipped ones. Lightning divides the training-step
+  loss by ``accumulate_grad_batches``; the callback multiplies it back. Under ``precision="16-mixed"``
+  Lightning's ``GradScaler`` is passed to the monitor. Each row is ``log_dict``-ed under ``hhld/``.
+* ``HFMonitorCallback(**monitor_kwargs)``: a ``transformers.TrainerCallback``; the monitor is built
+  in ``on_train_begin`` from the model and the optimizer the Trainer passes (accelerate's
+  ``AcceleratedOptimizer`` unwrapped to the torch optimizer; its ``GradScaler`` under fp16 passed
+  on) and stepped in ``on_step_end``. The loss is the model outputs' ``loss`` (a forward hook): with
+  ``num_items_in_batch`` (the Trainer's token-count normalisation) each micro-batch loss is already a
+  share of the step's loss and they are summed, else their mean is taken. The number of samples of
+  each step is counted from the model's keyword tensors (``input_ids``, ...) and given to the
+  monitor as ``batch_size`` (unless ``batch_size=`` is given). Rows go to ``trainer.state.log_history``
+  (keys ``hhld/...``) and ``callback.monitor.history``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+
+import torch
+
+# HFMonitorCallback / LightningMonitorCallback are created on first access (they subclass the frameworks' types)
+__all__ = ["lightning_callback", "hf_callback"]
+
+_CLASSES: dict = {}
+
+
+def _numeric(row: dict) -> dict:
+    return {f"hhld/{k}": float(v) for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def _mean(losses):
+    if not losses:
+        return None
+    if all(isinstance(v, torch.Tensor) for v in losses):
+        return torch.stack([v.reshape(()).float() for v in losses]).mean()
+    return sum(float(v) for v in losses) / len(losses)
+
+
+# ---------------------------------------------------------------------- Lightning
+def _lightning_class():
+    if "lightning" in _CLASSES:
+        return _CLASSES["lightning"]
+    try:
+        from lightning.pytorch import Callback
+    except ImportError:
+        try:
+            from pytorch_lightning import Callback
+        except ImportError as exc:
+            raise ImportError("the Lightning callback needs lightning: pip install 'hhld[lightning]'") from exc
+    from .monitor import Monitor
+
+    class LightningMonitorCallback(Callback):
+        """Runs a :class:`~hhld.torch.Monitor` once per optimizer step of a Lightning ``Trainer``."""
+
+        def __init__(self, log: bool = True, **monitor_kwargs):
+            self.monitor_kwargs = monitor_kwargs
+            self.log = log
+            self.monitor = None
+            self._losses: list = []
+            self._last_step = 0
+
+        def on_train_start(self, trainer, pl_module):
+            if len(trainer.optimizers) > 1:
+                warnings.warn(f"LightningMonitorCallback monitors the first of {len(trainer.optimizers)} optimizers",
+                              RuntimeWarning, stacklevel=2)
+            kw = dict(self.monitor_kwargs)
+            scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+            if scaler is not None:
+                kw.setdefault("scaler", scaler)
+            self.monitor = Monitor(pl_module, trainer.optimizers[0], **kw)
+            self._last_step = trainer.global_step
+            self._losses = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+            if isinstance(loss, torch.Tensor) or isinstance(loss, (int, float)):
+                if isinstance(loss, torch.Tensor):
+                    loss = loss.detach()
+                if pl_module.automatic_optimization:
+                    loss = loss * trainer.accumulate_grad_batches  # Lightning divided it for the backward pass
+                self._losses.append(loss)
+            if trainer.global_step == self._last_step:
+                return  # still accumulating: no optimizer step yet
+            self._last_step = trainer.global_step
+            loss, self._losses = _mean(self._losses), []
+            row = self.monitor.step(loss)
+            if row and self.log:
+                pl_module.log_dict(_numeric(row))
+
+        def on_train_end(self, trainer, pl_module):
+            if self.monitor is not None:
+                self.monitor.close()
+
+    _CLASSES["lightning"] = LightningMonitorCallback
+    return LightningMonitorCallback
+
+
+def lightning_callback(**monitor_kwargs):
+    """A ``lightning.pytorch.Callback`` that runs a :class:`~hhld.torch.Monitor` on the LightningModule
+    and its first optimizer, once per optimizer step, and logs each row with ``pl_module.log_dict``.
+
+    ``monitor_kwargs`` go to the monitor. The monitor is available as ``callback.monitor``.
+    """
+    return _lightning_class()(**monitor_kwargs)
+
+
+# ---------------------------------------------------------------------- Hugging Face transformers
+_BATCH_KEYS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features", "labels")
+
+
+def _batch_len(args, kwargs) -> int | None:
+    """Samples of one forward call, from the keyword tensors HF models take (else the first argument)."""
+    for k in _BATCH_KEYS:
+        v = kwargs.get(k)
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    for v in list(args) + list(kwargs.values()):
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    return None
+
+
+def _unwrap_optimizer(opt):
+    """The torch optimizer inside accelerate's ``AcceleratedOptimizer`` (and similar wrappers)."""
+    while isinstance(getattr(opt, "optimizer", None), torch.optim.Optimizer) and opt.optimizer is not opt:
+        opt = opt.optimizer
+    return opt
+
+
+def _hf_class():
+    if "hf" in _CLASSES:
+        return _CLASSES["hf"]
+    try:
+        from transformers import TrainerCallback
+    except ImportError as exc:
+        raise ImportError("HFMonitorCallback needs transformers: pip install 'hhld[hf]'") from exc
+    from .monitor import Monitor
+
+    class HFMonitorCallback(TrainerCallback):
+        """Runs a :class:`~hhld.torch.Monitor` once per optimizer step of a ``transformers.Trainer``."""
+
+        def __init__(self, **monitor_kwargs):
+            self.monitor_kwargs = monitor_kwargs
+            self.monitor = None
+            self._handle = None
+            self._losses: list = []
+            self._shares = False
+            self._samples = 0
+
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if model is None or optimizer is None:
+                raise ValueError("HFMonitorCallback needs the model and the optimizer from the Trainer "
+                                 f"(got model={type(model).__name__}, optimizer={type(optimizer).__name__})")
+            kw = dict(self.monitor_kwargs)
+            scaler = getattr(optimizer, "scaler", None)
+            if scaler is not None:
+                kw.setdefault("scaler", scaler)
+            self._count_batch = "batch_size" not in kw
+            self.monitor = Monitor(model, _unwrap_optimizer(optimizer), **kw)
+            self._handle = model.register_forward_hook(self._forward_hook, with_kwargs=True)
+
+        def _forward_hook(self, module, args, kwargs, output):
+            if not (module.training and torch.is_grad_enabled()):
+                return
+            n = _batch_len(args, kwargs)
+            if n and self._count_batch:
+                # until the monitor reads keyword inputs itself: the samples of this optimizer step so far
+                self._samples += n
+                self.monitor.batch_size = self._samples
+            loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+            if isinstance(loss, torch.Tensor):
+                self._losses.append(loss.detach())
+                self._shares = kwargs.get("num_items_in_batch") is not None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.monitor is None:
+                return
+            losses, self._losses = self._losses, []
+            if losses and self._shares:
+                loss = torch.stack([v.reshape(()).float() for v in losses]).sum()  # shares of the step's loss
+            else:
+                loss = _mean(losses)
+            self._samples = 0
+            row = self.monitor.step(loss)
+            if self._count_batch:
+                self.monitor.batch_size = None
+            if row:
+                state.log_history.append({**_numeric(row), "step": state.global_step})
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self._handle is not None:
+                self._handle.remove()
+                self._handle = None
+            if self.monitor is not None:
+                self.monitor.close()
+
+    _CLASSES["hf"] = HFMonitorCallback
+    return HFMonitorCallback
+
+
+def hf_callback(**monitor_kwargs):
+    """``HFMonitorCallback(**monitor_kwargs)``: a ``transformers.TrainerCallback`` running the monitor."""
+    return _hf_class()(**monitor_kwargs)
+
+
+def __getattr__(name):
+    # the classes subclass the frameworks' callback types: created on first use
+    if name == "HFMonitorCallback":
+        return _hf_class()
+    if name == "LightningMonitorCallback":
+        return _lightning_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

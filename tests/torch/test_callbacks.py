@@ -1,0 +1,134 @@
+"""The Lightning and Hugging Face Trainer callbacks end to end: one monitor step per optimizer step.
+
+The runs are those of the workload matrix (``workloads.run_lightning`` / ``workloads.run_hf``): the
+model's parameters before the checked optimizer step and its micro-batches are recorded, so the row can
+be held against the float64 reference.
+"""
+import math
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import workloads as W
+
+MLP = W.Workload("mlp", "-", W._seeded(lambda: nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))),
+                 W.feat_data, W.cls_loss, W.cls_per_sample, batch=8, reference="func", max_norm=0.05)
+LIGHTNING = W.Practice("lightning", accum=2, clip=True, runner="lightning")
+
+
+def _finite_row(row):
+    bad = {k: v for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)}
+    assert not bad, bad
+
+
+@pytest.fixture(scope="module")
+def lightning_run():
+    pytest.importorskip("lightning", reason="lightning not installed (pip install 'hhld[lightning]')")
+    return W.run_lightning(MLP, LIGHTNING, steps=3)
+
+
+def test_lightning_one_row_per_optimizer_step(lightning_run):
+    """accumulate_grad_batches=2, gradient_clip_val: 6 batches, 3 optimizer steps, 3 rows, nothing skipped."""
+    rec = lightning_run
+    assert rec.extra["global_step"] == 3
+    assert len(rec.history) == 3
+    assert all(r["steps"] == 1 and r["skipped_steps"] == 0 for r in rec.history)
+    assert not [e for e in rec.events if e["event"] == "skipped_step"]
+    # the step's loss is the mean of its micro-batch losses (Lightning's division by 2 undone)
+    assert rec.row["loss"] == pytest.approx(sum(rec.extra["losses"]) / 2, rel=1e-6)
+    assert rec.row["loss"] == pytest.approx(W.reference_loss(MLP, rec), rel=1e-5)
+    # logged through pl_module.log_dict
+    assert rec.extra["callback_metrics"]["hhld/C_sgd"] == pytest.approx(rec.row["C_sgd"], rel=1e-5)
+
+
+def test_lightning_reads_the_clipped_gradient_of_both_micro_batches(lightning_run):
+    """The monitor reads the gradient right after Lightning's closure (after clipping): |g|^2 and C_sgd of the
+    gradient step() applied, with B = 8 (both micro-batches)."""
+    rec = lightning_run
+    ref = W.reference(MLP, rec)
+    assert ref["clip_coef"] < 0.9  # clipping happened
+    assert rec.row["grad_sq_norm"] == pytest.approx(ref["grad_sq_norm"], rel=1e-4)
+    assert rec.row["C_sgd"] == pytest.approx(ref["C_sgd"], rel=1e-4)
+
+
+def test_lightning_row_matches_the_reference(lightning_run):
+    """Every row finite; every noise quantity of the checked step within 2% of the reference (clipped
+    convention)."""
+    rec = lightning_run
+    for r in rec.history:
+        _finite_row(r)
+    ref = W.reference(MLP, rec)
+    problems = W.compare(rec.row, ref, 0.02) + W.clip_problems(rec.row, ref["clip_coef"], 0.02)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def hf_run(tmp_path_factory):
+    pytest.importorskip("transformers", reason="transformers not installed (pip install 'hhld[hf]')")
+    pytest.importorskip("accelerate", reason="accelerate not installed (pip install 'hhld[hf]')")
+    return W.run_hf(3, str(tmp_path_factory.mktemp("hf")))
+
+
+def test_hf_trainer_one_row_per_optimizer_step(hf_run):
+    """gradient_accumulation_steps=2: 3 optimizer steps, 3 rows (also in the Trainer's log history), no
+    skipped steps, the batch size counted from the keyword inputs, finite values."""
+    rec = hf_run
+    assert rec.extra["global_step"] == 3
+    assert len(rec.history) == 3
+    assert all(r["steps"] == 1 and r["skipped_steps"] == 0 for r in rec.history)
+    assert not [e for e in rec.events if e["event"] == "skipped_step"]
+    logged = [e for e in rec.extra["log_history"] if "hhld/C_sgd" in e]
+    assert [e["step"] for e in logged] == [1, 2, 3]
+    assert logged[-1]["hhld/C_sgd"] == pytest.approx(rec.row["C_sgd"])
+    # the step's loss: the two micro-batches together, as the Trainer trains on them (its token-count
+    # normalisation included)
+    assert rec.row["loss"] == pytest.approx(W.reference_loss(rec.extra["workload"], rec), rel=1e-5)
+
+
+def test_hf_trainer_rows_are_finite(hf_run):
+    for r in hf_run.history:
+        _finite_row(r)
+
+
+def test_hf_trainer_gradient_and_batch_size(hf_run):
+    """|g|^2 and C_sgd of the gradient step() applied (the Trainer clips at max_grad_norm=1), B = 8."""
+    rec = hf_run
+    ref = W.reference(rec.extra["workload"], rec)
+    assert ref["B"] == 8
+    assert rec.row["grad_sq_norm"] == pytest.approx(ref["grad_sq_norm"], rel=1e-4)
+    assert rec.row["C_sgd"] == pytest.approx(ref["C_sgd"], rel=1e-4)
+
+
+def test_sinks_alias_is_the_callbacks_function():
+    from hhld.torch import callbacks, sinks
+
+    assert sinks.lightning_callback is callbacks.lightning_callback
+
+
+def test_missing_frameworks_name_the_extra(monkeypatch):
+    from hhld.torch import callbacks
+
+    monkeypatch.setattr(callbacks, "_CLASSES", {})
+    for mod in ("transformers", "lightning", "lightning.pytorch", "pytorch_lightning"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    with pytest.raises(ImportError, match=r"pip install 'hhld\[hf\]'"):
+        callbacks.hf_callback()
+    with pytest.raises(ImportError, match=r"pip install 'hhld\[hf\]'"):
+        callbacks.HFMonitorCallback  # noqa: B018 - the lazy class
+    with pytest.raises(ImportError, match=r"pip install 'hhld\[lightning\]'"):
+        callbacks.lightning_callback()
+
+
+def test_unwrap_optimizer():
+    from hhld.torch.callbacks import _unwrap_optimizer
+
+    opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+
+    class Wrapper(torch.optim.Optimizer):
+        def __init__(self, inner):  # like accelerate's AcceleratedOptimizer: no Optimizer.__init__
+            self.optimizer = inner
+
+    assert _unwrap_optimizer(Wrapper(Wrapper(opt))) is opt
+    assert _unwrap_optimizer(opt) is opt
