@@ -186,7 +186,9 @@ class PracticalAlgorithm(Experiment):
                         prediction=f"{label}: the documents' Practical Algorithm "
                                    f"({'literal' if arm == 'documents' else 'bounded'}) trains better than {ref_text}",
                         documents_value=claim("practical_algorithm"),
-                        measured=summary[arm]["mean"], uncertainty=summary[arm]["se"],
+                        measured=(summary[arm]["mean"] if fin[arm].all()
+                                  else f"diverged in {int((~fin[arm]).sum())}/{len(seeds)} runs"),
+                        uncertainty=summary[arm]["se"] if fin[arm].all() else None,
                         error=(f"test acc {fmt(summary[arm]['mean'])} vs {fmt(summary[ref]['mean'])} ± "
                                f"{fmt(summary[ref]['se'], 2)}; paired diff {fmt(m)} ± {fmt(se, 2)}; diverged "
                                f"{int((~fin[arm]).sum())}/{len(seeds)}; lr {config.lr:g} → max "
@@ -195,8 +197,9 @@ class PracticalAlgorithm(Experiment):
                                f"steps, kicks {int(np.sum(info['kicks']))}"),
                         verdict=_verdict(diff, fin[arm]),
                         notes=("holds: more accurate than the comparison by > 2 SE of the paired difference over "
-                               f"{len(seeds)} seeds; fails: less accurate by > 2 SE, a diverged run, or a 2-SE "
-                               "interval of the gain below +1 point; else inconclusive. Same initialisation and "
+                               f"{len(seeds)} seeds; fails: less accurate by > 2 SE, a diverged run (counted as "
+                               "accuracy 0), or a 2-SE interval of the gain below +1 point; else inconclusive. Same "
+                               "initialisation and "
                                "batches per seed; C = ||g||²/(D·d) with D the measured SGD diffusion every "
                                f"{config.measure_every} steps; {config.epochs:g} epochs, batch {config.batch_size}.")))
             ax = axes[0][ti]
