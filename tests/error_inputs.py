@@ -1,0 +1,422 @@
+"""The shared table of bad inputs (in the manner of torch's ``OptimizerInfo.error_inputs``).
+
+Every public entry point is listed with inputs it must refuse, the exception it must raise and a
+fragment of the message (a regular expression searched in ``str(exception)``): the message must
+name the bad value or say what is allowed. ``tests/test_error_inputs.py`` runs every row of every
+list below through one parametrised test, and every row of :data:`CLI` through the real command
+line (exit status 2, one line on stderr, no traceback).
+
+Adding a row
+------------
+Append to the list of your area (create the list if your area has none, and add it to
+:data:`AREAS`)::
+
+    E(FokkerPlanck, "double_well_2d", cells=16, D=0.0, error=ValueError, match=r"D .* > 0"),
+
+``E(entry, *args, error=..., match=..., id=..., **kwargs)`` calls ``entry(*args, **kwargs)``.
+Anything that must be built first (an object whose method is the entry point, an array that
+depends on it) goes in :func:`lazy`: ``E(lazy(lambda: _fp().kl), lazy(lambda: -_fp().gibbs()),
+...)``; lazy values are built when the test runs, not when the table is imported. A warning
+that must be given instead of an error is a row with ``error=SomeWarning`` (the test turns
+warnings into errors for that row). A CLI row is ``C([...argv...], match)``; ``{file}`` in an
+argument is an existing file, ``{tmp}`` a fresh directory.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable
+
+import numpy as np
+
+from hhld import NonFiniteError
+
+
+# ------------------------------------------------------------------ the row types
+@dataclass(frozen=True)
+class lazy:  # noqa: N801 - reads as a marker in the table
+    """A value built when the row runs (``make()``), not when the table is imported."""
+
+    make: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class ErrorInput:
+    entry: Any                      # the entry point (function, class, bound method) or lazy(...)
+    args: tuple = ()                # the invalid input, positional ...
+    kwargs: dict = field(default_factory=dict)  # ... and keyword (values may be lazy(...))
+    error: Any = ValueError         # expected exception (or warning) type, or a tuple of types
+    match: str = ""                 # regex searched in the message
+    id: str = ""
+
+    def resolve(self):
+        def r(v):
+            return v.make() if isinstance(v, lazy) else v
+
+        return r(self.entry), tuple(r(a) for a in self.args), {k: r(v) for k, v in self.kwargs.items()}
+
+    def name(self) -> str:
+        if self.id:
+            return self.id
+        e = self.entry
+        base = "lazy" if isinstance(e, lazy) else getattr(e, "__qualname__", getattr(e, "__name__", repr(e)))
+        shown = [("lazy" if isinstance(a, lazy) else repr(a))[:24] for a in self.args]
+        shown += [f"{k}={('lazy' if isinstance(v, lazy) else repr(v))[:24]}" for k, v in self.kwargs.items()]
+        return f"{base}({', '.join(shown)})"
+
+
+def E(entry, *args, error=ValueError, match="", id="", **kwargs) -> ErrorInput:  # noqa: A002,N802
+    return ErrorInput(entry, args, kwargs, error, match, id)
+
+
+@dataclass(frozen=True)
+class CLIErrorInput:
+    argv: tuple
+    match: str
+    code: int = 2
+
+    def name(self) -> str:
+        return " ".join(self.argv)
+
+
+def C(argv, match, code=2) -> CLIErrorInput:  # noqa: N802
+    return CLIErrorInput(tuple(argv), match, code)
+
+
+# ------------------------------------------------------------------ builders (cached, cheap)
+@lru_cache(maxsize=None)
+def _fp():
+    from hhld.fokker_planck import FokkerPlanck
+    from hhld.landscapes import double_well_1d
+
+    return FokkerPlanck(double_well_1d(), cells=128, D=0.1)
+
+
+@lru_cache(maxsize=None)
+def _qgrid():
+    from hhld.quantum.grid import make_grid
+
+    return make_grid(64, [(-3.0, 3.0)])
+
+
+def _solver(**kw):
+    from hhld.landscapes import double_well_1d
+    from hhld.quantum.schrodinger import SplitStepSolver
+
+    return SplitStepSolver(_qgrid(), double_well_1d(), **({"dt": 1e-3} | kw))
+
+
+def _psi():
+    return _qgrid().gaussian_packet(0.5, 0.3)
+
+
+def _sim(**kw):
+    from hhld.dynamics import LossObserver, Simulation
+    from hhld.landscapes import double_well_2d
+
+    params = {"dt": 0.01, "D": 0.1, "rng": np.random.default_rng(0), "observers": [LossObserver()]} | kw
+    return Simulation(double_well_2d(), np.zeros((8, 2)), **params)
+
+
+def _pickle_file():
+    fd, path = tempfile.mkstemp(suffix=".pkl")
+    with os.fdopen(fd, "wb") as fh:
+        pickle.dump({"state": "anything"}, fh)
+    return path
+
+
+def _checkpoint(**kw):
+    fd, path = tempfile.mkstemp(suffix=".npz")
+    os.close(fd)
+    _sim(**kw).run(3).save(path)
+    return path
+
+
+def _tmpdir():
+    return tempfile.mkdtemp(prefix="hhld-error-inputs-")
+
+
+# ------------------------------------------------------------------ the table
+def _fokker_planck():
+    from hhld.fokker_planck import FokkerPlanck
+    from hhld.fokker_planck.evolve import chebyshev_expmv, evolve_generator
+    from hhld.landscapes import double_well_2d
+
+    dw = double_well_2d()
+    return [
+        E(FokkerPlanck, dw, cells=16, D=0.0, match=r"D \(the diffusion constant\) must be > 0"),
+        E(FokkerPlanck, dw, cells=16, D=math.nan, match="must be finite"),
+        E(FokkerPlanck, dw, cells=16, D=0.1, mu=-1.0, match=r"mu .* must be > 0"),
+        E(FokkerPlanck, dw, cells=1, D=0.1, match=r"cells\[0\] must be >= 2"),
+        E(FokkerPlanck, dw, cells=2.5, D=0.1, error=TypeError, match="cells.*integer"),
+        E(FokkerPlanck, dw, box=[(-2, 2)], cells=16, D=0.1, match="box has 1 axes"),
+        E(FokkerPlanck, lambda th: th ** 2, error=TypeError, match="NumpyLandscape", id="FokkerPlanck(lambda)"),
+        E(FokkerPlanck, "nosuch", match="unknown landscape 'nosuch'"),
+        E(lazy(lambda: _fp().kl), lazy(lambda: 0.5 * _fp().gibbs()), match=r"normalised density.*= 0\.5",
+          id="fp.kl(0.5*gibbs)"),
+        E(lazy(lambda: _fp().kl), np.zeros(128), match=r"normalised density.*= 0\.0", id="fp.kl(zeros)"),
+        E(lazy(lambda: _fp().kl), lazy(lambda: -_fp().gibbs()), match=">= 0", id="fp.kl(-gibbs)"),
+        E(lazy(lambda: _fp().kl), np.ones(5), match="128 values", id="fp.kl(wrong size)"),
+        E(lazy(lambda: _fp().entropy), np.full(128, np.nan), error=NonFiniteError, match="non-finite",
+          id="fp.entropy(nan)"),
+        E(lazy(lambda: _fp().free_energy), lazy(lambda: 2 * _fp().gibbs()), match="normalised",
+          id="fp.free_energy(2*gibbs)"),
+        E(lazy(lambda: _fp().evolve), lazy(lambda: _fp().gibbs()), [2.0, 1.0], match="sorted",
+          id="fp.evolve(unsorted times)"),
+        E(lazy(lambda: _fp().evolve), lazy(lambda: _fp().gibbs()), [math.nan], match="finite",
+          id="fp.evolve(nan time)"),
+        E(lazy(lambda: _fp().evolve), lazy(lambda: -_fp().gibbs()), [1.0], match=">= 0",
+          id="fp.evolve(negative rho0)"),
+        E(lazy(lambda: _fp().evolve), lazy(lambda: _fp().gibbs()), [1.0], method="nope", match="method must be",
+          id="fp.evolve(method=nope)"),
+        E(lazy(lambda: _fp().spectrum), k=0, match="k must be between 1", id="fp.spectrum(k=0)"),
+        E(lazy(lambda: _fp().spectrum), k=500, match="k must be between 1", id="fp.spectrum(k=500)"),
+        E(lazy(lambda: _fp().gaussian), [0.0], 0.0, match="width must be > 0", id="fp.gaussian(width=0)"),
+        E(lazy(lambda: _fp().gaussian), [0.0, 0.0], 0.1, match="center must have 1", id="fp.gaussian(2-d center)"),
+        E(chebyshev_expmv, lazy(lambda: _fp().generator), np.ones(128), 1e15, match="too large for the Chebyshev",
+          id="chebyshev_expmv(t=1e15)"),
+        E(evolve_generator, lazy(lambda: _fp().generator), np.ones(128), [], match="at least one time",
+          id="evolve_generator(no times)"),
+        E(_unresolved_spectrum_rate, match=r"lambda_1 = .* below .*Kramers", id="Spectrum.relaxation_rate(unresolved)"),
+    ]
+
+
+def _unresolved_spectrum_rate():
+    import warnings
+
+    from hhld.fokker_planck import FokkerPlanck
+    from hhld.landscapes import double_well_1d
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = FokkerPlanck(double_well_1d(), cells=700, D=0.02).spectrum(3)
+    return spec.relaxation_rate
+
+
+def _quantum():
+    from hhld.quantum import eigenstates
+    from hhld.quantum.fp_map import gibbs_density
+    from hhld.quantum.grid import make_grid
+    from hhld.quantum.schrodinger import imaginary_time_ground_state
+    from hhld.landscapes import double_well_1d
+
+    box = [(-3.0, 3.0)]
+    return [
+        E(make_grid, [64.7], box, error=TypeError, match=r"n\[0\] must be an integer, got 64\.7"),
+        E(make_grid, 64.0, box, error=TypeError, match="n must be an integer"),
+        E(make_grid, 2, box, match="n must be >= 4"),
+        E(make_grid, 64, [(1.0, 0.0)], match="lo < hi"),
+        E(make_grid, [64, 64], box, match="n has 2 entries but box has 1"),
+        E(lazy(lambda: _qgrid().gaussian_packet), 1e3, 0.01, match=r"center=\[1000\.0\] lies outside",
+          id="gaussian_packet(far outside)"),
+        E(lazy(lambda: _qgrid().gaussian_packet), 0.0, 1e-12, match="far narrower than the grid",
+          id="gaussian_packet(width 1e-12)"),
+        E(lazy(lambda: _qgrid().gaussian_packet), 0.0, 0.0, match="width must be > 0", id="gaussian_packet(width 0)"),
+        E(lazy(lambda: _qgrid().gaussian_packet), math.nan, 0.2, match="center must be finite",
+          id="gaussian_packet(nan center)"),
+        E(lazy(lambda: _qgrid().normalize), np.zeros(64), match="zero everywhere", id="Grid.normalize(zeros)"),
+        E(_solver, hbar=0.0, match="hbar must be > 0"),
+        E(_solver, m=-1.0, match="m must be > 0"),
+        E(_solver, dt=math.nan, match="dt must be finite"),
+        E(lazy(lambda: _solver().step), lazy(_psi), n=-1, match="n must be >= 0", id="step(n=-1)"),
+        E(lazy(lambda: _solver().step), lazy(_psi), dt=math.nan, match="dt must be finite", id="step(dt=nan)"),
+        E(lazy(lambda: _solver().step), lazy(_psi), dt=0.0, match="dt must be > 0", id="step(dt=0)"),
+        E(lazy(lambda: _solver().step), lazy(_psi), n=1.5, error=TypeError, match="n must be an integer",
+          id="step(n=1.5)"),
+        E(lazy(lambda: _solver().evolve), np.full(64, np.nan + 0j), 1.0, error=NonFiniteError, match="psi0",
+          id="evolve(nan psi0)"),
+        E(lazy(lambda: _solver().evolve), np.zeros(64), 1.0, match="zero everywhere", id="evolve(zero psi0)"),
+        E(lazy(lambda: _solver().evolve), lazy(_psi), math.nan, match="t_end must be finite", id="evolve(t_end=nan)"),
+        E(lazy(lambda: _solver().evolve), lazy(_psi), 1.0, n_snapshots=1, match="n_snapshots must be >= 2",
+          id="evolve(n_snapshots=1)"),
+        E(lazy(lambda: _solver().evolve), np.ones(32), 1.0, match="shape", id="evolve(wrong shape)"),
+        E(imaginary_time_ground_state, lazy(_qgrid), double_well_1d(), max_steps=0, match="max_steps must be >= 1"),
+        E(imaginary_time_ground_state, lazy(_qgrid), double_well_1d(), dtau=-1.0, match="dtau must be > 0"),
+        E(eigenstates, lazy(_qgrid), double_well_1d(), k=0, match="k must be >= 1"),
+        E(eigenstates, lazy(_qgrid), double_well_1d(), k=10 ** 6, match="must be smaller than the number of grid"),
+        E(gibbs_density, lazy(_qgrid), double_well_1d(), 0.0, match="D must be > 0"),
+    ]
+
+
+def _landscapes():
+    import torch
+
+    from hhld.landscapes import DoubleWell, NumpyLandscape, double_well_2d, get_landscape
+
+    dw = double_well_2d()
+    return [
+        E(get_landscape, "nosuch", match="unknown landscape 'nosuch'; choose one of"),
+        E(get_landscape, lambda th: th, error=TypeError, match=r"function '<lambda>'.*NumpyLandscape",
+          id="get_landscape(lambda)"),
+        E(get_landscape, 3.0, error=TypeError, match="got 3.0"),
+        E(get_landscape, dw, dim=3, error=TypeError, match="keyword options"),
+        E(dw.value, np.zeros((4, 3)), match=r"shape \(N, 2\)"),
+        E(dw.grad, np.zeros(3), match=r"shape \(2,\)"),
+        E(dw.hvp, np.zeros((3, 2)), torch.zeros(3, 2), error=TypeError, match="numpy array but v is a torch"),
+        E(dw.hvp, torch.zeros(3, 2), np.zeros((3, 2)), error=TypeError, match="torch tensor but v is a numpy"),
+        E(dw.hvp, np.zeros((3, 2)), np.zeros((2, 2)), match="v has shape"),
+        E(NumpyLandscape, "not callable", None, 2, error=TypeError, match="loss_fn must be callable"),
+        E(NumpyLandscape, lambda t: 0.0, None, 2, vectorize="x", match="vectorize must be one of"),
+        E(DoubleWell, dim=0, match="dim must be a positive integer"),
+    ]
+
+
+def _dynamics():
+    from hhld.dynamics import Simulation
+    from hhld.landscapes import double_well_2d
+
+    dw = double_well_2d()
+    x = np.zeros((8, 2))
+    return [
+        E(Simulation, lambda th: th, x, dt=0.01, D=0.1, error=TypeError, match="NumpyLandscape",
+          id="Simulation(lambda landscape)"),
+        E(Simulation, dw, x, dt=0.0, D=0.1, match="dt must be > 0"),
+        E(Simulation, dw, x, dt=0.01, D=-1.0, match="D must be >= 0"),
+        E(Simulation, dw, x, dt=0.01, D=0.1, integrator="nope", match="nope"),
+        E(Simulation, dw, x, dt=0.01, D=0.1, observers=[object()], error=TypeError,
+          match=r"observers\[0\] = <object.* not an observer", id="Simulation(observers=[object()])"),
+        E(Simulation, dw, x, dt=0.01, D=0.1, on_nonfinite="ignore", match="on_nonfinite must be one of"),
+        E(Simulation, dw, x, dt=0.01, D=0.1, lam=0.5, match="baoab"),
+        E(Simulation, dw, x, dt=0.01, D=0.1, tunneling="yes", error=TypeError, match="TunnelingPolicy"),
+        E(Simulation, dw, np.zeros((8, 3)), dt=0.01, D=0.1, match=r"shape \(N, 2\)"),
+        E(Simulation, dw, np.full((8, 2), np.nan), dt=0.01, D=0.1, error=NonFiniteError, match="initial state"),
+        E(lazy(lambda: _sim().run), -1, match="n_steps must be >= 0", id="Simulation.run(-1)"),
+        E(lazy(lambda: _sim().load), lazy(_pickle_file), match="not an hhld checkpoint.*pickle",
+          id="Simulation.load(pickle file)"),
+        E(lazy(lambda: _sim(dt=0.02).load), lazy(_checkpoint), match="dt: checkpoint 0.01, this simulation 0.02",
+          id="Simulation.load(other dt)"),
+        E(lazy(lambda: _sim(observers=[_OddObserver()]).run(1).save), lazy(lambda: os.path.join(_tmpdir(), "c.npz")),
+          error=TypeError, match="cannot go into a data-only checkpoint", id="Simulation.save(non-data observer state)"),
+    ]
+
+
+class _OddObserver:
+    """An observer whose state holds an object a data-only checkpoint cannot store."""
+
+    name = "odd"
+
+    def __init__(self):
+        self.thing = object()
+
+    def start(self, state, ctx):
+        pass
+
+    def due(self, step):
+        return False
+
+    def observe(self, state, ctx):
+        pass
+
+    def select(self, keep):
+        pass
+
+    def result(self):
+        return {}
+
+    def state_dict(self):
+        return {"thing": self.thing}
+
+    def load_state_dict(self, d):
+        pass
+
+
+def _observables():
+    from hhld.landscapes import DoubleWell, Quadratic
+    from hhld.observables import kl_to_gibbs, log_partition
+
+    return [
+        E(log_partition, DoubleWell(dim=4), 0.1, match="d <= 3"),
+        E(log_partition, Quadratic([1.0]), 0.0, match="D must be > 0"),
+        E(log_partition, lambda th: th, 0.1, error=TypeError, match="NumpyLandscape", id="log_partition(lambda)"),
+        E(kl_to_gibbs, np.zeros((10, 1)), Quadratic([1.0]), -1.0, match="D must be > 0"),
+    ]
+
+
+def _validate():
+    from hhld.validate.base import Cell, ExperimentConfig, Row, get_experiment
+    from hhld.validate.runner import run_validation, torch_threads
+
+    return [
+        E(run_validation, lazy(_tmpdir), executor="nope", match="executor must be one of"),
+        E(run_validation, lazy(_tmpdir), only=["nosuch"], quiet=True, match=r"unknown experiment\(s\) \['nosuch'\]"),
+        E(get_experiment, "nosuch", match="unknown experiment 'nosuch'"),
+        E(ExperimentConfig().with_seeds, 0, match="number of seeds must be >= 1"),
+        E(ExperimentConfig.scale, "huge", match="scale must be"),
+        E(Row, "p", "d", 1.0, None, "", "maybe", match="verdict must be one of"),
+        E(Cell, "x", {}, 1.5, error=TypeError, match="seed must be an int"),
+        E(lazy(lambda: torch_threads(-1).__enter__), match="threads must be >= 0", id="torch_threads(-1)"),
+    ]
+
+
+FOKKER_PLANCK = _fokker_planck()
+QUANTUM = _quantum()
+LANDSCAPES = _landscapes()
+DYNAMICS = _dynamics()
+OBSERVABLES = _observables()
+VALIDATE = _validate()
+#: rows of the documents' API (hhld.HeisenbergLearning), the optimizer and the monitor: to be filled
+#: by the issues that own those areas
+DOCUMENTS_API: list[ErrorInput] = []
+OPTIM: list[ErrorInput] = []
+MONITOR: list[ErrorInput] = []
+
+AREAS = {
+    "fokker_planck": FOKKER_PLANCK, "quantum": QUANTUM, "landscapes": LANDSCAPES, "dynamics": DYNAMICS,
+    "observables": OBSERVABLES, "validate": VALIDATE, "documents_api": DOCUMENTS_API, "optim": OPTIM,
+    "monitor": MONITOR,
+}
+
+# ------------------------------------------------------------------ the command line
+CLI = [
+    # hhld demo
+    C(["demo", "--example", "9"], r"--example.*got 9; choose from 1, 2, 3, 4"),
+    C(["demo", "--example", "0"], r"got 0; choose from"),
+    C(["demo", "--seed", "-1"], r"--seed.*got -1"),
+    C(["demo", "--example", "x"], r"--example.*got 'x'"),
+    C(["demo", "--out", "{file}"], r"is a file, not a directory"),
+    C(["demo", "--out", "/proc/hhld-demo"], r"--out /proc/hhld-demo: cannot create"),
+    C(["demo", "--nosuch"], r"No such option: --nosuch"),
+    # hhld solve schrodinger
+    C(["solve", "schrodinger", "--points", "2"], r"--cells must be >= 4, got --cells=2"),
+    C(["solve", "schrodinger", "--hbar", "0"], r"--hbar must be > 0"),
+    C(["solve", "schrodinger", "--eta", "-1", "--D", "1"], r"--eta must be > 0"),
+    C(["solve", "schrodinger", "--eta", "1"], r"--eta and --D go together"),
+    C(["solve", "schrodinger", "--mass", "0"], r"--mass must be > 0"),
+    C(["solve", "schrodinger", "--dt", "0"], r"--dt must be > 0"),
+    C(["solve", "schrodinger", "--dt", "nan"], r"--dt must be finite"),
+    C(["solve", "schrodinger", "--eigen", "100000"], r"--eigen.*got 100000; the grid has 256 points"),
+    C(["solve", "schrodinger", "--eigen", "-1"], r"--eigen must be >= 0"),
+    C(["solve", "schrodinger", "--width", "0"], r"--width must be > 0"),
+    C(["solve", "schrodinger", "--snapshots", "0"], r"--snapshots must be >= 1"),
+    C(["solve", "schrodinger", "--center", "1000"], r"center=\[1000\.0\] lies outside the grid box"),
+    C(["solve", "schrodinger", "--t-end", "1e9"], r"refusing .*1e\+12 steps.*would take about .*--force"),
+    C(["solve", "schrodinger", "--points", "50000000"], r"refusing .*needs about .* of memory"),
+    C(["solve", "schrodinger", "--points", "5e7"], r"--cells.*got '5e7'"),
+    C(["solve", "schrodinger", "--box", "1,0"], r"--box.*lo < hi"),
+    C(["solve", "schrodinger", "-l", "nosuch"], r"unknown landscape 'nosuch'"),
+    C(["solve", "schrodinger", "--out", "{file}"], r"is a file, not a directory"),
+    # hhld solve fokker-planck
+    C(["solve", "fokker-planck", "--cells", "100000"], r"--cells.*10,000,000,000 cells.*32-bit indices"),
+    C(["solve", "fokker-planck", "--cells", "3000"], r"refusing --cells 3000 .*estimated up front"),
+    C(["solve", "fokker-planck", "--D", "-1"], r"--D \(the diffusion constant\) must be > 0"),
+    C(["solve", "fokker-planck", "--D", "nan"], r"must be finite"),
+    C(["solve", "fokker-planck", "--snapshots", "0"], r"--snapshots must be >= 1"),
+    C(["solve", "fokker-planck", "--eigen", "100000"], r"--eigen.*got 100000"),
+    C(["solve", "fokker-planck", "--center", "9,9"], r"--center.*outside the box"),
+    C(["solve", "fokker-planck", "--method", "euler"], r"--method.*got 'euler'"),
+    C(["solve", "fokker-planck", "--out", "{file}"], r"is a file, not a directory"),
+    C(["solve", "fokker-planck", "--out", "/proc/hhld-fp"], r"cannot create the directory"),
+    # hhld validate
+    C(["validate", "--quick", "--only", "nosuch", "--out", "{file}"], r"is a file, not a directory"),
+    C(["validate", "--quick", "--full"], r"give one of --quick / --full"),
+    C(["validate", "--seeds", "1000000"], r"--seeds.*got 1000000"),
+    C(["validate", "--seeds", "0"], r"--seeds.*got 0"),
+    C(["validate", "--executor", "nope"], r"--executor.*got 'nope'"),
+    C(["validate", "--address", "auto"], r"--address is for --executor ray"),
+    C(["validate", "--threads", "-1"], r"--threads.*got -1"),
+    C(["validate", "--out", "/proc/hhld-validate"], r"cannot create the directory"),
+]
