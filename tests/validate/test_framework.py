@@ -173,6 +173,23 @@ def test_broken_cell_is_reported_not_cached(tmp_path, monkeypatch):
     r = vr.experiments[0]
     assert sum(e is not None for e in r.errors) == 3 and r.report is not None
     assert len(list((tmp_path / "cells" / "_toy").glob("*.json"))) == 3
+    # the report says that the summary stands on 3 of 6 cells, and why
+    md = (tmp_path / "report.md").read_text()
+    assert "3 of 6 cells failed" in md and "RuntimeError: boom" in md
+
+
+def test_ray_start_failure_is_one_clear_error(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from hhld.validate.runner import ExecutorError, _ray_init
+
+    def timeout(**kw):
+        raise TimeoutError("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", timeout)
+    with pytest.raises(ExecutorError, match=r"could not start a local Ray .*timed out.*--address auto"):
+        _ray_init(ray, None, None)
+    with pytest.raises(ExecutorError, match=r"--address 10.0.0.1:6379.*ray status"):
+        _ray_init(ray, "10.0.0.1:6379", None)
 
 
 def test_ray_equals_local(tmp_path):

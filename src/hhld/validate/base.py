@@ -239,10 +239,13 @@ class Row:
 _NONFINITE = re.compile(r"(?<![\w.])[-+]?(?:(?:nan|inf(?:inity)?)(?:\s*%)?(?![\w])|∞\s*%)", re.IGNORECASE)
 
 
+_NONFINITE_PM = re.compile(r"(?<![\w.])[-+]?(?:nan|inf)\s*±\s*[-+]?(?:nan|inf)(?![\w])", re.IGNORECASE)
+
+
 def clean_nonfinite(text: str) -> str:
-    """``text`` with every non-finite number ("nan", "inf%", "-inf", "∞%") replaced by "—" (a bare
-    "∞", e.g. "never reached", is kept)."""
-    return _NONFINITE.sub("—", str(text))
+    """``text`` with every non-finite number ("nan ± nan", "nan", "inf%", "-inf", "∞%") replaced by
+    "—" (a bare "∞", e.g. "never reached", is kept)."""
+    return _NONFINITE.sub("—", _NONFINITE_PM.sub("—", str(text)))
 
 
 def _fmt(x: float, digits: int = 4) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .base import VERDICTS, Row, claim, to_jsonable
+from .base import VERDICTS, Row, claim, clean_nonfinite, to_jsonable
 
 __all__ = ["write_report", "versions", "summary_rows", "strict_json", "verdict_line", "caption"]
 
@@ -247,9 +247,9 @@ def _markdown(vr, results, figures) -> str:
             lines += [r.experiment.description, ""]
         for row in (r.report.rows if r.report else []):
             if row.notes:
-                lines.append(f"* **{_md_cell(row.prediction)}** — {row.notes}")
+                lines.append(f"* **{_md_cell(row.prediction)}** — {clean_nonfinite(row.notes)}")
         if e["notes"]:
-            lines += ["", e["notes"]]
+            lines += ["", clean_nonfinite(e["notes"])]
         lines += _health_lines(r, e)
         if r.summarize_error:
             lines += ["", "```", r.summarize_error, "```"]
@@ -295,10 +295,10 @@ def _html(vr, results, figures) -> str:
             parts.append("<ul>")
             for row in rows:
                 parts.append(f"<li><b>{esc(row.prediction)}</b> — {esc(row.verdict)}. "
-                             f"<span class='notes'>{esc(row.notes)}</span></li>")
+                             f"<span class='notes'>{esc(clean_nonfinite(row.notes))}</span></li>")
             parts.append("</ul>")
         if e["notes"]:
-            parts.append("<p>" + "<br>".join(esc(x) for x in e["notes"].splitlines()) + "</p>")
+            parts.append("<p>" + "<br>".join(esc(x) for x in clean_nonfinite(e["notes"]).splitlines()) + "</p>")
         for line in _health_lines(r, e):
             if line:
                 parts.append(f"<p class='notes'>{esc(line.replace('**', ''))}</p>")
