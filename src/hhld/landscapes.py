@@ -660,14 +660,29 @@ class MullerBrown(Landscape):
 
     def _value(self, th):
         e, *_ = self._terms(th)
-        return self.scale * e.sum(-1)
+        return self._finite(th, self.scale * e.sum(-1))
 
     def _grad(self, th):
         xp = namespace(th)
         e, dx, dy, a, b, c = self._terms(th)
         gx = (e * (2 * a * dx + b * dy)).sum(-1)
         gy = (e * (b * dx + 2 * c * dy)).sum(-1)
-        return self.scale * xp.stack([gx, gy], axis=-1)
+        return self._finite(th, self.scale * xp.stack([gx, gy], axis=-1))
+
+    def _finite(self, th, out):
+        """Far outside its box the exponentials overflow to inf of both signs, whose sum is NaN:
+        raise instead of returning it."""
+        bad = ~np.isfinite(to_numpy(out)).reshape(th.shape[0], -1).all(axis=1) if out.ndim else None
+        if bad is not None and bad.any():
+            nan = np.isnan(to_numpy(out)).reshape(th.shape[0], -1).any(axis=1)
+            if nan.any():
+                from ._validation import NonFiniteError
+
+                i = int(np.flatnonzero(nan)[0])
+                raise NonFiniteError(
+                    f"muller_brown overflows at theta={to_numpy(th[i]).tolist()}, far outside its box {self.box}: "
+                    f"its exponential terms reach +-inf and their sum is undefined", particle=i, quantity="loss")
+        return out
 
     def minima(self):
         return [np.array([-0.558, 1.442]), np.array([0.623, 0.028]), np.array([-0.050, 0.467])]

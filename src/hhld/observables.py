@@ -220,17 +220,30 @@ def uncertainty_product(theta, grad) -> UncertaintyProduct:
     n = th.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 samples, got N={n}")
-    vt = th.var(axis=0, ddof=1)
-    vg = g.var(axis=0, ddof=1)
-    cov = ((th - th.mean(0)) * (g - g.mean(0))).sum(0) / (n - 1)
-    return UncertaintyProduct(
-        per_coordinate=np.sqrt(vt * vg),
-        total=float(np.sqrt(vt.sum() * vg.sum())),
-        covariance=cov,
-        var_theta=vt,
-        var_grad=vg,
-        n=n,
-    )
+    # each column scaled by its largest |entry| first: no overflow (and no 0 * inf = NaN) in the
+    # squares of large gradients; the results overflow to inf only where they truly exceed 1e308
+    st, sg = _col_scale(th), _col_scale(g)
+    a, b = th / st, g / sg
+    vta, vgb = a.var(axis=0, ddof=1), b.var(axis=0, ddof=1)
+    sd_t, sd_g = np.sqrt(vta) * st, np.sqrt(vgb) * sg
+    cov_ab = ((a - a.mean(0)) * (b - b.mean(0))).sum(0) / (n - 1)
+    with np.errstate(over="ignore"):
+        tot_t = float(np.sqrt(np.sum((sd_t / sd_t.max()) ** 2)) * sd_t.max()) if sd_t.max() > 0 else 0.0
+        tot_g = float(np.sqrt(np.sum((sd_g / sd_g.max()) ** 2)) * sd_g.max()) if sd_g.max() > 0 else 0.0
+        return UncertaintyProduct(
+            per_coordinate=sd_t * sd_g,
+            total=tot_t * tot_g,
+            covariance=(cov_ab * st) * sg,
+            var_theta=sd_t * sd_t,
+            var_grad=sd_g * sd_g,
+            n=n,
+        )
+
+
+def _col_scale(x: np.ndarray) -> np.ndarray:
+    """Largest ``|x|`` per column (1 for an all-zero column)."""
+    s = np.abs(x).max(axis=0)
+    return np.where(s > 0, s, 1.0)
 
 
 # ------------------------------------------------------------------ entropy
