@@ -129,6 +129,27 @@ def test_methods_bit_identical_to_reference():
         assert np.array_equal(out[0], out[1]), name
 
 
+def test_float32_user_functions_and_integer_start_as_the_documents():
+    """dtypes follow the documents' arithmetic: float32 losses / gradients give float32 series, an
+    integer start is promoted by the first step."""
+    def loss32(t):
+        return np.float32(double_well_loss(t))
+
+    def grad32(t):
+        return double_well_grad(t).astype(np.float32)
+
+    for start in (np.array([1, 0]), np.array([0.5, 0.5], dtype=np.float32)):
+        out = []
+        for cls in (HeisenbergLearning, ref.ReferenceHeisenbergLearning):
+            np.random.seed(3)
+            with contextlib.redirect_stdout(io.StringIO()):
+                out.append(cls(loss32, grad32, 2, eta=0.1, D=0.05).train(start, 300))
+        a, b = out
+        for k in ("trajectory", "losses", "consolidations", "final_theta"):
+            assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+        assert a["losses"].dtype == np.float32 and a["transitions"] == b["transitions"]
+
+
 def test_explicit_rng_keeps_its_meaning_and_leaves_global_state_alone():
     np.random.seed(7)
     before = np.random.get_state()[1].copy()

@@ -112,7 +112,8 @@ def _check_grad_finite(g, grad_fn, step: int, theta, when: str) -> None:
 class SingleRun:
     """What :func:`run_single` returns: ``trajectory (n_steps+1, d)`` (the start, then the position
     after each step, before its kick, as the documents record it), ``losses (n_steps,)`` and
-    ``consolidations (n_steps,)`` (after each step, before its kick; ``inf`` at ``D = 0``),
+    ``consolidations (n_steps,)`` (after each step, before its kick; ``inf`` at ``D = 0``; both in the
+    dtype ``np.array`` gives the returned values, as in the documents),
     ``transitions`` (0-based steps that kicked), ``final_theta`` (after the last kick) and
     ``last_loss`` (what ``loss_fn`` returned after the last step, unconverted)."""
 
@@ -152,8 +153,8 @@ def run_single(loss_fn: Callable, grad_fn: Callable, theta0, n_steps: int, *, dt
     kicks = threshold is not None and D > 0 and not (threshold <= -math.inf)
     thr = threshold if kicks else 0.0
     traj = np.empty((n_steps + 1, d), dtype=np.result_type(theta.dtype, np.float64))
-    losses = np.empty(n_steps)
-    cons = np.empty(n_steps)
+    losses: list = []  # the values as the functions return them; one np.array at the end, as the documents
+    cons: list = []
     traj[0] = theta
     transitions: list[int] = []
     standard_normal = rng.standard_normal
@@ -189,8 +190,8 @@ def run_single(loss_fn: Callable, grad_fn: Callable, theta0, n_steps: int, *, dt
             _check_grad_finite(g, grad_fn, step, theta, "after")
         C = sq / dd if D > 0 else math.inf
         traj[step + 1] = theta
-        losses[step] = loss
-        cons[step] = C
+        losses.append(loss)
+        cons.append(C)
         if kicks and C < thr and step > min_step:
             if on_transition is not None:
                 on_transition(step, C)
@@ -202,5 +203,5 @@ def run_single(loss_fn: Callable, grad_fn: Callable, theta0, n_steps: int, *, dt
         bad = int(np.flatnonzero(~np.isfinite(traj).all(axis=1))[0])
         raise NonFiniteError(f"theta became non-finite at step {bad - 1} ({traj[bad].tolist()}); reduce dt",
                              step=bad - 1, particle=0, quantity="theta")
-    return SingleRun(trajectory=traj, losses=losses, consolidations=cons, transitions=transitions,
-                     final_theta=theta, last_loss=loss)
+    return SingleRun(trajectory=traj, losses=np.array(losses), consolidations=np.array(cons),
+                     transitions=transitions, final_theta=theta, last_loss=loss)
