@@ -40,6 +40,24 @@ def _fill(dim: int, cells: int, kind: str) -> float:
     return base * (c / 24.0) ** 1.67
 
 
+def size_bounds(dim: int, cells: int, snapshots: int) -> dict:
+    """Lower bounds that need no landscape and no solver: ``{"cells", "lu_nnz", "bytes"}`` (the
+    grid arrays, the two sparse matrices, the snapshots and the LU of the stationary solve)."""
+    n = float(cells) ** dim
+    nnz = (2 * dim + 1) * n
+    lu_nnz = _fill(dim, cells, "colamd") * nnz
+    mem = 200 * 2 ** 20 + n * 8 * (dim + 10) + 2 * 3 * nnz * 12 + (snapshots + 1) * n * 8 * 2 + lu_nnz * 12
+    return {"cells": n, "lu_nnz": lu_nnz, "bytes": mem}
+
+
+def _refuse_size(cells: int, n: float, lu_nnz: float, mem: float, force: bool) -> None:
+    if lu_nnz > _SUPERLU_MAX_NNZ and not force:
+        raise typer.BadParameter(
+            f"got {cells}: {int(n):,} cells need sparse LU factors with about {lu_nnz:.3g} entries, "
+            f"beyond SuperLU's 32-bit indices ({_SUPERLU_MAX_NNZ:.3g}), and about {fmt_bytes(mem)} "
+            f"of memory; use fewer cells", param_hint="'--cells'")
+
+
 def estimate(land, box, cells, D: float, mu: float, t_end: float, snapshots: int, k: int,
              method: str = "auto") -> dict:
     """Up-front estimate of a run: ``{"bytes", "seconds", "method", "lu_nnz", "cells"}``.
@@ -133,22 +151,10 @@ def run(landscape: str, cells, box: Optional[str], D: float, mu: float, t_end: f
         k: int, method: str, options: Optional[list[str]] = None, force: bool = False, animate: bool = True) -> dict:
     import time
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from rich.progress import Progress
-
     from .._validation import check_int, check_positive
-    from ..fokker_planck import FokkerPlanck
     from ..landscapes import get_landscape
 
-    rng = np.random.default_rng(seed)  # only used for the default off-centre start
-    land = get_landscape(landscape, **parse_options(options))
-    if land.dim > 3:
-        raise typer.BadParameter(f"the grid has 1-3 dimensions; landscape {land.name!r} has dim={land.dim}",
-                                 param_hint="'--landscape'")
-    bx = parse_box(box, land.dim) or land.box
+    # cheap checks first (no solver imported): bad input and impossible sizes fail at once
     cells = check_int("--cells", cells, minimum=2)
     D = check_positive("--D (the diffusion constant)", D)
     mu = check_positive("--mu", mu)
@@ -156,6 +162,15 @@ def run(landscape: str, cells, box: Optional[str], D: float, mu: float, t_end: f
     snapshots = check_int("--snapshots", snapshots, minimum=1)
     width = check_positive("--width", width)
     k = check_int("--eigen", k, minimum=0)
+    land = get_landscape(landscape, **parse_options(options))
+    if land.dim > 3:
+        raise typer.BadParameter(f"the grid has 1-3 dimensions; landscape {land.name!r} has dim={land.dim}",
+                                 param_hint="'--landscape'")
+    bounds = size_bounds(land.dim, cells, snapshots)
+    _refuse_size(cells, bounds["cells"], bounds["lu_nnz"], bounds["bytes"], force)
+    refuse_if_oversized(f"--cells {cells} ({int(bounds['cells']):,} cells)", bounds["bytes"], 0.0, force,
+                        how_to_shrink="use fewer --cells or fewer --snapshots")
+    bx = parse_box(box, land.dim) or land.box
     if k >= cells ** land.dim - 1:
         raise typer.BadParameter(f"got {k}; the grid has {cells ** land.dim} cells, so at most "
                                  f"{cells ** land.dim - 2} eigenvalues", param_hint="'--eigen'")
@@ -166,14 +181,19 @@ def run(landscape: str, cells, box: Optional[str], D: float, mu: float, t_end: f
     if c is not None and any(not lo <= ck <= hi for ck, (lo, hi) in zip(c, bx)):
         raise typer.BadParameter(f"got {center!r}, outside the box {bx}", param_hint="'--center'")
     est = estimate(land, bx, cells, D, mu, t_end, snapshots, k, method)
-    if est["lu_nnz"] > _SUPERLU_MAX_NNZ and not force:
-        raise typer.BadParameter(
-            f"got {cells}: {int(est['cells']):,} cells need sparse LU factors with about {est['lu_nnz']:.3g} entries, "
-            f"beyond SuperLU's 32-bit indices ({_SUPERLU_MAX_NNZ:.3g}), and about {fmt_bytes(est['bytes'])} "
-            f"of memory; use fewer cells", param_hint="'--cells'")
+    _refuse_size(cells, est["cells"], est["lu_nnz"], est["bytes"], force)
     refuse_if_oversized(f"--cells {cells} ({int(est['cells']):,} cells, {est['method']} steps)", est["bytes"],
                         est["seconds"], force, how_to_shrink="use fewer --cells, a shorter --t-end or fewer --snapshots")
     out = check_out_dir(out)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rich.progress import Progress
+
+    from ..fokker_planck import FokkerPlanck
+
+    rng = np.random.default_rng(seed)  # only used for the default off-centre start
     fp = FokkerPlanck(land, box=bx, cells=cells, D=D, mu=mu)
     if c is None:
         c = [0.5 * (lo + hi) + 0.25 * (hi - lo) * float(rng.uniform(-1, 1)) for lo, hi in fp.grid.box]

@@ -194,16 +194,15 @@ def schrodinger(
 
     from .._validation import check_int, check_positive
     from ..landscapes import get_landscape
-    from ..quantum import eigen as qeigen
-    from ..quantum.grid import make_grid
-    from ..quantum.schrodinger import SplitStepSolver
-    from ..quantum.units import hbar_from_eta_D
 
+    # cheap checks first (no solver imported): bad input fails at once
     if (eta is None) != (diffusion is None):
         raise typer.BadParameter("--eta and --D go together (hbar = sqrt(eta D))", param_hint="'--eta' / '--D'")
     if eta is not None:
         if hbar is not None:
             raise typer.BadParameter("give either --hbar or --eta/--D, not both", param_hint="'--hbar'")
+        from ..quantum.units import hbar_from_eta_D
+
         hbar = hbar_from_eta_D(check_positive("--eta", eta), check_positive("--D", diffusion))
     hbar = check_positive("--hbar", 1.0 if hbar is None else hbar)
     mass = check_positive("--mass", mass)
@@ -225,6 +224,10 @@ def schrodinger(
     est = estimate(points, dim, t_end, dt, snapshots, eigen)
     refuse_if_oversized(f"this run ({points}^{dim} points, {est['steps']:.3g} steps of dt <= {dt:g})", est["bytes"],
                         est["seconds"], force, how_to_shrink="use fewer --cells, a shorter --t-end or a larger --dt")
+    from ..quantum import eigen as qeigen
+    from ..quantum.grid import make_grid
+    from ..quantum.schrodinger import SplitStepSolver
+
     grid = make_grid(points, bx)
     mins = L.minima()
     c = (np.array(parse_vector(center, dim, "--center")) if center is not None
