@@ -203,6 +203,8 @@ def test_warning_expectations():
     assert W.warning_problems([msg], **ok) == []
     assert W.warning_problems([], **ok) and W.warning_problems([msg, msg], **ok)
     assert W.warning_problems(["Adam is adaptive"], **ok)  # names another optimizer
+    assert W.warning_problems(["AdamW: lr is 0.001"], **ok)  # does not say it is adaptive
+    assert W.warning_problems(["AdamW preconditions each coordinate: SGD-equivalent D"], **ok) == []
     bn = dict(optimizer=None, coupling=True, compiled=False)
     assert W.warning_problems(["BatchNorm2d '1' in train mode couples the samples: 0.weight excluded"], **bn) == []
     assert W.warning_problems(["noise_coverage 0.83 < 0.9"], **bn)

@@ -61,8 +61,8 @@ from torch import nn  # noqa: E402
 
 #: row keys that record clipping: the number of clipped steps in the interval and the clip coefficient c
 CLIP_KEYS = ("clipped_steps", "clip_coef")
-#: a one-time warning naming an adaptive optimizer (the quantities are SGD-equivalent)
-ADAPTIVE_WARNING = r"(?is)(?=.*\b{opt}\b)(?=.*adaptive)"
+#: a one-time warning naming the optimizer as adaptive (preconditioned: the quantities are SGD-equivalent)
+ADAPTIVE_WARNING = r"(?is)(?=.*\b{opt}\b)(?=.*(adaptive|precondition|sgd.equivalent))"
 #: a warning that train-mode BatchNorm couples the samples (its upstream parameters are excluded)
 COUPLING_WARNING = r"(?i)batch.?norm|coupl"
 #: dynamo's recompile-limit warning (a Python warning or a log record)
@@ -933,7 +933,9 @@ def compare(row: dict | None, ref: dict, tol: float) -> list[str]:
     out = []
     for k in QUANTITIES:
         want = ref.get(k)
-        if want is None:
+        if want is None:  # no covered parameter: the noise quantities are undefined
+            if row.get(k) is not None:
+                out.append(f"{k}: monitor {row.get(k)!r} but no parameter is reported covered")
             continue
         got = row.get(k)
         if not isinstance(got, (int, float)) or isinstance(got, bool):

@@ -12,7 +12,10 @@ its micro-batch losses. The frameworks are imported only when a callback is crea
   to ``optimizer.step`` and clips (``gradient_clip_val``) right after it; the monitor reads the
   gradients right after that closure, i.e. the clipped ones. Lightning divides the training-step
   loss by ``accumulate_grad_batches``; the callback multiplies it back. Under ``precision="16-mixed"``
-  Lightning's ``GradScaler`` is passed to the monitor. Each row is ``log_dict``-ed under ``hhld/``.
+  Lightning's ``GradScaler`` is passed to the monitor. When the training step does not call the
+  LightningModule's own forward (it calls a submodule, ``self.net(x)``), the samples of the step's
+  batches, counted as Lightning counts them for logging (``extract_batch_size``), are given to the
+  monitor as its batch size (unless ``batch_size=`` is given). Each row is ``log_dict``-ed under ``hhld/``.
 * ``HFMonitorCallback(**monitor_kwargs)``: a ``transformers.TrainerCallback``; the monitor is built
   in ``on_train_begin`` from the model and the optimizer the Trainer passes (accelerate's
   ``AcceleratedOptimizer`` unwrapped to the torch optimizer; its ``GradScaler`` under fp16 passed
@@ -72,6 +75,9 @@ def _lightning_class():
             self.monitor = None
             self._losses: list = []
             self._last_step = 0
+            self._handles: list = []
+            self._samples = 0
+            self._forward_ran = False
 
         def on_train_start(self, trainer, pl_module):
             if len(trainer.optimizers) > 1:
@@ -81,9 +87,48 @@ def _lightning_class():
             scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
             if scaler is not None:
                 kw.setdefault("scaler", scaler)
-            self.monitor = Monitor(pl_module, trainer.optimizers[0], **kw)
+            opt = trainer.optimizers[0]
+            if "batch_size" not in kw:
+                # registered before the monitor's own hooks, so it runs first (see _before_step)
+                self._handles.append(opt.register_step_pre_hook(self._before_step))
+                self._handles.append(pl_module.register_forward_hook(self._module_forward))
+            self.monitor = Monitor(pl_module, opt, **kw)
             self._last_step = trainer.global_step
-            self._losses = []
+            self._losses, self._samples, self._forward_ran = [], 0, False
+
+        # the batch size when the LightningModule's own forward is not called (a training_step that calls
+        # self.net(x)): the samples of the step's batches as Lightning counts them for logging
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if self._handles:
+                self._samples += _lightning_batch_size(batch) or 0
+
+        def _module_forward(self, module, args, output):
+            if torch.is_grad_enabled():
+                self._forward_ran = True
+
+        def _hint(self):
+            self.monitor.batch_size = None if self._forward_ran else (self._samples or None)
+
+        def _before_step(self, optimizer, args, kwargs):
+            # Lightning passes a closure that runs the training step: give the hint after it ran, before the
+            # monitor (whose step pre-hook wraps this wrapper in turn) reads the gradients
+            closure = kwargs.get("closure") if kwargs else None
+            i0 = 1 if args and args[0] is optimizer else 0
+            in_args = closure is None and len(args) > i0 and callable(args[i0])
+            if in_args:
+                closure = args[i0]
+            if closure is None:
+                self._hint()
+                return None
+
+            def wrapped():
+                out = closure()
+                self._hint()
+                return out
+
+            if in_args:
+                return tuple(args[:i0]) + (wrapped,) + tuple(args[i0 + 1:]), kwargs
+            return args, {**kwargs, "closure": wrapped}
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
@@ -98,15 +143,34 @@ def _lightning_class():
             self._last_step = trainer.global_step
             loss, self._losses = _mean(self._losses), []
             row = self.monitor.step(loss)
+            if self._handles:
+                self._samples, self._forward_ran = 0, False
+                self.monitor.batch_size = None
             if row and self.log:
                 pl_module.log_dict(_numeric(row))
 
         def on_train_end(self, trainer, pl_module):
+            for h in self._handles:
+                h.remove()
+            self._handles = []
             if self.monitor is not None:
                 self.monitor.close()
 
     _CLASSES["lightning"] = LightningMonitorCallback
     return LightningMonitorCallback
+
+
+def _lightning_batch_size(batch) -> int | None:
+    try:
+        from lightning.pytorch.utilities.data import extract_batch_size
+    except ImportError:  # pragma: no cover - the older package name
+        from pytorch_lightning.utilities.data import extract_batch_size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its "ambiguous batch size" warning: the monitor states its own
+            return int(extract_batch_size(batch))
+    except Exception:  # noqa: BLE001 - no tensor in the batch: the monitor infers (or asks for batch_size=)
+        return None
 
 
 def lightning_callback(**monitor_kwargs):
