@@ -52,8 +52,8 @@ def test_conv_sketch_is_unbiased_and_bias_only_exact():
     params = {f"{k}.{n}": p for k, m in enumerate(model) if isinstance(m, nn.Conv2d) for n, p in m.named_parameters()}
     ref = per_sample_sq(model, x, y, lf, list(params.values()))
     h = PerSampleSqNorms(model, params, conv_estimator="sketch", conv_probes=4)
-    assert set(h.module_kind[m] for m in convs) == {"conv_sketch"}
     est = sketch_draws(h, model, x, y, lf, 150)
+    assert {h.estimator[n] for n in params} == {"conv_sketch"} and len(convs) == 2
     # unbiased: the mean over 150 draws (4 probes each) is within a few standard errors of the exact norms
     mean, se = est.mean(0), est.std(0) / math.sqrt(est.shape[0])
     assert torch.all((mean - ref).abs() < 5 * se + 1e-12), (mean, ref, se)
@@ -123,13 +123,24 @@ def test_conv1d_sketch_is_unbiased():
 
 
 def test_conv_estimator_choice_and_validation():
-    big = nn.Conv2d(16, 32, 3)
-    small = nn.Conv1d(2, 3, 3)
-    h = PerSampleSqNorms(nn.Sequential(big, small), conv_estimator="auto", conv_probes=2)
-    assert h.module_kind[big] == "conv_sketch" and h.module_kind[small] == "conv"
-    assert PerSampleSqNorms(nn.Sequential(big)).module_kind[big] == "conv"  # the functional default is exact
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.big = nn.Conv2d(16, 32, 3)
+            self.small = nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            return self.big(x).sum((1, 2, 3)) + self.small(x[:, :2]).sum((1, 2, 3))
+
+    x = torch.randn(2, 16, 6, 6)
+    for est, kinds in (("auto", {"big.weight": "conv_sketch", "small.weight": "conv"}),
+                       ("exact", {"big.weight": "conv", "small.weight": "conv"})):  # exact is the default
+        m = Two()
+        h = PerSampleSqNorms(m, conv_estimator=est, conv_probes=2).attach()
+        m(x).sum().backward()
+        assert {n: h.estimator[n] for n in kinds} == kinds
     with pytest.raises(ValueError, match="conv_estimator"):
-        PerSampleSqNorms(big, conv_estimator="fast")
+        PerSampleSqNorms(Two(), conv_estimator="fast")
 
 
 def test_monitor_cnn_sketch_tr_sigma_matches_reference_on_average():
@@ -138,17 +149,17 @@ def test_monitor_cnn_sketch_tr_sigma_matches_reference_on_average():
     x, y = torch.randn(16, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 2, (16,), generator=g)
     tr, gu, gb = reference(model, lf, x, y)
     opt = torch.optim.SGD(model.parameters(), lr=1e-12)  # parameters ~ fixed: 20 draws of the same quantity
-    mon = Monitor(model, opt, log_every=20, conv_estimator="sketch", conv_probes=2)
+    mon = Monitor(model, opt, log_every=20, tier1_every=1, conv_estimator="sketch", conv_probes=2)
     for _ in range(20):
         opt.zero_grad(); lf(model(x), y).backward(); opt.step(); row = mon.step()
-    assert "hooks:conv_sketch=4" in row["noise_estimator"]
+    assert "conv_sketch=4" in row["noise_estimator"] and row["noise_steps"] == 20
     assert row["grad_sq_norm"] == pytest.approx(gb, rel=1e-9)  # tier 0 stays exact
     assert row["tr_sigma"] == pytest.approx(tr, rel=0.05)
     mon.close()
     # the exact estimator on the same problem: exact
     mon = Monitor(model, opt, log_every=1, conv_estimator="exact")
     opt.zero_grad(); lf(model(x), y).backward(); opt.step(); row = mon.step()
-    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-6) and "hooks:conv=4" in row["noise_estimator"]
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-6) and "conv=4" in row["noise_estimator"]
     mon.close()
 
 
@@ -160,7 +171,7 @@ def test_step_with_closure_reads_the_closures_gradients():
     for use_closure in (False, True):
         model = tiny()
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        mon = Monitor(model, opt, log_every=1)
+        mon = Monitor(model, opt, log_every=1, tier1_every=1)
         for _ in range(2):
             if use_closure:
                 def closure():
@@ -212,8 +223,8 @@ class NaNQuantity(Quantity):
     def pre_step(self, ctx):
         return {"nanq": float("nan")}
 
-    def finalize(self, sums, counts, monitor):
-        return {"nanq": sums["nanq"] / counts["nanq"]}
+    def finalize(self, ictx):
+        return {"nanq": ictx.sums["nanq"] / ictx.counts["nanq"]}
 
 
 def test_nan_in_a_finished_row_is_never_silent():
@@ -244,32 +255,58 @@ class WithBN(nn.Module):
         return self.head(torch.tanh(self.bn(self.lin(x))))
 
 
-def test_unsupported_layer_is_stated_not_nan():
+def test_batchnorm_couples_its_upstream_which_is_stated_not_silent():
     torch.manual_seed(0)
     model, lf = WithBN(), nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     mon = Monitor(model, opt, log_every=1)
     x, y = data(8)
     opt.zero_grad(); lf(model(x), y).backward(); opt.step()
-    row = mon.step()
+    with pytest.warns(RuntimeWarning, match="cover 52.9% of the parameters' dimension"):
+        row = mon.step()
     unc = mon.uncovered_parameters()
-    assert set(unc) == {"bn.weight", "bn.bias"} and "BatchNorm1d has no per-sample estimator" in unc["bn.weight"]
-    d_cov = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("bn"))
+    # the Linear before the train-mode batch norm is coupled; the batch norm's own affine parameters are exact with
+    # the batch statistics held fixed, and so is everything after it
+    assert set(unc) == {"lin.weight", "lin.bias"} and "coupled: batch norm in training mode" in unc["lin.weight"]
+    d_cov = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("lin"))
     assert row["noise_coverage"] == pytest.approx(d_cov / mon.dim)
-    assert math.isfinite(row["tr_sigma"]) and "micro_batch_or_excluded=2" in row["noise_estimator"]
+    assert math.isfinite(row["tr_sigma"]) and "uncovered=2" in row["noise_estimator"]
+    assert "batch_norm=2" in row["noise_estimator"]
     mon.close()
+
+
+class _Opaque(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, s):
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s = ctx.saved_tensors
+        return g * s, (g * x).sum(0)
+
+
+class OnlyOpaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.s = nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+    def forward(self, x):
+        return _Opaque.apply(x, self.s)
 
 
 def test_no_parameter_covered_gives_a_note_not_nan():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.BatchNorm1d(3)).double()
+    model = OnlyOpaque()
     lf = nn.MSELoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     mon = Monitor(model, opt, log_every=1)
     x = torch.randn(8, 3, dtype=torch.float64)
     opt.zero_grad(); lf(model(x), x + 1).backward(); opt.step()
     row = mon.step()
-    assert row["tr_sigma"] is None and row["noise_coverage"] == 0.0 and "no per-sample estimate" in row["noise_note"]
+    assert row["tr_sigma"] is None and row["noise_coverage"] == 0.0 and "no parameter is covered" in row["noise_note"]
+    assert "no use seen in the model's forward" in mon.uncovered_parameters()["s"]
     assert not any(isinstance(v, float) and math.isnan(v) for v in row.values())
     mon.close()
 
@@ -301,7 +338,8 @@ def test_jsonl_csv_round_trip_with_nonfinite_and_new_columns(tmp_path):
     # a monitor run: every history row is in both files
     model = tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = Monitor(model, opt, log_every=2, sinks=[JSONLSink(tmp_path / "r.jsonl"), CSVSink(tmp_path / "r.csv")])
+    mon = Monitor(model, opt, log_every=2, tier1_every=1,
+                  sinks=[JSONLSink(tmp_path / "r.jsonl"), CSVSink(tmp_path / "r.csv")])
     _train(mon, model, opt)
     back = [json.loads(line) for line in open(tmp_path / "r.jsonl")]
     df = pd.read_csv(tmp_path / "r.csv")

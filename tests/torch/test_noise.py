@@ -74,7 +74,7 @@ def test_mlp_matches_loop(reduction):
     d = sum(p.numel() for p in model.parameters())
     assert st.D == pytest.approx(0.1 * tr / (2 * 10 * d), rel=1e-6)
     assert st.C == pytest.approx(gu / (st.D * d), rel=1e-6)
-    assert set(st.estimator.values()) == {"hooks:linear"}
+    assert set(st.estimator.values()) == {"exact:linear"}
     assert not any(p.grad is not None for p in model.parameters())  # .grad untouched
 
 
@@ -90,7 +90,7 @@ def test_sequence_embedding_layernorm_shared_call():
     _close(st.tr_sigma, tr)
     _close(st.grad_sq_norm_unbiased, gu)
     kinds = set(st.estimator.values())
-    assert {"hooks:embedding", "hooks:layernorm", "hooks:linear"} <= kinds
+    assert {"exact:embedding", "exact:layer_norm", "exact:linear"} <= kinds
 
 
 def test_conv_matches_loop():
@@ -103,11 +103,37 @@ def test_conv_matches_loop():
     tr, gu, _ = reference(model, nn.MSELoss(), (a, b), y)
     _close(st.tr_sigma, tr)
     _close(st.grad_sq_norm_unbiased, gu)
-    assert st.estimator["c1.weight"] == "hooks:conv" and st.estimator["c2.bias"] == "hooks:conv"
+    assert st.estimator["c1.weight"] == "exact:conv" and st.estimator["c2.bias"] == "exact:conv"
+
+
+class _Scale(torch.autograd.Function):
+    """x * s as a custom autograd Function: invisible to the per-sample engine, and without a vmap rule."""
+
+    @staticmethod
+    def forward(ctx, x, s):
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s = ctx.saved_tensors
+        return g * s, (g * x).sum(0)
 
 
 class Odd(nn.Module):
-    """A raw parameter (no module estimator) next to a Linear."""
+    """A parameter used inside a custom autograd Function (no per-sample rule) next to a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(4, dtype=torch.float64))
+        self.lin = nn.Linear(4, 2).double()
+
+    def forward(self, x):
+        return self.lin(_Scale.apply(x, self.scale))
+
+
+class RawOdd(nn.Module):
+    """The same with a plain ``x * scale``: the engine covers it exactly."""
 
     def __init__(self):
         super().__init__()
@@ -118,42 +144,65 @@ class Odd(nn.Module):
         return self.lin(x * self.scale)
 
 
-def test_fallback_func_is_exact_and_stated():
+def test_raw_parameter_is_exact_without_fallback():
     torch.manual_seed(3)
-    model = Odd()
+    model = RawOdd()
     x, y = torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 2, dtype=torch.float64)
-    st = gradient_noise_stats(model, nn.MSELoss(), x, y, fallback="auto")
+    st = gradient_noise_stats(model, nn.MSELoss(), x, y, fallback="error")
     tr, gu, _ = reference(model, nn.MSELoss(), x, y)
     _close(st.tr_sigma, tr)
     _close(st.grad_sq_norm_unbiased, gu)
-    assert st.estimator["scale"] == "func"
-    assert "no per-sample estimator" in st.fallback_reasons["scale"]
+    assert st.estimator["scale"].startswith("exact:broadcast")
+
+
+def _fixed_stats_reference(model, lf, x, y):
+    """Per-sample gradients with every batch norm normalising by the full batch's statistics (held fixed)."""
+    import copy
+    twin = copy.deepcopy(model)
+    stats = {}
+    hs = [m.register_forward_hook(lambda m, i, o: stats.__setitem__(m, (i[0].mean(0), i[0].var(0, unbiased=False))))
+          for m in twin.modules() if isinstance(m, nn.BatchNorm1d)]
+    twin(x)
+    for h in hs:
+        h.remove()
+    for m, (mu, var) in stats.items():
+        m.eval()
+        m.running_mean.copy_(mu.detach())
+        m.running_var.copy_(var.detach())
+    return reference(twin, lf, x, y)
+
+
+def test_batchnorm_upstream_is_coupled_and_func_fallback_holds_statistics_fixed():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 1)).double()
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    st = gradient_noise_stats(model, nn.MSELoss(), x, y)
+    # the Linear before the batch norm is coupled: the func fallback holds the batch statistics fixed
+    assert st.estimator["0.weight"] == "func; batch statistics held fixed"
+    assert "coupled" in st.fallback_reasons["0.weight"]
+    assert st.estimator["1.weight"] == "exact:batch_norm" and st.estimator["3.weight"] == "exact:linear"
+    tr, gu, _ = _fixed_stats_reference(model, nn.MSELoss(), x, y)
+    _close(st.tr_sigma, tr)
+    _close(st.grad_sq_norm_unbiased, gu)
 
 
 def test_fallback_half_batch_unbiased():
-    """Half-batch estimator: unbiased, so its mean over many random batches matches."""
+    """Half-batch estimator (the custom Function defeats torch.func): unbiased, so its mean over many random
+    batches matches."""
     torch.manual_seed(4)
     model = Odd()
     X, Y = torch.randn(400, 4, dtype=torch.float64), torch.randn(400, 2, dtype=torch.float64)
     ests = []
     for k in range(100):
         idx = torch.randperm(400)[:16]
-        st = gradient_noise_stats(model, nn.MSELoss(), X[idx], Y[idx], fallback="half_batch")
+        st = gradient_noise_stats(model, nn.MSELoss(), X[idx], Y[idx])
         assert st.estimator["scale"] == "half_batch"
         ests.append(st.tr_sigma)
+    assert "torch.func failed" in st.fallback_reasons["scale"]
     tr_full, _, _ = reference(model, nn.MSELoss(), X, Y)
     m = sum(ests) / len(ests)
     se = (sum((e - m) ** 2 for e in ests) / (len(ests) - 1) / len(ests)) ** 0.5
     assert abs(m - tr_full) < 4 * se + 1e-9
-
-
-def test_batchnorm_falls_back_to_half_batch():
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)).double()
-    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
-    st = gradient_noise_stats(model, nn.MSELoss(), x, y)
-    assert st.estimator["1.weight"] == "half_batch"
-    assert "torch.func failed" in st.fallback_reasons["1.weight"]
-    assert math.isfinite(st.tr_sigma)
 
 
 def test_errors():
@@ -177,14 +226,14 @@ def test_errors():
 
 
 def test_gram_and_materialised_paths_agree():
-    """Sequence Linear: both the Gram path and the per-sample path of _gram_sq_norm."""
-    from hhld.torch.persample import _gram_sq_norm
-    a, g = torch.randn(3, 5, 2, dtype=torch.float64), torch.randn(3, 5, 40, dtype=torch.float64)
-    ref = (torch.einsum("btp,btq->bqp", a, g) ** 2).sum((1, 2))
-    assert torch.allclose(_gram_sq_norm(a, g), ref)          # materialised (T^2(p+q) > pq)
-    a2, g2 = torch.randn(3, 2, 30, dtype=torch.float64), torch.randn(3, 2, 40, dtype=torch.float64)
-    ref2 = (torch.einsum("btp,btq->bqp", a2, g2) ** 2).sum((1, 2))
-    assert torch.allclose(_gram_sq_norm(a2, g2), ref2)       # Gram path
+    """One Outer factor: the Gram path and the formed per-sample gradient give the same norms."""
+    from hhld.torch.persample.factors import Outer, _materialise, per_sample_sq_norms
+    for T, p, q in ((5, 2, 40), (2, 30, 40)):
+        a, g = torch.randn(3, T, p, dtype=torch.float64), torch.randn(3, T, q, dtype=torch.float64)
+        ref = (torch.einsum("btp,btq->bqp", a, g) ** 2).sum((1, 2))
+        o = Outer(g, a, q)
+        assert torch.allclose(per_sample_sq_norms([o], (q, p)), ref)
+        assert torch.allclose(_materialise([o], [], (q, p), 3, torch.float64), ref)
 
 
 def test_hooks_record_one_pass_per_backward():

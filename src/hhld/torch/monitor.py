@@ -1,6 +1,6 @@
 """The training monitor: HHLD quantities of a real PyTorch training run.
 
-Usage (plain loop; with AMP pass ``scaler=``; with gradient accumulation nothing changes)::
+Usage (plain loop; with AMP pass ``scaler=``; clipping and gradient accumulation need nothing)::
 
     mon = Monitor(model, optimizer, log_every=10)
     for x, y in loader:
@@ -8,33 +8,38 @@ Usage (plain loop; with AMP pass ``scaler=``; with gradient accumulation nothing
         mon.step(loss)
     mon.to_dataframe()
 
-The monitor never changes the model (no ``extend()``): it registers forward hooks on the
-supported layers (per-sample gradient norms, :mod:`hhld.torch.persample`), a forward
-pre-hook on the model (counts micro-batches and samples) and step pre/post hooks on the
-optimizer (the gradients are read in the step pre-hook, i.e. after ``GradScaler``
-unscaled them; a step that ``GradScaler`` skips for non-finite gradients never reaches it
-and is recorded as skipped). Values stay device tensors, summed over the logging
-interval; the host synchronises once per interval (tier 2 syncs when it runs).
+The monitor never changes the model or its numbers. It registers a forward pre-hook and a forward
+hook on the model (they find the batch size, count backward passes and samples, and, on tier-1
+steps, let the per-sample engine of :mod:`hhld.torch.persample` watch the forward pass) and step
+pre/post hooks on the optimizer (the gradients are read in the step pre-hook, i.e. after
+``GradScaler`` unscaled them and after any clipping; a step that ``GradScaler`` skips never reaches
+it and is recorded as skipped). Values stay device tensors, summed over the logging interval; the
+host synchronises once per interval (on CPU the gradient norms are checked at once, which costs
+nothing there).
 
-Cost per step (tier 0): one fused ``_foreach_norm`` over the gradients plus a few scalar ops;
-the values of each step are appended to lists and reduced at the interval's end. The parameter
-and update norms are sampled at the last step of each interval, the uncertainty window every
-``uncertainty_every`` steps (see :class:`GradientStats`, :class:`UncertaintyWindow`).
+Which gradient a row describes: **the one ``optimizer.step()`` applies.** When the loop clips
+(``clip_grad_norm_`` between ``backward()`` and ``step()``, Lightning's ``gradient_clip_val``), the
+applied gradient is ``c gbar``; the per-sample gradients it is the mean of are ``c g_i``, so
+``tr Sigma``, ``||G||^2`` and ``D`` carry ``c^2`` while ``B_simple`` and ``C`` do not depend on
+``c``. The row records ``clip_coef`` (mean over the interval's tier-1 steps) and ``clipped_steps``.
+A gradient changed non-uniformly between backward and step (``clip_grad_value_``) has no per-sample
+decomposition: that step's noise statistics are left out and the row says so.
 
 Quantities and schedules (:mod:`hhld.torch.quantities`): tier 0 every step
 (:class:`GradientStats`, :class:`UncertaintyWindow`), tier 1 every ``tier1_every`` steps
 (:class:`NoiseScale`), tier 2 every ``tier2_every`` steps when ``loss_fn`` and
 ``hessian_batch`` are given (:class:`Curvature`).
 
-Loss conventions: ``loss_reduction`` says whether each micro-batch loss is a mean
-(default) or a sum over its samples; ``accumulation="mean"`` (default) that the
-micro-batch losses of one step are divided by their number (the usual accumulation
-pattern), ``"sum"`` that they are not.
+Loss conventions: ``loss_reduction`` says whether each micro-batch loss is a mean (default) or
+a sum over its samples; ``accumulation="mean"`` (default) that the micro-batch losses of one step
+are divided by their number (the usual accumulation pattern, Lightning's and Hugging Face's),
+``"sum"`` that they are not.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -42,11 +47,21 @@ from torch import nn
 from .._validation import NonFiniteError
 from ..observables import RegimeThresholds
 from .noise import gradient_noise_stats
-from .persample import PerSampleSqNorms
-from .quantities import (Curvature, GradientStats, NoiseScale, PhaseTransitionDetector, Quantity, RegimeTracker,
-                         StepContext, UncertaintyWindow)
+from .persample import PerSampleSqNorms, declared_batch_first
+from .persample.engine import _first_tensor, _output_tensors
+from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
+                         PhaseTransitionDetector, Quantity, RegimeTracker, StepContext, UncertaintyWindow,
+                         robust_norms)
 
-__all__ = ["Monitor", "unwrap_model"]
+__all__ = ["Monitor", "unwrap_model", "DEFAULT_TIER1_EVERY", "ADAPTIVE_OPTIMIZERS"]
+
+#: the default tier-1 schedule, chosen from benchmarks/bench_monitor_overhead.py (docs/benchmarks/monitor.md)
+DEFAULT_TIER1_EVERY = 10
+
+#: optimizers whose step is preconditioned per coordinate: the SGD forms of D and C are labelled
+ADAPTIVE_OPTIMIZERS = tuple(getattr(torch.optim, n) for n in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad",
+                                                              "RMSprop", "Adadelta", "SparseAdam", "Adafactor")
+                            if hasattr(torch.optim, n))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -60,6 +75,37 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def _is_compiled(model):
+    m = model
+    while True:
+        if hasattr(m, "_orig_mod") and isinstance(m._orig_mod, nn.Module):
+            return True
+        if isinstance(m, nn.parallel.DistributedDataParallel):
+            m = m.module
+            continue
+        return False
+
+
+def _is_ddp(model):
+    m = model
+    while True:
+        if isinstance(m, nn.parallel.DistributedDataParallel):
+            return True
+        if hasattr(m, "_orig_mod") and isinstance(m._orig_mod, nn.Module):
+            m = m._orig_mod
+            continue
+        return False
+
+
+class _Pass(NamedTuple):
+    """One backward pass measured by the per-sample engine (or the functional recomputation)."""
+
+    total: object          # (b,) float64 per-sample squared norms summed over ``covered``, or None
+    covered: set
+    per: dict              # name -> (b,) per-sample squared norms
+    error: str | None
+
+
 def _sum(values):
     try:
         return math.fsum(values)
@@ -67,35 +113,47 @@ def _sum(values):
         return sum(values, 0.0)
 
 
+def optimizer_kind(optimizer) -> str:
+    """``"adaptive"`` (Adam-like preconditioning), ``"sgd_momentum"``, ``"sgd"`` or ``"other"``."""
+    if isinstance(optimizer, ADAPTIVE_OPTIMIZERS) or any("exp_avg_sq" in s for s in optimizer.state.values()):
+        return "adaptive"
+    if isinstance(optimizer, torch.optim.SGD):
+        return "sgd_momentum" if any(g.get("momentum", 0) for g in optimizer.param_groups) else "sgd"
+    return "other"
+
+
 class Monitor:
     """HHLD training monitor for any ``nn.Module`` + ``torch.optim.Optimizer``.
 
     Parameters (all keyword except the first two):
-      ``log_every`` steps per history row (one host sync per row); ``batch_size`` (default:
-      counted from the model's first tensor argument); ``scaler`` a ``torch.amp.GradScaler``;
-      ``D`` a known diffusion (e.g. injected noise) for ``C = ||g||^2/(D d)``, default the
-      measured SGD diffusion of tier 1; ``tier1_every`` (``None`` disables tier 1);
+      ``log_every`` steps per history row (one host sync per row); ``batch_size`` (per optimizer
+      step on this worker; default: counted from the model's first tensor argument, keyword
+      arguments included); ``batch_axis`` (0 or 1: where the batch is in that argument; default: found,
+      see :mod:`hhld.torch.persample`); ``scaler`` a ``torch.amp.GradScaler``; ``D`` a known diffusion
+      (e.g. injected noise) for ``C = ||g||^2/(D d)``, default the measured SGD diffusion of tier 1;
+      ``tier1_every`` (default :data:`DEFAULT_TIER1_EVERY`; ``None`` disables tier 1);
       ``window`` (steps) of the uncertainty product, sampled every ``uncertainty_every`` steps
-      (default ``min(5, window // 2)``; ``window=None`` switches it off); ``loss_fn`` + ``hessian_batch=(inputs, targets)``
-      enable tier 2 (``tier2_every``, ``n_probes``, ``power_iters``, ``eta_opt_n``);
-      ``thresholds`` (:class:`hhld.observables.RegimeThresholds`), ``regime_patience``,
-      ``drop_factor`` for regimes and phase-transition events; ``on_nonfinite`` in
-      ``{"raise", "warn"}``; ``sinks`` objects with ``write(row)`` / ``close()``
-      (:mod:`hhld.torch.sinks`); ``extra_quantities`` more :class:`Quantity` objects;
-      ``track_update`` the update norm (sampled at each interval's last step);
-      ``conv_estimator`` for Conv1d/2d per-sample norms (``"auto"``, ``"exact"``, ``"sketch"``,
-      see :mod:`hhld.torch.persample`) and ``conv_probes`` the sketch's probes per sample (default 1:
-      relative s.d. of a step's conv contribution at most ``sqrt(2 / (k B_eff))``).
+      (default ``min(5, window // 2)``; ``window=None`` switches it off); ``loss_fn`` +
+      ``hessian_batch=(inputs, targets)`` enable tier 2 (``tier2_every``, ``n_probes``, ``power_iters``,
+      ``eta_opt_n``, ``seed`` for its probes); ``thresholds`` (:class:`hhld.observables.RegimeThresholds`),
+      ``regime_patience``, ``drop_factor`` for regimes and phase-transition events; ``on_nonfinite`` in
+      ``{"raise", "warn"}``; ``sinks`` objects with ``write(row)`` / ``close()`` (:mod:`hhld.torch.sinks`);
+      ``extra_quantities`` more :class:`Quantity` objects; ``track_update`` the update norm (sampled at
+      each interval's last step); ``conv_estimator`` (``"exact"`` default, ``"sketch"``, ``"auto"``) and
+      ``conv_probes``; ``coverage_warning`` the covered fraction below which one warning is given;
+      ``check_every`` the per-sample sum check's schedule in tier-1 steps (:class:`PerSampleSqNorms`).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, log_every: int = 10,
-                 batch_size: int | None = None, scaler=None, D: float | None = None,
-                 loss_reduction: str = "mean", accumulation: str = "mean", tier1_every: int | None = 1,
-                 window: int | None = 50, uncertainty_every: int | None = None, loss_fn=None, hessian_batch=None, tier2_every: int = 250, n_probes: int = 4,
-                 power_iters: int = 3, eta_opt_n: float | None = None, thresholds: RegimeThresholds | None = None,
-                 regime_patience: int = 2, drop_factor: float = 3.0, on_nonfinite: str = "raise", sinks=(),
-                 extra_quantities=(), track_update: bool = True, conv_estimator: str = "auto",
-                 conv_probes: int = 1):
+                 batch_size: int | None = None, batch_axis: int | None = None, scaler=None, D: float | None = None,
+                 loss_reduction: str = "mean", accumulation: str = "mean",
+                 tier1_every: int | None = DEFAULT_TIER1_EVERY, window: int | None = 50,
+                 uncertainty_every: int | None = None, loss_fn=None, hessian_batch=None, tier2_every: int = 250,
+                 n_probes: int = 4, power_iters: int = 3, eta_opt_n: float | None = None, seed: int = 0,
+                 thresholds: RegimeThresholds | None = None, regime_patience: int = 2, drop_factor: float = 3.0,
+                 on_nonfinite: str = "raise", sinks=(), extra_quantities=(), track_update: bool = True,
+                 conv_estimator: str = "exact", conv_probes: int = 1, coverage_warning: float = 0.9,
+                 check_every: int | None = 10):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -105,10 +163,21 @@ class Monitor:
                 raise ValueError(f"{name} must be 'mean' or 'sum', got {v!r}")
         if on_nonfinite not in ("raise", "warn"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
-        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-            raise ValueError(f"log_every must be an integer >= 1, got {log_every!r}")
+        for name, v in (("log_every", log_every), ("tier2_every", tier2_every)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if tier1_every is not None and (isinstance(tier1_every, bool) or not isinstance(tier1_every, int)
+                                        or tier1_every < 1):
+            raise ValueError(f"tier1_every must be an integer >= 1 or None, got {tier1_every!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
+        if batch_axis not in (None, 0, 1):
+            raise ValueError(f"batch_axis must be 0, 1 or None, got {batch_axis!r}")
         if D is not None and not (D > 0 and math.isfinite(D)):
             raise ValueError(f"D must be > 0 and finite, got D={D!r}")
+        if not (0 <= coverage_warning <= 1):
+            raise ValueError(f"coverage_warning must be in [0, 1], got {coverage_warning!r}")
         self.model = model
         self.inner = unwrap_model(model)
         self.optimizer = optimizer
@@ -127,19 +196,36 @@ class Monitor:
         opt_ids = {id(p) for p in opt_params}
         self.names = [n for n, p in named.items() if id(p) in opt_ids]
         self.params = [named[n] for n in self.names]
-        self.not_optimized = [n for n in named if named[n] is not None and id(named[n]) not in opt_ids]
+        self.not_optimized = [n for n in named if id(named[n]) not in opt_ids]
         self.dim = sum(p.numel() for p in self.params)
         self.log_every = log_every
         self.batch_size = batch_size
+        self.batch_axis = batch_axis
         self.scaler = scaler
         self.D = D
         self.loss_reduction = loss_reduction
         self.accumulation = accumulation
         self.on_nonfinite = on_nonfinite
+        self.coverage_warning = coverage_warning
         self.sinks = list(sinks)
         self.thresholds = thresholds or RegimeThresholds()
         self.regime = RegimeTracker(self.thresholds, regime_patience)
         self.transitions = PhaseTransitionDetector(drop_factor)
+        self.compiled = _is_compiled(model)
+        self.ddp = _is_ddp(model)
+        self.world_size = 1
+        if self.ddp and torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.world_size = torch.distributed.get_world_size()
+        self.optimizer_kind = optimizer_kind(optimizer)
+        if self.optimizer_kind == "adaptive":
+            warnings.warn(f"{type(optimizer).__name__} preconditions each coordinate: the monitor's D = lr tr Sigma/(2 B d) "
+                          "and C_sgd = ||g||^2/(lr/B) are the SGD-equivalent quantities (as if the step were plain "
+                          "SGD with this lr); rows carry lr_kind='sgd_equivalent' (docs/monitor.md)",
+                          RuntimeWarning, stacklevel=2)
+        lrs = {float(g["lr"]) for g in optimizer.param_groups if g["params"]}
+        if len(lrs) > 1:
+            warnings.warn(f"the optimizer's parameter groups have different learning rates {sorted(lrs)}: lr/B, D "
+                          "and C_sgd use the first group's", RuntimeWarning, stacklevel=2)
 
         self.quantities: list[Quantity] = [GradientStats(track_update=track_update, sample_every=log_every)]
         if window is not None:
@@ -151,31 +237,42 @@ class Monitor:
             self.quantities.append(self.noise)
         self.curvature = None
         if loss_fn is not None and hessian_batch is not None:
-            self.curvature = Curvature(loss_fn, hessian_batch, tier2_every, n_probes, power_iters, eta_opt_n)
+            self.curvature = Curvature(loss_fn, hessian_batch, tier2_every, n_probes, power_iters, eta_opt_n, seed)
             self.quantities.append(self.curvature)
         elif (loss_fn is None) != (hessian_batch is None):
             raise ValueError("tier 2 needs both loss_fn and hessian_batch=(inputs, targets)")
+        for q in extra_quantities:
+            if not isinstance(q, Quantity):
+                raise TypeError(f"extra_quantities must be hhld.torch.Quantity objects, got {type(q).__name__}")
         self.quantities.extend(extra_quantities)
+        self._needs_per_sample = any("per_sample" in q.needs for q in self.quantities)
 
         self.history: list[dict] = []
         self.events: list[dict] = []
         self.step_count = 0
         self.last_measured_D = None
-        self._interval_D = None
-        self.interval_values: dict = {}
         self.last_measured_D_rel_se = None
+        self.interval_values: dict = {}
+        self._warned_coverage = False
+        self._last_covered = frozenset()
         self._reset_interval()
         self._reset_step()
         self._handles = []
-        self.hooks = None
-        if self.noise is not None:
-            self.hooks = PerSampleSqNorms(self.inner, dict(zip(self.names, self.params)), on_pass_end=self._on_pass_end,
-                                          conv_estimator=conv_estimator, conv_probes=conv_probes)
-            self.hooks.attach()
-            self.hooks.enabled = self.noise.due(0)
-        self._handles.append(self.inner.register_forward_hook(self._forward_hook))
+        self.engine = None
+        if self._needs_per_sample and not self.compiled:
+            self.engine = PerSampleSqNorms(self.inner, dict(zip(self.names, self.params)),
+                                           on_pass_end=self._on_pass_end, conv_estimator=conv_estimator,
+                                           conv_probes=conv_probes, batch_axis=batch_axis,
+                                           check_every=None if self.ddp else check_every)
+            self.engine.attach()
+            self.engine.enabled = self._tier1_due(0)
+        # the root hooks go on the outermost module that runs eagerly (the compiled wrapper itself)
+        root = model if self.compiled else self.inner
+        self._handles.append(root.register_forward_pre_hook(self._forward_pre_hook, with_kwargs=True))
+        self._handles.append(root.register_forward_hook(self._forward_hook, with_kwargs=True))
         self._handles.append(optimizer.register_step_pre_hook(self._opt_pre_hook))
         self._handles.append(optimizer.register_step_post_hook(self._opt_post_hook))
+        self._declared = declared_batch_first(self.inner)
         self._internal = False
         self._closed = False
 
@@ -185,15 +282,22 @@ class Monitor:
         self._per_param_steps: list = []
         self._skipped = 0
         self._steps_in_interval = 0
+        self._notes: list = []
 
     def _reset_step(self):
         self._n_micro = 0
         self._n_samples = 0
         self._captured = False
         self._ctx = None
-        self._covered_step: set = set()
-        self._micro_prev = None
-        self._micro_grads: list = []
+        self._pass_norms: list = []
+        self._bw_norms = None
+        self._bw_scale = None
+        self._fwd_b = None
+        self._fn_inputs = None
+        self._model_losses: list = []
+
+    def _tier1_due(self, step):
+        return self.noise is not None and self.noise.due(step)
 
     def _add(self, vals: dict):
         # append only (no device op): the interval's values are reduced in flush()
@@ -208,45 +312,101 @@ class Monitor:
                 lst.append(v)
 
     # ------------------------------------------------------------------ hooks
-    def _forward_hook(self, module, args, output):
+    def _input_axis(self):
+        if self.batch_axis is not None:
+            return self.batch_axis
+        if self.engine is not None and self.engine._learned_axis is not None:
+            return self.engine._learned_axis
+        return {True: 0, False: 1}.get(self._declared, 0) if self._declared != "mixed" else 0
+
+    def _forward_pre_hook(self, module, args, kwargs):
+        if self._internal or not torch.is_grad_enabled():
+            return None
+        x = _first_tensor(args, kwargs)
+        ax = self._input_axis()
+        self._fwd_b = int(x.shape[ax]) if x is not None and x.dim() > ax else None
+        if self.compiled and self._needs_per_sample and self._tier1_due(self.step_count):
+            self._fn_inputs = (args, kwargs, self._fwd_b)
+        return None
+
+    def _forward_hook(self, module, args, kwargs, output):
         # count micro-batches and samples only for forward passes that are backpropagated
         if self._internal or not torch.is_grad_enabled():
-            return
-        n = None
-        for a in args:
-            if isinstance(a, torch.Tensor) and a.dim() > 0:
-                n = int(a.shape[0])
-                break
-        out = output
-        if isinstance(out, dict):
-            out = next((v for v in out.values() if isinstance(v, torch.Tensor)), None)
-        elif isinstance(out, (tuple, list)):
-            out = next((v for v in out if isinstance(v, torch.Tensor)), None)
-        if not isinstance(out, torch.Tensor) or not out.requires_grad:
-            return
+            return None
+        loss = getattr(output, "loss", None) if not isinstance(output, dict) else output.get("loss")
+        if isinstance(loss, torch.Tensor) and loss.dim() == 0:
+            self._model_losses.append(loss.detach())  # e.g. a Hugging Face model's own loss
+        outs = [o for o in _output_tensors(output) if o.requires_grad]
+        if not outs:
+            return None
+        n = self._fwd_b
+        state = {"counted": False}
 
-        def _count(grad, n=n):
-            self._n_micro += 1
-            self._n_samples += n or 0
+        def _count(grad, n=n, state=state):
+            if not state["counted"]:
+                state["counted"] = True
+                self._n_micro += 1
+                self._n_samples += n or 0
 
-        out.register_hook(_count)
+        for o in outs:
+            o.register_hook(_count)
+        if self.compiled and self._fn_inputs is not None:
+            self._watch_functional(_output_tensors(output))
+        return None
 
-    def _uncovered(self):
-        return [i for i, n in enumerate(self.names) if n not in self._covered_step]
+    def _watch_functional(self, outs):
+        """A compiled model on a tier-1 step: keep the output gradients, and once the backward pass ends
+        compute the per-sample norms by the functional recomputation of the plain module."""
+        args, kwargs, b = self._fn_inputs
+        self._fn_inputs = None
+        grads = [None] * len(outs)
+        state = {"queued": False}
 
-    def _on_pass_end(self, hooks):
-        self._covered_step |= hooks.covered_last
-        if len(self._covered_step) == len(self.names) or not self.hooks.enabled:
+        def finish():
+            from .persample.functional import functional_sq_norms
+            try:
+                per = functional_sq_norms(self.inner, dict(zip(self.names, self.params)), args, kwargs, outs, grads,
+                                          b, self._input_axis())
+                total = sum(per.values())
+                self._pass_norms.append(_Pass(total, set(per), per, None))
+            except Exception as exc:  # noqa: BLE001 - refused recomputation: this pass is not measured
+                why = f"functional per-sample recomputation refused: {exc}"
+                self._pass_norms.append(_Pass(None, set(), {}, why))
+            gs = [p.grad for p in self.params]
+            if all(g is not None for g in gs):
+                self._bw_norms = robust_norms(gs)
+                self._bw_scale = self._scaler_scale()
+
+        def make(k):
+            def hook(g):
+                grads[k] = g.detach()
+                if not state["queued"]:
+                    state["queued"] = True
+                    torch.autograd.Variable._execution_engine.queue_callback(finish)
+            return hook
+
+        for k, o in enumerate(outs):
+            if o.requires_grad:
+                o.register_hook(make(k))
+
+    def _on_pass_end(self, engine):
+        # one backward pass watched by the per-sample engine: keep its per-sample norms and the gradient norms
+        # right after backward (before any clipping / unscaling: what the step applies is compared with them)
+        if self._internal:
             return
-        unc = [self.params[i] for i in self._uncovered()]
-        if not unc:
-            return
-        cur = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in unc]
-        if self._micro_prev is None:
-            self._micro_grads.append(cur)
-        else:
-            self._micro_grads.append([c - q for c, q in zip(cur, self._micro_prev)])
-        self._micro_prev = cur
+        self._pass_norms.append(_Pass(engine.passes[-1] if engine.passes else None, set(engine.covered_last),
+                                      dict(engine.last_reduced), engine.last_error))
+        grads = [p.grad for p in self.params]
+        if all(g is not None for g in grads):
+            self._bw_norms = robust_norms(grads)
+            self._bw_scale = self._scaler_scale()
+
+    def _scaler_scale(self):
+        s = self.scaler
+        if s is None or not getattr(s, "is_enabled", lambda: True)():
+            return None
+        sc = getattr(s, "_scale", None)
+        return float(sc) if sc is not None else None
 
     def _opt_pre_hook(self, optimizer, args, kwargs):
         if self._internal:
@@ -276,81 +436,105 @@ class Monitor:
 
     def _capture(self, optimizer):
         grads = [p.grad for p in self.params]
-        if any(g is None for g in grads):
-            idx = [i for i, g in enumerate(grads) if g is not None]
-            if not idx:
-                return
-            names, params, grads = [self.names[i] for i in idx], [self.params[i] for i in idx], [grads[i] for i in idx]
-        else:
-            names, params = self.names, self.params
-        B = self.batch_size or self._n_samples
-        if not B and self.hooks is not None and self.hooks.passes:
-            # the model's own forward hook did not fire (e.g. a LightningModule whose training_step calls
-            # a submodule): the per-sample hooks saw the micro-batches
-            B = sum(int(q.shape[0]) for q in self.hooks.passes)
-            self._n_micro = len(self.hooks.passes)
-        if not B:
-            raise ValueError("Monitor could not infer the batch size (the model's first argument is not a tensor "
-                             "with the batch on axis 0): pass batch_size=")
-        group_lr = optimizer.param_groups[0]["lr"]
-        lr = float(group_lr)
-        ctx = StepContext(step=self.step_count, names=names, params=params, grads=grads,
-                          lr=lr, batch_size=B, n_micro=max(self._n_micro, 1), dim=self.dim)
-        ctx.extra["model"] = self.inner
+        idx = [i for i, g in enumerate(grads) if g is not None]
+        if not idx:
+            return
+        names = tuple(self.names[i] for i in idx)
+        params = tuple(self.params[i] for i in idx)
+        grads = tuple(grads[i] for i in idx)
+        B_local = self.batch_size or self._n_samples
+        if not B_local and self._pass_norms:
+            # the model's own forward hook did not fire (e.g. a LightningModule whose training_step calls a
+            # submodule): the per-sample engine saw the micro-batches
+            B_local = sum(int(p.total.shape[0]) for p in self._pass_norms if p.total is not None)
+            self._n_micro = len(self._pass_norms)
+        if not B_local:
+            raise ValueError("Monitor could not find the batch size (the model's first tensor argument, keyword "
+                             "arguments included, has no batch axis, or the model's forward was not called): pass "
+                             "batch_size= (and batch_axis=)")
+        B = B_local * self.world_size
+        lr = float(optimizer.param_groups[0]["lr"])
+        norms = robust_norms(grads)
+        grad_sq = torch.dot(norms, norms)
+        tier1 = self._tier1_due(self.step_count)
+        clip = per_sample = note = None
+        if tier1:
+            clip = self._clip_info(idx, norms)
+            per_sample, note = self._per_sample_stats(names, params, idx, norms, B_local, B, clip)
+            if note:
+                self._notes.append(note)
+        ctx = StepContext(step=self.step_count, names=names, params=params, grads=grads, lr=lr, batch_size=B,
+                          n_micro=max(self._n_micro, 1), dim=self.dim, grad_norms=norms, grad_sq=grad_sq,
+                          model=self.inner, per_sample=per_sample, per_sample_note=note, clip=clip)
         for q in self.quantities:
             if q.tier == 2 or not q.due(self.step_count):
                 continue
-            if q is self.noise:
-                self._prepare_noise(ctx)
-            vals = q.pre_step(ctx)
-            self._add(vals)
-        self._per_param_steps.append((self.step_count, ctx.names, ctx.extra.get("per_param_norm")))
+            self._add(q.pre_step(ctx))
+        self._per_param_steps.append((self.step_count, names, norms))
         self._ctx = ctx
         self._captured = True
 
-    def _prepare_noise(self, ctx):
-        hooks = self.hooks
-        k = ctx.n_micro
-        B = ctx.batch_size
-        scale = None
-        if self.scaler is not None and getattr(self.scaler, "is_enabled", lambda: True)():
-            scale = self.scaler._scale if getattr(self.scaler, "_scale", None) is not None else None
-        passes = hooks.passes
-        hooks.passes = []
+    def _clip_info(self, idx, norms):
+        """Compare the applied gradient with the one right after backward (per parameter)."""
+        bw = self._bw_norms
+        if bw is None or len(bw) != len(self.params):
+            return None
+        bw = bw[idx]
+        if self._bw_scale:
+            bw = bw / self._bw_scale
+        ok = bw > 0
+        if not bool(ok.any()):
+            return ClipInfo(1.0, True)
+        ratio = norms[ok] / bw[ok]
+        c = float(ratio.mean())
+        uniform = bool(((ratio - c).abs() <= 1e-5 * max(c, 1e-30)).all())
+        return ClipInfo(c, uniform)
+
+    def _per_sample_stats(self, names, params, idx, norms, B_local, B, clip):
+        """The step's :class:`PerSampleStats` at the true per-sample scale of the applied gradient, or
+        ``(None, reason)``."""
+        passes = self._pass_norms
+        if self.engine is None and not self.compiled:
+            return None, "per-sample engine off"
+        if not passes:
+            return None, "the per-sample engine saw no backward pass in this step"
+        errors = [p.error for p in passes if p.error]
+        if errors:
+            return None, "a backward pass of this step could not be measured: " + errors[-1]
+        if any(p.total is None for p in passes):
+            return None, "no parameter is covered by the per-sample engine (see Monitor.uncovered_parameters())"
+        n = sum(int(p.total.shape[0]) for p in passes)
+        if n != B_local:
+            return None, (f"the per-sample engine saw {n} samples but the step has {B_local} (batch not on the "
+                          "assumed axis? pass batch_size= and batch_axis=)")
+        if clip is not None and not clip.uniform:
+            return None, ("the gradients were changed non-uniformly between backward() and step() (e.g. "
+                          "clip_grad_value_): the applied gradient has no per-sample decomposition")
+        common = set.intersection(*[p.covered for p in passes])
+        pos = {nm: i for i, nm in enumerate(names)}
+        cov = [nm for nm in names if nm in common]
+        if not cov:
+            return None, "no parameter is covered by the per-sample engine (see Monitor.uncovered_parameters())"
+        k = len(passes)
         mean_red = self.loss_reduction == "mean"
         acc = (1.0 / k) if self.accumulation == "mean" else 1.0
-        ps_sum = None
-        if passes and sum(int(q.shape[0]) for q in passes) == B:
-            # sum_i ||g_i||^2 at the true per-sample scale: pass p's hook norms carry alpha_p^2
-            for q in passes:
-                alpha = (1.0 / q.shape[0] if mean_red else 1.0) * acc
-                v = q.sum(dtype=torch.float64) * (1.0 / (alpha * alpha))
-                ps_sum = v if ps_sum is None else ps_sum + v
-            if scale is not None:
-                ps_sum = ps_sum / scale.double().to(ps_sum.device) ** 2
-        # else: the hooks saw a different number of samples (e.g. batch not on axis 0): skip the step
-        b0 = B / k
-        alpha = (1.0 / b0 if mean_red else 1.0) * acc
-        gscale = 1.0 / (alpha * B)  # true batch-mean gradient = gscale * p.grad
-        ctx.extra["per_sample_sum"] = ps_sum
-        ctx.extra["gscale_sq"] = gscale * gscale
-        cov_names = self._covered_step
-        if len(ctx.names) == len(self.names) and len(cov_names) == len(self.names):
-            ctx.extra["covered_sq"] = ctx.extra["grad_sq"]  # every parameter covered: reuse tier 0's ||g||^2
-            ctx.extra["covered_dim"] = self.dim
-            return
-        per = ctx.extra["per_param_norm"].double()
-        cov = [i for i, n in enumerate(ctx.names) if n in cov_names]
-        unc = [i for i, n in enumerate(ctx.names) if n not in cov_names]
-        sq = per * per
-        ctx.extra["covered_sq"] = sq[cov].sum() if cov else 0.0
-        ctx.extra["covered_dim"] = sum(ctx.params[i].numel() for i in cov)
-        if unc and self._micro_grads:
-            ctx.extra["uncovered_sq"] = sq[unc].sum()
-            f = 1.0 / (alpha * b0)
-            if scale is not None:
-                f = f / scale.double()
-            ctx.extra["micro_grads"] = [[t * f for t in g] for g in self._micro_grads]
+        scale = self._bw_scale
+        tot = None
+        for sq, _, per, _ in passes:
+            b = int(sq.shape[0])
+            s = sum(per[nm] for nm in cov) if len(cov) != len(per) else sq
+            alpha = (1.0 / b if mean_red else 1.0) * acc * (scale or 1.0)
+            v = s.sum() / (alpha * alpha)
+            tot = v if tot is None else tot + v
+        c2 = (clip.coef ** 2) if clip is not None else 1.0
+        # the applied gradient is the batch mean (loss "mean") or the batch sum ("sum") of the per-sample gradients
+        gmul = 1.0 if mean_red else 1.0 / B
+        sel = torch.tensor([pos[nm] for nm in cov], device=norms.device)
+        gbar_sq = (norms[sel] ** 2).sum() * (gmul * gmul)
+        covered_dim = sum(self.params[self.names.index(nm)].numel() for nm in cov)
+        self._last_covered = frozenset(cov)
+        return PerSampleStats(mean_sq=tot * c2 / B_local, gbar_sq=gbar_sq, batch_size=B, n_samples=B_local,
+                              covered_dim=covered_dim, covered=frozenset(cov)), None
 
     def _opt_post_hook(self, optimizer, args, kwargs):
         if self._internal or self._ctx is None:
@@ -364,34 +548,50 @@ class Monitor:
     def step(self, loss=None) -> dict | None:
         """Close the current training step (call after ``optimizer.step()`` / ``scaler.update()``).
 
-        ``loss`` (tensor or float) is recorded as the step's loss. Returns the history row
-        when this step ends a logging interval, else ``None``.
+        ``loss`` (a scalar tensor or a float) is recorded as the step's loss; ``None`` uses the loss the
+        model returned itself (e.g. a Hugging Face model's ``outputs.loss``), if any. Returns the history
+        row when this step ends a logging interval, else ``None``.
         """
         if self._closed:
             raise RuntimeError("Monitor is closed")
+        if loss is not None:
+            if isinstance(loss, torch.Tensor):
+                if loss.numel() != 1:
+                    raise ValueError(f"Monitor.step(loss): loss must be a scalar (a 0-d tensor or a float), got a "
+                                     f"tensor of shape {tuple(loss.shape)}; reduce it first (e.g. loss.mean())")
+                loss = loss.detach().reshape(())
+            else:
+                try:
+                    loss = float(loss)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"Monitor.step(loss): loss must be a scalar tensor or a float, got "
+                                    f"{type(loss).__name__}") from exc
+        elif self._model_losses:
+            loss = torch.stack(self._model_losses).mean() if len(self._model_losses) > 1 else self._model_losses[0]
         if not self._captured:
             self._skipped += 1
             self.events.append({"step": self.step_count, "event": "skipped_step",
                                 "reason": "optimizer.step did not run (e.g. GradScaler found inf/NaN gradients)"})
         else:
             if loss is not None:
-                self._add({"loss": loss.detach() if isinstance(loss, torch.Tensor) else float(loss)})
+                self._add({"loss": loss})
             if self.curvature is not None and self.curvature.due(self.step_count):
                 self._internal = True
-                enabled = self.hooks.enabled if self.hooks else None
-                if self.hooks:
-                    self.hooks.enabled = False
+                enabled = self.engine.enabled if self.engine else None
+                if self.engine:
+                    self.engine.enabled = False
                 try:
                     self._add(self.curvature.post_step(self._ctx))
                 finally:
                     self._internal = False
-                    if self.hooks:
-                        self.hooks.enabled = enabled
+                    if self.engine:
+                        self.engine.enabled = enabled
             self._steps_in_interval += 1
         self.step_count += 1
-        if self.hooks is not None:
-            self.hooks.reset()
-            self.hooks.enabled = self.noise.due(self.step_count)
+        if self.engine is not None:
+            self.engine.reset()
+            self.engine.step_done()
+            self.engine.enabled = self._tier1_due(self.step_count)
         self._reset_step()
         if self.step_count % self.log_every == 0:
             return self.flush()
@@ -432,18 +632,41 @@ class Monitor:
         grads_bad = "grad_sq" in sums and not math.isfinite(sums["grad_sq"])
         if grads_bad:
             self._report_nonfinite()  # raises, or warns once naming the parameter
-        row = {"step": self.step_count - 1, "steps": self._steps_in_interval, "skipped_steps": self._skipped}
+        row = {"step": self.step_count - 1, "steps": self._steps_in_interval, "skipped_steps": self._skipped,
+               "lr": float(self.optimizer.param_groups[0]["lr"]),
+               "lr_kind": "sgd_equivalent" if self.optimizer_kind == "adaptive" else self.optimizer_kind}
         if counts.get("loss"):
             row["loss"] = sums["loss"] / counts["loss"]
-        self._interval_D = None
-        nrow = {}
-        if self.noise is not None:
-            nrow = self.noise.finalize(sums, counts, self)
-            if nrow.get("D") is not None:
-                self._interval_D = nrow["D"]
-                self.last_measured_D = nrow["D"]
-        for q in self.quantities:
-            row.update(nrow if q is self.noise else q.finalize(sums, counts, self))
+        ictx = IntervalContext(step=row["step"], sums=sums, counts=counts, values=vals, dim=self.dim,
+                               D_given=self.D, D_last=self.last_measured_D,
+                               D_last_rel_se=self.last_measured_D_rel_se, optimizer_kind=self.optimizer_kind,
+                               extra={"per_sample_note": self._notes[-1] if self._notes else None})
+        # tier 1 first: its D enters C (tier 0) and eta_opt (tier 2)
+        ordered = sorted(self.quantities, key=lambda q: 0 if q is self.noise else 1)
+        for q in ordered:
+            part = self._finalize(q, ictx)
+            if q is self.noise:
+                if part.get("D") is not None and part["D"] > 0:
+                    ictx.D_measured = part["D"]
+                    self.last_measured_D = part["D"]
+                    ictx.D_last = part["D"]
+                    self.last_measured_D_rel_se = ictx.extra.get("D_rel_se")
+                    ictx.D_last_rel_se = self.last_measured_D_rel_se
+                if part:
+                    part["noise_estimator"] = self.noise_estimator_summary()
+                    if part.get("clipped_steps"):
+                        self.events.append({"step": row["step"], "event": "clipped",
+                                            "clip_coef": part.get("clip_coef"), "steps": part["clipped_steps"]})
+            row.update(part)
+        cov = row.get("noise_coverage")
+        if cov is not None and cov < self.coverage_warning and not self._warned_coverage:
+            self._warned_coverage = True
+            unc = self.uncovered_parameters()
+            why = "; ".join(f"{n}: {r}" for n, r in list(unc.items())[:3])
+            warnings.warn(f"the monitor's per-sample statistics cover {100 * cov:.1f}% of the parameters' dimension "
+                          f"(below {100 * self.coverage_warning:.0f}%): tr_sigma, B_simple, D and C are over the "
+                          f"covered parameters only ({len(unc)} uncovered; {why}; see mon.uncovered_parameters())",
+                          RuntimeWarning, stacklevel=3)
         if not grads_bad:
             self._check_row(row)
         C = row.get("C") if row.get("C") is not None else row.get("C_sgd")
@@ -463,13 +686,29 @@ class Monitor:
         self._reset_interval()
         return row
 
+    def _finalize(self, q, ictx):
+        """``q.finalize(ictx)``; quantities written for the former ``finalize(sums, counts, monitor)`` still work
+        (with a one-time DeprecationWarning)."""
+        import inspect
+
+        try:
+            n = len(inspect.signature(q.finalize).parameters)
+        except (TypeError, ValueError):
+            n = 1
+        if n == 3:
+            warnings.warn(f"{type(q).__name__}.finalize(sums, counts, monitor) is the former signature: write "
+                          "finalize(ictx) (an hhld.torch.quantities.IntervalContext)", DeprecationWarning, stacklevel=3)
+            return q.finalize(ictx.sums, ictx.counts, self)
+        return q.finalize(ictx)
+
     def _check_row(self, row):
-        """No silent NaN: a NaN in the row raises (``on_nonfinite="raise"``) or warns and is recorded."""
-        bad = [k for k, v in row.items() if isinstance(v, float) and math.isnan(v)]
+        """No silent NaN or inf: a non-finite value in the row raises (``on_nonfinite="raise"``) or warns and
+        is recorded (the loss included)."""
+        bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
         if not bad:
             return
         msg = (f"non-finite monitor values {bad} in the interval ending at step {row['step']} "
-               "(gradients were finite: overflow in a per-sample norm or the loss?)")
+               "(a non-finite loss, or an overflow in a custom quantity?)")
         if self.on_nonfinite == "raise":
             raise NonFiniteError(msg, step=row["step"], quantity=bad[0])
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
@@ -477,9 +716,7 @@ class Monitor:
 
     def _report_nonfinite(self):
         for step, names, per in self._per_param_steps:
-            if per is None:
-                continue
-            bad = (~torch.isfinite(per.double() ** 2)).nonzero()
+            bad = (~torch.isfinite(per)).nonzero()
             if len(bad):
                 name = names[int(bad[0])]
                 msg = f"non-finite gradient in parameter {name!r} at step {step}"
@@ -489,49 +726,64 @@ class Monitor:
                 self.events.append({"step": step, "event": "nonfinite_gradient", "parameter": name})
                 return
 
+    # ------------------------------------------------------------------ introspection
     def noise_estimator_summary(self) -> str:
-        """Which estimator serves which parameters, e.g. ``"hooks:linear=4; micro_batch=2"``."""
-        if self.hooks is None:
-            return "off"
+        """Which per-sample rule serves which parameters, e.g. ``"linear=4; embedding=1; uncovered=2"``."""
+        if self.engine is None:
+            return "off" if not self.compiled else f"functional recomputation (compiled model)={len(self.names)}"
         counts: dict = {}
         for n in self.names:
-            if n in self.hooks.covered_ever:
-                m = next(m for m, d in self.hooks.module_params.items() if n in d.values())
-                k = "hooks:" + self.hooks.module_kind[m]
-            else:
-                k = "micro_batch_or_excluded"
+            k = self.engine.estimator.get(n) if n in self.engine.covered_ever else None
+            k = k or "uncovered"
             counts[k] = counts.get(k, 0) + 1
         return "; ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
+    def covered_parameters(self) -> list[str]:
+        """The parameters the per-sample statistics covered in the last measured backward pass."""
+        if self.engine is None:
+            return []
+        return [n for n in self.names if n in self._last_covered]
+
     def uncovered_parameters(self) -> dict[str, str]:
-        """Parameters without a per-sample hook estimator and why (their fallback is stated in the rows)."""
-        if self.hooks is None:
-            return {}
+        """Parameters without exact per-sample gradients and why (coupled, not seen, ...)."""
+        if self.engine is None:
+            if self.compiled:
+                return {n: "not covered in the last tier-1 step (functional recomputation refused: see the row's "
+                           "noise_note)" for n in self.names if n not in self._last_covered}
+            return {n: "tier 1 is off" for n in self.names}
         out = {}
         for n in self.names:
-            if n not in self.hooks.covered_ever:
-                out[n] = self.hooks.reasons.get(n, "hooks did not fire (parameter used outside its module's forward)")
+            if n in self.engine.reasons:
+                out[n] = self.engine.reasons[n]
+            elif n not in self.engine.covered_ever:
+                out[n] = "not seen yet (no tier-1 step has run)"
         return out
 
     def noise_stats(self, loss_fn, inputs, targets, **kw):
         """On-demand :func:`hhld.torch.noise.gradient_noise_stats` on a batch (exact fallbacks)."""
         self._internal = True
-        enabled = self.hooks.enabled if self.hooks else None
-        if self.hooks:
-            self.hooks.enabled = False
+        enabled = self.engine.enabled if self.engine else None
+        if self.engine:
+            self.engine.enabled = False
         try:
             kw.setdefault("lr", float(self.optimizer.param_groups[0]["lr"]))
             kw.setdefault("loss_reduction", self.loss_reduction)
             return gradient_noise_stats(self.inner, loss_fn, inputs, targets, **kw)
         finally:
             self._internal = False
-            if self.hooks:
-                self.hooks.enabled = enabled
+            if self.engine:
+                self.engine.enabled = enabled
 
     def to_dataframe(self):
         import pandas as pd
 
         return pd.DataFrame(self.history)
+
+    def plot(self, path=None, **kw):
+        """A multi-panel figure of the history (:func:`hhld.torch.plotting.plot_monitor`)."""
+        from .plotting import plot_monitor
+
+        return plot_monitor(self, path=path, **kw)
 
     def close(self):
         """Flush the last partial interval, remove every hook, close the sinks."""
@@ -540,8 +792,8 @@ class Monitor:
         self.flush()
         for h in self._handles:
             h.remove()
-        if self.hooks is not None:
-            self.hooks.detach()
+        if self.engine is not None:
+            self.engine.detach()
         for s in self.sinks:
             s.close()
         self._closed = True

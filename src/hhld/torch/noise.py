@@ -17,13 +17,14 @@ per-sample loss ``l_i``) and batch mean ``gbar = (1/B) sum_i g_i``:
 * ``C = ||G||^2 / (D d)``, the documents' consolidation ratio with this measured ``D``
   (:func:`hhld.observables.consolidation_ratio`).
 
-Per-sample squared norms come from hooks (:mod:`hhld.torch.persample`) for Linear,
-Conv1d/2d, Embedding and LayerNorm; every other parameter goes through a fallback:
-``"func"`` (exact per-sample gradients by ``torch.func.vmap``; fails e.g. for BatchNorm in
-training mode), or ``"half_batch"`` (the gradients ``g_A``, ``g_B`` of two halves of the
-batch: ``E ||g_A - g_B||^2 = tr Sigma (1/b_A + 1/b_B)``; unbiased but noisier, and layers
-that couple samples such as BatchNorm see half batches). ``"auto"`` tries ``"func"`` then
-``"half_batch"``. :attr:`NoiseStats.estimator` names the estimator of every parameter.
+Per-sample squared norms come from the per-sample engine (:mod:`hhld.torch.persample`), exact for
+every layer it covers; every other parameter (e.g. upstream of a train-mode batch norm, which
+couples the samples) goes through a fallback: ``"func"`` (per-sample gradients by
+``torch.func.vmap``, with train-mode batch norms normalising by the batch's statistics held fixed),
+or ``"half_batch"`` (the gradients ``g_A``, ``g_B`` of two halves of the batch:
+``E ||g_A - g_B||^2 = tr Sigma (1/b_A + 1/b_B)``; unbiased but noisier). ``"auto"`` tries
+``"func"`` then ``"half_batch"``. :attr:`NoiseStats.estimator` names the estimator of every
+parameter. ``B_simple`` and ``C`` are ``None`` when the unbiased ``||G||^2`` is not positive.
 
 The loss must be a mean (``loss_reduction="mean"``, default) or a sum (``"sum"``) of
 per-sample losses over the batch axis (axis 0 of ``inputs``); a mean over tokens of
@@ -93,7 +94,7 @@ class NoiseStats:
     tr_sigma: float
     grad_sq_norm_unbiased: float
     batch_grad_sq_norm: float
-    b_simple: float
+    b_simple: float | None
     D: float | None
     C: float | None
     batch_size: int
@@ -110,11 +111,35 @@ class NoiseStats:
         return out
 
 
-def _per_sample_func(model, loss_fn, inputs, targets, names, all_params):
-    """Per-sample squared gradient norms of the parameters ``names`` via torch.func."""
+def _batch_norm_stats(model):
+    """Forward hooks that record the batch statistics each train-mode batch norm normalises with."""
+    stats, handles = {}, []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not m.track_running_stats):
+            def hook(mod, inp, out, mod_=m):
+                x = inp[0].detach()
+                red = (0,) + tuple(range(2, x.dim()))
+                stats[mod_] = (x.mean(red), x.var(red, unbiased=False))
+            handles.append(m.register_forward_hook(hook))
+    return stats, handles
+
+
+def _per_sample_func(model, loss_fn, inputs, targets, names, all_params, bn_stats=None):
+    """Per-sample squared gradient norms of the parameters ``names`` via torch.func.
+
+    Train-mode batch norms normalise with the batch statistics ``bn_stats`` of the full batch, held
+    fixed (the definition of a per-sample gradient when batch norm couples the samples)."""
     from torch.func import functional_call, grad, vmap
 
     buffers = dict(model.named_buffers())
+    switched = []
+    for m, (mean, var) in (bn_stats or {}).items():
+        prefix = next(n for n, mm in model.named_modules() if mm is m)
+        pre = prefix + "." if prefix else ""
+        buffers[pre + "running_mean"] = mean
+        buffers[pre + "running_var"] = var
+        if m.training:
+            switched.append(m)
     fixed = {n: p.detach() for n, p in all_params.items() if n not in names}
     sub = {n: all_params[n].detach() for n in names}
     tuple_in = isinstance(inputs, (tuple, list))
@@ -125,8 +150,15 @@ def _per_sample_func(model, loss_fn, inputs, targets, names, all_params):
         return loss_fn(out, y.unsqueeze(0))
 
     in_x = tuple(0 for _ in inputs) if tuple_in else 0
-    grads = vmap(grad(one), in_dims=(None, in_x, 0), randomness="different")(sub, tuple(inputs) if tuple_in else inputs, targets)
-    sq = sum((g.reshape(g.shape[0], -1) ** 2).sum(1) for g in grads.values())
+    for m in switched:
+        m.training = False
+    try:
+        grads = vmap(grad(one), in_dims=(None, in_x, 0), randomness="different")(
+            sub, tuple(inputs) if tuple_in else inputs, targets)
+    finally:
+        for m in switched:
+            m.training = True
+    sq = sum((g.reshape(g.shape[0], -1).double() ** 2).sum(1) for g in grads.values())
     mean = {n: g.mean(0) for n, g in grads.items()}
     return sq, mean
 
@@ -137,8 +169,12 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
 
     Does not touch ``.grad`` of the parameters (gradients are taken with
     :func:`torch.autograd.grad`). ``lr`` (optional) gives the diffusion ``D`` and ``C``.
-    ``fallback`` in ``{"auto", "func", "half_batch", "error"}`` for parameters of layers
-    without a hook estimator (``"error"`` raises naming them).
+    Per-sample norms come from :class:`hhld.torch.persample.PerSampleSqNorms` (exact for every layer
+    it covers); ``fallback`` in ``{"auto", "func", "half_batch", "error"}`` handles the rest
+    (``"error"`` raises naming them). ``"func"`` is exact for deterministic models; train-mode batch
+    norms are then evaluated with the batch's statistics held fixed (the definition of a per-sample
+    gradient when batch norm couples the samples); active dropout is redrawn per sample (the estimator
+    says so).
     """
     if loss_reduction not in ("mean", "sum"):
         raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
@@ -151,15 +187,20 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
     names = list(params)
     plist = [params[n] for n in names]
     dim = sum(p.numel() for p in plist)
-    scale = float(B) if loss_reduction == "mean" else 1.0   # per-sample grad = scale * hook grad
+    scale = float(B) if loss_reduction == "mean" else 1.0   # per-sample grad = scale * engine grad
     mean_div = 1.0 if loss_reduction == "mean" else float(B)  # batch mean grad = grad / mean_div
 
-    hooks = PerSampleSqNorms(model, params)
-    with hooks:
-        loss = loss_fn(call_model(model, inputs), targets)
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            raise ValueError("loss_fn must return a scalar tensor (use reduction='mean' or 'sum')")
-        grads = torch.autograd.grad(loss, plist, allow_unused=True)
+    engine = PerSampleSqNorms(model, params, check_every=None)
+    bn_stats, bn_handles = _batch_norm_stats(model)
+    try:
+        with engine:
+            loss = loss_fn(call_model(model, inputs), targets)
+            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                raise ValueError("loss_fn must return a scalar tensor (use reduction='mean' or 'sum')")
+            grads = torch.autograd.grad(loss, plist, allow_unused=True)
+    finally:
+        for h in bn_handles:
+            h.remove()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is not finite ({loss.item()})")
     gbar = {n: (g / mean_div if g is not None else None) for n, g in zip(names, grads)}
@@ -167,23 +208,26 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
         if g is not None and not bool(torch.isfinite(g).all()):
             raise FloatingPointError(f"non-finite gradient in parameter {n!r}")
 
-    covered = hooks.covered_last
+    covered = set(engine.covered_last)
     estimator: dict[str, str] = {}
-    reasons = dict(hooks.reasons)
+    reasons = dict(engine.reasons)
     for n in names:
         if gbar[n] is None:
             estimator[n] = "unused"
         elif n in covered:
-            m = next(m for m, d in hooks.module_params.items() if n in d.values())
-            estimator[n] = f"hooks:{hooks.module_kind[m]}"
+            estimator[n] = f"exact:{engine.estimator.get(n, 'per-sample')}"
     uncovered = [n for n in names if n not in estimator]
     for n in uncovered:
-        reasons.setdefault(n, "the layer's hooks did not fire (parameter used outside its module's forward)")
+        reasons.setdefault(n, "the per-sample engine did not see its use")
 
     zero = plist[0].new_zeros((), dtype=torch.float64)
     cov_sq = sum(((gbar[n].double() ** 2).sum() for n in names if n in covered), zero)
-    per_sample = sum(hooks.passes, torch.zeros(B, dtype=torch.float64, device=plist[0].device)).double()
-    tr_sigma, gsq_unb = noise_from_moments(per_sample.mean() * scale * scale, cov_sq, B)
+    per = engine.passes[-1] if engine.passes and engine.passes[-1] is not None else None
+    if per is None:
+        per = torch.zeros(B, dtype=torch.float64, device=plist[0].device)
+        covered = set()
+        cov_sq = zero
+    tr_sigma, gsq_unb = noise_from_moments(per.double().mean() * scale * scale, cov_sq, B)
     batch_sq = cov_sq.clone()
 
     if uncovered:
@@ -193,12 +237,19 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
         done = False
         if fallback in ("auto", "func"):
             try:
-                sq, _ = _per_sample_func(model, loss_fn, inputs, targets, uncovered, params)
-                u_sq = sum(((gbar[n].double() ** 2).sum() for n in uncovered), zero)
+                sq, mean = _per_sample_func(model, loss_fn, inputs, targets, uncovered, params, bn_stats)
+                # with the batch statistics held fixed, the per-sample gradients average to their own mean, not
+                # to the coupled batch gradient: use that mean, so that every moment is of the same definition
+                src = mean if bn_stats else gbar
+                u_sq = sum(((src[n].double() ** 2).sum() for n in uncovered), zero)
                 t, gu = noise_from_moments(sq.double().mean(), u_sq, B)
                 tr_sigma, gsq_unb, batch_sq = tr_sigma + t, gsq_unb + gu, batch_sq + u_sq
+                drop = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+                           for m in model.modules())
+                tag = "func" + ("; batch statistics held fixed" if bn_stats else "") + (
+                    "; dropout redrawn per sample (an estimate)" if drop else "")
                 for n in uncovered:
-                    estimator[n] = "func"
+                    estimator[n] = tag
                 done = True
             except Exception as exc:  # noqa: BLE001 - any vmap failure means: use the other estimator
                 if fallback == "func":
@@ -225,13 +276,13 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
                 estimator[n] = "half_batch"
 
     tr_f, g_f, b_f = float(tr_sigma), float(gsq_unb), float(batch_sq)
-    b_simple = tr_f / g_f if g_f > 0 else math.inf
+    b_simple = tr_f / g_f if g_f > 0 else None
     D = C = None
     if lr is not None:
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr must be > 0, got lr={lr!r}")
         D = diffusion_from_noise(tr_f, lr, B, dim)
-        C = g_f / (D * dim) if D > 0 else math.inf
+        C = g_f / (D * dim) if D > 0 else None
     return NoiseStats(tr_sigma=tr_f, grad_sq_norm_unbiased=g_f, batch_grad_sq_norm=b_f, b_simple=b_simple,
                       D=D, C=C, batch_size=B, dim=dim, lr=lr, loss=float(loss.detach()), estimator=estimator,
                       fallback_reasons={n: reasons[n] for n in uncovered})

@@ -1,22 +1,26 @@
 """The quantities the :class:`~hhld.torch.monitor.Monitor` computes, one object each.
 
-A quantity has a schedule (``every`` steps) and three hooks, all called by the monitor:
+A quantity has a schedule (``every`` steps), declares what it needs (:attr:`Quantity.needs`,
+a subset of :data:`NEEDS`; the monitor enables the union of what the due quantities need) and
+has three methods, all called by the monitor:
 
-* ``pre_step(ctx)`` -- inside ``optimizer.step`` before the update (the gradients are final,
-  unscaled under AMP); returns a dict of *additive* values, 0-d tensors (kept on the device;
-  the monitor only appends them to a list, and converts all of an interval's values with one
-  host synchronisation) or host floats;
-* ``post_step(ctx)`` -- after the update (same return convention);
-* ``finalize(sums, counts, monitor)`` -- once per logging interval, on host floats:
-  turns the interval sums into the row's values. Ratios are formed from the separately
-  averaged numerator and denominator (never an average of per-step ratios). The per-step
-  values of the interval are in ``monitor.interval_values`` (key -> list of floats) for
-  quantities that need per-step nonlinear combinations.
+* ``pre_step(ctx)`` -- inside ``optimizer.step`` before the update (the gradients are final:
+  unscaled under AMP, clipped if the loop clips); ``ctx`` is a :class:`StepContext`. Returns a
+  dict of *additive* values: 0-d tensors (kept on the device; the monitor converts an interval's
+  values with one host synchronisation) or host floats;
+* ``post_step(ctx)`` -- after the update (same convention);
+* ``finalize(ictx)`` -- once per logging interval, on host floats (:class:`IntervalContext`):
+  turns the interval's sums into the row's values. Ratios are formed from separately averaged
+  numerators and denominators (never an average of per-step ratios); the per-step values are in
+  ``ictx.values`` for quantities that need per-step nonlinear combinations.
 
-Tier 0 (every step): :class:`GradientStats`, :class:`UncertaintyWindow`;
-tier 1: :class:`NoiseScale`; tier 2 (amortised): :class:`Curvature`.
-Regime and phase-transition tracking work on the finished rows
-(:class:`RegimeTracker`, :class:`PhaseTransitionDetector`).
+A new quantity is one class plus one entry in :data:`QUANTITY_TABLE` (which drives the contract
+tests). No quantity reads the monitor's private state: everything it may use is in the two
+contexts.
+
+Tier 0 (every step): :class:`GradientStats`, :class:`UncertaintyWindow`; tier 1:
+:class:`NoiseScale`; tier 2 (amortised): :class:`Curvature`. Regimes and phase-transition events
+work on the finished rows (:class:`RegimeTracker`, :class:`PhaseTransitionDetector`).
 """
 from __future__ import annotations
 
@@ -24,30 +28,104 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from ..observables import RegimeThresholds, classify_regime
+from ..observables import RegimeThresholds, classify_regime, consolidation_ratio, consolidation_ratio_sgd
 from .hessian import hutchinson_trace, make_hvp, top_eigenvalue
+from .noise import diffusion_from_noise, noise_from_moments
 
-__all__ = ["StepContext", "Quantity", "GradientStats", "UncertaintyWindow", "NoiseScale", "Curvature",
-           "RegimeTracker", "PhaseTransitionDetector"]
+__all__ = ["NEEDS", "StepContext", "PerSampleStats", "ClipInfo", "IntervalContext", "Quantity", "GradientStats",
+           "UncertaintyWindow", "NoiseScale", "Curvature", "RegimeTracker", "PhaseTransitionDetector",
+           "QUANTITY_TABLE", "robust_norms"]
+
+#: what a quantity can ask the monitor for
+NEEDS = frozenset({
+    "grad_norms",     # per-parameter norms of the applied gradient (always computed: tier 0 needs them)
+    "per_sample",     # per-sample squared gradient norms of the step (the per-sample engine runs)
+    "params",         # the parameter tensors themselves
+    "model",          # the model, for extra forward/backward passes (tier 2)
+})
+
+
+@dataclass(frozen=True)
+class PerSampleStats:
+    """The step's per-sample statistics over the covered parameters, for the gradient ``step()`` applies
+    (true per-sample scale: loss reduction, accumulation, loss scaling and clipping undone / applied).
+
+    ``mean_sq``: ``mean_i ||g_i||^2`` over the step's ``n_samples`` local samples; ``gbar_sq``:
+    ``||gbar||^2`` of the applied batch-mean gradient restricted to the covered parameters;
+    ``batch_size``: the samples behind ``gbar`` (all workers under DDP); ``covered_dim``: their dimension.
+    """
+
+    mean_sq: torch.Tensor | float
+    gbar_sq: torch.Tensor | float
+    batch_size: int
+    n_samples: int
+    covered_dim: int
+    covered: frozenset
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """How the gradient ``step()`` applies relates to the one backward produced (tier-1 steps).
+
+    ``coef``: ``||g_applied|| / ||g_backward||`` (1.0 when untouched); ``uniform``: the same factor for
+    every parameter (``clip_grad_norm_``); else the gradients were changed non-uniformly
+    (``clip_grad_value_``, per-parameter clipping) and per-sample statistics of the applied gradient
+    are not defined for this step."""
+
+    coef: float
+    uniform: bool
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a quantity may read at one optimizer step (typed; see :data:`NEEDS`)."""
+
+    step: int
+    names: tuple
+    params: tuple
+    grads: tuple                 # the applied gradients (None entries removed)
+    lr: float
+    batch_size: int              # samples behind the applied gradient (all micro-batches, all workers)
+    n_micro: int
+    dim: int                     # dimension of all monitored parameters
+    grad_norms: torch.Tensor     # per-parameter norms of ``grads``, float64, robust to tiny / huge values
+    grad_sq: torch.Tensor        # ||g||^2, float64, 0-d
+    model: nn.Module | None = None
+    per_sample: PerSampleStats | None = None
+    per_sample_note: str | None = None
+    clip: ClipInfo | None = None
 
 
 @dataclass
-class StepContext:
+class IntervalContext:
+    """What a quantity may read when the logging interval ends (host floats)."""
+
     step: int
-    names: list
-    params: list
-    grads: list            # final (unscaled) gradients, None entries removed
-    lr: float
-    batch_size: int
-    n_micro: int
+    sums: dict
+    counts: dict
+    values: dict                 # key -> the interval's per-step values
     dim: int
+    D_given: float | None        # the monitor's D= (known diffusion), else None
+    D_measured: float | None = None          # this interval's measured SGD diffusion (tier 1)
+    D_last: float | None = None              # the last measured one (any interval)
+    D_last_rel_se: float | None = None       # its relative standard error over the interval's steps
+    optimizer_kind: str = "sgd"
     extra: dict = field(default_factory=dict)
+
+    @property
+    def D(self) -> float | None:
+        """``D`` for ``C = ||g||^2/(D d)``: the given one, else this interval's measured one."""
+        return self.D_given if self.D_given is not None else self.D_measured
 
 
 class Quantity:
+    """Base class: a schedule, declared needs, and the three hooks (all optional)."""
+
     name = "quantity"
     tier = 0
+    needs: frozenset = frozenset({"grad_norms"})
 
     def __init__(self, every: int = 1):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -57,50 +135,53 @@ class Quantity:
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
-    def attach(self, monitor) -> None:  # noqa: D401 - optional
-        pass
-
-    def detach(self) -> None:
-        pass
-
     def pre_step(self, ctx: StepContext) -> dict:
         return {}
 
     def post_step(self, ctx: StepContext) -> dict:
         return {}
 
-    def finalize(self, sums: dict, counts: dict, monitor) -> dict:
+    def finalize(self, ictx: IntervalContext) -> dict:
         return {}
 
 
-def _sq(ts):
-    if not ts:
-        return torch.zeros(())
-    return torch.stack(torch._foreach_norm(ts)).double().pow(2)
+def robust_norms(ts) -> torch.Tensor:
+    """Per-tensor 2-norms as one float64 ``(P,)`` tensor, exact for tiny and huge values.
+
+    One fused ``_foreach_norm`` in the tensors' dtype (float32 for half types); on CPU the result is
+    checked at once (no cost: no device) and the tensors whose norm under- or overflowed (outside
+    ``[1e-18, 1e18]``) are redone in float64; on other devices the fused norm accumulates in float64.
+    Sparse tensors use their values."""
+    dense = [t.coalesce().values() if t.is_sparse else t for t in ts]
+    if not dense:
+        return torch.zeros(0, dtype=torch.float64)
+    dev = dense[0].device
+    if dev.type != "cpu":
+        return torch.stack(torch._foreach_norm(dense, 2, dtype=torch.float64))
+    lowp = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in dense]
+    n = torch.stack(torch._foreach_norm(lowp)).double()
+    bad = ~((n > 1e-18) & (n < 1e18))
+    if bool(bad.any()):
+        for i in bad.nonzero().flatten().tolist():
+            n[i] = torch.linalg.vector_norm(dense[i].double())
+    return n
 
 
-def _norms(ts):
-    """Per-tensor 2-norms as one ``(P,)`` tensor: one fused foreach pass (float32 for half types)."""
-    if any(t.dtype in (torch.float16, torch.bfloat16) for t in ts):
-        ts = [t.float() for t in ts]
-    return torch.stack(torch._foreach_norm(ts))
-
-
+# --------------------------------------------------------------------------- tier 0
 class GradientStats(Quantity):
-    """Tier 0: loss, ``||g||^2``, the documents' ``C = ||g||^2/(lr/B)`` and ``C = ||g||^2/(D d)``,
-    update and parameter norms.
+    """Tier 0: ``||g||^2``, the documents' ``C = ||g||^2/(lr/B)`` (``C_sgd``,
+    :func:`hhld.observables.consolidation_ratio_sgd`) and ``C = ||g||^2/(D d)``
+    (:func:`hhld.observables.consolidation_ratio`), update and parameter norms.
 
-    Per step: one fused ``_foreach_norm`` over the gradients (the per-parameter norms are kept
-    for the non-finite report) and one float64 dot product; ``lr/B`` stays a host float.
-    ``param_norm`` and ``update_norm`` are *sampled*: taken at the last step of each logging
-    interval (``sample_every`` steps, set by the monitor to ``log_every``), so the parameter
-    snapshot an update norm needs costs one copy per interval, not per step.
-
-    ``D`` for the second form is ``D`` given to the monitor, else the interval's measured
-    ``D`` of :class:`NoiseScale` (``None`` when neither is available).
+    Per step: the per-parameter norms are computed once by the monitor (``ctx.grad_norms``);
+    ``lr/B`` stays a host float. ``param_norm`` and ``update_norm`` are *sampled* at the last step
+    of each logging interval (``sample_every`` steps), so the parameter snapshot an update norm
+    needs costs one copy per interval. ``D`` for the second form is the monitor's ``D=``, else the
+    interval's measured ``D`` (:class:`NoiseScale`); ``None`` when neither is available.
     """
 
     name = "gradient"
+    needs = frozenset({"grad_norms", "params"})
 
     def __init__(self, every: int = 1, track_update: bool = True, sample_every: int = 1):
         super().__init__(every)
@@ -113,11 +194,7 @@ class GradientStats(Quantity):
         return (step + 1) % self.sample_every == 0
 
     def pre_step(self, ctx):
-        per = _norms(ctx.grads)
-        ctx.extra["per_param_norm"] = per
-        p64 = per.double()
-        out = {"grad_sq": torch.dot(p64, p64), "hbar_sq": ctx.lr / ctx.batch_size}
-        ctx.extra["grad_sq"] = out["grad_sq"]
+        out = {"grad_sq": ctx.grad_sq, "lr_over_B": ctx.lr / ctx.batch_size}
         self._snapped = False
         if self.track_update and self._sampled(ctx.step):
             ps = [p.detach() for p in ctx.params]
@@ -133,29 +210,34 @@ class GradientStats(Quantity):
         if not self._sampled(ctx.step):
             return {}
         ps = [p.detach() for p in ctx.params]
-        pn = _norms(ps).double()
+        pn = robust_norms(ps)
         out = {"param_sq": torch.dot(pn, pn)}
         if self._snapped:
             torch._foreach_sub_(self._snap, ps)
-            un = _norms(self._snap).double()
+            un = robust_norms(self._snap)
             out["update_sq"] = torch.dot(un, un)
             self._snapped = False
         return out
 
-    def finalize(self, sums, counts, monitor):
-        n = counts.get("grad_sq", 0)
+    def finalize(self, ictx):
+        n = ictx.counts.get("grad_sq", 0)
         row = {}
         if n:
-            g = sums["grad_sq"] / n
+            g = ictx.sums["grad_sq"] / n
             row["grad_sq_norm"] = g
-            row["C_sgd"] = sums["grad_sq"] / sums["hbar_sq"] if sums["hbar_sq"] > 0 else math.inf
-            D = monitor.D if monitor.D is not None else monitor._interval_D
+            hb = ictx.sums["lr_over_B"] / n
+            # the interval's ratio of means: mean ||g||^2 / mean (lr/B), i.e. the documents' form with lr/B averaged
+            if not math.isfinite(g):
+                row["C_sgd"] = g  # a non-finite gradient: reported (and raised / warned about), never hidden
+            else:
+                row["C_sgd"] = float(consolidation_ratio_sgd(g, hb, 1)) if hb > 0 else None
+            D = ictx.D
             row["D_used"] = D
-            row["C"] = g / (D * monitor.dim) if D else None
-        if counts.get("param_sq", 0):
-            row["param_norm"] = math.sqrt(sums["param_sq"] / counts["param_sq"])
-        if counts.get("update_sq", 0):
-            row["update_norm"] = math.sqrt(sums["update_sq"] / counts["update_sq"])
+            row["C"] = (float(consolidation_ratio(g, D, ictx.dim)) if math.isfinite(g) else g) if D else None
+        if ictx.counts.get("param_sq", 0):
+            row["param_norm"] = math.sqrt(ictx.sums["param_sq"] / ictx.counts["param_sq"])
+        if ictx.counts.get("update_sq", 0):
+            row["update_norm"] = math.sqrt(ictx.sums["update_sq"] / ictx.counts["update_sq"])
         return row
 
 
@@ -173,6 +255,7 @@ class UncertaintyWindow(Quantity):
     """
 
     name = "uncertainty"
+    needs = frozenset({"params"})
 
     def __init__(self, window: int = 50, every: int = 5):
         super().__init__(every)
@@ -189,7 +272,7 @@ class UncertaintyWindow(Quantity):
 
     def pre_step(self, ctx):
         ps = [p.detach() for p in ctx.params]
-        gs = ctx.grads
+        gs = [g.to_dense() if g.is_sparse else g for g in ctx.grads]
         if self._s is not None and (len(self._s[0]) != len(ps) or any(
                 a.shape != p.shape for a, p in zip(self._s[0], ps))):
             self._s, self._n = None, 0  # the parameter set changed: restart the window
@@ -198,8 +281,7 @@ class UncertaintyWindow(Quantity):
             self._s = [[torch.zeros_like(p, dtype=dt) for p, dt in zip(ps, acc)] for _ in range(4)]
         st, st2, sg, sg2 = self._s
         if self._n == 0:
-            self._ref = [p.clone() for p in ps]
-            # the first sample is the reference: its parameter deviation is zero
+            self._ref = [p.clone() for p in ps]  # the first sample is the reference: zero deviation
         else:
             d = torch._foreach_sub(ps, self._ref)
             torch._foreach_add_(st, d)
@@ -223,98 +305,99 @@ class UncertaintyWindow(Quantity):
         self._ref = None
         return {"uncertainty_product": prod, "uncertainty_bound": ctx.lr / 2}
 
-    def finalize(self, sums, counts, monitor):
-        n = counts.get("uncertainty_product", 0)
+    def finalize(self, ictx):
+        n = ictx.counts.get("uncertainty_product", 0)
         if not n:
             return {}
-        return {"uncertainty_product": sums["uncertainty_product"] / n,
-                "uncertainty_bound": sums["uncertainty_bound"] / n}
+        return {"uncertainty_product": ictx.sums["uncertainty_product"] / n,
+                "uncertainty_bound": ictx.sums["uncertainty_bound"] / n}
 
 
+# --------------------------------------------------------------------------- tier 1
 class NoiseScale(Quantity):
-    """Tier 1: ``tr Sigma``, unbiased ``||G||^2``, ``B_simple``, the SGD diffusion ``D`` and ``C``.
+    """Tier 1: ``tr Sigma``, unbiased ``||G||^2``, ``B_simple``, the SGD diffusion ``D`` and ``C``, over the
+    parameters the per-sample engine covers (:mod:`hhld.torch.persample`).
 
-    Uses the monitor's per-sample hooks (see :mod:`hhld.torch.noise` for the formulas).
-    Parameters without a hook estimator use the micro-batch estimator when the step
-    accumulated ``k >= 2`` micro-batches (the variance of the micro-batch means; the
-    two-half-batch estimator for ``k = 2``), else they are left out of ``tr Sigma`` and
-    ``||G||^2`` and the row says so (``noise_coverage`` < 1).
-
-    Per step only two 0-d device tensors are recorded (the sum of the per-sample squared
-    norms and the covered ``||g||^2``) together with host floats (scale factors, ``B``,
-    ``lr``); ``tr Sigma``, ``||G||^2`` and ``D`` of each step are formed on the host at the
-    interval's single synchronisation (:meth:`finalize`).
+    Per step: from ``mean_i ||g_i||^2`` and ``||gbar||^2`` of the covered parameters
+    (:func:`hhld.torch.noise.noise_from_moments`): ``tr Sigma`` and ``||G||^2``; ``D = lr tr Sigma/(2 B d_cov)``
+    (:func:`hhld.torch.noise.diffusion_from_noise`, per *covered* coordinate). The row averages the
+    steps: ``B_simple = tr Sigma / ||G||^2`` and ``C_measured = ||G||^2/(D d_cov)`` of the averages
+    (``None`` with ``noise_note`` when the ``||G||^2`` estimate is not positive: noise dominates).
+    ``noise_coverage`` is the covered fraction of the dimension; the clip coefficient and the number of
+    clipped steps say how the applied gradient relates to the backward one.
     """
 
     name = "noise"
     tier = 1
+    needs = frozenset({"grad_norms", "per_sample"})
 
     def pre_step(self, ctx):
-        ps_sum = ctx.extra.get("per_sample_sum")  # sum_i ||g_i||^2 (true per-sample scale), 0-d
-        if ps_sum is None:
-            return {"ns_none": 1.0}
-        B = ctx.batch_size
-        if B < 2:
-            return {}
-        out = {"ns_ps": ps_sum, "ns_cov": ctx.extra["covered_sq"], "ns_gs2": ctx.extra["gscale_sq"],
-               "ns_B": float(B), "ns_lr": ctx.lr, "ns_dims": float(ctx.extra["covered_dim"])}
-        micro = ctx.extra.get("micro_grads")
-        unc_sq = ctx.extra.get("uncovered_sq")
-        if unc_sq is not None and micro is not None and len(micro) >= 2:
-            k = len(micro)
-            b = B / k
-            means = [torch.cat([g.double().reshape(-1) for g in mg]) for mg in micro]
-            mbar = torch.stack(means).mean(0)
-            var_means = sum(((m - mbar) ** 2).sum() for m in means) / (k - 1)
-            out["ns_tru"] = var_means * b
-            out["ns_usq"] = unc_sq
-            out["ns_dims"] = float(ctx.dim)
-        else:
-            out["ns_tru"] = 0.0
-            out["ns_usq"] = 0.0
+        ps = ctx.per_sample
+        out = {"ns_steps": 1.0}
+        if ctx.clip is not None:
+            out["ns_clip_checked"] = 1.0
+            out["ns_clip_coef"] = ctx.clip.coef
+            out["ns_clipped"] = 1.0 if (ctx.clip.coef < 1 - 1e-6 or not ctx.clip.uniform) else 0.0
+        if ps is None or ps.batch_size < 2:
+            out["ns_missing"] = 1.0
+            return out
+        out.update({"ns_mean_sq": ps.mean_sq, "ns_gbar_sq": ps.gbar_sq, "ns_B": float(ps.batch_size),
+                    "ns_lr": ctx.lr, "ns_dims": float(ps.covered_dim)})
         return out
 
     @staticmethod
-    def per_step(vals: dict, dim: int):
-        """Host-side ``(tr Sigma, ||G||^2 unbiased, D)`` of each recorded step."""
+    def per_step(values: dict):
+        """Host-side ``(tr Sigma, ||G||^2 unbiased, D)`` of each measured step."""
         out = []
-        for ps, cov, gs2, B, lr, tru, usq in zip(vals["ns_ps"], vals["ns_cov"], vals["ns_gs2"], vals["ns_B"],
-                                                 vals["ns_lr"], vals["ns_tru"], vals["ns_usq"]):
-            cov_sq = cov * gs2
-            tr = (ps / B - cov_sq) * (B / (B - 1))
-            gu = cov_sq - tr / B
-            tr, gu = tr + tru, gu + usq * gs2 - tru / B
-            out.append((tr, gu, lr * tr / (2.0 * B * dim)))
+        for m, g, B, lr, d in zip(values["ns_mean_sq"], values["ns_gbar_sq"], values["ns_B"], values["ns_lr"],
+                                  values["ns_dims"]):
+            tr, gu = noise_from_moments(m, g, B)
+            out.append((tr, gu, diffusion_from_noise(tr, lr, B, d) if d > 0 else float("nan")))
         return out
 
-    def finalize(self, sums, counts, monitor):
-        vals = monitor.interval_values
-        if not counts.get("ns_ps", 0):
-            if counts.get("ns_none", 0):
-                return {"tr_sigma": None, "noise_coverage": 0.0,
-                        "noise_note": "no per-sample estimate this interval: no parameter is covered by a hook "
-                                      "estimator or the hooks saw a different batch size (see "
-                                      "Monitor.uncovered_parameters()); tr_sigma needs >= 2 micro-batches then"}
-            return {}
-        steps = self.per_step(vals, monitor.dim)
+    def finalize(self, ictx):
+        vals, sums, counts = ictx.values, ictx.sums, ictx.counts
+        row = {}
+        if counts.get("ns_clip_checked"):
+            row["clip_coef"] = sums["ns_clip_coef"] / counts["ns_clip_checked"]
+            row["clipped_steps"] = int(sums.get("ns_clipped", 0))
+        if not counts.get("ns_mean_sq", 0):
+            if counts.get("ns_steps"):
+                row.update({"tr_sigma": None, "noise_coverage": 0.0,
+                            "noise_note": ictx.extra.get("per_sample_note") or
+                            "no per-sample measurement this interval (see Monitor.uncovered_parameters())"})
+            return row
+        steps = self.per_step(vals)
         n = len(steps)
         tr = sum(s[0] for s in steps) / n
         gu = sum(s[1] for s in steps) / n
         D = sum(s[2] for s in steps) / n
+        dcov = sums["ns_dims"] / n
         if n > 1 and D > 0:
             var = sum((s[2] - D) ** 2 for s in steps) / (n - 1)
-            monitor.last_measured_D_rel_se = math.sqrt(var / n) / D
-        return {
+            ictx.extra["D_rel_se"] = math.sqrt(var / n) / D
+        row.update({
             "tr_sigma": tr,
             "grad_sq_norm_unbiased": gu,
-            "b_simple": tr / gu if gu > 0 else math.inf,
             "D": D,
-            "C_measured": gu / (D * monitor.dim) if D > 0 else math.inf,
-            "noise_coverage": sums["ns_dims"] / n / monitor.dim,
-            "noise_estimator": monitor.noise_estimator_summary(),
-        }
+            "noise_coverage": dcov / ictx.dim,
+            "noise_steps": n,
+        })
+        if gu > 0 and D > 0:
+            row["b_simple"] = tr / gu
+            row["C_measured"] = gu / (D * dcov)
+        else:
+            row["b_simple"] = None
+            row["C_measured"] = None
+            row["noise_note"] = (f"the unbiased ||G||^2 estimate is {gu:.3g} <= 0 this interval: gradient noise "
+                                 "dominates, B_simple and C_measured are undefined (log over more steps)")
+        if counts.get("ns_missing"):
+            row["noise_note"] = (row.get("noise_note", "") + f" {int(sums['ns_missing'])} of "
+                                 f"{int(sums['ns_steps'])} tier-1 steps had no per-sample measurement").strip()
+        return row
 
 
+# --------------------------------------------------------------------------- tier 2
 class Curvature(Quantity):
     """Tier 2: Hutchinson ``Tr H`` (``n_probes`` probes, with its standard error), the top
     Hessian eigenvalue (power iteration warm-started from the previous eigenvector,
@@ -322,12 +405,14 @@ class Curvature(Quantity):
     error bar, and the classical stability bound ``2 / lambda_max`` beside it.
 
     Needs a fixed probe batch ``(inputs, targets)`` and ``loss_fn``. ``D`` is the monitor's
-    ``D`` or the measured one (tier 1); ``N`` is ``eta_opt_n`` (default: the number of
-    trainable parameters ``d``; the documents do not define ``N``).
+    ``D`` or the last measured one (tier 1); ``N`` is ``eta_opt_n`` (default: the number of
+    trainable parameters ``d``; the documents do not define ``N``). Probes and the power
+    iteration's start draw from the quantity's own generator (``seed``).
     """
 
     name = "curvature"
     tier = 2
+    needs = frozenset({"model"})
 
     def __init__(self, loss_fn, batch, every: int = 250, n_probes: int = 4, power_iters: int = 3,
                  eta_opt_n: float | None = None, seed: int = 0):
@@ -341,35 +426,38 @@ class Curvature(Quantity):
         self.eta_opt_n = eta_opt_n
         self.gen = torch.Generator().manual_seed(seed)
         self._vec = None
-        self._last = None
 
     def post_step(self, ctx):
-        model = ctx.extra["model"]
+        model = ctx.model
         x, y = self.batch
         hvp, params = make_hvp(model, self.loss_fn, x, y)
         tr, se = hutchinson_trace(model, self.loss_fn, x, y, self.n_probes, self.gen, hvp=hvp, params=params)
         if self._vec is not None and any(a.shape != p.shape for a, p in zip(self._vec, params)):
             self._vec = None
         eig = top_eigenvalue(model, self.loss_fn, x, y, n_iter=self.power_iters if self._vec is not None
-                             else max(self.power_iters, 10), tol=1e-3, init=self._vec, hvp=hvp, params=params)
+                             else max(self.power_iters, 10), tol=1e-3, init=self._vec, hvp=hvp, params=params,
+                             generator=self.gen)
         self._vec = eig.eigenvector
-        self._last = (tr, se, eig.eigenvalue, eig.converged)
         return {"hessian_trace": float(tr), "hessian_trace_se2": float(se * se), "lambda_max": float(eig.eigenvalue)}
 
-    def finalize(self, sums, counts, monitor):
-        n = counts.get("hessian_trace", 0)
+    def finalize(self, ictx):
+        n = ictx.counts.get("hessian_trace", 0)
         if not n:
             return {}
-        tr = sums["hessian_trace"] / n
-        se = math.sqrt(sums["hessian_trace_se2"]) / n
-        lam = sums["lambda_max"] / n
-        row = {"hessian_trace": tr, "hessian_trace_se": se, "lambda_max": lam,
-               "lr_stability_bound": 2.0 / lam if lam > 0 else math.inf}
-        D = monitor.D if monitor.D is not None else monitor.last_measured_D
-        N = self.eta_opt_n if self.eta_opt_n is not None else monitor.dim
+        tr = ictx.sums["hessian_trace"] / n
+        se = math.sqrt(ictx.sums["hessian_trace_se2"]) / n
+        lam = ictx.sums["lambda_max"] / n
+        row = {"hessian_trace": tr, "hessian_trace_se": se, "lambda_max": lam}
+        if lam > 0:
+            row["lr_stability_bound"] = 2.0 / lam
+        else:
+            row["lr_stability_bound"] = None
+            row["lr_stability_note"] = f"top Hessian eigenvalue {lam:.3g} is not > 0: 2/lambda_max undefined"
+        D = ictx.D_given if ictx.D_given is not None else ictx.D_last
+        N = self.eta_opt_n if self.eta_opt_n is not None else ictx.dim
         if D is not None and D > 0 and tr > 0:
             eta = _eta_opt(D, tr, N)
-            rel_D = monitor.last_measured_D_rel_se or 0.0
+            rel_D = ictx.D_last_rel_se or 0.0
             row["eta_opt"] = eta
             row["eta_opt_se"] = 0.5 * eta * math.sqrt((se / tr) ** 2 + rel_D ** 2)
             row["eta_opt_n"] = N
@@ -381,13 +469,12 @@ class Curvature(Quantity):
 
 
 def _eta_opt(D, tr, n):
-    try:
-        from ..theory import eta_opt
-        return float(eta_opt(D, tr, n))
-    except ImportError:  # pragma: no cover - hhld.theory not present: same formula
-        return math.sqrt(D * tr / n)
+    from ..theory import eta_opt
+
+    return float(eta_opt(D, tr, n))
 
 
+# --------------------------------------------------------------------------- on finished rows
 class RegimeTracker:
     """Regime labels with hysteresis: a new label is adopted only after it has been the
     raw label for ``patience`` consecutive logging intervals."""
@@ -424,8 +511,8 @@ class PhaseTransitionDetector:
     maximum over the last ``lookback`` logging intervals (the documents: "sharp drops")."""
 
     def __init__(self, drop_factor: float = 3.0, lookback: int = 5):
-        if drop_factor <= 1:
-            raise ValueError(f"drop_factor must be > 1, got {drop_factor}")
+        if not (drop_factor > 1 and math.isfinite(drop_factor)):
+            raise ValueError(f"drop_factor must be > 1 and finite, got {drop_factor}")
         self.drop_factor = drop_factor
         self.lookback = lookback
         self._hist: list = []
@@ -443,3 +530,12 @@ class PhaseTransitionDetector:
         self._hist.append(C)
         self._hist = self._hist[-self.lookback:]
         return ev
+
+
+#: every built-in quantity with a valid construction (drives the contract tests)
+QUANTITY_TABLE = {
+    "gradient": (GradientStats, {}),
+    "uncertainty": (UncertaintyWindow, {"window": 4, "every": 1}),
+    "noise": (NoiseScale, {}),
+    "curvature": (Curvature, {"loss_fn": None, "batch": None}),  # filled by the tests with a real batch
+}

@@ -1,0 +1,1289 @@
+"""Exact per-sample squared gradient norms of any model, without per-sample backward passes.
+
+:class:`PerSampleSqNorms` watches a model's forward pass at the level of the functional ops that
+consume its parameters (a ``torch.overrides.TorchFunctionMode`` pushed by a forward pre-hook of the
+model and popped by its forward hook, only while ``enabled``). Every use of a parameter is
+recorded with the op's inputs; a hook on the op's output receives ``dL/d(output)`` in the backward
+pass, and the rules of :mod:`hhld.torch.persample.rules` turn the two into the per-sample
+gradient contributions of :mod:`hhld.torch.persample.factors` (outer-product factors, no
+per-sample gradient formed for Linear / conv / embedding weights). At the end of the backward pass
+(an autograd end-of-graph callback) the contributions of every parameter are combined and the
+per-sample squared norms ``||g_i||^2`` summed over the covered parameters are appended to
+:attr:`PerSampleSqNorms.passes` as one ``(B,)`` float64 tensor per backward pass.
+
+What is covered, and how:
+
+* ``F.linear`` (``nn.Linear``, the projections inside ``nn.MultiheadAttention`` and any module
+  that calls ``F.linear`` on its parameters), ``x @ P`` with a 2-D parameter ``P``, ``F.conv1d`` /
+  ``F.conv2d`` (any groups, any padding mode), ``F.embedding`` (also ``sparse=True``), the affine
+  parameters of layer / RMS / group / instance / batch norm, ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``
+  (an exact recomputation, :mod:`hhld.torch.persample.rnn`), and a parameter used by several ops
+  (tied weights, a layer called twice): all of them exact.
+* Tensors without a batch axis that depend on parameters ("unbatched": a raw ``nn.Parameter``
+  such as a ViT position table or class token, an embedding of ``torch.arange(T)``, a cast or
+  slice of a weight) are followed through the forward pass; where such a tensor meets batched
+  data (``+``, ``-``, ``*``, ``expand``, ``F.linear``, ...) the per-sample gradient of the
+  unbatched tensor is the per-sample slice of that op's output gradient, mapped back to the
+  parameters. Any other deterministic op that mixes parameters with batched data gets exact
+  per-sample vector-Jacobian products through ``torch.func.vmap`` (checked against the op's
+  output).
+* The batch axis: ``batch_axis`` if given, else declared by the model's layers (``batch_first``
+  of the recurrent / attention layers), else axis 0 of the model's first tensor argument (keyword
+  arguments included); layers see it where their input has that size (a sequence-first input is
+  found through the recurrent layers' ``batch_first=False``). A transpose or a reshape that merges
+  the batch axis with the next one (``x.view(-1, E)``) is tracked. When the layers disagree about
+  the batch size the pass is refused with an error that says to pass ``batch_size=``/``batch_axis=``.
+* Couplings across samples are detected: a train-mode batch norm (the parameters upstream of it),
+  ``scale_grad_by_freq`` embeddings, and any reduction over the batch axis whose result is combined
+  with batched data again. Per-sample gradients of those parameters are not defined; they are
+  *coupled* and left out of the sum (their reason says so). The batch norm's own affine parameters
+  are covered with the batch statistics held fixed.
+* Not covered (with the reason in :attr:`PerSampleSqNorms.reasons`): parameters used outside the
+  model's forward (e.g. a regulariser in the loss), random ops on unbatched tensors, packed
+  sequences and projections in recurrent layers, ops ``vmap`` cannot batch.
+
+The norms are those of ``d(loss)/d(theta)`` restricted to one sample, i.e. they still carry the
+loss's reduction factor (``1/B`` for a mean); the caller rescales.
+"""
+from __future__ import annotations
+
+import math
+import types
+import weakref
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .factors import Dense, Outer, SqNorm, per_sample_sq_norms
+from .rnn import RNN_OPS, RecomputeMismatch, rnn_contribs
+from .rules import (conv_contribs, conv_sketch_contribs, embedding_contribs, linear_contribs, matmul_contribs,
+                    norm_contribs, sum_of_contribs)
+from .sketch import ConvSketch
+
+__all__ = ["PerSampleSqNorms", "BatchAxisError", "declared_batch_first"]
+
+
+class BatchAxisError(ValueError):
+    """The batch axis could not be determined unambiguously."""
+
+
+def declared_batch_first(model: nn.Module):
+    """``True`` / ``False`` when every layer of ``model`` with a ``batch_first`` flag says so, ``None``
+    when there is none, ``"mixed"`` when they disagree."""
+    flags = {bool(m.batch_first) for m in model.modules() if isinstance(getattr(m, "batch_first", None), bool)}
+    if not flags:
+        return None
+    return flags.pop() if len(flags) == 1 else "mixed"
+
+
+def _first_tensor(args, kwargs):
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor) and a.dim() > 0:
+            return a
+        if isinstance(a, (list, tuple)):
+            for b in a:
+                if isinstance(b, torch.Tensor) and b.dim() > 0:
+                    return b
+        if isinstance(a, dict):
+            for b in a.values():
+                if isinstance(b, torch.Tensor) and b.dim() > 0:
+                    return b
+    return None
+
+
+def _flat_tensors(x):
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [t for t in x if isinstance(t, torch.Tensor)]
+    return []
+
+
+_RANDOM = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+           torch.bernoulli, torch.rand_like, torch.randn_like, torch.randint_like, torch.multinomial,
+           torch.normal, torch.poisson, F.gumbel_softmax, F.rrelu}
+_RANDOM_NAMES = {"bernoulli_", "uniform_", "normal_", "exponential_", "geometric_", "log_normal_", "random_",
+                 "cauchy_", "native_dropout", "dropout", "feature_dropout", "alpha_dropout"}
+_ADD = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__,
+        torch.Tensor.add_}
+_SUB = {torch.sub, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.__isub__, torch.Tensor.sub_,
+        torch.subtract}
+_RSUB = {torch.Tensor.__rsub__}
+_MUL = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__imul__,
+        torch.Tensor.mul_, torch.multiply}
+_EXPAND = {torch.Tensor.expand, torch.Tensor.expand_as, torch.broadcast_to, torch.Tensor.repeat}
+_MATMUL = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm, torch.Tensor.mm}
+_TRANSPOSE = {torch.transpose, torch.Tensor.transpose, torch.swapaxes, torch.Tensor.swapaxes, torch.swapdims,
+              torch.Tensor.swapdims, torch.t, torch.Tensor.t, torch.permute, torch.Tensor.permute, torch.movedim,
+              torch.Tensor.movedim}
+_RESHAPE = {torch.reshape, torch.Tensor.reshape, torch.Tensor.view, torch.flatten, torch.Tensor.flatten,
+            torch.Tensor.unflatten, torch.unflatten}
+_REDUCE = {torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum, torch.var, torch.Tensor.var, torch.std,
+           torch.Tensor.std, torch.var_mean, torch.std_mean, torch.amax, torch.Tensor.amax, torch.amin,
+           torch.Tensor.amin, torch.logsumexp, torch.Tensor.logsumexp, torch.Tensor.max, torch.max,
+           torch.Tensor.min, torch.min, torch.norm, torch.Tensor.norm, torch.prod, torch.Tensor.prod,
+           torch.cumsum, torch.Tensor.cumsum, torch.linalg.vector_norm}
+_RNN = {getattr(torch._C._VariableFunctions, k): k for k in RNN_OPS}
+_NORMS = {F.layer_norm: "layer_norm", F.group_norm: "group_norm", F.instance_norm: "instance_norm",
+          F.batch_norm: "batch_norm"}
+if hasattr(F, "rms_norm"):
+    _NORMS[F.rms_norm] = "rms_norm"
+
+
+def _mha_body():
+    """``F.multi_head_attention_forward`` with its own torch-function dispatch disabled, so that the
+    functional ops inside it (the in/out projections) reach the mode. Same code, same numbers."""
+    f = F.multi_head_attention_forward
+    g = dict(f.__globals__)
+    g["has_torch_function"] = lambda *a: False
+    body = types.FunctionType(f.__code__, g, f.__name__, f.__defaults__, f.__closure__)
+    body.__kwdefaults__ = f.__kwdefaults__
+    return body
+
+
+# --------------------------------------------------------------------------- targets and tags
+class _Target:
+    """Where a contribution goes: a parameter (``name``) or a tag (an unbatched tensor that maps per-sample
+    gradients back to parameters)."""
+
+    __slots__ = ("name", "tag")
+
+    def __init__(self, name=None, tag=None):
+        self.name, self.tag = name, tag
+
+
+class _Tag:
+    """An unbatched tensor that depends on parameters. ``backprop(contrib)`` maps a contribution for
+    this tensor (per-sample gradients w.r.t. it) to contributions for its sources."""
+
+    __slots__ = ("tensor", "backprop", "params", "poison")
+
+    def __init__(self, tensor, backprop, params, poison=None):
+        self.tensor, self.backprop, self.params, self.poison = tensor, backprop, params, poison
+
+
+class _Use:
+    """One recorded op whose output gradient gives contributions."""
+
+    __slots__ = ("kind", "inputs", "targets", "outputs", "grads", "extra", "n_out", "done")
+
+    def __init__(self, kind, inputs, targets, outputs, extra=None):
+        self.kind, self.inputs, self.targets = kind, inputs, targets
+        self.outputs = outputs
+        self.n_out = len(outputs)
+        self.grads = [None] * self.n_out
+        self.extra = extra or {}
+        self.done = False
+
+
+class _Mode(TorchFunctionMode):
+    def __init__(self, engine):
+        super().__init__()
+        self.engine = engine
+
+    def __torch_function__(self, func, types_, args=(), kwargs=None):
+        return self.engine._dispatch(func, args, kwargs or {})
+
+
+# --------------------------------------------------------------------------- the engine
+class PerSampleSqNorms:
+    """Per-sample squared gradient norms of ``params`` (default: the trainable parameters of ``model``).
+
+    Use as a context manager or call :meth:`attach` / :meth:`detach`. After each backward pass the
+    per-sample squared norms of that pass, summed over the covered parameters, are appended to
+    :attr:`passes` as a ``(B,)`` float64 tensor (``None`` when the pass could not be measured, with the
+    reason in :attr:`notes`); :attr:`covered_last` names the parameters they include, :attr:`reasons`
+    says why any other parameter is not covered, :attr:`estimator` names the rule of each covered
+    parameter, :attr:`coupled` the parameters whose samples are coupled (train-mode batch norm).
+
+    ``conv_estimator``: ``"exact"`` (default), ``"sketch"`` (:mod:`hhld.torch.persample.sketch`) or
+    ``"auto"`` (the sketch when the exact form costs more than about the sketch,
+    ``p q > max(k, 2) (p + q)`` for ``p = in*kernel``, ``q = out``). ``batch_axis``: the batch axis of the
+    model's first tensor argument (``None``: found, see the module doc). ``check_every``: on every
+    ``check_every``-th step (see :meth:`step_done`) the per-sample gradients' sum is compared with the
+    gradient autograd accumulated for each covered parameter; a parameter that fails (e.g. also used by a
+    regulariser in the loss) is dropped with that reason.
+    """
+
+    def __init__(self, model: nn.Module, params: dict | None = None, on_pass_end=None,
+                 conv_estimator: str = "exact", conv_probes: int = 4, seed: int = 0, batch_axis: int | None = None,
+                 check_every: int | None = 10):
+        if conv_estimator not in ("exact", "sketch", "auto"):
+            raise ValueError(f"conv_estimator must be 'exact', 'sketch' or 'auto', got {conv_estimator!r}")
+        if isinstance(conv_probes, bool) or int(conv_probes) < 1:
+            raise ValueError(f"conv_probes must be an integer >= 1, got {conv_probes!r}")
+        if batch_axis not in (None, 0, 1):
+            raise ValueError(f"batch_axis must be 0, 1 or None, got {batch_axis!r}")
+        if check_every is not None and (isinstance(check_every, bool) or int(check_every) < 1):
+            raise ValueError(f"check_every must be an integer >= 1 or None, got {check_every!r}")
+        self.model = model
+        self.on_pass_end = on_pass_end
+        if params is None:
+            params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.params = dict(params)
+        self._pid = {id(p): n for n, p in self.params.items()}
+        self.conv_estimator = conv_estimator
+        self.conv_probes = int(conv_probes)
+        self.sketch = ConvSketch(self.conv_probes, seed)
+        self.batch_axis = batch_axis
+        self.check_every = check_every
+        declared = declared_batch_first(model)
+        self._declared_axis = {True: 0, False: 1}.get(declared) if declared != "mixed" else None
+        self._learned_axis = None
+        self.enabled = True
+        self.passes: list = []
+        self.covered_last: set[str] = set()
+        self.covered_ever: set[str] = set()
+        self.coupled: set[str] = set()
+        self.reasons: dict[str, str] = {}
+        self.estimator: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.last_reduced: dict = {}
+        self.last_error = None
+        self._handles: list = []
+        self._mode = _Mode(self)
+        self._in_mode = False
+        self._depth = 0
+        self._step_idx = 0
+        self._measured_in_step = False
+        self._sum_acc: dict = {}
+        self._mha = None
+        self._reset_pass()
+
+    # ------------------------------------------------------------------ plumbing
+    def attach(self) -> "PerSampleSqNorms":
+        if not self._handles:
+            self._handles.append(self.model.register_forward_pre_hook(self._pre, with_kwargs=True))
+            self._handles.append(self.model.register_forward_hook(self._post, with_kwargs=True, always_call=True))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if self._in_mode:
+            self._mode.__exit__(None, None, None)
+            self._in_mode = False
+        self._reset_pass()
+
+    def __enter__(self):
+        return self.attach()
+
+    def __exit__(self, *exc):
+        self.detach()
+
+    def reset(self) -> None:
+        """Forget the passes of the current step."""
+        self.passes = []
+        self.covered_last = set()
+        self._reset_pass()
+
+    def step_done(self) -> None:
+        """The optimizer step ended (called by the monitor): the sum check starts again. ``check_every``
+        counts the steps in which the engine measured a backward pass."""
+        if self._measured_in_step:
+            self._step_idx += 1
+        self._measured_in_step = False
+        self._sum_acc = {}
+
+    @property
+    def _checking(self) -> bool:
+        return self.check_every is not None and self._step_idx % self.check_every == 0
+
+    def _reset_pass(self):
+        self._uses: list[_Use] = []
+        self._contribs: dict[str, list] = defaultdict(list)
+        self._expected: dict[str, int] = defaultdict(int)
+        self._reduced: dict[str, torch.Tensor] = {}
+        self._failed: dict[str, str] = {}
+        self._coupled_now: set[str] = set()
+        self._used: set[str] = set()
+        self._watch: dict = {}          # id -> _Tag: unbatched tensors derived from parameters
+        self._mixed: dict = {}          # id -> tensor reduced over the batch axis
+        self._axis: dict = {}           # id -> tracked batch axis of a tensor
+        self._keep: list = []           # strong references for the ids above
+        self._callback_queued = False
+        self._B = None
+        self._pref_axis = 0
+        self._observed_B: set = set()
+        self._hint = None
+        self._pass_error = None
+        self._visited: set = set()
+        self._maybe: dict = {}
+        self._x_dim = 0
+
+    # ------------------------------------------------------------------ forward hooks
+    def _pre(self, module, args, kwargs):
+        if not self.enabled or not torch.is_grad_enabled():
+            return None
+        self._depth += 1
+        if self._depth > 1:
+            return None
+        x = _first_tensor(args, kwargs)
+        axis = self.batch_axis if self.batch_axis is not None else (
+            self._learned_axis if self._learned_axis is not None else (self._declared_axis or 0))
+        self._pref_axis = axis
+        self._observed_B = set()
+        if x is None or x.dim() <= axis:
+            self._B = None
+            self._pass_error = ("the model's first argument is not a tensor with a batch axis: pass batch_size= "
+                                "(and batch_axis=)")
+            return None
+        self._B = int(x.shape[axis])
+        self._x_dim = x.dim()
+        self._mode.__enter__()
+        self._in_mode = True
+        return None
+
+    def _post(self, module, args, kwargs, output):
+        if self._depth == 0:
+            return None
+        self._depth -= 1
+        if self._depth > 0:
+            return None
+        if self._in_mode:
+            self._mode.__exit__(None, None, None)
+            self._in_mode = False
+        # every backward pass through the model's outputs ends with the pass bookkeeping
+        for o in _output_tensors(output):
+            if o.requires_grad:
+                o.register_hook(self._queue_hook)
+        obs = self._observed_B
+        if len(obs) > 1:
+            self._pass_error = (f"layers of the model see different batch sizes {sorted(obs)}: the batch axis is "
+                                "ambiguous; pass batch_size= and batch_axis= to the monitor")
+            raise BatchAxisError(self._pass_error)
+        if obs and self._B is not None:
+            b = next(iter(obs))
+            if b != self._B:
+                x = _first_tensor(args, kwargs)
+                axes = [a for a in range(x.dim()) if x.shape[a] == b] if x is not None else []
+                if len(axes) != 1 and self.batch_axis is None:
+                    raise BatchAxisError(f"the recurrent/attention layers see batch size {b}, but the model's first "
+                                         f"argument {tuple(x.shape) if x is not None else None} has it on "
+                                         f"{'no' if not axes else 'several'} axes: pass batch_size= and batch_axis=")
+                if self.batch_axis is None:
+                    self._learned_axis = axes[0]
+                self._pass_error = (f"the batch axis of the model's input was taken as {self._pref_axis}, but its "
+                                    f"layers see batch size {b} (axis {axes[0] if axes else '?'}): this pass is not "
+                                    "measured; later passes use the learned axis")
+        self._maybe = {}
+        return None
+
+    def _queue_hook(self, grad):
+        if not self._callback_queued:
+            self._callback_queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+
+    # ------------------------------------------------------------------ dispatch
+    def _dispatch(self, func, args, kwargs):
+        if not torch.is_grad_enabled():
+            return func(*args, **kwargs)
+        h = _TABLE.get(func)
+        if h is not None:
+            return h(self, func, args, kwargs)
+        if self._maybe:
+            self._resolve_maybe(func, args, kwargs)
+        watched = self._touched(args, kwargs)
+        if not watched:
+            return func(*args, **kwargs)
+        return self._generic(func, args, kwargs, watched)
+
+    def _is_watched(self, t):
+        i = id(t)
+        return i in self._pid or i in self._watch or i in self._mixed
+
+    def _resolve_maybe(self, func, args, kwargs):
+        """An embedding output of ambiguous batch axis meets its first consumer: broadcast against a batched
+        tensor of higher rank (``tok + pos``), it is a position table (unbatched); otherwise batched."""
+        tens = [a for a in tuple(args) + tuple(kwargs.values()) if isinstance(a, torch.Tensor)]
+        for t in tens:
+            m = self._maybe.pop(id(t), None)
+            if m is None:
+                continue
+            out, use, tw, backprop = m
+            higher = [o for o in tens if o is not t and o.dim() > t.dim() and not self._is_watched(o)]
+            if (func in _ADD or func in _SUB or func in _RSUB or func in _MUL) and higher:
+                use.done = True  # the provisional batched record is void
+                use.inputs = None
+                self._expect(tw, -1)
+                self._unbatched(out, backprop, self._tag_params([tw]))
+
+    def _touched(self, args, kwargs):
+        """The watched tensors among the arguments: parameters, tags, batch-mixed tensors."""
+        out = []
+        for a in (args if not kwargs else tuple(args) + tuple(kwargs.values())):
+            if isinstance(a, torch.Tensor):
+                if self._is_watched(a):
+                    out.append(a)
+            elif isinstance(a, (list, tuple)):
+                for b in a:
+                    if isinstance(b, torch.Tensor) and self._is_watched(b):
+                        out.append(b)
+        return out
+
+    # ------------------------------------------------------------------ batch axis of a tensor
+    def axis_of(self, t, feature_last=False, conv=False):
+        """The batch axis of ``t`` in this forward pass: an int, ``None`` if it has none, or
+        ``("fold", sizes, pos)`` when axis 0 merges the batch (at ``pos``) with other axes of ``sizes``."""
+        i = id(t)
+        if i in self._pid or i in self._watch:
+            return None
+        ax = self._axis.get(i)
+        if ax is not None:
+            return ax
+        B = self._B
+        if B is None or t.dim() == 0:
+            return None
+        if conv:
+            return 0 if t.shape[0] == B else None
+        n = t.dim() - (1 if feature_last else 0)
+        cands = [a for a in range(n) if t.shape[a] == B]
+        if not cands:
+            return None
+        pref = self._hint if self._hint is not None else self._pref_axis
+        return pref if pref in cands else cands[0]
+
+    def _register_axis(self, t, ax):
+        self._axis[id(t)] = ax
+        self._keep.append(t)
+
+    def _view(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        src = args[0] if args else kwargs.get("input")
+        if not isinstance(src, torch.Tensor) or not isinstance(out, torch.Tensor):
+            return out
+        if self._is_watched(src):
+            return self._generic_after(func, args, kwargs, out, self._touched(args, kwargs))
+        ax = self.axis_of(src)
+        B = self._B
+        if ax is None or isinstance(ax, tuple) or B is None or out.dim() == 0:
+            return out
+        if func in _TRANSPOSE:
+            new_ax = _permuted_axis(func, src.dim(), ax, list(args[1:]) + list(kwargs.values()))
+            if new_ax is not None and out.shape[new_ax] == B:
+                self._register_axis(out, new_ax)
+            return out
+        # reshape / view / flatten: follow a batch axis that stays, or that merges into axis 0
+        if ax < out.dim() and out.shape[ax] == B and math.prod(src.shape[:ax]) == math.prod(out.shape[:ax]):
+            self._register_axis(out, ax)
+        elif ax <= 1 and out.shape[0] == math.prod(src.shape[:ax + 1]) and out.shape[0] != B:
+            self._register_axis(out, ("fold", tuple(src.shape[:ax + 1]), ax))
+        elif ax == 0 and src.dim() >= 2 and out.shape[0] == src.shape[0] * src.shape[1] and out.shape[0] != B:
+            self._register_axis(out, ("fold", tuple(src.shape[:2]), 0))
+        return out
+
+    # ------------------------------------------------------------------ targets
+    def _target_of(self, t):
+        """A :class:`_Target` for a parameter or a tag, ``None`` otherwise."""
+        if not isinstance(t, torch.Tensor):
+            return None
+        i = id(t)
+        name = self._pid.get(i)
+        if name is not None:
+            return _Target(name=name)
+        tag = self._watch.get(i)
+        if tag is not None:
+            return _Target(tag=tag)
+        return None
+
+    def _expect(self, target, n=1):
+        """One more expected contribution for every parameter behind ``target``."""
+        if target is None:
+            return
+        if target.name is not None:
+            self._expected[target.name] += n
+            self._used.add(target.name)
+            return
+        if target.tag.poison:
+            for p in target.tag.params:
+                self._failed.setdefault(p, target.tag.poison)
+        for p in target.tag.params:
+            self._expected[p] += n
+            self._used.add(p)
+
+    def _contribute(self, target, c):
+        if target is None or c is None:
+            return
+        if target.tag is not None:
+            for t2, c2 in target.tag.backprop(c):
+                self._contribute(t2, c2)
+            return
+        name = target.name
+        self._contribs[name].append(c)
+        if len(self._contribs[name]) >= self._expected.get(name, 0):
+            self._reduce(name)
+
+    def _reduce(self, name):
+        """Combine a parameter's contributions into its per-sample squared norms (as soon as all arrived:
+        the factors are released during the backward pass)."""
+        cs = self._contribs.pop(name, [])
+        if not cs or name in self._failed:
+            return
+        p = self.params[name]
+        try:
+            sq = per_sample_sq_norms(cs, p.shape)
+            if name in self._reduced:
+                raise RuntimeError("contributions arrived after the parameter was reduced")
+            self._reduced[name] = sq
+            if self._checking:
+                s = sum_of_contribs_all(cs, tuple(p.shape))
+                if s is not None:
+                    prev = self._sum_acc.get(name)
+                    self._sum_acc[name] = s if prev is None else prev + s
+        except Exception as exc:  # noqa: BLE001 - an unexpected shape: this parameter is not covered
+            self._failed[name] = f"per-sample norm failed ({type(exc).__name__}: {exc})"
+
+    # ------------------------------------------------------------------ recording
+    def _record(self, kind, inputs, targets, outputs, extra=None):
+        """Record a use and hook its outputs; ``targets`` maps roles to :class:`_Target` (or None)."""
+        use = _Use(kind, inputs, targets, outputs, extra)
+        use.extra.setdefault("B", self._B)
+        self._uses.append(use)
+        for t in targets.values():
+            self._expect(t)
+        for k, o in enumerate(outputs):
+            if isinstance(o, torch.Tensor) and o.requires_grad:
+                o.register_hook(self._make_hook(use, k))
+        return use
+
+    def _make_hook(self, use, k):
+        ref = weakref.ref(self)
+
+        def hook(grad):
+            eng = ref()
+            if eng is None:
+                return
+            use.grads[k] = grad.detach()
+            eng._queue_hook(None)
+            if use.n_out == 1:
+                eng._process(use)
+
+        return hook
+
+    def _unbatched(self, out, backprop, params, poison=None):
+        """Register ``out`` (no batch axis, depends on ``params``) as a tag."""
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            self._watch[id(out)] = _Tag(out, backprop, tuple(params), poison)
+            self._keep.append(out)
+        return out
+
+    @staticmethod
+    def _tag_params(targets):
+        ps = []
+        for t in targets:
+            if t is None:
+                continue
+            if t.name is not None:
+                ps.append(t.name)
+            else:
+                ps.extend(t.tag.params)
+        return ps
+
+    def _fail(self, targets, why):
+        for p in self._tag_params(targets):
+            self._failed.setdefault(p, why)
+
+    # ------------------------------------------------------------------ rule handlers
+    def _linear(self, func, args, kwargs):
+        x = args[0] if args else kwargs.get("input")
+        w = args[1] if len(args) > 1 else kwargs.get("weight")
+        b = args[2] if len(args) > 2 else kwargs.get("bias")
+        tw, tb = self._target_of(w), self._target_of(b)
+        if tw is None and tb is None and not self._is_watched(x):
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if self._is_watched(x):
+            return self._generic_after(func, args, kwargs, out, self._touched(args, kwargs))
+        ax = self.axis_of(x, feature_last=True)
+        q = w.shape[0]
+        if ax is None:
+            # a shared input: the output has no batch axis; its per-sample gradients come from where it meets data
+            xs = x.detach()
+
+            def backprop(c, xs=xs, tw=tw, tb=tb, q=q):
+                gs = _dense(c, tuple(out_shape))
+                cs = linear_contribs(xs.expand((gs.shape[0],) + tuple(xs.shape)), gs, q, tw is not None,
+                                     tb is not None)
+                return [(tw, cs.get("weight")), (tb, cs.get("bias"))]
+
+            out_shape = out.shape
+            return self._unbatched(out, backprop, self._tag_params([tw, tb]))
+        self._record("linear", {"x": x, "ax": ax, "q": q}, {"weight": tw, "bias": tb}, [out])
+        return out
+
+    def _norm(self, func, args, kwargs):
+        kind = _NORMS[func]
+        a = dict(zip(_NORM_ARGS[kind], args))
+        a.update(kwargs)
+        x = a["input"]
+        w, b = a.get("weight"), a.get("bias")
+        tw, tb = self._target_of(w), self._target_of(b)
+        out = func(*args, **kwargs)
+        if kind == "batch_norm" and (a.get("training", False) or a.get("running_mean") is None):
+            self._couple_upstream(x, "batch norm in training mode normalises with statistics of the whole batch")
+        if tw is None and tb is None and not self._is_watched(x):
+            return out
+        ax = self.axis_of(x, conv=kind not in ("layer_norm", "rms_norm"))
+        if self._is_watched(x) or ax is None:
+            return self._generic_after(func, args, kwargs, out, self._touched(args, kwargs))
+        extra = {"kind": kind, "eps": a.get("eps", 1e-5)}
+        if kind in ("layer_norm", "rms_norm"):
+            extra["normalized_shape"] = tuple(a["normalized_shape"])
+        elif kind == "group_norm":
+            extra["num_groups"] = a["num_groups"]
+        elif kind == "instance_norm":
+            extra["use_input_stats"] = a.get("use_input_stats", True)
+            extra["running_mean"], extra["running_var"] = a.get("running_mean"), a.get("running_var")
+        else:
+            bs = bool(a.get("training", False)) or a.get("running_mean") is None
+            extra["batch_stats"] = bs
+            if not bs:
+                extra["running_mean"] = a["running_mean"].detach().clone()
+                extra["running_var"] = a["running_var"].detach().clone()
+        pshape = tuple((w if w is not None else b).shape)
+        self._record("norm", {"x": x, "ax": ax, "pshape": pshape}, {"weight": tw, "bias": tb}, [out], extra)
+        return out
+
+    def _embedding(self, func, args, kwargs):
+        a = dict(zip(("input", "weight", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse"),
+                     args))
+        a.update(kwargs)
+        ids, w = a["input"], a["weight"]
+        tw = self._target_of(w)
+        out = func(*args, **kwargs)
+        if tw is None:
+            return out
+        if a.get("scale_grad_by_freq"):
+            for p in self._tag_params([tw]):
+                self._coupled_now.add(p)
+            self._fail([tw], "coupled: scale_grad_by_freq scales each row's gradient by its count in the whole batch")
+            self._expect(tw)
+            return out
+        pad = a.get("padding_idx")
+        if pad is not None and pad < 0:
+            pad = w.shape[0] + pad
+        ax = self.axis_of(ids)
+        if ax is None:
+            ids_c = ids.detach()
+            out_shape = out.shape
+
+            def backprop(c, ids_c=ids_c, tw=tw, n=w.shape[0], pad=pad):
+                gs = _dense(c, tuple(out_shape))
+                return [(tw, embedding_contribs(ids_c.expand((gs.shape[0],) + tuple(ids_c.shape)), gs, n,
+                                                pad)["weight"])]
+
+            return self._unbatched(out, backprop, self._tag_params([tw]))
+        use = self._record("embedding", {"ids": ids, "ax": ax, "n": w.shape[0], "pad": pad}, {"weight": tw}, [out])
+        if ids.dim() == 1 and self._x_dim >= 2 and out.requires_grad:
+            # 1-D ids as long as the batch while the model's input has more axes (e.g. torch.arange(T) with
+            # T == B): batched or a position table? Decided by the first op that consumes the output.
+            ids_c = ids.detach()
+            out_shape = out.shape
+
+            def backprop(c, ids_c=ids_c, tw=tw, n=w.shape[0], pad=pad):
+                gs = _dense(c, tuple(out_shape))
+                return [(tw, embedding_contribs(ids_c.expand((gs.shape[0],) + tuple(ids_c.shape)), gs, n,
+                                                pad)["weight"])]
+
+            self._maybe[id(out)] = (out, use, tw, backprop)
+        return out
+
+    def _conv(self, func, args, kwargs):
+        a = dict(zip(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), args))
+        a.update(kwargs)
+        x, w, b = a["input"], a["weight"], a.get("bias")
+        tw, tb = self._target_of(w), self._target_of(b)
+        if tw is None and tb is None and not self._is_watched(x):
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        nd = w.dim() - 2
+        ax = self.axis_of(x, conv=True)
+        if self._is_watched(x) or ax is None or x.dim() != nd + 2:
+            return self._generic_after(func, args, kwargs, out, self._touched(args, kwargs))
+        conv = dict(stride=a.get("stride", 1), padding=a.get("padding", 0), dilation=a.get("dilation", 1),
+                    groups=a.get("groups", 1), wshape=tuple(w.shape), sketch=None)
+        if tw is not None and conv["groups"] == 1 and not isinstance(conv["padding"], str) and ax == 0:
+            pp, qq = w.shape[1] * math.prod(w.shape[2:]), w.shape[0]
+            if self.conv_estimator == "sketch" or (self.conv_estimator == "auto" and
+                                                   pp * qq > max(self.conv_probes, 2) * (pp + qq)):
+                conv["sketch"] = self.sketch.project(x.detach(), w.shape, conv["stride"], conv["padding"],
+                                                     conv["dilation"], tb is not None)
+        self._record("conv", {"x": x, "ax": ax}, {"weight": tw, "bias": tb}, [out], conv)
+        return out
+
+    def _multihead(self, func, args, kwargs):
+        q = args[0] if args else kwargs.get("query")
+        if isinstance(q, torch.Tensor) and q.dim() == 3:
+            self._observed_B.add(int(q.shape[1]))
+        if self._mha is None:
+            self._mha = _mha_body()
+        old = self._hint
+        self._hint = 1  # inside, the inputs are sequence-first (T, B, E)
+        try:
+            with self._mode:
+                return self._mha(*args, **kwargs)
+        finally:
+            self._hint = old
+
+    def _rnn(self, func, args, kwargs):
+        kind = _RNN[func]
+        out = func(*args, **kwargs)
+        packed = len(args) > 3 and isinstance(args[3], (list, tuple))  # (data, batch_sizes, hx, params, ...)
+        if packed:
+            x, _, hx, weights, has_b, nl, dropout, train, bidir = args[:9]
+            batch_first = False
+        else:
+            x, hx, weights, has_b, nl, dropout, train, bidir, batch_first = args[:9]
+        targets = {k: self._target_of(w) for k, w in enumerate(weights)}
+        if all(t is None for t in targets.values()):
+            return out
+        for t in targets.values():
+            self._expect(t)
+        if packed:
+            self._fail(targets.values(), "packed sequences are not supported by the per-sample estimator")
+            return out
+        if dropout > 0 and train and nl > 1:
+            self._fail(targets.values(), "dropout between recurrent layers cannot be replayed")
+            return out
+        for t in targets.values():
+            self._expect(t, -1)
+        self._observed_B.add(int(x.shape[0 if batch_first else 1]))
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        self._record("rnn", {"x": x, "hx": hx, "weights": list(weights)}, targets, outs,
+                     dict(kind=kind, has_b=has_b, nl=nl, bidir=bidir, batch_first=batch_first))
+        return out
+
+    # ------------------------------------------------------------------ everything else
+    def _generic(self, func, args, kwargs, watched):
+        out = func(*args, **kwargs)
+        return self._generic_after(func, args, kwargs, out, watched)
+
+    def _generic_after(self, func, args, kwargs, out, watched):
+        outs = _flat_tensors(out)
+        if not any(o.requires_grad for o in outs):
+            return out
+        tensors = []
+        for a in tuple(args) + tuple(kwargs.values()):
+            tensors.extend(_flat_tensors(a))
+        mixed_in = [t for t in tensors if id(t) in self._mixed]
+        targets = [(t, self._target_of(t)) for t in watched if id(t) not in self._mixed]
+        targets = [(t, tg) for t, tg in targets if tg is not None]
+        batched = []
+        for t in tensors:
+            if self._is_watched(t):
+                continue
+            ax = self.axis_of(t)
+            if ax is not None:
+                batched.append((t, ax))
+        name = getattr(func, "__name__", "")
+        random = func in _RANDOM or name in _RANDOM_NAMES
+        if func in _REDUCE and batched and not targets and not mixed_in:
+            t, ax = batched[0]
+            if not isinstance(ax, tuple) and _reduces_axis(args, kwargs, ax, t.dim()):
+                self._mark_mixed(outs)
+            return out
+        if mixed_in:
+            if batched:
+                for t in mixed_in:
+                    self._couple_upstream(t, "a reduction over the batch axis is combined with the batch again")
+            else:
+                self._mark_mixed(outs)
+                return out
+        if not targets:
+            return out
+        tgs = [tg for _, tg in targets]
+        if not batched and func in _EXPAND and len(outs) == 1 and len(targets) == 1:
+            # t.expand(B, ...): the batch axis appears here; each sample's gradient is its slice
+            oax = self.axis_of(outs[0])
+            if oax is not None and not isinstance(oax, tuple) and _is_broadcast(func, targets[0][0], outs[0]):
+                self._record("broadcast", {"func": func, "args": args, "kwargs": kwargs, "batched": [], "oax": oax},
+                             {0: tgs[0]}, [outs[0]], {"watched": [targets[0][0]], "func_name": _fname(func)})
+                return out
+        if not batched:
+            # every input is unbatched: the outputs are tags that map back through the op
+            poison = f"an unbatched tensor derived from it goes through the random op {_fname(func)}" if random else None
+            for k, o in enumerate(outs):
+                if o.requires_grad:
+                    self._unbatched(o, _vjp_backprop(func, args, kwargs, targets, k, len(outs), o.shape),
+                                    self._tag_params(tgs), poison)
+            return out
+        for tg in tgs:
+            self._expect(tg)
+        if random:
+            self._fail(tgs, f"used in the random op {_fname(func)} together with batched data")
+            return out
+        if len(outs) != 1 or any(isinstance(ax, tuple) for _, ax in batched):
+            self._fail(tgs, f"used in {_fname(func)} (several outputs or a merged batch axis): no per-sample rule")
+            return out
+        for tg in tgs:
+            self._expect(tg, -1)
+        o = outs[0]
+        if (func in _ADD or func in _SUB or func in _RSUB or func in _MUL or
+                (func in _EXPAND and _is_broadcast(func, targets[0][0], o))):
+            kind = "broadcast"
+        elif (func in _MATMUL and len(targets) == 1 and len(tensors) == 2 and tensors[1] is targets[0][0]
+              and targets[0][0].dim() == 2 and tensors[0] is batched[0][0]):
+            kind = "matmul"
+        else:
+            kind = "vjp"
+        oax = self.axis_of(o) if kind == "broadcast" else batched[0][1]
+        if kind == "broadcast" and oax is None:
+            kind = "vjp"
+        self._record(kind, {"func": func, "args": args, "kwargs": kwargs, "batched": batched, "oax": oax},
+                     {k: tg for k, tg in enumerate(tgs)}, [o],
+                     {"watched": [t for t, _ in targets], "func_name": _fname(func)})
+        return out
+
+    def _mark_mixed(self, outs):
+        for o in outs:
+            if o.requires_grad:
+                self._mixed[id(o)] = o
+                self._keep.append(o)
+
+    def _couple_upstream(self, t, why):
+        """Mark every parameter upstream of ``t`` as coupled across samples."""
+        if id(t) in self._pid:
+            self._coupled_now.add(self._pid[id(t)])
+        stack = [getattr(t, "grad_fn", None)]
+        found = []
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in self._visited:
+                continue
+            self._visited.add(id(node))
+            var = getattr(node, "variable", None)
+            if var is not None and id(var) in self._pid:
+                found.append(self._pid[id(var)])
+            stack.extend(n for n, _ in node.next_functions)
+        for p in found:
+            self._coupled_now.add(p)
+            self._failed.setdefault(p, f"coupled: {why} (per-sample gradients are not defined)")
+
+    # ------------------------------------------------------------------ backward
+    def _process(self, use):
+        if use.done:
+            return
+        use.done = True
+        try:
+            cs = self._contributions(use)
+        except RecomputeMismatch as exc:
+            self._fail(use.targets.values(), f"{use.kind}: {exc}")
+            cs = {}
+        except Exception as exc:  # noqa: BLE001 - a use we could not handle: its parameters are not covered
+            self._fail(use.targets.values(), f"{_kind_name(use)} per-sample rule failed ({type(exc).__name__}: {exc})")
+            cs = {}
+        use.inputs = None
+        use.grads = [None] * use.n_out
+        for role, c in cs.items():
+            t = use.targets.get(role)
+            try:
+                self._contribute(t, c)
+            except Exception as exc:  # noqa: BLE001 - a tag that could not map back: not covered
+                self._fail([t], f"mapping per-sample gradients back failed ({type(exc).__name__}: {exc})")
+
+    def _contributions(self, use):
+        g = use.grads[0]
+        kind = use.kind
+        inp = use.inputs
+        tg = use.targets
+        if kind == "linear":
+            ax = inp["ax"]
+            cs = linear_contribs(_front(inp["x"].detach(), ax), _front(g, ax), inp["q"], tg["weight"] is not None,
+                                 tg["bias"] is not None)
+            return _regroup(cs, ax)
+        if kind == "embedding":
+            ax = inp["ax"]
+            return _regroup(embedding_contribs(_front(inp["ids"], ax), _front(g, ax), inp["n"], inp["pad"]), ax)
+        if kind == "conv":
+            ex, ax = use.extra, inp["ax"]
+            has_w, has_b = tg["weight"] is not None, tg["bias"] is not None
+            tw = tg["weight"]
+            if ex["sketch"] is not None and tw.name is not None and self._expected.get(tw.name) == 1:
+                cs = conv_sketch_contribs(ex["sketch"], g, has_b)
+                if has_b:  # the sketch estimates (weight, bias) together: the bias adds nothing more
+                    cs["bias"] = SqNorm(torch.zeros(g.shape[0], dtype=torch.float64, device=g.device))
+                return cs
+            cs = conv_contribs(_front(inp["x"].detach(), ax), _front(g, ax), ex["wshape"], ex["stride"],
+                               ex["padding"], ex["dilation"], ex["groups"], has_w, has_b)
+            return _regroup(cs, ax)
+        if kind == "norm":
+            ax = inp["ax"]
+            cs = norm_contribs(use.extra["kind"], _front(inp["x"].detach(), ax), _front(g, ax), use.extra,
+                               tg["weight"] is not None, tg["bias"] is not None, inp["pshape"])
+            return _regroup(cs, ax)
+        if kind == "rnn":
+            ex = use.extra
+            lowp = use.outputs[0].dtype in (torch.float16, torch.bfloat16)
+            cs = rnn_contribs(ex["kind"], inp["x"].detach(), inp["hx"], inp["weights"], ex["has_b"], ex["nl"],
+                              ex["bidir"], ex["batch_first"], use.outputs, use.grads, rtol=3e-2 if lowp else 1e-3)
+            return cs
+        if kind == "broadcast":
+            return _broadcast_contribs(use, g)
+        if kind == "matmul":
+            x, ax = inp["batched"][0]
+            w = use.extra["watched"][0]
+            return {0: matmul_contribs(_front(x.detach(), ax), _front(g, ax), w.shape[0])["weight"]}
+        if kind == "vjp":
+            return _vjp_contribs(use, g, use.extra["B"])
+        raise AssertionError(kind)  # pragma: no cover
+
+    def _end_of_backward(self):
+        self._callback_queued = False
+        self._measured_in_step = True
+        for use in self._uses:
+            if not use.done and any(gr is not None for gr in use.grads):
+                self._process(use)
+        for name in list(self._contribs):
+            self._reduce(name)
+        error = self._pass_error
+        reduced = {n: sq for n, sq in self._reduced.items() if n not in self._failed and n not in self._coupled_now}
+        sizes = {int(sq.shape[0]) for sq in reduced.values()}
+        if len(sizes) > 1:
+            error = error or f"parameters saw different batch sizes {sorted(sizes)}"
+        self._check_sums(reduced)
+        covered = set(reduced) if error is None else set()
+        total = None
+        for n in covered:
+            total = reduced[n] if total is None else total + reduced[n]
+        for name, why in self._failed.items():
+            self.reasons[name] = why
+        for name, p in self.params.items():
+            if name not in reduced and name not in self._failed and p.grad is not None:
+                self.reasons.setdefault(name, "no use seen in the model's forward (used outside it, e.g. in the "
+                                              "loss, or by an op that is not intercepted)")
+        if error is not None:
+            self.notes.append(error)
+        self.last_error = error
+        self.passes.append(total)
+        self.last_reduced = {n: reduced[n] for n in covered}
+        self.covered_last = covered
+        self.covered_ever |= covered
+        self.coupled |= self._coupled_now
+        for n in covered:
+            self.reasons.pop(n, None)
+        for use in self._uses:
+            for t in use.targets.values():
+                for n in self._tag_params([t]):
+                    if n in covered and n not in self.estimator:
+                        self.estimator[n] = _kind_name(use) if t.name is not None else f"unbatched via {_kind_name(use)}"
+        self._reset_pass()
+        if self.on_pass_end is not None:
+            self.on_pass_end(self)
+
+    def _check_sums(self, reduced):
+        """On checking steps: the per-sample gradients of every covered parameter must sum to the gradient
+        autograd accumulated in this step (with the gradients zeroed before the step)."""
+        if not self._checking:
+            return
+        for name in list(reduced):
+            acc = self._sum_acc.get(name)
+            p = self.params[name]
+            if acc is None or p.grad is None:
+                continue
+            gr = (p.grad.to_dense() if p.grad.is_sparse else p.grad).detach().to(acc.dtype)
+            err = float((acc - gr).norm())
+            ref = float(gr.norm())
+            lowp = p.dtype in (torch.float16, torch.bfloat16) or acc.dtype != torch.float64
+            tol = 2e-2 if p.dtype in (torch.float16, torch.bfloat16) else (1e-3 if lowp else 1e-6)
+            if err > tol * ref and not (ref == 0 and err == 0):
+                del reduced[name]
+                self._failed[name] = (f"its per-sample gradients sum to something else than its gradient (relative "
+                                      f"difference {err / max(ref, 1e-300):.2g}): it is also used outside the model's "
+                                      "forward (a regulariser in the loss?), or the gradients were not zeroed")
+
+
+_NORM_ARGS = {"layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
+              "rms_norm": ("input", "normalized_shape", "weight", "eps"),
+              "group_norm": ("input", "num_groups", "weight", "bias", "eps"),
+              "instance_norm": ("input", "running_mean", "running_var", "weight", "bias", "use_input_stats",
+                                "momentum", "eps"),
+              "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")}
+
+_TABLE = {F.linear: PerSampleSqNorms._linear, F.embedding: PerSampleSqNorms._embedding,
+          torch.conv1d: PerSampleSqNorms._conv, torch.conv2d: PerSampleSqNorms._conv,
+          F.multi_head_attention_forward: PerSampleSqNorms._multihead}
+_TABLE.update({f: PerSampleSqNorms._norm for f in _NORMS})
+_TABLE.update({f: PerSampleSqNorms._rnn for f in _RNN})
+_TABLE.update({f: PerSampleSqNorms._view for f in _TRANSPOSE | _RESHAPE})
+
+
+# --------------------------------------------------------------------------- helpers
+def _output_tensors(output):
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        return [v for v in output.values() if isinstance(v, torch.Tensor)]
+    if isinstance(output, (list, tuple)):
+        out = []
+        for v in output:
+            out.extend(_output_tensors(v))
+        return out
+    vals = getattr(output, "values", None)  # e.g. transformers' ModelOutput
+    if callable(vals):
+        try:
+            return [v for v in vals() if isinstance(v, torch.Tensor)]
+        except Exception:  # noqa: BLE001
+            return []
+    return []
+
+
+def _fname(func):
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or str(func)
+
+
+def _kind_name(use):
+    if use.kind == "conv":
+        return "conv_sketch" if use.extra.get("sketch") is not None else "conv"
+    if use.kind in ("norm", "rnn"):
+        return use.extra["kind"]
+    if use.kind in ("broadcast", "vjp", "matmul"):
+        return f"{use.kind}:{use.extra.get('func_name', '?')}"
+    return use.kind
+
+
+def _permuted_axis(func, n, ax, rest):
+    """Where axis ``ax`` of an ``n``-dim tensor goes under a transpose / permute / movedim."""
+    name = getattr(func, "__name__", "")
+    try:
+        if name == "t":
+            return n - 1 - ax
+        if name == "permute":
+            dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+            return [d % n for d in dims].index(ax)
+        if name == "movedim":
+            src = [rest[0]] if isinstance(rest[0], int) else list(rest[0])
+            dst = [rest[1]] if isinstance(rest[1], int) else list(rest[1])
+            src, dst = [s % n for s in src], [d % n for d in dst]
+            perm = [None] * n
+            for s, d in zip(src, dst):
+                perm[d] = s
+            rem = iter(a for a in range(n) if a not in src)
+            perm = [p if p is not None else next(rem) for p in perm]
+            return perm.index(ax)
+        a, b = rest[0] % n, rest[1] % n
+        return b if ax == a else a if ax == b else ax
+    except Exception:  # noqa: BLE001 - an unusual signature: leave it to the shape rule
+        return None
+
+
+def _reduces_axis(args, kwargs, ax, ndim):
+    dim = kwargs.get("dim", kwargs.get("axis"))
+    if dim is None and len(args) > 1 and not isinstance(args[1], torch.Tensor):
+        dim = args[1]
+    if dim is None:
+        return True
+    if isinstance(dim, (str,)):
+        return False
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    return any(d % ndim == ax for d in dims)
+
+
+def _is_broadcast(func, t, out):
+    """``expand`` / ``broadcast_to`` always broadcast; ``repeat`` only when it repeats along the batch alone."""
+    if func is not torch.Tensor.repeat:
+        return True
+    return tuple(out.shape[1:]) == tuple(t.shape[1:]) and t.shape[0] == 1
+
+
+def _front(t, ax):
+    """``t`` with the batch axis first (a merged batch axis stays merged: see :func:`_regroup`)."""
+    if isinstance(ax, tuple) or not ax:
+        return t
+    return t.movedim(ax, 0)
+
+
+def _regroup(cs, ax):
+    """Contributions computed with a merged batch axis (rows of several samples) regrouped per sample."""
+    if not isinstance(ax, tuple):
+        return cs
+    _, sizes, pos = ax
+    B = sizes[pos]
+    out = {}
+    for k, c in cs.items():
+        if isinstance(c, Outer):
+            u, v = c.u, c.v
+
+            def per(t):
+                t = t.reshape(tuple(sizes) + tuple(t.shape[1:]))
+                t = t.movedim(pos, 0) if pos else t
+                return t.reshape((B, -1) + tuple(t.shape[len(sizes) + 1:]))
+
+            out[k] = Outer(per(u), per(v), c.q, c.rows)
+        elif isinstance(c, Dense):
+            g = c.g.reshape(tuple(sizes) + tuple(c.g.shape[1:]))
+            g = g.movedim(pos, 0) if pos else g
+            out[k] = Dense(g.reshape((B, -1) + tuple(c.g.shape[1:])).sum(1))
+        else:
+            raise ValueError("a sketch cannot be regrouped")
+    return out
+
+
+def _dense(c, shape):
+    """Per-sample gradients ``(B, *shape)`` of a contribution."""
+    if isinstance(c, Dense):
+        g = c.g
+    elif isinstance(c, Outer):
+        B, p = c.v.shape[0], c.v.shape[-1]
+        if c.is_index:
+            g = c.v.new_zeros((B, c.q, p))
+            g.scatter_add_(1, c.u.unsqueeze(-1).expand(-1, -1, p), c.v)
+        else:
+            blk = torch.bmm(c.u.transpose(1, 2).to(c.v.dtype), c.v)
+            if c.rows or blk.shape[1] != c.q:
+                g = blk.new_zeros((B, c.q, p))
+                g[:, c.rows:c.rows + blk.shape[1]] = blk
+            else:
+                g = blk
+    else:
+        raise TypeError(f"cannot form per-sample gradients from {type(c).__name__}")
+    return g if shape is None else g.reshape((g.shape[0],) + tuple(shape))
+
+
+def _sum_to_per_sample(g, shape, oax):
+    """Per-sample gradient of an unbatched operand of ``shape`` broadcast into ``g`` (batch axis ``oax``)."""
+    lead = g.dim() - len(shape)
+    if lead < 0:
+        raise ValueError(f"cannot map {tuple(g.shape)} to {tuple(shape)}")
+    if oax >= lead and shape[oax - lead] != 1:
+        raise ValueError(f"an operand of shape {tuple(shape)} is not broadcast along the batch axis {oax}")
+    red = tuple(a for a in range(g.dim()) if a != oax and (a < lead or shape[a - lead] == 1) and g.shape[a] != 1)
+    gs = g.sum(red, keepdim=True) if red else g
+    gs = gs.movedim(oax, 0) if oax else gs
+    return gs.reshape((g.shape[oax],) + tuple(shape))
+
+
+def _broadcast_contribs(use, g):
+    """``y = x (+, -, *) t`` or ``y = t.expand(...)`` with ``t`` unbatched: per-sample ``dt_i``."""
+    inp = use.inputs
+    func, args, kwargs, oax = inp["func"], inp["args"], inp["kwargs"], inp["oax"]
+    out = {}
+    for k, t in enumerate(use.extra["watched"]):
+        gt = g
+        if func in _MUL:
+            other = next((a for a in tuple(args) + tuple(kwargs.values()) if a is not t), 1.0)
+            gt = gt * (other.detach() if isinstance(other, torch.Tensor) else other)
+        elif func in _SUB:
+            if len(args) > 1 and args[1] is t:
+                gt = -kwargs.get("alpha", 1) * gt
+        elif func in _RSUB:
+            if args and args[0] is t:
+                gt = -gt
+        elif func in _ADD:
+            alpha = kwargs.get("alpha", 1)
+            if alpha != 1 and len(args) > 1 and args[1] is t:
+                gt = alpha * gt
+        out[k] = Dense(_sum_to_per_sample(gt, tuple(t.shape), oax))
+    return out
+
+
+def _vjp_backprop(func, args, kwargs, targets, k, n_out, out_shape):
+    """Backprop of a tag made by an op on unbatched inputs: ``vmap`` over samples of the op's VJP."""
+    from torch.func import vjp, vmap
+
+    ws = [t for t, _ in targets]
+    tgs = [tg for _, tg in targets]
+    idx = {id(t): i for i, t in enumerate(ws)}
+    args_d = _detach_tree(args, idx)
+    kwargs_d = _detach_tree(kwargs, idx)
+    prim = tuple(w.detach() for w in ws)
+
+    def f(*vals):
+        r = func(*_substitute(args_d, idx, vals), **_substitute(kwargs_d, idx, vals))
+        return r[k] if n_out > 1 else r
+
+    def backprop(c):
+        gs = _dense(c, tuple(out_shape))
+        _, pull = vjp(f, *prim)
+        grads = vmap(pull)(gs)
+        return [(tg, Dense(gr)) for tg, gr in zip(tgs, grads)]
+
+    return backprop
+
+
+def _detach_tree(x, idx):
+    if isinstance(x, torch.Tensor):
+        return x if id(x) in idx else x.detach()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_detach_tree(a, idx) for a in x)
+    if isinstance(x, dict):
+        return {k: _detach_tree(v, idx) for k, v in x.items()}
+    return x
+
+
+def _substitute(x, idx, vals):
+    if isinstance(x, torch.Tensor):
+        i = idx.get(id(x))
+        return vals[i] if i is not None else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_substitute(a, idx, vals) for a in x)
+    if isinstance(x, dict):
+        return {k: _substitute(v, idx, vals) for k, v in x.items()}
+    return x
+
+
+def _vjp_contribs(use, g, B):
+    """Exact per-sample VJPs of an op that mixes batched inputs and parameters, through ``torch.func.vmap``,
+    checked against the op's output."""
+    from torch.func import vjp, vmap
+
+    inp = use.inputs
+    func, args, kwargs, batched = inp["func"], inp["args"], inp["kwargs"], inp["batched"]
+    ws = use.extra["watched"]
+    bidx = {id(t): i for i, (t, _) in enumerate(batched)}
+    widx = {id(t): i for i, t in enumerate(ws)}
+    in_axes = tuple(ax for _, ax in batched)
+
+    def sub(x, bvals, wvals):
+        if isinstance(x, torch.Tensor):
+            i = widx.get(id(x))
+            if i is not None:
+                return wvals[i]
+            j = bidx.get(id(x))
+            if j is not None:
+                return bvals[j]
+            return x.detach()
+        if isinstance(x, (list, tuple)):
+            return type(x)(sub(a, bvals, wvals) for a in x)
+        if isinstance(x, dict):
+            return {kk: sub(v, bvals, wvals) for kk, v in x.items()}
+        return x
+
+    wprim = tuple(w.detach() for w in ws)
+    bvals0 = tuple(t.detach() for t, _ in batched)
+
+    def per_sample(bvals, gi):
+        # each batched input arrives without its batch axis: give it back as a size-1 axis
+        bv = [b.unsqueeze(ax) for b, ax in zip(bvals, in_axes)]
+
+        def f(*wvals):
+            return func(*sub(args, bv, wvals), **sub(kwargs, bv, wvals))
+
+        y, pull = vjp(f, *wprim)
+        return y, pull(gi.reshape(y.shape))
+
+    out = use.outputs[0]
+    x0, ax0 = batched[0]
+    oax = ax0 + (out.dim() - x0.dim())
+    if not (0 <= oax < out.dim() and out.shape[oax] == B):
+        raise RecomputeMismatch(f"cannot find the batch axis of the output of {_fname(func)}")
+    ys, grads = vmap(per_sample, in_dims=(in_axes, oax))(bvals0, g)
+    yref = out.detach().movedim(oax, 0)
+    if ys.numel() != yref.numel() or not torch.allclose(ys.reshape(yref.shape).to(yref.dtype), yref, rtol=1e-4,
+                                                         atol=1e-6 * max(1.0, float(yref.abs().max()))):
+        raise RecomputeMismatch(f"{_fname(func)} recomputed per sample differs from the batched op")
+    return {kk: Dense(gr) for kk, gr in enumerate(grads)}
+
+
+def sum_of_contribs_all(cs, shape):
+    """``sum_i`` of all per-sample gradients of a parameter (``None`` for a sketch)."""
+    tot = None
+    for c in cs:
+        if isinstance(c, SqNorm):
+            return None
+        s = sum_of_contribs(c, shape)
+        tot = s if tot is None else tot + s
+    return tot
