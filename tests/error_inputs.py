@@ -360,8 +360,96 @@ OBSERVABLES = _observables()
 VALIDATE = _validate()
 #: rows of the documents' API (hhld.HeisenbergLearning), the optimizer and the monitor: to be filled
 #: by the issues that own those areas
-DOCUMENTS_API: list[ErrorInput] = []
-OPTIM: list[ErrorInput] = []
+
+
+def _documents_api():
+    from hhld import HeisenbergLearning, get_consolidation_metrics
+
+    def dw_loss(t):
+        return (t[0] ** 2 - 1) ** 2 + t[1] ** 2
+
+    def dw_grad(t):
+        return np.array([4 * t[0] * (t[0] ** 2 - 1), 2 * t[1]])
+
+    def train(loss=dw_loss, grad=dw_grad):
+        return HeisenbergLearning(loss, grad, 2, D=0.05, seed=0, verbose=False).train
+
+    class _Opt:
+        param_groups = [{"lr": 0.1}]
+
+    HL = HeisenbergLearning
+    z2 = np.zeros(2)
+    return [
+        E(HL, dw_loss, dw_grad, 2, D=-0.1, match=r"D must be >= 0, got D=-0.1"),
+        E(HL, dw_loss, dw_grad, 2, eta=0.0, match=r"eta must be > 0"),
+        E(HL, dw_loss, dw_grad, 0, match=r"dim must be >= 1"),
+        E(HL, 3.0, dw_grad, 2, error=TypeError, match="loss_fn must be a function"),
+        E(HL, dw_loss, dw_grad, 2, rng=1, seed=1, match="either rng= or seed="),
+        E(HL, dw_loss, dw_grad, 2, integrator="rk4", match="unknown integrator 'rk4'"),
+        E(lazy(train), np.zeros(3), 5, match=r"theta_init must have shape \(2,\)", id="train(theta of shape 3)"),
+        E(lazy(train), z2, 5, dt=0.0, match="dt must be > 0", id="train(dt=0)"),
+        E(lazy(train), z2, 0, match="n_steps must be >= 1", id="train(n_steps=0)"),
+        E(lazy(train), z2, 5, transition_threshold=math.nan, match="transition_threshold .* got nan",
+          id="train(threshold=nan)"),
+        E(lazy(lambda: train(grad=lambda t: np.zeros(3))), z2, 5,
+          match=r"loss_grad_fn '<lambda>' returned an array of shape \(3,\).*shape \(2,\)",
+          id="train(grad of shape 3)"),
+        E(lazy(lambda: train(grad=lambda t: None)), z2, 5, error=TypeError,
+          match=r"loss_grad_fn '<lambda>' returned None", id="train(grad returns None)"),
+        E(lazy(lambda: train(loss=lambda t: t ** 2)), z2, 5,
+          match=r"loss_fn '<lambda>' returned an array of shape \(2,\).*scalar", id="train(vector loss)"),
+        E(lazy(lambda: train(loss=lambda t: math.nan)), z2, 5, error=NonFiniteError,
+          match=r"loss_fn '<lambda>' returned nan at step 0", id="train(NaN loss, finite gradient)"),
+        E(lazy(lambda: HL(dw_loss, dw_grad, 2, D=0.0, verbose=False).consolidation_ratio), z2,
+          match="D must be > 0", id="consolidation_ratio(D=0)"),
+        E(get_consolidation_metrics, object(), z2, 8, error=TypeError, match=r"param_groups\[0\]\['lr'\]",
+          id="get_consolidation_metrics(no optimizer)"),
+        E(get_consolidation_metrics, _Opt(), np.array([math.nan, 1.0]), 8, error=NonFiniteError,
+          match="non-finite", id="get_consolidation_metrics(NaN gradient)"),
+        E(get_consolidation_metrics, _Opt(), z2, 0, match="batch_size must be >= 1",
+          id="get_consolidation_metrics(batch_size=0)"),
+    ]
+
+
+def _optim():
+    import torch
+
+    from hhld.torch import ControllerConfig, HeisenbergSGD
+    from hhld.torch.lr import eta_opt_prediction, lr_range_test
+
+    def param():
+        return torch.nn.Parameter(torch.zeros(3))
+
+    def stepped(**kw):
+        p = param()
+        opt = HeisenbergSGD([p], lr=0.1, D=0.1, seed=0)
+        p.grad = torch.ones(3)
+        return lambda: opt.step(**kw)
+
+    def model():
+        return torch.nn.Linear(2, 1)
+
+    mse = torch.nn.functional.mse_loss
+    batch = lazy(lambda: (torch.ones(4, 2), torch.zeros(4, 1)))
+    return [
+        E(HeisenbergSGD, lazy(lambda: [param()]), lr=-1.0, match=r"lr must be > 0, got lr=-1"),
+        E(HeisenbergSGD, lazy(lambda: [param()]), lr=0.1, D_inject=-0.1, match=r"D_inject must be >= 0"),
+        E(HeisenbergSGD, lazy(lambda: [param()]), lr=0.1, controller="yes", error=TypeError, match="controller"),
+        E(lazy(lambda: HeisenbergSGD([param()], lr=0.1, seed=0).add_param_group), lazy(lambda: {"params": [param()],
+          "lr": -1}), match=r"lr must be > 0, got lr=-1", id="add_param_group(lr=-1)"),
+        E(lazy(lambda: stepped(consolidation=-5)), match=r"consolidation must be >= 0, got consolidation=-5",
+          id="step(consolidation=-5)"),
+        E(lazy(lambda: stepped(diffusion=0.0)), match=r"diffusion must be > 0", id="step(diffusion=0)"),
+        E(ControllerConfig, lr_factor=0.5, match=r"lr_factor must be >= 1"),
+        E(eta_opt_prediction, lazy(model), mse, batch, D=-1.0, match=r"D must be > 0, got D=-1"),
+        E(lr_range_test, lazy(model), lazy(lambda: torch.optim.SGD(model().parameters(), lr=0.1)), mse,
+          lazy(lambda: [(torch.ones(4, 2), torch.zeros(4, 1))]), start_lr=1.0, end_lr=0.1,
+          match="end_lr must be > start_lr"),
+    ]
+
+
+DOCUMENTS_API = _documents_api()
+OPTIM = _optim()
 MONITOR: list[ErrorInput] = []
 
 AREAS = {

@@ -172,7 +172,8 @@ def test_prints_by_default_and_verbose_false_silences(capsys):
     r = HeisenbergLearning(double_well_loss, double_well_grad, 2, D=0.05).train(np.array([0.5, 0.5]), 500)
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(r["transitions"]) > 0
-    assert out[0] == f"Step {r['transitions'][0]}: Phase transition detected (C={r['consolidations'][r['transitions'][0]]:.3f})"
+    first = r["transitions"][0]
+    assert out[0] == f"Step {first}: Phase transition detected (C={r['consolidations'][first]:.3f})"
     np.random.seed(1)
     HeisenbergLearning(double_well_loss, double_well_grad, 2, D=0.05, verbose=False).train(np.array([0.5, 0.5]), 500)
     assert capsys.readouterr().out == ""

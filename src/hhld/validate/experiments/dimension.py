@@ -126,8 +126,8 @@ class Dimension(Experiment):
                         f"max rel. dev. over d = {dims} (signed {fmt(dev.min())} to {fmt(dev.max())}); exact "
                         f"{fmt(est_dt)} at dt = {config.dt}, {fmt(est)} as dt → 0, core-to-core rate {fmt(core)}",
                         "holds" if np.all(np.abs(dev) <= tol + z * dev_se) else "fails",
-                        f"tolerance {tol:.0%} + {z:.2f} SE at every d ({z:.2f}: 5% family-wise over {len(dims)} values of "
-                        "d, Bonferroni; the 2% is the residual of the continuity correction, see "
+                        f"tolerance {tol:.0%} + {z:.2f} SE at every d ({z:.2f}: 5% family-wise over {len(dims)} "
+                        "values of d, Bonferroni; the 2% is the residual of the continuity correction, see "
                         f"tunneling_rate). Kramers (leading order in D) is {fmt(float(kr[0]) / core)} × the "
                         f"core-to-core rate at D = {config.D}; it is not the exact rate."))
         w = 1.0 / np.maximum(se / est, 1e-12) ** 2

@@ -295,7 +295,8 @@ class TunnelingRate(Experiment):
                 error=f"max rel. dev. over {len(Ds)} D values (signed: {fmt(dev.min())} to {fmt(dev.max())})",
                 verdict="holds" if np.all(ok) else "fails",
                 notes=(f"tolerance {tol:.0%} + {z:.2f} SE at every D ({z:.2f}: 5% family-wise over the {len(Ds)} D "
-                       "values, Bonferroni; SE from the spread of the particles' counts). Exact expectation: the estimator's own quantity "
+                       "values, Bonferroni; SE from the spread of the particles' counts). Exact expectation: the "
+                       "estimator's own quantity "
                        "(transitions between the cores per unit time having visited one, from θ₁ = −1 to "
                        f"t = {config.t_max}) on the FP generator, with the cores |θ₁| ≥ {config.core} moved out by "
                        "β√(2D dt) for checking them every dt; what is left is O(dt) (Euler-Maruyama drift, the next "
