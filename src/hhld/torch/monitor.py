@@ -372,10 +372,7 @@ class Monitor:
             except Exception as exc:  # noqa: BLE001 - refused recomputation: this pass is not measured
                 why = f"functional per-sample recomputation refused: {exc}"
                 self._pass_norms.append(_Pass(None, set(), {}, why))
-            gs = [p.grad for p in self.params]
-            if all(g is not None for g in gs):
-                self._bw_norms = robust_norms(gs)
-                self._bw_scale = self._scaler_scale()
+            torch.autograd.Variable._execution_engine.queue_callback(self._record_backward_norms)
 
         def make(k):
             def hook(g):
@@ -396,6 +393,11 @@ class Monitor:
             return
         self._pass_norms.append(_Pass(engine.passes[-1] if engine.passes else None, set(engine.covered_last),
                                       dict(engine.last_reduced), engine.last_error))
+        # the gradient norms once the backward pass has fully ended: queued behind the callbacks already queued
+        # (DDP's, which writes the all-reduced gradients), so they are the gradients the step starts from
+        torch.autograd.Variable._execution_engine.queue_callback(self._record_backward_norms)
+
+    def _record_backward_norms(self):
         grads = [p.grad for p in self.params]
         if all(g is not None for g in grads):
             self._bw_norms = robust_norms(grads)
@@ -492,29 +494,57 @@ class Monitor:
 
     def _per_sample_stats(self, names, params, idx, norms, B_local, B, clip):
         """The step's :class:`PerSampleStats` at the true per-sample scale of the applied gradient, or
-        ``(None, reason)``."""
+        ``(None, reason)``. Under DDP every worker takes part in one small all-reduce (also a worker that could
+        not measure its step: then nobody uses the step)."""
+        local = self._local_per_sample(names, norms, B_local, clip)
+        tot, cov, note = local if isinstance(local, tuple) else (None, None, local)
+        n_local = B_local
+        if self.world_size > 1:
+            ok = tot is not None
+            t = torch.stack([torch.as_tensor(tot if ok else 0.0, dtype=torch.float64).reshape(()).to(norms.device),
+                             torch.tensor(float(B_local if ok else 0), dtype=torch.float64, device=norms.device),
+                             torch.tensor(1.0 if ok else 0.0, dtype=torch.float64, device=norms.device)])
+            torch.distributed.all_reduce(t)
+            if int(round(float(t[2]))) != self.world_size:
+                return None, note or "another DDP worker could not measure this step's per-sample statistics"
+            tot, n_local = t[0], int(round(float(t[1])))
+        if tot is None:
+            return None, note
+        mean_red = self.loss_reduction == "mean"
+        c2 = (clip.coef ** 2) if clip is not None else 1.0
+        # the applied gradient is the batch mean (loss "mean") or the batch sum ("sum") of the per-sample gradients
+        gmul = 1.0 if mean_red else 1.0 / B
+        pos = {nm: i for i, nm in enumerate(names)}
+        sel = torch.tensor([pos[nm] for nm in cov], device=norms.device)
+        gbar_sq = (norms[sel] ** 2).sum() * (gmul * gmul)
+        covered_dim = sum(self.params[self.names.index(nm)].numel() for nm in cov)
+        self._last_covered = frozenset(cov)
+        return PerSampleStats(mean_sq=tot * c2 / n_local, gbar_sq=gbar_sq, batch_size=B, n_samples=n_local,
+                              covered_dim=covered_dim, covered=frozenset(cov)), None
+
+    def _local_per_sample(self, names, norms, B_local, clip):
+        """``(sum_i ||g_i||^2 over this worker's samples at the true scale, covered names, None)`` or a reason."""
         passes = self._pass_norms
         if self.engine is None and not self.compiled:
-            return None, "per-sample engine off"
+            return "per-sample engine off"
         if not passes:
-            return None, "the per-sample engine saw no backward pass in this step"
+            return "the per-sample engine saw no backward pass in this step"
         errors = [p.error for p in passes if p.error]
         if errors:
-            return None, "a backward pass of this step could not be measured: " + errors[-1]
+            return "a backward pass of this step could not be measured: " + errors[-1]
         if any(p.total is None for p in passes):
-            return None, "no parameter is covered by the per-sample engine (see Monitor.uncovered_parameters())"
+            return "no parameter is covered by the per-sample engine (see Monitor.uncovered_parameters())"
         n = sum(int(p.total.shape[0]) for p in passes)
         if n != B_local:
-            return None, (f"the per-sample engine saw {n} samples but the step has {B_local} (batch not on the "
-                          "assumed axis? pass batch_size= and batch_axis=)")
+            return (f"the per-sample engine saw {n} samples but the step has {B_local} (batch not on the "
+                    "assumed axis? pass batch_size= and batch_axis=)")
         if clip is not None and not clip.uniform:
-            return None, ("the gradients were changed non-uniformly between backward() and step() (e.g. "
-                          "clip_grad_value_): the applied gradient has no per-sample decomposition")
+            return ("the gradients were changed non-uniformly between backward() and step() (e.g. "
+                    "clip_grad_value_): the applied gradient has no per-sample decomposition")
         common = set.intersection(*[p.covered for p in passes])
-        pos = {nm: i for i, nm in enumerate(names)}
         cov = [nm for nm in names if nm in common]
         if not cov:
-            return None, "no parameter is covered by the per-sample engine (see Monitor.uncovered_parameters())"
+            return "no parameter is covered by the per-sample engine (see Monitor.uncovered_parameters())"
         k = len(passes)
         mean_red = self.loss_reduction == "mean"
         acc = (1.0 / k) if self.accumulation == "mean" else 1.0
@@ -526,15 +556,7 @@ class Monitor:
             alpha = (1.0 / b if mean_red else 1.0) * acc * (scale or 1.0)
             v = s.sum() / (alpha * alpha)
             tot = v if tot is None else tot + v
-        c2 = (clip.coef ** 2) if clip is not None else 1.0
-        # the applied gradient is the batch mean (loss "mean") or the batch sum ("sum") of the per-sample gradients
-        gmul = 1.0 if mean_red else 1.0 / B
-        sel = torch.tensor([pos[nm] for nm in cov], device=norms.device)
-        gbar_sq = (norms[sel] ** 2).sum() * (gmul * gmul)
-        covered_dim = sum(self.params[self.names.index(nm)].numel() for nm in cov)
-        self._last_covered = frozenset(cov)
-        return PerSampleStats(mean_sq=tot * c2 / B_local, gbar_sq=gbar_sq, batch_size=B, n_samples=B_local,
-                              covered_dim=covered_dim, covered=frozenset(cov)), None
+        return tot, cov, None
 
     def _opt_post_hook(self, optimizer, args, kwargs):
         if self._internal or self._ctx is None:
@@ -739,9 +761,7 @@ class Monitor:
         return "; ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
     def covered_parameters(self) -> list[str]:
-        """The parameters the per-sample statistics covered in the last measured backward pass."""
-        if self.engine is None:
-            return []
+        """The parameters the per-sample statistics covered in the last measured step."""
         return [n for n in self.names if n in self._last_covered]
 
     def uncovered_parameters(self) -> dict[str, str]:
