@@ -27,6 +27,7 @@ User landscapes
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -49,6 +50,9 @@ __all__ = [
     "get_landscape",
     "check_landscape",
     "LANDSCAPES",
+    "CubicGradient",
+    "LinearGradient",
+    "form_gradient",
 ]
 
 
@@ -122,6 +126,39 @@ class Landscape(abc.ABC):
             vv = vv.to(dtype=th.dtype, device=th.device)
         out = self._hvp(th, vv)
         return out[0] if single else out
+
+    def gradient_form(self) -> "CubicGradient | LinearGradient | None":
+        """The gradient's closed form as data, for the fused ensemble kernels.
+
+        The extension point of :mod:`hhld.dynamics.kernels`: a landscape whose gradient is
+        one of the documented forms returns it here, and the ensemble driver then advances
+        large CPU ensembles with a fused compiled kernel (one pass over memory per step)
+        instead of the reference step; the numbers are those of the reference step (bit
+        for bit where the arithmetic is the same, see ``docs/architecture.md``).
+
+        Returns
+        -------
+        CubicGradient or LinearGradient or None
+            :class:`CubicGradient` for separable gradients
+            ``grad_i L = ((a_i th_i) th_i + b_i) th_i + c_i``; :class:`LinearGradient` for
+            ``grad L = A (th - center)``; ``None`` (the default) when the gradient has no
+            such form: the reference step is used.
+
+        Notes
+        -----
+        The form must be the landscape's own gradient: :meth:`grad` has to compute the same
+        expression in the same order (:func:`form_gradient` does exactly that, use it as
+        ``_grad``). A subclass that overrides ``_grad``, ``grad`` or ``_value_and_grad``
+        without defining ``gradient_form`` itself gets ``None`` (its gradient is no longer
+        the inherited form).
+        """
+        return None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "gradient_form" not in own and any(k in own for k in ("_grad", "grad", "_value_and_grad")):
+            cls.gradient_form = Landscape.gradient_form  # the inherited form no longer describes _grad
 
     def minima(self) -> list[np.ndarray]:
         """Known local minima (may be empty; used as starting guesses)."""
@@ -214,6 +251,77 @@ def _torch():
     return torch
 
 
+# ------------------------------------------------------------ gradient forms
+@dataclass(frozen=True)
+class CubicGradient:
+    """A separable gradient ``grad_i L(th) = ((a_i th_i) th_i + b_i) th_i + c_i`` (a loss of at
+    most fourth degree in each coordinate, no coupling): the double wells, the quartic well, the
+    diagonal quadratic about 0. ``a``, ``b``, ``c``: float64 arrays of length ``dim``."""
+
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+
+    def constants(self):
+        return (self.a, self.b, self.c)
+
+
+@dataclass(frozen=True)
+class LinearGradient:
+    """``grad L(th) = A (th - center)``: ``A`` symmetric, given as its diagonal ``(dim,)``
+    (evaluated as ``A * (th - center)``) or as a full ``(dim, dim)`` matrix (evaluated as
+    ``(th - center) @ A``)."""
+
+    A: np.ndarray
+    center: np.ndarray
+
+    @property
+    def diagonal(self) -> bool:
+        return self.A.ndim == 1
+
+    def constants(self):
+        return (self.A, self.center)
+
+
+def form_gradient(form, th, consts=None):
+    """The gradient that ``form`` describes, on a batch ``th`` ``(N, d)`` (numpy or torch),
+    evaluated in exactly the order the fused kernels use (the reference for them).
+    ``consts``: the form's constants already in the backend/dtype/device of ``th``."""
+    if consts is None:
+        consts = _cast_constants(form.constants(), th)
+    if isinstance(form, CubicGradient):
+        a, b, c = consts
+        out = th * a
+        out = out * th
+        out = out + b
+        out = out * th
+        return out + c
+    A, center = consts
+    y = th - center
+    return A * y if form.diagonal else y @ A
+
+
+def _cast_constants(arrays, th):
+    if is_torch(th):
+        import torch
+
+        return tuple(torch.as_tensor(a, dtype=th.dtype, device=th.device) for a in arrays)
+    return tuple(np.asarray(a).astype(th.dtype, copy=False) for a in arrays)
+
+
+def _form_grad(landscape, th, cls):
+    """``grad L(th)`` from ``cls.gradient_form(landscape)`` (the form of the class that defines
+    it, also when a subclass calls this gradient through ``super()``), with its constants cached
+    per backend, dtype and device on the landscape."""
+    cache = landscape.__dict__.setdefault("_form_cache", {})
+    key = (cls, is_torch(th), str(th.dtype), str(th.device) if is_torch(th) else "cpu")
+    hit = cache.get(key)
+    if hit is None:
+        form = cls.gradient_form(landscape)
+        hit = cache[key] = (form, _cast_constants(form.constants(), th))
+    return form_gradient(hit[0], th, hit[1])
+
+
 # ---------------------------------------------------------------- built-ins
 class DoubleWell(Landscape):
     """``L = barrier * (th1^2 - 1)^2 + transverse * sum_{i>=2} th_i^2``.
@@ -243,121 +351,17 @@ class DoubleWell(Landscape):
             v = v + self.transverse * (th[:, 1:] ** 2).sum(-1)
         return v
 
+    def gradient_form(self) -> "CubicGradient":
+        """Every gradient coordinate is ``((a_i th_i) th_i + b_i) th_i + c_i`` with
+        ``a = (4 barrier, 0, ...)``, ``b = (-4 barrier, 2 transverse, ...)``, ``c = 0``."""
+        a = np.zeros(self.dim)
+        a[0] = 4.0 * self.barrier
+        b = np.full(self.dim, 2.0 * self.transverse)
+        b[0] = -4.0 * self.barrier
+        return CubicGradient(a, b, np.zeros(self.dim))
+
     def _grad(self, th):
-        if is_torch(th):
-            if th.requires_grad:  # differentiable (autograd cannot go through out= kernels)
-                x = th[:, :1]
-                parts = [(4.0 * self.barrier) * x * (x * x - 1.0)]
-                if self.dim > 1:
-                    parts.append((2.0 * self.transverse) * th[:, 1:])
-                return _torch().cat(parts, dim=1)
-            return self._grad_into(th, th.new_empty(th.shape))
-        return self._grad_into(th, np.empty(th.shape, dtype=th.dtype))
-
-    # Fast path (performance only). Every coordinate's gradient is ``th * (a th + b)``
-    # with ``a = (4 barrier, 0, ...)`` and ``b = (-4 barrier, 2 transverse, ...)``, so
-    # the whole ``(N, d)`` gradient is three element-wise passes over contiguous memory
-    # with coefficient rows tiled to the chunk length: no strided columns, no
-    # broadcasting over a short inner dimension. On CPU the work goes in chunks of
-    # fewer than 32768 elements (torch's intra-op grain size): every pass runs serially
-    # in cache and never wakes the intra-op thread pool, which on a small shared
-    # machine costs more than it gains.
-    _CHUNK_ELEMENTS = 32752
-
-    def _coeff_rows(self, th, rows):
-        """``a`` and ``b`` as ``(rows, dim)`` contiguous tables in the backend, dtype and
-        device of ``th`` (cached; sliced from one table per backend/dtype/device)."""
-        cache = self.__dict__.setdefault("_coeff_cache", {})
-        tor = is_torch(th)
-        key = (tor, str(th.dtype), str(th.device) if tor else "cpu")
-        hit = cache.get(key)
-        if hit is None or hit[0].shape[0] < rows:
-            a = np.zeros(self.dim)
-            a[0] = 4.0 * self.barrier
-            b = np.full(self.dim, 2.0 * self.transverse)
-            b[0] = -4.0 * self.barrier
-            a, b = np.tile(a, (rows, 1)), np.tile(b, (rows, 1))
-            if tor:
-                import torch
-
-                hit = (torch.as_tensor(a, dtype=th.dtype, device=th.device),
-                       torch.as_tensor(b, dtype=th.dtype, device=th.device))
-            else:
-                hit = (a.astype(th.dtype), b.astype(th.dtype))
-            cache[key] = hit
-        return hit[0][:rows], hit[1][:rows]
-
-    def _cubic_coeffs(self, dtype):
-        """Fast path (performance only): the coefficients ``(a, b)`` (two contiguous 1-D
-        numpy arrays of length ``dim`` and numpy dtype ``dtype``) with which every gradient
-        coordinate is ``((th_i * a_i) * th_i + b_i) * th_i`` -- the exact operations, in
-        the exact order, of :meth:`_grad_into` on CPU. A fused kernel that evaluates this
-        expression gives the gradient bit for bit."""
-        a, b = self._coeff_rows(np.empty((1, self.dim), dtype=dtype), 1)
-        return a[0], b[0]
-
-    def _grad_into(self, th, out):
-        """Write ``grad L(th)`` for a 2-D batch ``th`` into ``out`` (same shape, dtype,
-        backend and device; must not overlap ``th``) and return ``out``.
-
-        :meth:`grad` is implemented by it, so both give the same numbers: on CPU bit for
-        bit the textbook ``4 barrier x (x^2 - 1)`` and ``2 transverse th_i``; on
-        accelerators torch's ``addcmul`` may fuse the multiply-add (a difference of
-        rounding only). Tensors that require grad take a differentiable formula.
-        """
-        tor = type(th) is not np.ndarray and is_torch(th)
-        fast = self.__dict__.get("_fast_rows")
-        if fast is not None:  # CPU chunk of a known size: the integrators' hot path
-            ab = fast.get((tor, th.dtype, th.shape[0]))
-            if ab is not None:
-                a, b = ab
-                if tor:
-                    if th.is_contiguous() and out.is_contiguous() and th.is_cpu:
-                        _torch().mul(th, a, out=out)
-                        _torch().addcmul(b, out, th, out=out)
-                        out.mul_(th)
-                        return out
-                elif th.flags.c_contiguous and out.flags.c_contiguous:
-                    np.multiply(th, a, out=out)
-                    out *= th
-                    out += b
-                    out *= th
-                    return out
-        if tor and th.is_cpu and out.is_cpu and str(th.dtype) in ("torch.float32", "torch.float64") \
-                and not th.requires_grad and out.dtype == th.dtype:
-            # CPU tensors: the numpy kernels on zero-copy views (serial, cheap calls, and
-            # bit for bit the textbook formula)
-            self._grad_into(th.numpy(), out.numpy())
-            return out
-        n, d = th.shape
-        contiguous = (th.is_contiguous() and out.is_contiguous()) if tor else (
-            th.flags.c_contiguous and out.flags.c_contiguous)
-        if not contiguous or (tor and th.device.type != "cpu"):
-            # general layouts and accelerators: broadcast the per-coordinate coefficients
-            a, b = self._coeff_rows(th, 1)
-            if tor:
-                import torch
-
-                torch.mul(th, a, out=out)
-                torch.addcmul(b, out, th, out=out)
-                out.mul_(th)
-            else:
-                np.multiply(th, a, out=out)
-                out *= th
-                out += b
-                out *= th
-            return out
-        rows = max(1, self._CHUNK_ELEMENTS // d)
-        fast = self.__dict__.setdefault("_fast_rows", {})
-        if len(fast) > 64:
-            fast.clear()
-        for lo in range(0, n, rows):
-            hi = min(lo + rows, n)
-            k = hi - lo
-            if (tor, th.dtype, k) not in fast:
-                fast[(tor, th.dtype, k)] = self._coeff_rows(th, k)
-            self._grad_into(th[lo:hi], out[lo:hi])
-        return out
+        return _form_grad(self, th, DoubleWell)
 
     def _hessian(self, th):
         xp = namespace(th)
@@ -422,14 +426,18 @@ class TiltedDoubleWell(Landscape):
             v = v + (th[:, 1:] ** 2).sum(-1)
         return v
 
+    def gradient_form(self) -> CubicGradient:
+        """``((4 th1) th1 - 4) th1 + tilt`` along th1, ``2 th_i`` across."""
+        a = np.zeros(self.dim)
+        a[0] = 4.0
+        b = np.full(self.dim, 2.0)
+        b[0] = -4.0
+        c = np.zeros(self.dim)
+        c[0] = self.tilt
+        return CubicGradient(a, b, c)
+
     def _grad(self, th):
-        xp = namespace(th)
-        g = xp.empty_like(th)
-        x = th[:, 0]
-        g[:, 0] = 4.0 * x * (x * x - 1.0) + self.tilt
-        if self.dim > 1:
-            g[:, 1:] = 2.0 * th[:, 1:]
-        return g
+        return _form_grad(self, th, TiltedDoubleWell)
 
     def _hvp(self, th, v):
         xp = namespace(th)
@@ -516,10 +524,12 @@ class Quadratic(Landscape):
             return 0.5 * (A * y * y).sum(-1)
         return 0.5 * ((y @ A) * y).sum(-1)
 
+    def gradient_form(self) -> LinearGradient:
+        return LinearGradient(self.A, self.center)
+
     def _grad(self, th):
         A, c = self._consts(th)
-        y = th - c
-        return A * y if self.diagonal else y @ A
+        return form_gradient(self.gradient_form(), th, (A, c))
 
     def _hvp(self, th, v):
         A, _ = self._consts(th)
@@ -576,8 +586,12 @@ class QuadraticQuartic(Landscape):
         y = th * th
         return (0.5 * self.kappa * y + 0.25 * self.q * y * y).sum(-1)
 
+    def gradient_form(self) -> CubicGradient:
+        """``((q th_i) th_i + kappa) th_i`` per coordinate."""
+        return CubicGradient(np.full(self.dim, self.q), np.full(self.dim, self.kappa), np.zeros(self.dim))
+
     def _grad(self, th):
-        return self.kappa * th + self.q * th * th * th
+        return _form_grad(self, th, QuadraticQuartic)
 
     def _hvp(self, th, v):
         return (self.kappa + 3.0 * self.q * th * th) * v

@@ -1,4 +1,7 @@
-"""Numerical contracts of the integrators (hhld.dynamics.INTEGRATORS drives the common tests)."""
+"""Numerical contracts of the reference integrators. The integrator table (hhld.dynamics.INTEGRATORS)
+drives the tests: every scheme that declares a strong, weak or stationary order is checked for it
+(ORDER_CHECKS), and a scheme declaring an order with no check here fails test_every_declared_order_is_checked."""
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +13,7 @@ import hhld
 from hhld.dynamics import (
     INTEGRATORS,
     Simulation,
-    baoab,
+    UnderdampedState,
     euler_maruyama,
     get_integrator,
     init_overdamped,
@@ -23,9 +26,13 @@ ALL = sorted(INTEGRATORS)
 
 
 def _init(info, landscape, theta, rng):
-    if info.kind == "overdamped":
-        return info.init(landscape, theta, integrator=info.name)
     return info.init(landscape, theta, rng=rng, eta=1.0, D=0.1)
+
+
+def _step(info, rng, state, landscape, **params):
+    new, step_info = info.step(rng, state, landscape, **params)
+    assert isinstance(new, info.state_type) and step_info.finite in (None, True)
+    return new
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -41,8 +48,8 @@ def test_dtype_kept_and_input_not_modified(name, backend):
         rng = hhld.torch_generator(0)
     state = _init(info, lw, theta, rng)
     before = state.theta.copy() if backend.startswith("numpy") else state.theta.clone()
-    new = info.step(rng, state, lw, dt=0.01, D=0.1)
-    assert new.theta.dtype == theta.dtype
+    new = _step(info, rng, state, lw, dt=0.01, D=0.1)
+    assert new.theta.dtype == theta.dtype and new.grad.dtype == theta.dtype
     assert new.step == 1 and math.isclose(new.time, 0.01)
     assert (state.theta == before).all()  # pure: the input state is untouched
     assert not (new.theta == state.theta).all()
@@ -74,39 +81,57 @@ def test_wrong_shape_and_unknown_integrator():
 
 
 # ---------------------------------------------------------------- OU exact moments
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_ou_mean_and_variance_within_5_standard_errors(backend):
-    """dtheta = -mu kappa theta dt + sqrt(2D) dW from theta0: exact Gaussian moments."""
+def _ou_moments_z(backend, D_run):
+    """(z_mean, z_var): the OU ensemble's mean and variance at T in standard errors from the exact
+    moments of dtheta = -mu kappa theta dt + sqrt(2 D) dW (with D = 0.3; the run uses D_run)."""
     kappa, D, mu, theta0, t_end, dt, n = 2.0, 0.3, 1.0, 1.5, 1.0, 2e-3, 40_000
     q = Quadratic(np.array([kappa]))
     if backend == "numpy":
         x0, rng = np.full((n, 1), theta0), np.random.default_rng(1)
     else:
         x0, rng = torch.full((n, 1), theta0, dtype=torch.float64), hhld.torch_generator(1)
-    sim = Simulation(q, x0, dt=dt, D=D, mu=mu, rng=rng).run(int(round(t_end / dt)))
+    sim = Simulation(q, x0, dt=dt, D=D_run, mu=mu, rng=rng).run(int(round(t_end / dt)))
     x = np.asarray(sim.state.theta)[:, 0]
     mean_exact = hhld.theory.ou_mean(theta0, t_end, kappa, mu=mu)
     var_exact = hhld.theory.ou_variance(t_end, kappa, D, mu=mu)
     se_mean = math.sqrt(var_exact / n)
     se_var = var_exact * math.sqrt(2.0 / (n - 1))
-    assert abs(x.mean() - mean_exact) < 5 * se_mean
-    assert abs(x.var(ddof=1) - var_exact) < 5 * se_var
+    return abs(x.mean() - mean_exact) / se_mean, abs(x.var(ddof=1) - var_exact) / se_var
 
 
-# ---------------------------------------------------------------- strong order (EM)
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_ou_mean_and_variance_within_5_standard_errors(backend):
+    z_mean, z_var = _ou_moments_z(backend, 0.3)
+    assert z_mean < 5 and z_var < 5
+
+
+def test_ou_variance_negative_control():
+    """The same comparison fails for a run at a 10% larger D (the tolerance can fail)."""
+    _, z_var = _ou_moments_z("numpy", 0.33)
+    assert z_var > 5
+
+
+# ---------------------------------------------------------------- order checks
 class ScriptedNoise:
-    """Stands in for a numpy Generator: returns pre-drawn normals in order."""
+    """Stands in for a numpy Generator: returns pre-drawn normals in order (a zero array is
+    reused for every draw once the list is down to one entry marked ``repeat``)."""
 
-    def __init__(self, values):
+    def __init__(self, values, repeat_last=False):
         self.values = list(values)
+        self.repeat_last = repeat_last
 
     def standard_normal(self, shape, dtype=None):
-        return self.values.pop(0).reshape(shape).astype(dtype or np.float64)
+        v = self.values[0] if self.repeat_last and len(self.values) == 1 else self.values.pop(0)
+        return np.asarray(v).reshape(shape).astype(dtype or np.float64)
 
 
-def test_euler_maruyama_strong_order():
-    """Same Brownian paths at several dt; error at T against a fine reference. Declared 1.0."""
-    info = get_integrator("euler_maruyama")
+def _fit_order(hs, errs):
+    return np.polyfit(np.log(hs), np.log(errs), 1)[0]
+
+
+def strong_order_overdamped(info):
+    """Same Brownian paths at several dt (each step's normal = the summed fine increments);
+    error at T against the finest solution, on the 2-D double well."""
     lw = double_well_2d()
     n, T, D = 400, 0.5, 0.2
     fine = 2 ** 10
@@ -118,17 +143,43 @@ def test_euler_maruyama_strong_order():
         k = fine // m
         dt = T / m
         incr = dW.reshape(m, k, n, 2).sum(axis=1) / math.sqrt(dt)  # standard normals
-        state = init_overdamped(lw, x0)
+        state = info.init(lw, x0)
         noise = ScriptedNoise(incr)
         for _ in range(m):
-            state = euler_maruyama(noise, state, lw, dt=dt, D=D)
+            state = _step(info, noise, state, lw, dt=dt, D=D)
         return state.theta
 
     ref = solve(fine)
-    ms = [16, 32, 64, 128]
+    ms = np.array([16, 32, 64, 128])
     errs = [np.sqrt(((solve(m) - ref) ** 2).sum(1).mean()) for m in ms]
-    order = np.polyfit(np.log(T / np.array(ms)), np.log(errs), 1)[0]
-    assert abs(order - info.strong_order) <= 0.3, (order, errs)
+    return _fit_order(T / ms, errs), errs
+
+
+def weak_order_linear(info):
+    """The mean of a linear SDE is the scheme's deterministic map (zero noise): overdamped OU
+    ``x0 exp(-mu kappa T)``, underdamped the damped oscillator ``expm(A T)``; error at T."""
+    from scipy.linalg import expm
+
+    kappa, T, x0 = 4.0, 2.0, 1.0
+    q = Quadratic(np.array([kappa]))
+    hs = np.array([0.1, 0.05, 0.025])
+    errs = []
+    for h in hs:
+        zero = ScriptedNoise([np.zeros(1)], repeat_last=True)
+        if info.state_type is UnderdampedState:
+            eta, gamma = 1.0, 1.0
+            st = info.init(q, np.array([[x0]]), np.array([[0.0]]), eta=eta)
+            for _ in range(int(round(T / h))):
+                st = _step(info, zero, st, q, dt=h, D=0.5, eta=eta, friction=gamma)
+            exact = expm(np.array([[0.0, 1.0 / eta], [-kappa, -gamma]]) * T) @ np.array([x0, 0.0])
+            errs.append(abs(st.theta[0, 0] - exact[0]) + abs(st.momentum[0, 0] - exact[1]))
+        else:  # kappa = 1, T = 1: h well inside the asymptotic range
+            q1 = Quadratic(np.array([1.0]))
+            st = info.init(q1, np.array([[x0]]))
+            for _ in range(int(round(1.0 / h))):
+                st = _step(info, zero, st, q1, dt=h, D=0.5)
+            errs.append(abs(st.theta[0, 0] - x0 * math.exp(-1.0)))
+    return _fit_order(hs, errs), errs
 
 
 # ------------------------------------------------ stationary (invariant-measure) order
@@ -188,94 +239,92 @@ def _scheme_bias(name, h):
     XI = np.tile(xi, GRID.size)
     if name == "euler_maruyama":
         st = init_overdamped(land, X)
-        new = euler_maruyama(ScriptedNoise([XI]), st, land, dt=h, D=D_STAT)
+        new, _ = euler_maruyama(ScriptedNoise([XI]), st, land, dt=h, D=D_STAT)
         return _stationary_m2(new.theta[:, 0].reshape(GRID.size, xi.size), w) - _exact_m2()
     # LM from theta_n = y + s xi_n / 2 with carried noise xi_n, and xi_{n+1} = 0 picks y_{n+1}
     theta_n = X + 0.5 * s * XI[:, None]
     st = init_overdamped(land, theta_n)._replace(noise=XI[:, None].copy())
-    new = leimkuhler_matthews(ScriptedNoise([np.zeros_like(XI)]), st, land, dt=h, D=D_STAT)
+    new, _ = leimkuhler_matthews(ScriptedNoise([np.zeros_like(XI)]), st, land, dt=h, D=D_STAT)
     y_next = new.theta[:, 0].reshape(GRID.size, xi.size)
     return _stationary_m2(y_next, w) + s * s / 4 - _exact_m2()
 
 
-def test_euler_maruyama_stationary_order():
+def stationary_order_em(info):
     hs = np.array([0.2, 0.1, 0.05])
     bias = np.array([_scheme_bias("euler_maruyama", h) for h in hs])
-    order = np.polyfit(np.log(hs), np.log(np.abs(bias)), 1)[0]
-    assert abs(order - INTEGRATORS["euler_maruyama"].stationary_order) <= 0.3, (order, bias)
+    return _fit_order(hs, np.abs(bias)), bias
 
 
-def test_leimkuhler_matthews_stationary_order():
-    """Declared 2. Fitted on h in {0.4, 0.2} (below, the grid's interpolation bias ~1e-4
-    masks the O(h^2) term); LM's bias is also >100x smaller than EM's at h = 0.2."""
+def stationary_order_lm(info):
+    """Fitted on h in {0.4, 0.2} (below, the grid's interpolation bias ~1e-4 masks the O(h^2)
+    term); LM's bias is also >100x smaller than EM's at h = 0.2."""
     hs = np.array([0.4, 0.2])
     bias = np.array([_scheme_bias("leimkuhler_matthews", h) for h in hs])
-    order = np.polyfit(np.log(hs), np.log(np.abs(bias)), 1)[0]
-    assert abs(order - INTEGRATORS["leimkuhler_matthews"].stationary_order) <= 0.3, (order, bias)
     assert abs(bias[1]) < abs(_scheme_bias("euler_maruyama", 0.2)) / 100
+    return _fit_order(hs, np.abs(bias)), bias
 
 
-def test_baoab_weak_order_on_damped_oscillator():
-    """The mean of the underdamped OU process (quadratic L) is the deterministic BAOAB
-    map with zero noise; compare with the exact damped-oscillator solution. Declared 2."""
-    kappa, eta, gamma, T = 4.0, 1.0, 1.0, 2.0
-    q = Quadratic(np.array([kappa]))
-    # exact: x'' + gamma x' + kappa/eta x = 0 with x(0)=1, p(0)=0
-    A = np.array([[0.0, 1.0 / eta], [-kappa, -gamma]])
-    from scipy.linalg import expm
+#: how each declared order is measured: (order kind, integrator) -> check(info) -> (order, errors)
+ORDER_CHECKS = {
+    ("strong", "euler_maruyama"): strong_order_overdamped,
+    ("weak", "euler_maruyama"): weak_order_linear,
+    ("weak", "leimkuhler_matthews"): weak_order_linear,
+    ("weak", "baoab"): weak_order_linear,
+    ("stationary", "euler_maruyama"): stationary_order_em,
+    ("stationary", "leimkuhler_matthews"): stationary_order_lm,
+}
+#: declared orders without a check, and why (the literature's value, stated as such in the table)
+NOT_CHECKED = {
+    ("stationary", "baoab"): "BAOAB is exact for quadratics; its O(dt^2) bias on other landscapes needs a "
+                             "Markov chain on an (x, p) grid, not written yet",
+}
 
-    exact = expm(A * T) @ np.array([1.0, 0.0])
-    errs, hs = [], np.array([0.1, 0.05, 0.025])
-    for h in hs:
-        st = init_underdamped(q, np.array([[1.0]]), np.array([[0.0]]), eta=eta)
-        for _ in range(int(round(T / h))):
-            st = baoab(ScriptedNoise([np.zeros(1)]), st, q, dt=h, D=0.5, eta=eta, friction=gamma)
-        errs.append(abs(st.theta[0, 0] - exact[0]) + abs(st.momentum[0, 0] - exact[1]))
-    order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
-    assert abs(order - INTEGRATORS["baoab"].weak_order) <= 0.3, (order, errs)
+
+def _declared():
+    out = []
+    for name, info in sorted(INTEGRATORS.items()):
+        for kind in ("strong", "weak", "stationary"):
+            if getattr(info, f"{kind}_order") is not None:
+                out.append((kind, name))
+    return out
+
+
+def test_every_declared_order_is_checked():
+    missing = [k for k in _declared() if k not in ORDER_CHECKS and k not in NOT_CHECKED]
+    assert not missing, f"orders declared in INTEGRATORS without a check in ORDER_CHECKS: {missing}"
+
+
+@pytest.mark.parametrize("kind, name", [k for k in _declared() if k in ORDER_CHECKS])
+def test_declared_order(kind, name):
+    info = INTEGRATORS[name]
+    order, errs = ORDER_CHECKS[(kind, name)](info)
+    assert abs(order - getattr(info, f"{kind}_order")) <= 0.3, (order, errs)
+
+
+def test_order_check_negative_control():
+    """The strong-order check can fail: Euler-Maruyama whose noise is off by a factor
+    (1 + sqrt(dt)) converges with strong order 0.5 only, outside the 0.3 tolerance of 1.0."""
+    def mis_scaled(rng, state, landscape, *, dt, D, mu=1.0):
+        return euler_maruyama(rng, state, landscape, dt=dt, D=D * (1 + math.sqrt(dt)) ** 2, mu=mu)
+
+    order, _ = strong_order_overdamped(dataclasses.replace(INTEGRATORS["euler_maruyama"], step=mis_scaled))
+    assert abs(order - 1.0) > 0.3
 
 
 @pytest.mark.parametrize("name", ["leimkuhler_matthews", "baoab"])
 def test_exact_stationary_variance_for_quadratics(name):
-    """LM and BAOAB sample the Gibbs variance of a quadratic exactly at any stable dt."""
+    """LM and BAOAB sample the Gibbs variance of a quadratic exactly at any stable dt; Euler-Maruyama
+    at the same dt does not (negative control: it misses by far more than 5 standard errors)."""
     kappa, D, n = 1.0, 0.5, 100_000
     q = Quadratic(np.array([kappa]))
-    sim = Simulation(q, np.zeros((n, 1)), dt=0.5, D=D, integrator=name, rng=np.random.default_rng(5), friction=2.0)
-    sim.run(120)
-    v = float(np.var(sim.state.theta))
-    exact = D / kappa
-    assert abs(v - exact) < 5 * exact * math.sqrt(2 / n)
 
+    def z(integrator):
+        sim = Simulation(q, np.zeros((n, 1)), dt=0.5, D=D, integrator=integrator, rng=np.random.default_rng(5),
+                         friction=2.0)
+        sim.run(120)
+        exact = D / kappa
+        return abs(float(np.var(sim.state.theta)) - exact) / (exact * math.sqrt(2 / n))
 
-def _has_compiler():
-    import shutil
-
-    return any(shutil.which(c) for c in ("cc", "gcc", "clang"))
-
-
-@pytest.mark.skipif(not _has_compiler(), reason="no C compiler")
-def test_fused_kernel_refuses_a_planted_library_and_an_open_cache_dir(monkeypatch, tmp_path):
-    import os
-
-    from hhld.dynamics import integrators as I
-
-    cache = tmp_path / "cache"
-    cache.mkdir(mode=0o700)
-    monkeypatch.setenv("HHLD_CACHE_DIR", str(cache))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert I._c_load() is not None
-    (good,) = cache.glob("em_cubic_*.so")
-    prefix = good.name.rsplit("_", 1)[0]
-    good.unlink()
-    # a file under the expected name whose content does not match the hash its name records
-    planted = cache / f"{prefix}_0000000000000000.so"
-    planted.write_bytes(b"\x7fELF not really")
-    planted.chmod(0o700)
-    assert I._c_load() is not None and str(cache) in I.C_KERNEL_STATUS
-    assert not planted.exists() and len(list(cache.glob("em_cubic_*.so"))) == 1  # removed and rebuilt
-    # a cache directory that others may write to is not used at all
-    os.chmod(cache, 0o777)
-    os.chmod(tmp_path, 0o755)
-    assert I._c_load() is not None and str(tmp_path / "xdg") in I.C_KERNEL_STATUS  # the next place
-    assert str(cache) not in I.C_KERNEL_STATUS
-
+    assert z(name) < 5
+    if name == "leimkuhler_matthews":
+        assert z("euler_maruyama") > 5

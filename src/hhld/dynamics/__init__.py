@@ -1,7 +1,8 @@
 """Langevin ensembles: pure integrators, the run driver, observers, tunneling kicks, and the
 entropy coupling of the Hamiltonian form.
 
-See :mod:`hhld.dynamics.integrators` for the equations and numerical contracts.
+See :mod:`hhld.dynamics.integrators` for the equations and numerical contracts (the reference
+steps), :mod:`hhld.dynamics.kernels` for the fused kernels the driver uses beside them.
 """
 from .driver import RunContext, Simulation, simulate
 from .entropy_force import EntropyCoupling, kde_score
@@ -9,6 +10,7 @@ from .integrators import (
     INTEGRATORS,
     IntegratorInfo,
     OverdampedState,
+    StepInfo,
     UnderdampedState,
     baoab,
     euler_maruyama,
@@ -30,7 +32,7 @@ from .tunneling import TunnelingPolicy, kick, random_unit_directions
 
 __all__ = [
     "RunContext", "Simulation", "simulate", "EntropyCoupling", "kde_score", "INTEGRATORS", "IntegratorInfo",
-    "OverdampedState", "UnderdampedState", "baoab", "euler_maruyama", "get_integrator", "init_overdamped",
+    "OverdampedState", "StepInfo", "UnderdampedState", "baoab", "euler_maruyama", "get_integrator", "init_overdamped",
     "init_underdamped", "leimkuhler_matthews", "ConsolidationObserver", "LossObserver", "MomentsObserver",
     "Observer", "Series", "TrajectoryObserver", "TransitionObserver", "TunnelingPolicy", "kick",
     "random_unit_directions",

@@ -24,7 +24,8 @@ from .._validation import NonFiniteError, check_choice, check_int, check_nonnega
 from ..landscapes import check_landscape
 from . import checkpoint as _ckpt
 from .entropy_force import EntropyCoupling
-from .integrators import OverdampedState, UnderdampedState, get_integrator, known_finite
+from .integrators import get_integrator
+from .kernels import find_kernel
 from .observers import Observer
 from .tunneling import TunnelingPolicy, kick
 
@@ -144,12 +145,19 @@ class Simulation:
         particle) or ``"drop"`` (remove the particle, record it in ``dropped``, go on).
     check_every : non-finite check interval in steps (NaN/Inf persist, so a check every k
         steps still names the particle; the step is then known to within k).
+    kernels : use a fused kernel (:mod:`hhld.dynamics.kernels`) when the landscape declares its
+        gradient form and the ensemble is large enough (default True; the numbers are the
+        reference step's, see :attr:`kernel`); False always runs the reference step.
+
+    Attributes
+    ----------
+    kernel : the fused kernel in use (None: the reference step ``info.step``).
     """
 
     def __init__(self, landscape, theta0, *, dt: float, D: float, mu: float = 1.0,
                  integrator: str = "euler_maruyama", rng=None, observers: Sequence[Observer] = (),
                  tunneling: TunnelingPolicy | None = None, eta: float = 1.0, friction: float = 1.0,
-                 lam: float = 0.0, on_nonfinite: str = "raise", check_every: int = 1):
+                 lam: float = 0.0, on_nonfinite: str = "raise", check_every: int = 1, kernels: bool = True):
         self.landscape = check_landscape(landscape)
         self.dt = check_positive("dt", dt)
         self.D = check_nonnegative("D", D)
@@ -174,13 +182,12 @@ class Simulation:
         self.rng = rng
         # built from the run's generator: the same seed gives the same run
         self.extra_force = EntropyCoupling(self.lam, rng=_child_rng(rng)) if self.lam > 0 else None
-        if self.lam > 0 and self.info.kind != "underdamped":
-            raise ValueError("the entropy coupling lam > 0 acts through the Hamiltonian form: use integrator='baoab'")
-        if self.info.kind == "overdamped":
-            self.state = self.info.init(landscape, theta0, integrator=self.info.name)
-        else:
-            self.state = self.info.init(landscape, theta0, rng=rng, eta=self.eta, D=self.D, mu=self.mu,
-                                        extra_force=self.extra_force)
+        if self.lam > 0 and not self.info.accepts_extra_force:
+            raise ValueError(f"the entropy coupling lam > 0 acts through an external force, which "
+                             f"{self.info.name} does not take: use integrator='baoab'")
+        self.state = self.info.init(landscape, theta0, rng=rng, D=self.D, mu=self.mu, **self._extra_params())
+        self.kernel = (find_kernel(self.info, self.landscape, self.state.theta, self._extra_params())
+                       if kernels else None)
         n = self.state.theta.shape[0]
         self.n_particles = int(n)
         self.particle_ids = np.arange(n)
@@ -191,11 +198,13 @@ class Simulation:
         self._check_finite(self.state, where="initial state")
 
     # ------------------------------------------------------------------ run
+    def _extra_params(self) -> dict:
+        """The integrator's own parameters (declared in ``info.params``)."""
+        own = dict(eta=self.eta, friction=self.friction, extra_force=self.extra_force)
+        return {k: own[k] for k in self.info.params}
+
     def _params(self):
-        p = dict(dt=self.dt, D=self.D, mu=self.mu)
-        if self.info.kind == "underdamped":
-            p.update(eta=self.eta, friction=self.friction, extra_force=self.extra_force)
-        return p
+        return dict(dt=self.dt, D=self.D, mu=self.mu, **self._extra_params())
 
     def run(self, n_steps: int, *, progress: bool = False, description: str = "Langevin") -> "Simulation":
         """Advance ``n_steps`` steps (can be called repeatedly; continues the same run)."""
@@ -204,15 +213,15 @@ class Simulation:
             for obs in self.observers:
                 obs.start(self.state, self.ctx)
             self._started = True
-        step_fn = self.info.step
+        step_fn = self.kernel or self.info.step
         params = self._params()
         bar = _progress(progress, n_steps, description)
         update_every = max(1, n_steps // 200)
         try:
             for i in range(n_steps):
-                self.state = step_fn(self.rng, self.state, self.landscape, **params)
+                self.state, info = step_fn(self.rng, self.state, self.landscape, **params)
                 step = self.state.step
-                if step % self.check_every == 0:
+                if step % self.check_every == 0 and info.finite is not True:  # True: checked by the step
                     self._check_finite(self.state)
                 for obs in self.observers:
                     if obs.due(step):
@@ -228,26 +237,17 @@ class Simulation:
 
     def _apply_tunneling(self):
         st = self.state
-        grad = st.grad if isinstance(st, OverdampedState) else -st.force
         # the documents' guard "step > 10" refers to the 0-based loop index = step - 1
-        mask, C = self.tunneling.detect(grad, st.step - 1)
+        mask, C = self.tunneling.detect(st.grad, st.step - 1)
         if not mask.any():
             return
         for i in np.flatnonzero(mask):
             self.tunneling_events.append((int(st.step), int(self.particle_ids[i]), float(C[i])))
         theta = kick(self.rng, st.theta, mask, self.tunneling.amplitude)
-        if isinstance(st, OverdampedState):
-            self.state = st._replace(theta=theta, grad=self.landscape.grad(theta))
-        else:
-            f = -self.landscape.grad(theta)
-            if self.extra_force is not None:
-                f = f + self.extra_force(theta)
-            self.state = st._replace(theta=theta, force=f)
+        self.state = self.info.at_positions(st, theta, self.landscape, **self._extra_params())
 
     def _check_finite(self, state, where: str | None = None):
         theta = state.theta
-        if known_finite(theta):  # the fused step kernel already checked every entry
-            return
         if math.isfinite(_fast_sum(theta)):  # one serial pass; NaN/Inf propagate into the sum
             return
         bad_rows = ~np.isfinite(to_numpy(theta)).all(axis=1)
@@ -255,7 +255,7 @@ class Simulation:
             return
         first = int(np.flatnonzero(bad_rows)[0])
         pid = int(self.particle_ids[first])
-        g = state.grad if isinstance(state, OverdampedState) else state.force
+        g = state.grad
         grad_bad = not np.isfinite(to_numpy(g)[first]).all() if g is not None else False
         step = state.step
         window = f"step {step}" if self.check_every == 1 else f"steps {max(step - self.check_every + 1, 0)}..{step}"

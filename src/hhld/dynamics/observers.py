@@ -147,8 +147,9 @@ class ConsolidationObserver(Observer):
         self.all = Series(max_len) if per_particle else None
 
     def observe(self, state, ctx):
-        g = state.grad if hasattr(state, "grad") else -state.force
-        c = to_numpy(consolidation_ratio(g, ctx.D)).astype(np.float64)
+        # grad L itself (every state carries it): the underdamped state's total force would add
+        # the entropy coupling, and C is ||grad L||^2 / (D d)
+        c = to_numpy(consolidation_ratio(state.grad, ctx.D)).astype(np.float64)
         self.mean.append(state.step, float(c.mean()))
         self.median.append(state.step, float(np.median(c)))
         if self.all is not None:
@@ -200,8 +201,7 @@ class MomentsObserver(Observer):
     def observe(self, state, ctx):
         if state.step <= self.burn_in:
             return
-        g = state.grad if hasattr(state, "grad") else -state.force
-        z = np.concatenate([to_numpy(state.theta), to_numpy(g)], axis=1).astype(np.float64)
+        z = np.concatenate([to_numpy(state.theta), to_numpy(state.grad)], axis=1).astype(np.float64)
         nb = z.shape[0]
         mb = z.mean(0)
         cb = (z - mb).T @ (z - mb)

@@ -1,0 +1,94 @@
+"""The fused loops, compiled by numba on first use (in memory: nothing is written to or loaded
+from disk, and nothing needs a compiler at install or run time beyond numba's own LLVM).
+
+Each loop advances one chunk of rows ``(n, d)`` of an ensemble by one step of a reference
+integrator of :mod:`hhld.dynamics.integrators`, evaluating the reference step's expressions in
+the reference step's order (numba does not contract ``a * b + c`` into a fused multiply-add and
+does not reorder floating-point operations), and the new gradient with the landscape's gradient
+form in the order of :func:`hhld.landscapes.form_gradient`:
+
+* ``"cubic"`` (:class:`~hhld.landscapes.CubicGradient`): ``((a x) x + b) x + c`` per coordinate;
+* ``"diagonal"`` (diagonal :class:`~hhld.landscapes.LinearGradient`): ``A (x - center)``;
+* ``"shift"`` (full ``LinearGradient``): ``x - center`` is left in the gradient buffer and the
+  caller multiplies it by ``A`` (a matrix product, done by BLAS).
+
+Every loop returns True when every new position is finite (``|x| <= max``, false for NaN and
+infinities), so the driver needs no second pass over the ensemble to check.
+"""
+from __future__ import annotations
+
+import numba
+
+__all__ = ["LOOPS"]
+
+
+@numba.njit(inline="always")
+def _cubic(x, k, k1, k2, k3):
+    t = x * k1[k]
+    t = t * x
+    t = t + k2[k]
+    t = t * x
+    return t + k3[k]
+
+
+@numba.njit(inline="always")
+def _diagonal(x, k, k1, k2, k3):
+    return k1[k] * (x - k2[k])
+
+
+@numba.njit(inline="always")
+def _shift(x, k, k1, k2, k3):
+    return x - k2[k]
+
+
+def _make(grad, kick):
+    """The three loops for one gradient form (``grad``); ``kick``: whether the loop can do
+    BAOAB's last half-kick itself (not when the gradient still needs a matrix product).
+
+    The arrays are one chunk of rows, flattened (C order); the per-coordinate constants
+    ``k1, k2, k3`` are tiled to the chunk's length, so the loop is one flat loop that the
+    compiler vectorises (an inner loop over a few coordinates would not be)."""
+
+    @numba.njit(nogil=True)
+    def em(out, th, g, gout, sigma, drift, big, k1, k2, k3):
+        # out: standard normals on entry; (out sigma + g drift) + th on exit; gout: its gradient
+        bad = 0
+        for k in range(out.size):
+            x = (out[k] * sigma + g[k] * drift) + th[k]
+            bad |= numba.int32(not abs(x) <= big)
+            out[k] = x
+            gout[k] = grad(x, k, k1, k2, k3)
+        return bad == 0
+
+    @numba.njit(nogil=True)
+    def lm(new, prev, nxt, th, g, gout, half_sigma, drift, big, k1, k2, k3):
+        # new = ((prev + nxt) half_sigma + g drift) + th; gout: its gradient
+        bad = 0
+        for k in range(new.size):
+            x = ((prev[k] + nxt[k]) * half_sigma + g[k] * drift) + th[k]
+            bad |= numba.int32(not abs(x) <= big)
+            new[k] = x
+            gout[k] = grad(x, k, k1, k2, k3)
+        return bad == 0
+
+    @numba.njit(nogil=True)
+    def baoab(out, th, p, g, pout, gout, half, drift, c, s, big, k1, k2, k3):
+        # out: standard normals on entry, the new positions on exit; pout, gout: new momenta, gradient
+        bad = 0
+        for k in range(out.size):
+            m = p[k] - g[k] * half
+            x = th[k] + m * drift
+            m = m * c + out[k] * s
+            x = x + m * drift
+            bad |= numba.int32(not abs(x) <= big)
+            gx = grad(x, k, k1, k2, k3)
+            out[k] = x
+            gout[k] = gx
+            pout[k] = m - gx * half if kick else m
+        return bad == 0
+
+    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab}
+
+
+#: ``LOOPS[form][integrator]``: the compiled loop (compiled lazily, per dtype, at its first call)
+LOOPS = {"cubic": _make(_cubic, True), "diagonal": _make(_diagonal, True), "shift": _make(_shift, False)}

@@ -1,0 +1,243 @@
+"""Every fused kernel (hhld.dynamics.kernels) against the reference step it replaces.
+
+Bit for bit for the cubic and diagonal gradient forms (the same operations in the same order);
+for a full matrix A (the gradient's matrix product is BLAS's, by chunk) within
+|difference| <= 64 eps (1 + |theta|) per step, eps of the dtype.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import hhld
+from hhld.dynamics import INTEGRATORS, Simulation, kernels
+from hhld.dynamics.kernels import MIN_ELEMENTS, chunk_rows, find_kernel
+from hhld.landscapes import (CubicGradient, DoubleWell, Landscape, LinearGradient, Quadratic, QuadraticQuartic,
+                             TiltedDoubleWell, TorchLandscape, anisotropic_quadratic, double_well_2d, form_gradient)
+
+pytest.importorskip("numba")
+
+
+def _full(d):
+    Q = np.linalg.qr(np.random.default_rng(4).normal(size=(d, d)))[0]
+    return Quadratic(Q @ np.diag(np.linspace(0.5, 3.0, d)) @ Q.T, center=np.linspace(-0.2, 0.2, d))
+
+
+LANDSCAPES = {
+    "double_well_2d": (double_well_2d, "cubic"),
+    "double_well_5d": (lambda: DoubleWell(5, barrier=0.7, transverse=1.3), "cubic"),
+    "double_well_1d": (lambda: DoubleWell(1), "cubic"),
+    "tilted_double_well": (lambda: TiltedDoubleWell(3, tilt=0.3), "cubic"),
+    "quartic": (lambda: QuadraticQuartic(4, kappa=0.5, q=2.0), "cubic"),
+    "quadratic_diagonal": (lambda: anisotropic_quadratic(50), "diagonal"),
+    "quadratic_diagonal_centred": (lambda: Quadratic(np.array([1.0, 2.0, 3.0]), center=[0.1, -0.3, 0.5]), "diagonal"),
+    "quadratic_full": (lambda: _full(6), "shift"),
+}
+BACKENDS = ["numpy32", "numpy64", "torch32", "torch64"]
+
+
+def _theta(backend, n, d, seed=2):
+    x = np.random.default_rng(seed).normal(size=(n, d)) * 0.8
+    if backend.startswith("torch"):
+        return torch.as_tensor(x, dtype=torch.float32 if backend == "torch32" else torch.float64)
+    return x.astype(np.float32 if backend == "numpy32" else np.float64)
+
+
+def _rng(backend, seed):
+    return torch.Generator().manual_seed(seed) if backend.startswith("torch") else np.random.default_rng(seed)
+
+
+def _np(x):
+    return x.numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _run(step, info, landscape, theta, backend, n_steps=3, **params):
+    rng = _rng(backend, 9)
+    state = info.init(landscape, theta, rng=rng, D=0.1, **params)
+    finite = []
+    for _ in range(n_steps):
+        state, step_info = step(rng, state, landscape, dt=0.01, D=0.1, **params)
+        finite.append(step_info.finite)
+    return state, finite
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("integrator", sorted(kernels.SUPPORTED))
+@pytest.mark.parametrize("land", sorted(LANDSCAPES))
+def test_kernel_against_reference_step(land, integrator, backend):
+    make, kind = LANDSCAPES[land]
+    landscape = make()
+    info = INTEGRATORS[integrator]
+    params = {"eta": 1.3, "friction": 0.7} if integrator == "baoab" else {}
+    n = max(MIN_ELEMENTS // landscape.dim, 16) + 4 * kernels.CHUNK_ELEMENTS // landscape.dim + 7  # several chunks
+    theta = _theta(backend, n, landscape.dim)
+    kernel = find_kernel(info, landscape, theta, params)
+    assert kernel is not None and kernel.kind == kind
+    fused, finite = _run(kernel, info, landscape, theta, backend, **params)
+    ref, ref_finite = _run(info.step, info, landscape, theta, backend, **params)
+    assert finite == [True] * 3 and ref_finite == [None] * 3
+    assert type(fused) is type(ref) and fused.step == ref.step == 3 and math.isclose(fused.time, ref.time)
+    fields = [f for f in ref._fields if isinstance(getattr(ref, f), (np.ndarray, torch.Tensor))]
+    assert "grad" in fields
+    for f in fields:
+        a, b = getattr(fused, f), getattr(ref, f)
+        assert type(a) is type(b) and a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape), f
+        a, b = _np(a), _np(b)
+        if kind == "shift":
+            eps = np.finfo(a.dtype).eps
+            np.testing.assert_array_less(np.abs(a.astype(np.float64) - b), 64 * eps * (1 + np.abs(b)), err_msg=f)
+        else:
+            assert np.array_equal(a, b), f"{f} differs from the reference step (max {np.abs(a - b).max()})"
+    # the new gradient is the landscape's own
+    g = landscape.grad(fused.theta)
+    assert np.allclose(_np(fused.grad), _np(g), rtol=1e-5, atol=1e-6)
+
+
+def test_full_matrix_kernel_is_not_bit_identical_by_luck_only_within_tolerance():
+    """Negative control for the tolerance above: a kernel whose gradient misses the centre
+    shift is caught by it."""
+    landscape = _full(6)
+    info = INTEGRATORS["euler_maruyama"]
+    theta = _theta("numpy64", 4000, 6)
+    kernel = find_kernel(info, landscape, theta)
+    kernel._per_coord = (kernel._per_coord[0], kernel._per_coord[1] * 1.0001, kernel._per_coord[2])
+    kernel._tiles.clear()
+    fused, _ = _run(kernel, info, landscape, theta, "numpy64")
+    ref, _ = _run(info.step, info, landscape, theta, "numpy64")
+    eps = np.finfo(np.float64).eps
+    assert np.any(np.abs(fused.grad - ref.grad) > 64 * eps * (1 + np.abs(ref.grad)))
+
+
+@pytest.mark.parametrize("n, d", [(100_000, 2), (4099, 3), (8192, 1), (10, 7), (16 * 1024 + 3, 1), (1000, 100)])
+def test_chunks_cover_rows_in_blocks_of_16_entries(n, d):
+    rows = chunk_rows(n, d)
+    assert rows[0][0] == 0 and rows[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+    assert all((hi - lo) * d % 16 == 0 for lo, hi in rows[:-1])
+    assert (rows[-1][1] - rows[-1][0]) * d >= 16 or len(rows) == 1
+
+
+@pytest.mark.parametrize("backend", ["numpy32", "torch32", "torch64"])
+def test_kernel_reports_non_finite_positions(backend):
+    landscape = double_well_2d()
+    info = INTEGRATORS["euler_maruyama"]
+    theta = _theta(backend, 5000, 2)
+    theta[1234, 0] = 1e110 if backend.endswith("64") else 1e15  # its gradient overflows: theta' = inf
+    kernel = find_kernel(info, landscape, theta)
+    rng = _rng(backend, 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        state = info.init(landscape, theta)
+        state, step_info = kernel(rng, state, landscape, dt=0.01, D=0.1)
+    assert step_info.finite is False
+    assert not np.isfinite(_np(state.theta)[1234]).all()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("mode", ["raise", "drop"])
+def test_driver_names_the_non_finite_particle_after_a_fused_step(mode):
+    n, bad = 5000, 4321
+    theta = torch.zeros(n, 2)
+    theta[bad, 0] = 1e20  # finite, but its gradient overflows: non-finite after step 1
+    sim = Simulation(double_well_2d(), theta, dt=0.01, D=0.05, rng=torch.Generator().manual_seed(0),
+                     on_nonfinite=mode)
+    assert sim.kernel is not None
+    if mode == "raise":
+        with pytest.raises(hhld.NonFiniteError, match=rf"step 1 in particle {bad}") as err:
+            sim.run(3)
+        assert err.value.step == 1 and err.value.particle == bad
+    else:
+        sim.run(3)
+        assert sim.dropped == [(1, bad, "non-finite theta")]
+        assert sim.state.theta.shape == (n - 1, 2) and bool(torch.isfinite(sim.state.theta).all())
+
+
+def test_simulation_with_and_without_kernels_gives_the_same_run():
+    def run(kernels_on):
+        sim = Simulation(double_well_2d(), torch.zeros(6000, 2), dt=0.01, D=0.05, integrator="leimkuhler_matthews",
+                         rng=torch.Generator().manual_seed(3), kernels=kernels_on)
+        return sim, sim.run(20).state
+
+    (sk, a), (sr, b) = run(True), run(False)
+    assert sk.kernel is not None and sr.kernel is None
+    assert torch.equal(a.theta, b.theta) and torch.equal(a.grad, b.grad) and torch.equal(a.noise, b.noise)
+
+
+class _Shifted(DoubleWell):
+    def _grad(self, th):
+        return super()._grad(th) + 1.0
+
+
+class _UserCubic(Landscape):
+    """A user landscape that declares its gradient form: L = sum th^4/4 - th^2/2."""
+
+    name = "user_cubic"
+
+    def _value(self, th):
+        return (0.25 * th ** 4 - 0.5 * th ** 2).sum(-1)
+
+    def gradient_form(self):
+        return CubicGradient(np.ones(self.dim), -np.ones(self.dim), np.zeros(self.dim))
+
+    def _grad(self, th):
+        return form_gradient(self.gradient_form(), th)
+
+
+def test_kernel_choice_follows_the_declared_capability_only():
+    info = INTEGRATORS["euler_maruyama"]
+    big = np.zeros((5000, 2))
+    # a subclass that overrides the gradient loses the inherited form (and so the kernel)
+    assert _Shifted(2).gradient_form() is None and find_kernel(info, _Shifted(2), big) is None
+    sim = Simulation(_Shifted(2), big, dt=0.01, D=0.0)
+    sim.run(1)
+    np.testing.assert_allclose(sim.state.theta, -0.01)  # its own gradient (+1) was used
+    # a user landscape that declares a form gets the fused kernel, and the reference's numbers
+    user = _UserCubic(2)
+    k = find_kernel(info, user, big)
+    assert k is not None and k.kind == "cubic"
+    a, _ = _run(k, info, user, _theta("numpy64", 5000, 2), "numpy64")
+    b, _ = _run(info.step, info, user, _theta("numpy64", 5000, 2), "numpy64")
+    assert np.array_equal(a.theta, b.theta)
+    # no form, small ensembles, autograd tensors, an external force: the reference step
+    assert find_kernel(info, TorchLandscape(lambda x: (x ** 2).sum(-1), 2), big) is None
+    assert find_kernel(info, double_well_2d(), np.zeros((10, 2))) is None
+    assert find_kernel(info, double_well_2d(), torch.zeros(5000, 2, requires_grad=True)) is None
+    assert find_kernel(INTEGRATORS["baoab"], double_well_2d(), big, {"extra_force": lambda t: t * 0}) is None
+    assert find_kernel(info, double_well_2d(), np.zeros((5000, 2), dtype=np.float16)) is None
+    assert find_kernel(info, double_well_2d(), np.zeros((2, 5000)).T) is None  # not C-contiguous
+
+
+def test_kernel_hands_states_it_cannot_take_to_the_reference_step():
+    landscape = double_well_2d()
+    info = INTEGRATORS["euler_maruyama"]
+    kernel = find_kernel(info, landscape, np.zeros((5000, 2)))
+
+    class Scripted:  # a random source that is not a numpy Generator (tests script noise this way)
+        def standard_normal(self, shape, dtype=None):
+            return np.ones(shape, dtype=dtype or np.float64)
+
+    state = info.init(landscape, np.zeros((5000, 2)))
+    new, step_info = kernel(Scripted(), state, landscape, dt=0.01, D=0.5)
+    assert step_info.finite is None and np.allclose(new.theta, 0.1)  # the reference step ran
+    small = info.init(landscape, np.zeros((10, 2)))
+    assert kernel(np.random.default_rng(0), small, landscape, dt=0.01, D=0.5)[1].finite is None
+
+
+def test_without_numba_the_reference_step_runs(monkeypatch):
+    monkeypatch.setattr(kernels, "numba_available", lambda: False)
+    sim = Simulation(double_well_2d(), np.zeros((5000, 2)), dt=0.01, D=0.1, rng=np.random.default_rng(0))
+    assert sim.kernel is None
+    sim.run(2)
+    assert np.isfinite(sim.state.theta).all()
+
+
+def test_form_gradient_is_each_built_in_gradient():
+    th = np.random.default_rng(0).normal(size=(50, 3))
+    for land in (DoubleWell(3), TiltedDoubleWell(3, 0.2), QuadraticQuartic(3, 1.0, 0.5), Quadratic([1.0, 2.0, 3.0]),
+                 _full(3)):
+        form = land.gradient_form()
+        assert isinstance(form, (CubicGradient, LinearGradient))
+        assert np.array_equal(form_gradient(form, th), land.grad(th))
+    x = torch.tensor(th[:4], requires_grad=True)  # the torch form stays differentiable
+    DoubleWell(3).grad(x)[:, 0].sum().backward()
+    np.testing.assert_allclose(x.grad[:, 0].numpy(), 12 * th[:4, 0] ** 2 - 4, rtol=1e-12)
