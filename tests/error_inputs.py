@@ -218,7 +218,7 @@ def _quantum():
         E(lazy(lambda: _qgrid().gaussian_packet), 0.0, 0.0, match="width must be > 0", id="gaussian_packet(width 0)"),
         E(lazy(lambda: _qgrid().gaussian_packet), math.nan, 0.2, match="center must be finite",
           id="gaussian_packet(nan center)"),
-        E(lazy(lambda: _qgrid().normalize), np.zeros(64), match="zero everywhere", id="Grid.normalize(zeros)"),
+        E(lazy(lambda: _qgrid().normalize_wave), np.zeros(64), match="zero everywhere", id="Grid.normalize_wave(zeros)"),
         E(_solver, hbar=0.0, match="hbar must be > 0"),
         E(_solver, m=-1.0, match="m must be > 0"),
         E(_solver, dt=math.nan, match="dt must be finite"),

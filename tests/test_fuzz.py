@@ -95,7 +95,7 @@ def _fp():
 def test_density_functionals(w, corrupt):
     fp = _fp()
     try:
-        rho = fp.grid.normalize(w)
+        rho = fp.grid.normalize_density(w)
     except CLEAR:  # zero mass (or overflowing) weights cannot be normalised: a clear error
         return
     if corrupt == "nan":

@@ -149,3 +149,30 @@ def test_fit_decay_rate_late_window():
     assert abs(f2.rate - 2.0) < 4 * f2.stderr
     with pytest.raises(ValueError, match="needs 3 points"):
         fit_decay_rate(t, np.exp(-50 * t))
+
+
+def test_one_log_partition_and_one_box_check():
+    """observables.log_partition is theory.gibbs_log_partition; the Fokker-Planck solver, the
+    FP <-> Schrodinger map and log Z warn through the same check (same message)."""
+    import warnings
+
+    import hhld
+    from hhld._validation import BoxTruncationWarning
+    from hhld.fokker_planck import FokkerPlanck
+    from hhld.observables import log_partition
+    from hhld.quantum import fp_map, make_grid
+
+    assert log_partition is hhld.theory.gibbs_log_partition
+    q = Quadratic([1.0])
+    messages = []
+    for call in (lambda: log_partition(q, 1.0), lambda: FokkerPlanck(q, D=1.0, cells=200),
+                 lambda: fp_map.fp_generator(make_grid(200, q.box), q, 1.0)):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            call()
+        (w,) = [r for r in rec if issubclass(r.category, BoxTruncationWarning)]
+        messages.append(str(w.message).split(":")[0])
+    assert len(set(messages)) == 1 and "cuts off significant Gibbs mass" in messages[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_partition(q, 1.0, box=[(-9.0, 9.0)])  # negative control: a wide box does not warn

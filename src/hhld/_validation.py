@@ -100,31 +100,42 @@ BOUNDARY_MASS_WARN = 1e-4
 BOUNDARY_SHELL = 0.01
 
 
-def boundary_mass_fraction(axes, log_w) -> float:
-    """Fraction of ``sum exp(log_w)`` over a uniform tensor grid with coordinate ``axes`` that lies
-    in the shell within ``BOUNDARY_SHELL`` of the box width (at least one node) of any face."""
+def boundary_mass_fraction(axes, log_w, box=None, weights=None) -> float:
+    """Fraction of ``sum weights * exp(log_w)`` over a tensor grid with coordinate ``axes`` that lies
+    within ``BOUNDARY_SHELL`` of the box width of any face (at least the outermost node of every
+    axis). ``box``: the faces (default: the outermost nodes); ``weights``: quadrature weights of
+    the nodes (default: equal, a uniform grid)."""
     lw = np.asarray(log_w, dtype=np.float64)
     w = np.exp(lw - lw.max())
+    if weights is not None:
+        w = w * np.asarray(weights, dtype=np.float64).reshape(w.shape)
     shell = np.zeros(w.shape, dtype=bool)
     for k, ax in enumerate(axes):
-        n = len(ax)
-        m = max(1, int(math.ceil(BOUNDARY_SHELL * n)))
-        idx = [slice(None)] * w.ndim
-        idx[k] = slice(0, m)
-        shell[tuple(idx)] = True
-        idx[k] = slice(n - m, n)
-        shell[tuple(idx)] = True
+        ax = np.asarray(ax, dtype=np.float64)
+        lo, hi = (ax[0], ax[-1]) if box is None else box[k]
+        width = BOUNDARY_SHELL * (hi - lo)
+        near = (ax - lo <= width) | (hi - ax <= width)
+        near[[0, -1]] = True
+        idx = [None] * w.ndim
+        idx[k] = slice(None)
+        shell |= near[tuple(idx)]
     return float(w[shell].sum() / w.sum())
 
 
-def warn_box_truncation(fraction: float, box, consequence: str, stacklevel: int = 3) -> None:
-    """:class:`BoxTruncationWarning` when ``fraction`` (from :func:`boundary_mass_fraction`)
-    exceeds ``BOUNDARY_MASS_WARN``; ``consequence`` says what the truncation biases."""
+def check_box_truncation(axes, log_w, box, consequence: str, *, weights=None, stacklevel: int = 3) -> float:
+    """The one box-truncation check: :class:`BoxTruncationWarning` when more than
+    ``BOUNDARY_MASS_WARN`` of the Gibbs weight ``exp(log_w)`` (on a tensor grid with coordinate
+    ``axes``, quadrature ``weights``) lies near the faces of ``box``; ``consequence`` says what the
+    truncation biases. Returns the fraction. Used by the Gibbs density on a grid
+    (:func:`hhld.fokker_planck.stationary.check_gibbs_box`: ``FokkerPlanck``, ``quantum.fp_map``)
+    and by the log-partition function (:func:`hhld.theory.gibbs_log_partition`)."""
     import warnings
 
+    fraction = boundary_mass_fraction(axes, log_w, box, weights)
     if fraction > BOUNDARY_MASS_WARN:
         warnings.warn(
             f"the box {[(float(a), float(b)) for a, b in box]} cuts off significant Gibbs mass: a fraction "
             f"{fraction:.3g} of exp(-mu L/D) lies within {BOUNDARY_SHELL:g} of the box width of its faces "
             f"(> {BOUNDARY_MASS_WARN:g}): {consequence}; enlarge the box",
             BoxTruncationWarning, stacklevel=stacklevel)
+    return fraction

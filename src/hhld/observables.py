@@ -26,8 +26,8 @@ import numpy as np
 from scipy import special
 
 from ._backend import is_torch, to_numpy
-from ._validation import (NonFiniteError, boundary_mass_fraction, check_int, check_nonnegative, check_positive,
-                          warn_box_truncation)
+from ._validation import NonFiniteError, check_int, check_nonnegative, check_positive
+from .theory.exact import gibbs_log_partition
 
 __all__ = [
     "consolidation_ratio",
@@ -291,35 +291,10 @@ def entropy_histogram(samples, bins=64, range=None) -> float:  # noqa: A002 - nu
     return float(-(p[m] * np.log(p[m] / vol[m])).sum())
 
 
-def log_partition(landscape, D, mu: float = 1.0, cells: int | None = None, box=None) -> float:
-    """``log Z = log int exp(-mu L / D) dtheta`` by quadrature on ``landscape.box`` (d <= 3).
-
-    Warns (:class:`hhld._validation.BoxTruncationWarning`) when the box cuts off a significant part
-    of ``exp(-mu L / D)`` (``log Z`` is then too small; e.g. ``Quadratic([1])`` on ``[-3, 3]`` at
-    ``D = 1`` misses 0.27% of Z)."""
-    from .landscapes import get_landscape
-
-    landscape = get_landscape(landscape)
-    D = check_positive("D", D)
-    mu = check_positive("mu", mu)
-    d = landscape.dim
-    if d > 3:
-        raise ValueError(f"log_partition by quadrature needs d <= 3, got d={d}")
-    cells = cells or {1: 4001, 2: 801, 3: 161}[d]
-    box = box or landscape.box
-    axes = [np.linspace(lo, hi, cells) for lo, hi in box]
-    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
-    v = -mu * np.asarray(to_numpy(landscape.value(mesh)), dtype=np.float64) / D
-    if not np.all(np.isfinite(v)):
-        raise NonFiniteError(f"-mu L / D is non-finite on the box {box} (D={D!r}, mu={mu!r}); "
-                             f"shrink the box or use a larger D", quantity="potential")
-    warn_box_truncation(boundary_mass_fraction(axes, v.reshape([cells] * d)), box, "log Z (and a KL built on it) is too small")
-    vmax = v.max()
-    w = np.exp(v - vmax).reshape([cells] * d)
-    integral = w
-    for ax in reversed(axes):
-        integral = np.trapezoid(integral, ax, axis=-1) if hasattr(np, "trapezoid") else np.trapz(integral, ax, axis=-1)
-    return float(vmax + np.log(integral))
+#: ``log Z = log int exp(-mu L / D) dtheta``: the library's one log-partition function,
+#: :func:`hhld.theory.gibbs_log_partition` (quadrature on the landscape's box, d <= 3; warns with
+#: :class:`hhld._validation.BoxTruncationWarning` when the box cuts off Gibbs mass)
+log_partition = gibbs_log_partition
 
 
 def kl_to_gibbs(samples, landscape, D, mu: float = 1.0, *, entropy: str = "knn", log_z: float | None = None,

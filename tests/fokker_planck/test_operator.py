@@ -58,3 +58,30 @@ def test_bernoulli_function():
     assert b[-1] == 0.0 or b[-1] < 1e-300
     assert np.isclose(b[5], 2.0 / np.expm1(2.0))
     assert np.allclose(bernoulli(-x) - bernoulli(x), x)  # B(-x) = B(x) + x
+
+
+@pytest.mark.parametrize("scheme", ["sg", "sqra"])
+def test_both_flux_schemes_fix_gibbs_and_symmetrise(scheme):
+    """One operator, two face fluxes: each has exp(-U) as exact null vector, zero column sums, and
+    its symmetrised form is the similarity transform of the generator."""
+    g, U, D, _ = _setup(2, (10, 7))
+    A = build_generator(g, U, D, scheme=scheme)
+    pi = gibbs_density(g, U).ravel()
+    assert np.max(np.abs(A @ pi)) <= 1e-13 * np.abs(A.diagonal()).max() * pi.max()
+    assert np.max(np.abs(np.asarray(A.sum(axis=0)))) <= 1e-12 * np.abs(A.diagonal()).max()
+    S = build_symmetric(g, U, D, scheme=scheme).toarray()
+    p = np.exp(-(U - U.min())).ravel()
+    np.testing.assert_allclose(S, np.diag(p ** -0.5) @ A.toarray() @ np.diag(p ** 0.5), rtol=1e-10,
+                               atol=1e-10 * np.abs(S).max())
+
+
+def test_sqra_symmetric_form_is_laplacian_plus_diagonal_and_schemes_differ():
+    g, U, D, _ = _setup(1, 30)
+    S = build_symmetric(g, U, D, scheme="sqra").toarray()
+    off = S - np.diag(S.diagonal())
+    h = g.h[0]
+    np.testing.assert_allclose(off[off != 0], D / h ** 2, rtol=1e-14)  # the grid Laplacian's off-diagonal
+    sg = build_generator(g, U, D).toarray()
+    assert np.max(np.abs(sg - build_generator(g, U, D, scheme="sqra").toarray())) > 1e-3 * np.abs(sg).max()
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        build_generator(g, U, D, scheme="upwind")

@@ -91,3 +91,34 @@ def test_continuum_spectrum_fourth_order_by_default():
         fp_map.compare_spectra(g, double_well_1d(), 0.25, k=3, continuum_order=3)
     with pytest.raises(ValueError, match="order must be 2"):
         fp_map.mapped_hamiltonian(g, double_well_1d(), 0.25, order=4)
+
+
+def test_mobility_mu_scales_rates_and_sharpens_gibbs():
+    """With mobility mu the OU rates are mu k n and the Gibbs density is exp(-mu L / D)."""
+    from hhld.landscapes import Quadratic
+
+    k, D, mu = 1.5, 0.6, 2.0
+    g = make_grid(600, [(-6, 6)])
+    E, _ = fp_map.schrodinger_spectrum(g, Quadratic([k]), D, k=4, mu=mu)
+    np.testing.assert_allclose(E, mu * k * np.arange(4), atol=3e-3)
+    w = fp_map.fp_spectrum(g, Quadratic([k]), D, k=4, mu=mu).real
+    np.testing.assert_allclose(w, E, atol=1e-8)
+    x = g.axes[0]
+    rho = fp_map.gibbs_density(g, Quadratic([k]), D, mu)
+    var = float((rho * x * x).sum() * g.dV)
+    assert var == pytest.approx(D / (mu * k), rel=1e-3)
+    assert abs(var - D / k) > 0.3 * D / k  # negative control: mu = 1 would give D / k
+
+
+def test_map_is_the_fokker_planck_operator():
+    """fp_map's generator is hhld.fokker_planck's operator (square-root-approximation fluxes) and its
+    discrete Hamiltonian is that operator's symmetrised form, negated."""
+    from hhld.fokker_planck import build_generator, build_symmetric
+
+    L, g, D = double_well_2d(), make_grid(16, [(-2.2, 2.2)] * 2), 0.4
+    U = L.value(g.points()).reshape(g.shape) / D
+    assert (fp_map.fp_generator(g, L, D) != build_generator(g, U, D, scheme="sqra")).nnz == 0
+    assert (fp_map.mapped_hamiltonian(g, L, D) + build_symmetric(g, U, D, scheme="sqra")).nnz == 0
+    V = fp_map.mapped_potential_discrete(g, L, D).ravel()
+    H = (-D * fp_map.neumann_laplacian(g)).toarray() + np.diag(V)
+    np.testing.assert_allclose(H, fp_map.mapped_hamiltonian(g, L, D).toarray(), atol=1e-12 * np.abs(H).max())

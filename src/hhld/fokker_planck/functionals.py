@@ -78,7 +78,7 @@ def check_density(grid: Grid, rho, name: str = "rho") -> np.ndarray:
     mass = float(p.sum() * grid.cell_volume)
     if not abs(mass - 1.0) <= MASS_TOL:
         raise ValueError(f"{name} must be a normalised density (∫ {name} = 1 within {MASS_TOL:g}), "
-                         f"got ∫ {name} = {mass!r}; normalise it with grid.normalize({name})")
+                         f"got ∫ {name} = {mass!r}; normalise it with grid.normalize_density({name})")
     if low < 0:
         p = np.maximum(p, 0.0)
     return p

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 from .grid import Grid
 
-__all__ = ["bernoulli", "build_generator", "build_symmetric", "reference_rhs", "face_pairs"]
+__all__ = ["bernoulli", "build_generator", "build_symmetric", "reference_rhs", "face_pairs", "face_rates", "SCHEMES"]
 
 
 def bernoulli(x: np.ndarray) -> np.ndarray:
@@ -81,70 +81,87 @@ def face_pairs(grid: Grid, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[tuple(lo)].ravel(), idx[tuple(hi)].ravel()
 
 
-def face_rates(grid: Grid, U: np.ndarray, D: float) -> list[tuple[np.ndarray, ...]]:
-    """Per axis, the Scharfetter-Gummel rates on every interior face: a list of
-    ``(i, j, r_ij, r_ji)`` with flat cell indices ``i`` (left) and ``j`` (right neighbour),
-    ``r_ij = (D/h^2) B(U_j - U_i)`` (i -> j) and ``r_ji = (D/h^2) B(U_i - U_j)`` (j -> i)."""
+SCHEMES = ("sg", "sqra")
+
+
+def _face_factors(dU: np.ndarray, scheme: str):
+    """``(B(dU), B(-dU), symmetric)`` of one flux scheme on faces with potential jump ``dU``:
+    the forward and backward rate factors and the symmetrised off-diagonal factor
+    ``sqrt(B(dU) B(-dU))``."""
+    if scheme == "sg":  # Scharfetter-Gummel: B(x) = x / (e^x - 1), symmetric (x/2) / sinh(x/2)
+        return bernoulli(dU), bernoulli(-dU), _xsinh(dU)
+    if scheme == "sqra":  # square-root approximation: exp(-x/2), exp(x/2), symmetric 1
+        return np.exp(-dU / 2.0), np.exp(dU / 2.0), np.ones_like(dU)
+    raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+
+
+def face_rates(grid: Grid, U: np.ndarray, D: float, scheme: str = "sg") -> list[tuple[np.ndarray, ...]]:
+    """Per axis, the jump rates on every interior face: a list of ``(i, j, r_ij, r_ji)`` with flat
+    cell indices ``i`` (left) and ``j`` (right neighbour), ``r_ij = (D/h^2) B(U_j - U_i)`` (i -> j)
+    and ``r_ji = (D/h^2) B(U_i - U_j)`` (j -> i); ``B`` is the Bernoulli function for ``"sg"``
+    (Scharfetter-Gummel) and ``exp(-x/2)`` for ``"sqra"`` (the square-root approximation)."""
+    return [(i, j, c * f, c * b) for i, j, c, f, b, _ in _faces(grid, U, D, scheme)]
+
+
+def _faces(grid: Grid, U, D: float, scheme: str):
     Uf = np.asarray(U, dtype=np.float64).ravel()
     out = []
     for k in range(grid.dim):
         i, j = face_pairs(grid, k)
-        dU = Uf[j] - Uf[i]
-        c = D / grid.h[k] ** 2
-        out.append((i, j, c * bernoulli(dU), c * bernoulli(-dU)))
+        fwd, bwd, sym = _face_factors(Uf[j] - Uf[i], scheme)
+        out.append((i, j, D / grid.h[k] ** 2, fwd, bwd, sym))
     return out
 
 
-def build_generator(grid: Grid, U: np.ndarray, D: float, dtype=None) -> sp.csr_matrix:
+def _assemble(n: int, rows: list, cols: list, vals: list, out_rate: np.ndarray) -> sp.csr_matrix:
+    """CSR matrix from off-diagonal triplets, with diagonal ``-out_rate`` (zero column sums for
+    the generator)."""
+    rows = rows + [np.arange(n)]
+    cols = cols + [np.arange(n)]
+    vals = vals + [-out_rate]
+    M = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    M.sum_duplicates()
+    return M
+
+
+def _operator(grid: Grid, U, D: float, scheme: str, symmetric: bool) -> sp.csr_matrix:
+    rows, cols, vals = [], [], []
+    out_rate = np.zeros(grid.size)
+    for i, j, c, fwd, bwd, sym in _faces(grid, U, D, scheme):
+        rows += [j, i]
+        cols += [i, j]
+        vals += [c * sym, c * sym] if symmetric else [c * fwd, c * bwd]
+        np.add.at(out_rate, i, c * fwd)
+        np.add.at(out_rate, j, c * bwd)
+    return _assemble(grid.size, rows, cols, vals, out_rate)
+
+
+def build_generator(grid: Grid, U: np.ndarray, D: float, dtype=None, scheme: str = "sg") -> sp.csr_matrix:
     """The sparse generator ``A`` (``d rho / dt = A @ rho`` on flat densities).
 
     ``U`` is the dimensionless potential ``mu * L / D`` on the cell centres (shape
-    ``grid.shape``); ``D > 0`` the diffusion constant. Returns a CSR matrix of size
-    ``grid.size`` with zero column sums (the diagonal is minus the column sum of the
-    off-diagonal rates, so mass conservation holds to round-off).
+    ``grid.shape``); ``D > 0`` the diffusion constant; ``scheme`` the face flux: ``"sg"``
+    (Scharfetter-Gummel, the default: exact for a linear ``U`` between centres) or ``"sqra"``
+    (square-root approximation, rates ``(D/h^2) exp(-(U_j - U_i)/2)``: its symmetrised form is
+    the grid Laplacian plus a diagonal potential, the exact discrete Schrodinger image used by
+    :mod:`hhld.quantum.fp_map`). Both satisfy detailed balance with ``exp(-U)``. Returns a CSR
+    matrix of size ``grid.size`` with zero column sums (the diagonal is minus the column sum of
+    the off-diagonal rates, so mass conservation holds to round-off).
     """
     dtype = np.dtype(dtype or grid.dtype)
-    rows, cols, vals = [], [], []
-    out_rate = np.zeros(grid.size)
-    for i, j, r_ij, r_ji in face_rates(grid, U, D):
-        rows += [j, i]
-        cols += [i, j]
-        vals += [r_ij, r_ji]
-        np.add.at(out_rate, i, r_ij)
-        np.add.at(out_rate, j, r_ji)
-    n = grid.size
-    rows.append(np.arange(n))
-    cols.append(np.arange(n))
-    vals.append(-out_rate)
-    A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    A.sum_duplicates()
-    return A.astype(dtype)
+    return _operator(grid, U, D, scheme, symmetric=False).astype(dtype)
 
 
-def build_symmetric(grid: Grid, U: np.ndarray, D: float) -> sp.csr_matrix:
+def build_symmetric(grid: Grid, U: np.ndarray, D: float, scheme: str = "sg") -> sp.csr_matrix:
     """The symmetrised generator ``S = G^{-1/2} A G^{1/2}``, ``G = diag(exp(-U))``.
 
     Same spectrum as ``A``; its eigenvector for eigenvalue 0 is ``sqrt(pi)``, and an
     eigenvector ``v`` of ``S`` gives the density eigenvector ``sqrt(pi) * v`` of ``A``.
-    Off-diagonals ``(D/h^2) (dU/2)/sinh(dU/2)``; diagonal equal to that of ``A``.
+    Off-diagonals ``(D/h^2) sqrt(B(dU) B(-dU))`` (``(dU/2)/sinh(dU/2)`` for ``"sg"``, 1 for
+    ``"sqra"``), built without ever forming ``pi^{-1/2}``; diagonal equal to that of ``A``.
+    ``-S`` is the Schrodinger operator of the Fokker-Planck <-> Schrodinger map.
     """
-    Uf = np.asarray(U, dtype=np.float64).ravel()
-    rows, cols, vals = [], [], []
-    out_rate = np.zeros(grid.size)
-    for k, (i, j, r_ij, r_ji) in enumerate(face_rates(grid, U, D)):
-        s = D / grid.h[k] ** 2 * _xsinh(Uf[j] - Uf[i])
-        rows += [i, j]
-        cols += [j, i]
-        vals += [s, s]
-        np.add.at(out_rate, i, r_ij)
-        np.add.at(out_rate, j, r_ji)
-    n = grid.size
-    rows.append(np.arange(n))
-    cols.append(np.arange(n))
-    vals.append(-out_rate)
-    S = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    S.sum_duplicates()
-    return S
+    return _operator(grid, U, D, scheme, symmetric=True)
 
 
 def reference_rhs(grid: Grid, U: np.ndarray, D: float, rho: np.ndarray) -> np.ndarray:

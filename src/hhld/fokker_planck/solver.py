@@ -33,7 +33,7 @@ from .evolve import evolve_generator
 from .grid import Grid
 from .operator import build_generator, build_symmetric
 from .spectrum import Spectrum, low_spectrum
-from .stationary import gibbs_density, log_gibbs_density, stationary_solve
+from .stationary import check_gibbs_box, gibbs_density, log_gibbs_density, stationary_solve
 
 __all__ = ["FokkerPlanck", "GridResolutionWarning", "BoxTruncationWarning"]
 
@@ -46,8 +46,6 @@ class GridResolutionWarning(UserWarning):
 #: which a warning / an error is issued.
 RESOLUTION_WARN = 4.0
 RESOLUTION_ERROR = 20.0
-#: Gibbs mass fraction in the outermost cell layer above which the box is said to cut mass.
-BOUNDARY_MASS_WARN = 1e-4
 
 
 class FokkerPlanck:
@@ -135,7 +133,8 @@ class FokkerPlanck:
         * ``|mu ΔL|/D`` between neighbouring cells with mass above ``RESOLUTION_ERROR`` or one
           cell holding more than half of the mass -> ``ValueError`` (grid too coarse);
           above ``RESOLUTION_WARN`` -> :class:`GridResolutionWarning`;
-        * more than ``BOUNDARY_MASS_WARN`` of the Gibbs mass in the outermost cell layer ->
+        * more than ``hhld._validation.BOUNDARY_MASS_WARN`` of the Gibbs mass near the box faces
+          (:func:`~hhld.fokker_planck.stationary.check_gibbs_box`, the one box check) ->
           :class:`BoxTruncationWarning`.
         """
         g = self.gibbs()
@@ -148,7 +147,7 @@ class FokkerPlanck:
         on_boundary = bool(self.grid.boundary_mask().ravel()[imax])
         if on_boundary and bm > 0.5:
             raise ValueError(
-                f"the box {self.grid.box} cuts off the Gibbs density exp(-mu L/D): a fraction {bm:.3g} "
+                f"the box {list(self.grid.box)} cuts off the Gibbs density exp(-mu L/D): a fraction {bm:.3g} "
                 f"of it lies in the boundary cells and its maximum is on the boundary (theta={where}); "
                 f"the minimum of L seems to lie outside the box; move or enlarge the box")
         if r > RESOLUTION_ERROR or top > 0.5:
@@ -166,11 +165,8 @@ class FokkerPlanck:
                 f"reaches {r:.3g} (> {RESOLUTION_WARN}); the stationary state stays exact but the "
                 f"dynamics loses accuracy; consider more cells than {self.grid.cells}",
                 GridResolutionWarning, stacklevel=3)
-        if bm > BOUNDARY_MASS_WARN:
-            warnings.warn(
-                f"the box {self.grid.box} cuts off significant Gibbs mass: a fraction {bm:.3g} of "
-                f"exp(-mu L/D) lies in the boundary cells (> {BOUNDARY_MASS_WARN}); enlarge the box",
-                BoxTruncationWarning, stacklevel=3)
+        check_gibbs_box(self.grid, self.U, "the stationary state, spectrum and evolution are those of the "
+                        "truncated problem (no-flux walls on the box)", stacklevel=3)
 
     # ------------------------------------------------------------ operators
     @property
@@ -232,8 +228,8 @@ class FokkerPlanck:
         arg = sum(((m - c[k]) / w[k]) ** 2 for k, m in enumerate(self.grid.mesh()))
         rho = np.exp(-0.5 * arg)
         if rho.sum() == 0:
-            raise ValueError(f"the Gaussian at {c.tolist()} has no mass on the grid {self.grid.box}")
-        return self.grid.normalize(rho).astype(self.grid.dtype)
+            raise ValueError(f"the Gaussian at {c.tolist()} has no mass on the grid {list(self.grid.box)}")
+        return self.grid.normalize_density(rho).astype(self.grid.dtype)
 
     def evolve(self, rho0: np.ndarray, times: Sequence[float], method: str = "auto",
                n_points: int = 32, callback: Callable[[int, float], None] | None = None) -> np.ndarray:
@@ -308,5 +304,5 @@ class FokkerPlanck:
         return compare_ensemble(self.grid, samples, rho)
 
     def __repr__(self) -> str:
-        return (f"FokkerPlanck({self.landscape.name!r}, box={self.grid.box}, cells={self.grid.cells}, "
+        return (f"FokkerPlanck({self.landscape.name!r}, box={list(self.grid.box)}, cells={self.grid.cells}, "
                 f"D={self.D}, mu={self.mu})")

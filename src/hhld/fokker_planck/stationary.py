@@ -17,10 +17,11 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._validation import check_box_truncation
 from .grid import Grid
 from .operator import face_rates
 
-__all__ = ["gibbs_density", "stationary_solve", "flux_residual"]
+__all__ = ["gibbs_density", "log_gibbs_density", "check_gibbs_box", "stationary_solve", "flux_residual"]
 
 
 def gibbs_density(grid: Grid, U: np.ndarray) -> np.ndarray:
@@ -29,6 +30,15 @@ def gibbs_density(grid: Grid, U: np.ndarray) -> np.ndarray:
     U = np.asarray(U, dtype=np.float64).reshape(grid.shape)
     w = np.exp(-(U - U.min()))
     return (w / grid.integrate(w)).astype(grid.dtype, copy=False)
+
+
+def check_gibbs_box(grid: Grid, U: np.ndarray, consequence: str, stacklevel: int = 3) -> float:
+    """:class:`hhld._validation.BoxTruncationWarning` when the box of ``grid`` cuts off a significant
+    part of the Gibbs density ``exp(-U)`` (the library's one box-truncation check,
+    :func:`hhld._validation.check_box_truncation`, on the cell centres); ``consequence`` says what
+    is biased. Returns the fraction of the Gibbs mass near the faces."""
+    U = np.asarray(U, dtype=np.float64).reshape(grid.shape)
+    return check_box_truncation(grid.axes, -U, grid.box, consequence, stacklevel=stacklevel + 1)
 
 
 def log_gibbs_density(grid: Grid, U: np.ndarray) -> np.ndarray:

@@ -1,34 +1,36 @@
-"""The exact Fokker-Planck <-> imaginary-time Schrodinger map, continuum and discrete.
+"""The exact Fokker-Planck <-> imaginary-time Schrodinger map, continuum and discrete, with mobility ``mu``.
 
-Continuum (exact result, mobility ``mu = 1``). The Fokker-Planck equation
+Continuum (exact result). The Fokker-Planck equation
 
-    d rho / dt = div(grad L rho) + D lap rho  =: -G rho,   rho* ∝ exp(-L / D),
+    d rho / dt = mu div(grad L rho) + D lap rho  =: -G rho,   rho* ∝ exp(-mu L / D),
 
-becomes, with ``rho = exp(-L / 2D) psi``,
+becomes, with ``rho = exp(-U / 2) psi`` and ``U = mu L / D``,
 
-    d psi / dt = -H psi,   H = -D lap + |grad L|^2 / (4D) - lap L / 2,
+    d psi / dt = -H psi,   H = -D lap + mu^2 |grad L|^2 / (4D) - mu lap L / 2,
 
 an imaginary-time Schrodinger equation with ``hbar^2/(2m) = D`` (and ``hbar = 1``
 for the time unit). ``H`` is symmetric and non-negative, ``H sqrt(rho*) = 0``: its ground
 state is ``sqrt(rho*)`` with eigenvalue 0, and ``spec(G) = spec(H)`` (real, ``>= 0``).
 
-Discrete (exact on the grid). The generator is built here with the symmetric
-finite-volume ("square-root approximation") flux between neighbouring cells ``i, j``::
+Discrete (exact on the grid). The generator is the Fokker-Planck operator of
+:mod:`hhld.fokker_planck.operator` with the square-root-approximation flux (``scheme="sqra"``)
+between neighbouring cells ``i, j``::
 
-    J_{i->j} = (D / dx^2) sqrt(pi_i pi_j) (rho_i / pi_i - rho_j / pi_j),   pi = exp(-L / D),
+    J_{i->j} = (D / dx^2) sqrt(pi_i pi_j) (rho_i / pi_i - rho_j / pi_j),   pi = exp(-U),
 
 with no flux through the box faces. It conserves mass to round-off, ``G pi = 0`` exactly,
-and ``G`` is self-adjoint in the ``1/pi``-weighted inner product. The similarity transform
-``H_h = Pi^{-1/2} G Pi^{1/2}`` is exact and gives
+and ``G`` is self-adjoint in the ``1/pi``-weighted inner product. The Schrodinger map is that
+operator's symmetrised form (:func:`hhld.fokker_planck.build_symmetric`): the similarity
+transform ``H_h = -Pi^{-1/2} A Pi^{1/2}`` is exact and gives
 
     H_h = -D lap_h(neumann) + diag(V_h),
-    V_h,i = (D / dx^2) sum_{j ~ i} (exp(-(L_j - L_i) / 2D) - 1),
+    V_h,i = (D / dx^2) sum_{j ~ i} (exp(-(U_j - U_i) / 2) - 1),
 
-whose Taylor expansion is the continuum ``|grad L|^2/(4D) - lap L / 2 + O(dx^2)``. So on the
-grid ``spec(G) = spec(H_h)`` to round-off, ``H_h sqrt(pi) = 0`` exactly, and the Schrodinger
-operator with the continuum potential agrees to ``O(dx^2)``.
-
-This module is self-contained (it does not use :mod:`hhld.fokker_planck`).
+whose Taylor expansion is the continuum ``mu^2 |grad L|^2/(4D) - mu lap L / 2 + O(dx^2)``. So on
+the grid ``spec(G) = spec(H_h)`` to round-off, ``H_h sqrt(pi) = 0`` exactly, and the Schrodinger
+operator with the continuum potential agrees to ``O(dx^2)``. The grid is :class:`hhld.grid.Grid`,
+the Gibbs density :func:`hhld.fokker_planck.stationary.gibbs_density`, and the box check
+:func:`hhld.fokker_planck.stationary.check_gibbs_box`: the same as the Fokker-Planck solvers'.
 """
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .._validation import boundary_mass_fraction, check_choice, check_int, check_positive, warn_box_truncation
+from .._validation import check_choice, check_int, check_positive
+from ..fokker_planck import stationary as _stationary
+from ..fokker_planck.operator import build_generator, build_symmetric
 from .eigen import laplacian_matrix
 from .grid import Grid
 from .schrodinger import potential_on_grid
@@ -60,120 +64,75 @@ __all__ = [
     "evolve_fp_via_schrodinger",
 ]
 
-
-def _shift_pairs(grid: Grid):
-    """For every axis: (flat index i, flat index j = i + e_k, dx_k) of neighbour pairs."""
-    idx = np.arange(grid.size).reshape(grid.shape)
-    out = []
-    for k in range(grid.dim):
-        a = np.take(idx, np.arange(grid.shape[k] - 1), axis=k).ravel()
-        b = np.take(idx, np.arange(1, grid.shape[k]), axis=k).ravel()
-        out.append((a, b, float(grid.dx[k])))
-    return out
+_TRUNCATED = ("the spectra and evolutions on this box (no-flux walls) are those of the truncated problem, "
+              "not of the whole space")
 
 
-def _landscape_values(grid: Grid, L) -> np.ndarray:
-    return potential_on_grid(grid, L)
-
-
-def _check_box(grid: Grid, Lv: np.ndarray, D: float) -> None:
-    """:class:`hhld._validation.BoxTruncationWarning` when the grid's box cuts off Gibbs mass
-    ``exp(-L/D)``: the operators here have no-flux walls on the box, so their spectrum is then
-    that of the truncated problem (e.g. the OU process at D = 2 on [-3, 3]: 0, 1.19, 3.00, 5.78
-    instead of 0, 1, 2, 3)."""
-    warn_box_truncation(boundary_mass_fraction(grid.axes(), -np.asarray(Lv).reshape(grid.shape) / D),
-                        grid.box, "the spectra and evolutions on this box (no-flux walls) are those of the truncated "
-                        "problem, not of the whole space", stacklevel=4)
-
-
-def gibbs_density(grid: Grid, L, D: float) -> np.ndarray:
-    """``rho* = exp(-L/D) / Z`` on the grid (normalised so that ``sum rho dV = 1``)."""
+def _potential(grid: Grid, L, D: float, mu: float, check_box: bool = False) -> np.ndarray:
+    """``U = mu L / D`` on the cell centres (shape ``grid.shape``); with ``check_box``, the
+    box-truncation warning (e.g. the OU process at D = 2 on [-3, 3]: 0, 1.19, 3.00, 5.78 instead
+    of 0, 1, 2, 3)."""
     D = check_positive("D", D)
-    Lv = _landscape_values(grid, L)
-    w = np.exp(-(Lv - Lv.min()) / D)
-    return w / (w.sum() * grid.dV)
+    mu = check_positive("mu", mu)
+    U = mu * potential_on_grid(grid, L).reshape(grid.shape) / D
+    if check_box:
+        _stationary.check_gibbs_box(grid, U, _TRUNCATED, stacklevel=4)
+    return U
 
 
-def fp_generator(grid: Grid, L, D: float) -> sp.csr_matrix:
+def gibbs_density(grid: Grid, L, D: float, mu: float = 1.0) -> np.ndarray:
+    """``rho* = exp(-mu L/D) / Z`` on the grid (normalised so that ``sum rho dV = 1``): the Gibbs
+    density of :mod:`hhld.fokker_planck.stationary`."""
+    return _stationary.gibbs_density(grid, _potential(grid, L, D, mu))
+
+
+def fp_generator(grid: Grid, L, D: float, mu: float = 1.0) -> sp.csr_matrix:
     """The sparse FP operator ``A`` with ``d rho/dt = A rho`` (``A = -G``), no-flux walls,
-    symmetric (square-root) finite volumes; columns sum to zero (mass conservation)."""
-    D = check_positive("D", D)
-    Lv = _landscape_values(grid, L).ravel()
-    _check_box(grid, Lv, D)
-    rows, cols, vals = [], [], []
-    diag = np.zeros(grid.size)
-    for a, b, dx in _shift_pairs(grid):
-        c = D / (dx * dx)
-        # rate a -> b: c * sqrt(pi_b / pi_a) = c * exp(-(L_b - L_a) / 2D), and b -> a likewise
-        r_ab = c * np.exp(-(Lv[b] - Lv[a]) / (2 * D))
-        r_ba = c * np.exp(-(Lv[a] - Lv[b]) / (2 * D))
-        rows += [b, a]
-        cols += [a, b]
-        vals += [r_ab, r_ba]
-        np.add.at(diag, a, -r_ab)
-        np.add.at(diag, b, -r_ba)
-    rows.append(np.arange(grid.size))
-    cols.append(np.arange(grid.size))
-    vals.append(diag)
-    A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(grid.size, grid.size))
-    return A
+    square-root-approximation fluxes (:func:`hhld.fokker_planck.build_generator` with
+    ``scheme="sqra"``); columns sum to zero (mass conservation)."""
+    return build_generator(grid, _potential(grid, L, D, mu, check_box=True), D, dtype=np.float64, scheme="sqra")
 
 
 def neumann_laplacian(grid: Grid) -> sp.csr_matrix:
-    """The graph Laplacian of the grid (no-flux walls), scaled by ``1/dx_k^2`` per axis."""
-    rows, cols, vals = [], [], []
-    diag = np.zeros(grid.size)
-    for a, b, dx in _shift_pairs(grid):
-        c = 1.0 / (dx * dx)
-        rows += [a, b]
-        cols += [b, a]
-        vals += [np.full(a.size, c), np.full(a.size, c)]
-        np.add.at(diag, a, -c)
-        np.add.at(diag, b, -c)
-    rows.append(np.arange(grid.size))
-    cols.append(np.arange(grid.size))
-    vals.append(diag)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(grid.size, grid.size))
+    """The graph Laplacian of the grid (no-flux walls), scaled by ``1/dx_k^2`` per axis: the
+    symmetrised operator of a flat landscape with ``D = 1``."""
+    return build_symmetric(grid, np.zeros(grid.shape), 1.0, scheme="sqra")
 
 
-def mapped_potential_discrete(grid: Grid, L, D: float) -> np.ndarray:
-    """``V_h`` (module doc): the exact image of the discrete FP generator."""
+def mapped_potential_discrete(grid: Grid, L, D: float, mu: float = 1.0) -> np.ndarray:
+    """``V_h`` (module doc): the diagonal of the exact image ``-S`` of the discrete FP generator,
+    less that of ``-D lap_h``."""
     D = check_positive("D", D)
-    Lv = _landscape_values(grid, L).ravel()
-    _check_box(grid, Lv, D)
-    V = np.zeros(grid.size)
-    for a, b, dx in _shift_pairs(grid):
-        c = D / (dx * dx)
-        np.add.at(V, a, c * np.expm1(-(Lv[b] - Lv[a]) / (2 * D)))
-        np.add.at(V, b, c * np.expm1(-(Lv[a] - Lv[b]) / (2 * D)))
-    return V.reshape(grid.shape)
+    S = build_symmetric(grid, _potential(grid, L, D, mu, check_box=True), D, scheme="sqra")
+    return (-S.diagonal() + D * neumann_laplacian(grid).diagonal()).reshape(grid.shape)
 
 
-def mapped_potential_continuum(grid: Grid, landscape, D: float) -> np.ndarray:
-    """``|grad L|^2 / (4D) - lap L / 2`` from a Landscape's gradient and Laplacian (exact
+def mapped_potential_continuum(grid: Grid, landscape, D: float, mu: float = 1.0) -> np.ndarray:
+    """``mu^2 |grad L|^2 / (4D) - mu lap L / 2`` from a Landscape's gradient and Laplacian (exact
     continuum formula evaluated on the nodes)."""
     D = check_positive("D", D)
+    mu = check_positive("mu", mu)
     g = grid.evaluate_grad(landscape)
-    return (g * g).sum(0) / (4 * D) - 0.5 * grid.evaluate_laplacian(landscape)
+    return mu * mu * (g * g).sum(0) / (4 * D) - 0.5 * mu * grid.evaluate_laplacian(landscape)
 
 
-def mapped_hamiltonian(grid: Grid, L, D: float, *, potential: str = "discrete", order: int = 2) -> sp.csr_matrix:
-    """``H = -D lap_h + diag(V)`` with ``V`` the exact discrete image (``"discrete"``: the Neumann
-    3-point Laplacian, the exact similarity image of the generator) or the continuum formula
-    (``"continuum"``, needs a Landscape; ``order`` 2: the Neumann 3-point Laplacian, ``O(dx^2)``;
-    4: the 5-point Laplacian with ``psi = 0`` outside the box, ``O(dx^4)``, for boxes on which
-    ``sqrt(rho*)`` has decayed)."""
+def mapped_hamiltonian(grid: Grid, L, D: float, *, mu: float = 1.0, potential: str = "discrete",
+                       order: int = 2) -> sp.csr_matrix:
+    """The Schrodinger operator of the map. ``"discrete"``: the exact similarity image ``-S`` of the
+    FP generator (:func:`hhld.fokker_planck.build_symmetric`, ``scheme="sqra"``), i.e.
+    ``-D lap_h + diag(V_h)`` with the Neumann 3-point Laplacian; ``"continuum"`` (needs a
+    Landscape): ``-D lap + diag(V)`` with the continuum potential, ``order`` 2: the Neumann 3-point
+    Laplacian, ``O(dx^2)``; 4: the 5-point Laplacian with ``psi = 0`` outside the box, ``O(dx^4)``,
+    for boxes on which ``sqrt(rho*)`` has decayed."""
     check_choice("order", order, (2, 4))
     if potential == "discrete":
         if order != 2:
             raise ValueError("the discrete image is exact with the 3-point Laplacian only: order must be 2")
-        V = mapped_potential_discrete(grid, L, D)
-    elif potential == "continuum":
-        V = mapped_potential_continuum(grid, L, D)
-    else:
+        D = check_positive("D", D)
+        return (-build_symmetric(grid, _potential(grid, L, D, mu, check_box=True), D, scheme="sqra")).tocsr()
+    if potential != "continuum":
         raise ValueError(f"potential must be 'discrete' or 'continuum', got {potential!r}")
+    V = mapped_potential_continuum(grid, L, D, mu)
     lap = neumann_laplacian(grid) if order == 2 else laplacian_matrix(grid, "dirichlet", 4)
     return (-D * lap + sp.diags(V.ravel())).tocsr()
 
@@ -189,13 +148,13 @@ def _low_eigs_sym(H, k):
     return w[i], v[:, i]
 
 
-def fp_spectrum(grid: Grid, L, D: float, k: int = 6) -> np.ndarray:
+def fp_spectrum(grid: Grid, L, D: float, k: int = 6, *, mu: float = 1.0) -> np.ndarray:
     """The ``k`` lowest relaxation rates ``lambda_n`` (eigenvalues of ``-A``), computed from the
     non-symmetric FP generator itself (dense ``eig`` for small grids, shift-invert ARPACK
     ``eigs`` otherwise), sorted ascending; real parts (the imaginary parts are round-off and
     their size is reported by :func:`compare_spectra`)."""
     k = check_int("k", k, minimum=1)
-    A = fp_generator(grid, L, D)
+    A = fp_generator(grid, L, D, mu)
     if grid.size <= 300 or k >= grid.size - 2:
         w = np.linalg.eigvals(-A.toarray())
     else:
@@ -205,11 +164,12 @@ def fp_spectrum(grid: Grid, L, D: float, k: int = 6) -> np.ndarray:
     return w
 
 
-def schrodinger_spectrum(grid: Grid, L, D: float, k: int = 6, *, potential: str = "discrete", order: int = 2):
+def schrodinger_spectrum(grid: Grid, L, D: float, k: int = 6, *, mu: float = 1.0, potential: str = "discrete",
+                         order: int = 2):
     """``(E, psi)``: the ``k`` lowest eigenpairs of the mapped Hamiltonian (``order``: see
     :func:`mapped_hamiltonian`); ``psi`` of shape ``(k, *grid.shape)`` normalised as wave functions
     (``sum psi^2 dV = 1``), ground state positive."""
-    H = mapped_hamiltonian(grid, L, D, potential=potential, order=order)
+    H = mapped_hamiltonian(grid, L, D, mu=mu, potential=potential, order=order)
     E, v = _low_eigs_sym(H, k)
     psi = v.T.reshape(k, *grid.shape) / np.sqrt(grid.dV)
     if psi[0].sum() < 0:
@@ -230,38 +190,39 @@ class SpectrumComparison:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
 
 
-def compare_spectra(grid: Grid, L, D: float, k: int = 6, *, continuum_order: int = 4) -> SpectrumComparison:
+def compare_spectra(grid: Grid, L, D: float, k: int = 6, *, mu: float = 1.0,
+                    continuum_order: int = 4) -> SpectrumComparison:
     """Both spectra on the same grid (and the continuum-potential one when ``L`` is a
     Landscape, with the ``continuum_order`` Laplacian: 4 by default, 2 for the 3-point one), plus
     the check that the ground state of ``H`` is ``sqrt(rho*)``."""
     check_choice("continuum_order", continuum_order, (2, 4))
-    w = fp_spectrum(grid, L, D, k)
-    E, psi = schrodinger_spectrum(grid, L, D, k)
+    w = fp_spectrum(grid, L, D, k, mu=mu)
+    E, psi = schrodinger_spectrum(grid, L, D, k, mu=mu)
     cont = None
     if hasattr(L, "grad") and hasattr(L, "laplacian"):
-        cont, _ = schrodinger_spectrum(grid, L, D, k, potential="continuum", order=continuum_order)
-    s = np.sqrt(gibbs_density(grid, L, D))
+        cont, _ = schrodinger_spectrum(grid, L, D, k, mu=mu, potential="continuum", order=continuum_order)
+    s = np.sqrt(gibbs_density(grid, L, D, mu))
     s = s / grid.norm(s)
     gs_err = float(np.max(np.abs(psi[0] - s)) / np.max(s))
     return SpectrumComparison(w.real.copy(), float(np.max(np.abs(w.imag))), E, cont,
                               float(np.max(np.abs(w.real - E))), gs_err)
 
 
-def fp_to_psi(grid: Grid, rho, L, D: float) -> np.ndarray:
-    """``psi = exp(L/2D) rho`` (up to the constant factor ``exp(-min L / 2D)``)."""
-    Lv = _landscape_values(grid, L)
-    return np.asarray(rho) * np.exp((Lv - Lv.min()) / (2 * D))
+def fp_to_psi(grid: Grid, rho, L, D: float, mu: float = 1.0) -> np.ndarray:
+    """``psi = exp(mu L/2D) rho`` (up to the constant factor ``exp(-mu min L / 2D)``)."""
+    U = _potential(grid, L, D, mu)
+    return np.asarray(rho) * np.exp((U - U.min()) / 2)
 
 
-def psi_to_fp(grid: Grid, psi, L, D: float) -> np.ndarray:
-    """``rho = exp(-L/2D) psi`` (inverse of :func:`fp_to_psi`)."""
-    Lv = _landscape_values(grid, L)
-    return np.asarray(psi) * np.exp(-(Lv - Lv.min()) / (2 * D))
+def psi_to_fp(grid: Grid, psi, L, D: float, mu: float = 1.0) -> np.ndarray:
+    """``rho = exp(-mu L/2D) psi`` (inverse of :func:`fp_to_psi`)."""
+    U = _potential(grid, L, D, mu)
+    return np.asarray(psi) * np.exp(-(U - U.min()) / 2)
 
 
-def evolve_fp(grid: Grid, rho0, L, D: float, times) -> np.ndarray:
+def evolve_fp(grid: Grid, rho0, L, D: float, times, mu: float = 1.0) -> np.ndarray:
     """``rho(t) = exp(t A) rho0`` at the given times (``expm_multiply``), shape ``(nt, *shape)``."""
-    A = fp_generator(grid, L, D).tocsc()
+    A = fp_generator(grid, L, D, mu).tocsc()
     times = np.asarray(times, dtype=np.float64)
     out = np.empty((times.size, *grid.shape))
     for i, t in enumerate(times):
@@ -269,15 +230,15 @@ def evolve_fp(grid: Grid, rho0, L, D: float, times) -> np.ndarray:
     return out
 
 
-def evolve_fp_via_schrodinger(grid: Grid, rho0, L, D: float, times) -> np.ndarray:
+def evolve_fp_via_schrodinger(grid: Grid, rho0, L, D: float, times, mu: float = 1.0) -> np.ndarray:
     """The same evolution through the map: ``rho(t) = Pi^{1/2} exp(-t H_h) Pi^{-1/2} rho0``,
     with ``exp(-t H_h)`` from the eigendecomposition of ``H_h`` (dense; small grids)."""
     if grid.size > 4000:
         raise ValueError(f"evolve_fp_via_schrodinger is dense; grid has {grid.size} > 4000 points")
-    H = mapped_hamiltonian(grid, L, D).toarray()
+    H = mapped_hamiltonian(grid, L, D, mu=mu).toarray()
     w, v = np.linalg.eigh(H)
-    psi0 = fp_to_psi(grid, rho0, L, D).ravel()
+    psi0 = fp_to_psi(grid, rho0, L, D, mu).ravel()
     c = v.T @ psi0
     times = np.asarray(times, dtype=np.float64)
     psis = (v @ (np.exp(-np.outer(w, times)) * c[:, None])).T
-    return np.stack([psi_to_fp(grid, p.reshape(grid.shape), L, D) for p in psis])
+    return np.stack([psi_to_fp(grid, p.reshape(grid.shape), L, D, mu) for p in psis])

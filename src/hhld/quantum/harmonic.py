@@ -92,7 +92,7 @@ def ladder_operators(grid: Grid, hbar: float = 1.0, m: float = 1.0, omega: float
     if grid.dim != 1:
         raise ValueError(f"ladder_operators are built on 1-D grids, got dim={grid.dim}")
     n = grid.shape[0]
-    x = sp.diags(grid.axes()[0] - center)
+    x = sp.diags(grid.axes[0] - center)
     p = momentum_matrix(n, float(grid.dx[0]), hbar)
     s = math.sqrt(m * omega / (2.0 * hbar))
     a = (s * (x + 1j * p / (m * omega))).tocsr()

@@ -212,7 +212,7 @@ def imaginary_time_ground_state(grid: Grid, potential, hbar: float = 1.0, m: flo
             raise ValueError(f"psi0 must be a numeric array of the grid's shape {grid.shape}, got "
                              f"shape {psi.shape} and dtype {psi.dtype}")
         psi = psi.astype(np.complex128)
-    psi = grid.normalize(psi)
+    psi = grid.normalize_wave(psi)
     e_old = np.inf
     steps = 0
     converged = False

@@ -70,7 +70,7 @@ def tunneling_oscillation(grid: Grid, potential, hbar: float = 1.0, m: float = 1
     dE, E, psi = ground_state_splitting(grid, V, hbar, m)
     T = tunneling_period(dE, hbar)
     x = grid.mesh()[0]
-    psi_l = grid.normalize(localized_state(psi[0], psi[1], "left", x))
+    psi_l = grid.normalize_wave(localized_state(psi[0], psi[1], "left", x))
     t_end = periods * T
     if dt is None:  # split-step is unconditionally stable; this resolves the tunneling phase
         dt = T / 4000.0
