@@ -40,7 +40,7 @@ class DimensionConfig(ExperimentConfig):
     eta: float = 0.1  # documents' Example 1, for ħ = √(ηD)
     core_cells: int = 50      # grid cells between 0 and the core edge 0.5 for the exact rates (summary only)
     estimator_cells: int = 20  # the same for the exact expectation of the estimator (summary only)
-    control_tol: float = 0.02  # control tolerance (+ 2 SE), as in tunneling_rate
+    control_tol: float = 0.01  # control tolerance (+ z SE), as in tunneling_rate
     seeds: tuple[int, ...] = (0,)
 
     @classmethod
@@ -127,7 +127,7 @@ class Dimension(Experiment):
                         f"{fmt(est_dt)} at dt = {config.dt}, {fmt(est)} as dt → 0, core-to-core rate {fmt(core)}",
                         "holds" if np.all(np.abs(dev) <= tol + z * dev_se) else "fails",
                         f"tolerance {tol:.0%} + {z:.2f} SE at every d ({z:.2f}: 5% family-wise over {len(dims)} "
-                        "values of d, Bonferroni; the 2% is the residual of the continuity correction, see "
+                        f"values of d, Bonferroni; the {tol:.0%} is the residual of the continuity correction, see "
                         f"tunneling_rate). Kramers (leading order in D) is {fmt(float(kr[0]) / core)} × the "
                         f"core-to-core rate at D = {config.D}; it is not the exact rate."))
         w = 1.0 / np.maximum(se / est, 1e-12) ** 2
