@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_ensemble.py"
 HAVE_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("blackjax") is not None
 
 
+@pytest.mark.slow
 def test_bench_quick_runs_and_prints_ratios(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--no-inductor", "--json", str(out)]

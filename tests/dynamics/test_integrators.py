@@ -99,6 +99,7 @@ def _ou_moments_z(backend, D_run):
     return abs(x.mean() - mean_exact) / se_mean, abs(x.var(ddof=1) - var_exact) / se_var
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_ou_mean_and_variance_within_5_standard_errors(backend):
     z_mean, z_var = _ou_moments_z(backend, 0.3)
@@ -311,6 +312,7 @@ def test_order_check_negative_control():
     assert abs(order - 1.0) > 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["leimkuhler_matthews", "baoab"])
 def test_exact_stationary_variance_for_quadratics(name):
     """LM and BAOAB sample the Gibbs variance of a quadratic exactly at any stable dt; Euler-Maruyama
