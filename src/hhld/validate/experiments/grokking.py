@@ -307,133 +307,16 @@ class Grokking(Experiment):
 
     def summarize(self, config, results):
         runs = [(c, r) for c, r in results]
-        names = list(runs[0][1]["commits"]) if runs else []
-        is_doc = runs[0][1]["documents_predictor"] if runs else {}
-        t95s = [r["t95"] for _, r in runs]
-        t50s = [r["t50"] for _, r in runs]
-        grokked = [t for t in t95s if t is not None]
-        scores = {nm: {"t95": score([r["commits"][nm] for _, r in runs], t95s),
-                       "t50": score([r["commits"][nm] for _, r in runs], t50s)} for nm in names}
-        rows: list[Row] = []
-        tol, ptol, fb = config.rel_tol, config.partly_tol, config.min_before_frac
-
-        def verdict_of(s):
-            if s["n_runs"] == 0:
-                return "inconclusive"
-            ok_before = s["before"] >= fb * s["n_runs"]
-            if s["median_rel_err"] <= tol and ok_before:
-                return "holds"
-            if s["median_rel_err"] <= ptol and s["before"] >= 0.5 * s["n_runs"]:
-                return "partly"
-            return "fails"
-
-        def err_text(s):
-            if s["fired"] == 0:
-                return f"never fired in {s['n_runs']} grokking runs"
-            return (f"median |err| {_f(s['median_abs_err'])} ep ({_f(100 * s['median_rel_err'])}%); "
-                    f"committed before t95 in {s['before']}/{s['n_runs']} runs, fired in {s['fired']}")
-
-        def lead_text(s):
-            return f"lead {fmt(s['mean_lead'])} ± {fmt(s['sd_lead'])} ep (mean ± sd over fired runs)"
-
-        models = sorted({c.key["model"] for c, _ in runs})
-        tol_note = (f"tolerance: median |error| <= {100 * tol:g}% of the observed epoch and a commit strictly before "
-                    f"the event in >= {100 * fb:g}% of runs (partly: <= {100 * ptol:g}% and >= 50%)")
-        # 1. headline: best documents' predictor vs t95
-        doc_names = [nm for nm in names if is_doc.get(nm)]
-        base_names = [nm for nm in names if not is_doc.get(nm)]
-        def best_of(cands, sc):  # smallest median |error|, then most commits before the event
-            return min(cands, key=lambda nm: (sc[nm]["median_rel_err"], -sc[nm]["before"]), default=None)
-
-        best = best_of(doc_names, {nm: scores[nm]["t95"] for nm in names})
-        if not grokked:
-            rows.append(Row("Grokking epoch predicted from C(t)", claim("grokking_epoch"), None, None,
-                            "no run grokked within its budget", "inconclusive", tol_note))
-        elif best is not None:
-            s = scores[best]["t95"]
-            rows.append(Row(
-                prediction=f"Grokking epoch predicted from C(t) (best documents' rule: {best})",
-                documents_value=claim("grokking_epoch"),
-                measured=_measured(s),
-                uncertainty=None, error=err_text(s), verdict=verdict_of(s),
-                notes=f"measured = median |error| in % of t95 over {s['n_runs']} grokking runs ({', '.join(models)}); "
-                      + tol_note))
-        # 1b. the same per model, when several: the pooled median is dominated by the model with most runs,
-        # and the documents' setting (delayed generalisation, thousands of epochs) is the ReLU MLP / transformer
-        if len(models) > 1 and doc_names:
-            for m in models:
-                idx = [j for j, (c, _) in enumerate(runs) if c.key["model"] == m]
-                sc = {nm: score([runs[j][1]["commits"][nm] for j in idx], [t95s[j] for j in idx]) for nm in names}
-                if sc[doc_names[0]]["n_runs"] == 0:
-                    continue
-                bm, bb = best_of(doc_names, sc), best_of(base_names, sc)
-                s = sc[bm]
-                base_txt = (f"; best baseline '{bb}': median |err| {_f(100 * sc[bb]['median_rel_err'])}%, before t95 "
-                            f"in {sc[bb]['before']}/{sc[bb]['n_runs']}" if bb is not None else "")
-                rows.append(Row(
-                    prediction=f"Grokking epoch predicted from C(t), {m} only (best documents' rule: {bm})",
-                    documents_value=claim("grokking_epoch"), measured=_measured(s), uncertainty=None,
-                    error=err_text(s) + base_txt, verdict=verdict_of(s),
-                    notes=f"measured = median |error| in % of t95 over the {s['n_runs']} grokking runs of {m}; "
-                          + tol_note))
-        # 2. observed grokking epochs per model
-        for m in models:
-            sel = [(c, r) for c, r in runs if c.key["model"] == m]
-            g = [r["t95"] for _, r in sel if r["t95"] is not None]
-            g50 = [r["t50"] for _, r in sel if r["t50"] is not None]
-            mem = [r["t_memorize"] for _, r in sel if r["t_memorize"] is not None]
-            if g:
-                meas = float(np.median(g))
-                unc = float(np.std(g, ddof=1) / math.sqrt(len(g))) if len(g) > 1 else None
-                txt = (f"t95 in [{min(g)}, {max(g)}] over {len(g)}/{len(sel)} runs; t50 median "
-                       f"{fmt(float(np.median(g50))) if g50 else 'n/a'}; memorised (train acc 99%) at median "
-                       f"{fmt(float(np.median(mem))) if mem else 'n/a'}")
-            else:
-                meas, unc, txt = "did not grok", None, f"0/{len(sel)} runs reached 95% test accuracy"
-            rows.append(Row(
-                prediction=f"Observed grokking epoch (test acc >= 95%), {m}, p={config.p}",
-                documents_value=claim("grokking_epoch"), measured=meas, uncertainty=unc, error=txt,
-                verdict="inconclusive",
-                notes="an observation, not a test: the documents do not state the model, optimiser or schedule "
-                      "behind their epoch, so epoch counts are not comparable across setups"))
-        # 3. one row per predictor (documents' rules and baselines)
-        for nm in doc_names + base_names:
-            s, s50 = scores[nm]["t95"], scores[nm]["t50"]
-            rows.append(Row(
-                prediction=f"online predictor '{nm}' -> grokking epoch" + ("" if is_doc.get(nm) else " (baseline)"),
-                documents_value=claim("grokking_C_predicts") if is_doc.get(nm) else "— (baseline, not a documents' claim)",
-                measured=_measured(s),
-                uncertainty=None, error=err_text(s), verdict=verdict_of(s),
-                notes=f"{lead_text(s)}; vs t50: median |err| {_f(100 * s50['median_rel_err'])}%, before t50 in "
-                      f"{s50['before']}/{s50['n_runs']}. " + tol_note))
-        # 4. C at the grokking transition vs the documents' critical value
-        c_at = []
-        for _, r in runs:
-            if r["t50"] is None:
-                continue
-            ep = r["series"]["epoch"]
-            i = ep.index(r["t50"])
-            c_at.append((r["series"]["C"][i], r["series"]["C_sgd"][i]))
-        if c_at:
-            cm = float(np.median([a for a, _ in c_at]))
-            csm = float(np.median([b for _, b in c_at]))
-            lo, hi = 0.5, 2.0
-            v = "holds" if lo <= cm <= hi else "fails"
-            rows.append(Row(
-                prediction="C at the grokking transition (test acc first >= 50%) is critical (C ≈ 1)",
-                documents_value=claim("grokking_C_critical") if _has_claim("grokking_C_critical")
-                else claim("consolidation_regimes"),
-                measured=cm, uncertainty=None,
-                error=f"median C = {fmt(cm)}, median C_sgd = {fmt(csm)} over {len(c_at)} runs; "
-                      f"range of C: [{fmt(min(a for a, _ in c_at))}, {fmt(max(a for a, _ in c_at))}]",
-                verdict=v, notes=f"tolerance: C in [{lo}, {hi}] (a factor 2 around 1); C = ||grad L||^2/(D d) with the "
-                                 "monitor's D at the full batch, gradients in float64"))
+        sc = _Scores(runs, config)
+        rows: list[Row] = (_headline_rows(sc) + _per_model_rows(sc) + _observed_rows(sc) + _predictor_rows(sc)
+                           + _critical_c_rows(runs))
         notes = (f"Data: {config.p}×{config.p} table of (a+b) mod {config.p}, training fraction {config.train_frac}, "
                  f"split and initialisation from the cell seed; full-batch AdamW. C(t) from float64 gradients on the "
                  f"whole training set; D = lr·tr Σ/(2 B d) with B = the training set (full batch). Each predictor's "
                  f"predicted epoch is its commit epoch; 'before' means strictly before the observed event.")
         fig = self._figure(runs)
-        data = {"scores": {nm: {k: {kk: vv for kk, vv in s.items()} for k, s in sc.items()} for nm, sc in scores.items()},
+        data = {"scores": {nm: {k: {kk: vv for kk, vv in s.items()} for k, s in v.items()}
+                           for nm, v in sc.scores.items()},
                 "runs": [{"model": c.key["model"], "lr": c.key["lr"], "wd": c.key["wd"], "seed": c.seed,
                           "t95": r["t95"], "t50": r["t50"], "t_memorize": r["t_memorize"], "commits": r["commits"],
                           "n_params": r["n_params"]} for c, r in runs]}
@@ -475,6 +358,166 @@ class Grokking(Experiment):
                         loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.tight_layout()
         return fig
+
+
+class _Scores:
+    """What every row builder of :meth:`Grokking.summarize` reads: the runs, the predictors' names
+    (the documents' rules and the baselines), the observed events and each predictor's score."""
+
+    def __init__(self, runs, config):
+        self.runs, self.config = runs, config
+        self.names = list(runs[0][1]["commits"]) if runs else []
+        self.is_doc = runs[0][1]["documents_predictor"] if runs else {}
+        self.t95s = [r["t95"] for _, r in runs]
+        self.t50s = [r["t50"] for _, r in runs]
+        self.grokked = [t for t in self.t95s if t is not None]
+        self.scores = {nm: {"t95": score([r["commits"][nm] for _, r in runs], self.t95s),
+                            "t50": score([r["commits"][nm] for _, r in runs], self.t50s)} for nm in self.names}
+        self.models = sorted({c.key["model"] for c, _ in runs})
+        self.doc_names = [nm for nm in self.names if self.is_doc.get(nm)]
+        self.base_names = [nm for nm in self.names if not self.is_doc.get(nm)]
+
+    def verdict(self, s) -> str:
+        c = self.config
+        if s["n_runs"] == 0:
+            return "inconclusive"
+        ok_before = s["before"] >= c.min_before_frac * s["n_runs"]
+        if s["median_rel_err"] <= c.rel_tol and ok_before:
+            return "holds"
+        if s["median_rel_err"] <= c.partly_tol and s["before"] >= 0.5 * s["n_runs"]:
+            return "partly"
+        return "fails"
+
+    @property
+    def tol_note(self) -> str:
+        c = self.config
+        return (f"tolerance: median |error| <= {100 * c.rel_tol:g}% of the observed epoch and a commit strictly "
+                f"before the event in >= {100 * c.min_before_frac:g}% of runs (partly: <= {100 * c.partly_tol:g}% "
+                f"and >= 50%)")
+
+
+def _err_text(s) -> str:
+    if s["fired"] == 0:
+        return f"never fired in {s['n_runs']} grokking runs"
+    return (f"median |err| {_f(s['median_abs_err'])} ep ({_f(100 * s['median_rel_err'])}%); "
+            f"committed before t95 in {s['before']}/{s['n_runs']} runs, fired in {s['fired']}")
+
+
+def _lead_text(s) -> str:
+    return f"lead {fmt(s['mean_lead'])} ± {fmt(s['sd_lead'])} ep (mean ± sd over fired runs)"
+
+
+def _best_of(cands, sc):
+    """The candidate with the smallest median |error|, then the most commits before the event."""
+    return min(cands, key=lambda nm: (sc[nm]["median_rel_err"], -sc[nm]["before"]), default=None)
+
+
+def _headline_rows(sc: _Scores) -> list[Row]:
+    """The best documents' predictor against t95 (all models pooled)."""
+    best = _best_of(sc.doc_names, {nm: sc.scores[nm]["t95"] for nm in sc.names})
+    if not sc.grokked:
+        return [Row("Grokking epoch predicted from C(t)", claim("grokking_epoch"), None, None,
+                    "no run grokked within its budget", "inconclusive", sc.tol_note)]
+    if best is None:
+        return []
+    s = sc.scores[best]["t95"]
+    return [Row(
+        prediction=f"Grokking epoch predicted from C(t) (best documents' rule: {best})",
+        documents_value=claim("grokking_epoch"),
+        measured=_measured(s),
+        uncertainty=None, error=_err_text(s), verdict=sc.verdict(s),
+        notes=f"measured = median |error| in % of t95 over {s['n_runs']} grokking runs ({', '.join(sc.models)}); "
+              + sc.tol_note)]
+
+
+def _per_model_rows(sc: _Scores) -> list[Row]:
+    """The same per model, when several: the pooled median is dominated by the model with most runs, and
+    the documents' setting (delayed generalisation, thousands of epochs) is the ReLU MLP / transformer."""
+    rows: list[Row] = []
+    if len(sc.models) <= 1 or not sc.doc_names:
+        return rows
+    for m in sc.models:
+        idx = [j for j, (c, _) in enumerate(sc.runs) if c.key["model"] == m]
+        per = {nm: score([sc.runs[j][1]["commits"][nm] for j in idx], [sc.t95s[j] for j in idx]) for nm in sc.names}
+        if per[sc.doc_names[0]]["n_runs"] == 0:
+            continue
+        bm, bb = _best_of(sc.doc_names, per), _best_of(sc.base_names, per)
+        s = per[bm]
+        base_txt = (f"; best baseline '{bb}': median |err| {_f(100 * per[bb]['median_rel_err'])}%, before t95 "
+                    f"in {per[bb]['before']}/{per[bb]['n_runs']}" if bb is not None else "")
+        rows.append(Row(
+            prediction=f"Grokking epoch predicted from C(t), {m} only (best documents' rule: {bm})",
+            documents_value=claim("grokking_epoch"), measured=_measured(s), uncertainty=None,
+            error=_err_text(s) + base_txt, verdict=sc.verdict(s),
+            notes=f"measured = median |error| in % of t95 over the {s['n_runs']} grokking runs of {m}; "
+                  + sc.tol_note))
+    return rows
+
+
+def _observed_rows(sc: _Scores) -> list[Row]:
+    """The observed grokking epochs per model (observations, not tests)."""
+    rows: list[Row] = []
+    for m in sc.models:
+        sel = [(c, r) for c, r in sc.runs if c.key["model"] == m]
+        g = [r["t95"] for _, r in sel if r["t95"] is not None]
+        g50 = [r["t50"] for _, r in sel if r["t50"] is not None]
+        mem = [r["t_memorize"] for _, r in sel if r["t_memorize"] is not None]
+        if g:
+            meas = float(np.median(g))
+            unc = float(np.std(g, ddof=1) / math.sqrt(len(g))) if len(g) > 1 else None
+            txt = (f"t95 in [{min(g)}, {max(g)}] over {len(g)}/{len(sel)} runs; t50 median "
+                   f"{fmt(float(np.median(g50))) if g50 else 'n/a'}; memorised (train acc 99%) at median "
+                   f"{fmt(float(np.median(mem))) if mem else 'n/a'}")
+        else:
+            meas, unc, txt = "did not grok", None, f"0/{len(sel)} runs reached 95% test accuracy"
+        rows.append(Row(
+            prediction=f"Observed grokking epoch (test acc >= 95%), {m}, p={sc.config.p}",
+            documents_value=claim("grokking_epoch"), measured=meas, uncertainty=unc, error=txt,
+            verdict="inconclusive",
+            notes="an observation, not a test: the documents do not state the model, optimiser or schedule "
+                  "behind their epoch, so epoch counts are not comparable across setups"))
+    return rows
+
+
+def _predictor_rows(sc: _Scores) -> list[Row]:
+    """One row per predictor (the documents' rules, then the baselines)."""
+    rows: list[Row] = []
+    for nm in sc.doc_names + sc.base_names:
+        s, s50 = sc.scores[nm]["t95"], sc.scores[nm]["t50"]
+        doc = sc.is_doc.get(nm)
+        rows.append(Row(
+            prediction=f"online predictor '{nm}' -> grokking epoch" + ("" if doc else " (baseline)"),
+            documents_value=claim("grokking_C_predicts") if doc else "— (baseline, not a documents' claim)",
+            measured=_measured(s),
+            uncertainty=None, error=_err_text(s), verdict=sc.verdict(s),
+            notes=f"{_lead_text(s)}; vs t50: median |err| {_f(100 * s50['median_rel_err'])}%, before t50 in "
+                  f"{s50['before']}/{s50['n_runs']}. " + sc.tol_note))
+    return rows
+
+
+def _critical_c_rows(runs) -> list[Row]:
+    """C at the grokking transition (test accuracy first >= 50%) against the documents' critical value."""
+    c_at = []
+    for _, r in runs:
+        if r["t50"] is None:
+            continue
+        i = r["series"]["epoch"].index(r["t50"])
+        c_at.append((r["series"]["C"][i], r["series"]["C_sgd"][i]))
+    if not c_at:
+        return []
+    cm = float(np.median([a for a, _ in c_at]))
+    csm = float(np.median([b for _, b in c_at]))
+    lo, hi = 0.5, 2.0
+    return [Row(
+        prediction="C at the grokking transition (test acc first >= 50%) is critical (C ≈ 1)",
+        documents_value=claim("grokking_C_critical") if _has_claim("grokking_C_critical")
+        else claim("consolidation_regimes"),
+        measured=cm, uncertainty=None,
+        error=f"median C = {fmt(cm)}, median C_sgd = {fmt(csm)} over {len(c_at)} runs; "
+              f"range of C: [{fmt(min(a for a, _ in c_at))}, {fmt(max(a for a, _ in c_at))}]",
+        verdict="holds" if lo <= cm <= hi else "fails",
+        notes=f"tolerance: C in [{lo}, {hi}] (a factor 2 around 1); C = ||grad L||^2/(D d) with the "
+              "monitor's D at the full batch, gradients in float64")]
 
 
 def _f(x) -> str:

@@ -204,174 +204,19 @@ class TunnelingRate(Experiment):
         return out
 
     def summarize(self, config, results):
-        from hhld.theory import barrier_action_path, barrier_action_straight, hbar, wkb_tunneling_probability
-
         rows, data = [], {}
         fig, axes = figure(3, 1, w=5.0, h=4.0)
-        ax_rate, ax_sqrt, ax_inv = axes[0]
         groups = group(results, "landscape", "D")
         lands = sorted({k[0] for k in groups})
         worst_ctl = 0.0
         for name in lands:
-            ls = _landscape(name)
-            a, b = ls.minima()
-            S_straight = barrier_action_straight(ls, a, b, config.eta)
-            S_path = barrier_action_path(ls, a, b, config.eta)
-            Ds = sorted(D for (n, D) in groups if n == name)
-            rate, rate_se, fpk, kr, pdoc_path, pdoc_straight, core, est, est_dt = ([] for _ in range(9))
-            for D in Ds:
-                rs = groups[(name, D)]
-                # pool seeds: total transitions / total time in wells (ML rate)
-                cnt = sum(r["transitions"] for r in rs)
-                tt = sum(r["time_in_wells"] for r in rs)
-                k = cnt / tt if tt > 0 else math.nan
-                disp = float(np.mean([r.get("dispersion", 1.0) for r in rs]))
-                rate.append(k)
-                rate_se.append(k * math.sqrt(disp / cnt) if cnt else math.nan)
-                fpk.append(rs[0]["fp_rate"])
-                kr.append(rs[0]["kramers_rate"])
-                core.append(rs[0]["core_rate"])
-                est.append(rs[0]["estimator_rate"])
-                est_dt.append(rs[0]["estimator_rate_dt"])
-                h = hbar(config.eta, D)
-                pdoc_path.append(float(wkb_tunneling_probability(S_path, h)))
-                pdoc_straight.append(float(wkb_tunneling_probability(S_straight, h)))
-            Ds_a, rate, rate_se, fpk, kr, core, est, est_dt = map(np.asarray,
-                                                                   (Ds, rate, rate_se, fpk, kr, core, est, est_dt))
-            dev = rate / est_dt - 1.0             # against the exact expectation at this dt (shifted cores)
-            dev_se = rate_se / est_dt
-            worst_ctl = max(worst_ctl, float(np.max(np.abs(dev))))
-            bias = rate / est - 1.0               # the time-step bias, against the dt -> 0 expectation
-            bias_pred = est_dt / est - 1.0
-            y = np.log(rate)
-            wts = (rate / rate_se) ** 2
-            fit_sqrt = linfit(1 / np.sqrt(Ds_a), y, wts)
-            fit_inv = linfit(1 / Ds_a, y, wts)
-            half = len(Ds_a) // 2
-            lo, hi = slice(0, half), slice(half, None)  # Ds sorted ascending: lo = low D
-            stab = {}
-            for lname, xf in (("sqrt", lambda d: 1 / np.sqrt(d)), ("inv", lambda d: 1 / d)):
-                s_lo = linfit(xf(Ds_a[lo]), y[lo], wts[lo])["slope"] if half >= 2 else math.nan
-                s_hi = linfit(xf(Ds_a[hi]), y[hi], wts[hi])["slope"] if len(Ds_a) - half >= 2 else math.nan
-                stab[lname] = {"slope_lowD": s_lo, "slope_highD": s_hi,
-                               "ratio": s_lo / s_hi if s_hi not in (0, math.nan) else math.nan}
-            # documents' predicted 1/√D slope: log P = −S/√(ηD)
-            doc_slope = -S_path / math.sqrt(config.eta)
-            # fits of the FP rates (noise-free) for the same comparison
-            fpfit_inv = linfit(1 / Ds_a, np.log(fpk))
-            data[name] = {"D": Ds, "rate": rate.tolist(), "rate_se": rate_se.tolist(), "fp_rate": fpk.tolist(),
-                          "kramers_rate": kr.tolist(), "P_doc_path": pdoc_path, "P_doc_straight": pdoc_straight,
-                          "S_path": S_path, "S_straight": S_straight, "fit_inv_sqrt_D": fit_sqrt,
-                          "fit_inv_D": fit_inv, "slope_stability": stab, "doc_slope_inv_sqrt_D": doc_slope,
-                          "fp_fit_inv_D": fpfit_inv, "core_rate": core.tolist(), "estimator_rate": est.tolist(),
-                          "estimator_rate_dt": est_dt.tolist(),
-                          "rel_dev_estimator_rate_dt": dev.tolist(), "time_step_bias": bias.tolist(),
-                          "time_step_bias_predicted": bias_pred.tolist(),
-                          "core_rate_over_fp_rate": (core / fpk).tolist()}
-            lab = f"{name} double well"
-            ax_rate.errorbar(Ds_a, rate, yerr=rate_se, fmt="o", label=f"{lab}: ensemble")
-            ax_rate.plot(Ds_a, est_dt, "-", label=f"{lab}: exact estimator rate at dt")
-            ax_rate.plot(Ds_a, fpk, ":", label=f"{lab}: FP λ₁/2")
-            ax_rate.plot(Ds_a, kr, "--", label=f"{lab}: Kramers (leading order)")
-            ax_sqrt.plot(1 / np.sqrt(Ds_a), y, "o", label=f"{lab} (R²={fit_sqrt['r2']:.4f})")
-            xs = np.linspace((1 / np.sqrt(Ds_a)).min(), (1 / np.sqrt(Ds_a)).max(), 20)
-            ax_sqrt.plot(xs, fit_sqrt["intercept"] + fit_sqrt["slope"] * xs, "k-", lw=0.8)
-            ax_inv.plot(1 / Ds_a, y, "o", label=f"{lab} (R²={fit_inv['r2']:.4f})")
-            xs = np.linspace((1 / Ds_a).min(), (1 / Ds_a).max(), 20)
-            ax_inv.plot(xs, fit_inv["intercept"] + fit_inv["slope"] * xs, "k-", lw=0.8)
-            if name == lands[0]:
-                ax_rate.plot(Ds_a, pdoc_path, ":", label="documents' P = exp(−S_path/ħ), η=%g" % config.eta)
-                ax_rate.plot(Ds_a, pdoc_straight, "-.", label="documents' code P (straight line)")
-
-            # ----- rows
-            tol = config.control_tol
-            z = bonferroni_z(len(Ds))
-            ok = np.abs(dev) <= tol + z * dev_se
-            mid = len(Ds) // 2
-            rows.append(Row(
-                prediction=f"{name}: ensemble escape rate = its exact expectation at this dt (control)",
-                documents_value="— (control, not a documents' claim)",
-                measured=float(np.max(np.abs(dev))), uncertainty=float(np.max(dev_se)),
-                error=f"max rel. dev. over {len(Ds)} D values (signed: {fmt(dev.min())} to {fmt(dev.max())})",
-                verdict="holds" if np.all(ok) else "fails",
-                notes=(f"tolerance {tol:.0%} + {z:.2f} SE at every D ({z:.2f}: 5% family-wise over the {len(Ds)} D "
-                       "values, Bonferroni; SE from the spread of the particles' counts). Exact expectation: the "
-                       "estimator's own quantity "
-                       "(transitions between the cores per unit time having visited one, from θ₁ = −1 to "
-                       f"t = {config.t_max}) on the FP generator, with the cores |θ₁| ≥ {config.core} moved out by "
-                       "β√(2D dt) for checking them every dt; what is left is O(dt) (Euler-Maruyama drift, the next "
-                       "monitoring term), measured within 0.6% at D = 0.25-0.5 for dt from 0.00125 to 0.01. Its t → ∞ "
-                       "limit, the "
-                       "core-to-core rate of transition path theory, is "
-                       f"{fmt(float(np.min(core / fpk)))}-{fmt(float(np.max(core / fpk)))} × FP λ₁/2, and Kramers "
-                       f"(leading order in D) is {fmt(float(kr[mid] / core[mid]))} × it at D = {Ds[mid]}.")))
-            w = 1.0 / np.maximum(rate_se / core, 1e-12) ** 2
-            b_meas = float(np.sum(w * bias) / np.sum(w))
-            b_se = float(1.0 / math.sqrt(np.sum(w)))
-            b_pred = float(np.sum(w * bias_pred) / np.sum(w))
-            rows.append(Row(
-                prediction=f"{name}: time-step bias of the estimator at dt = {config.dt} (vs its dt → 0 expectation)",
-                documents_value="— (numerical bias, not a documents' claim)",
-                measured=b_meas, uncertainty=b_se,
-                error=(f"predicted by the discrete-monitoring shift β√(2D dt): {fmt(b_pred)} "
-                       f"(per D: {fmt(bias_pred.min())} to {fmt(bias_pred.max())})"),
-                verdict="holds" if abs(b_meas - b_pred) <= tol + 2 * b_se else "fails",
-                notes=("weighted mean over D of rate/(exact dt → 0 expectation) − 1 (weights 1/SE²); 'holds' when it "
-                       "matches the "
-                       f"predicted bias within {tol:.0%} + 2 SE. A smaller dt shrinks it like √dt.")))
-            r2s, r2i = fit_sqrt["r2"], fit_inv["r2"]
-            st_s, st_i = stab["sqrt"]["ratio"], stab["inv"]["ratio"]
-            slope_err = abs(fit_sqrt["slope"] - doc_slope) / abs(doc_slope)
-            # documents' law: holds if its slope is the predicted −S/√η (20%) and stable over sub-ranges (15%)
-            stable_s = abs(st_s - 1) <= 0.15
-            if slope_err <= 0.2 and stable_s:
-                vd = "holds"
-            elif r2s >= 0.99:
-                vd = "partly"  # a straight line in 1/√D over this range, but not the stated law
-            else:
-                vd = "fails"
-            rows.append(Row(
-                prediction=f"{name}: log rate linear in 1/√D, slope −S_path/√η (documents' law)",
-                documents_value=claim("tunneling_r2"),
-                measured=r2s, uncertainty=None,
-                error=(f"R²(1/√D)={r2s:.4f} vs R²(1/D)={r2i:.4f}; slope {fmt(fit_sqrt['slope'])} vs predicted "
-                       f"{fmt(doc_slope)} ({slope_err:.0%}); low/high-D slope ratio {fmt(st_s)}"),
-                verdict=vd,
-                notes=("holds needs the fitted 1/√D slope within 20% of −S_path/√η and low-D/high-D slope ratio "
-                       "within 15% of 1; 'partly' = R² ≥ 0.99 only (R² alone cannot tell the laws apart). "
-                       f"Arrhenius slope ratio low/high D: {fmt(st_i)}.")))
-            barrier = float(ls.value(np.zeros(ls.dim))) - float(ls.value(a))
-            arr_err = abs(-fit_inv["slope"] - barrier) / barrier
-            rows.append(Row(
-                prediction=f"{name}: log rate vs 1/D slope = −ΔL (Arrhenius/Kramers, exact)",
-                documents_value="— (exact result; the documents predict a 1/√D law)",
-                measured=fit_inv["slope"], uncertainty=fit_inv["slope_se"],
-                error=f"ΔL = {barrier:g}; rel. err {arr_err:.1%}; low/high-D slope ratio {fmt(st_i)}",
-                verdict="holds" if arr_err <= 0.25 else ("partly" if arr_err <= 0.5 else "fails"),
-                notes=("tolerance 25% (the Kramers prefactor and finite-D corrections bend the curve at high D); "
-                       f"noise-free FP λ₁/2 gives slope {fmt(fpfit_inv['slope'])}.")))
-            ratio_range = float(rate.max() / rate.min())
-            p_range = float(max(pdoc_straight) / min(pdoc_straight))
-            rows.append(Row(
-                prediction=f"{name}: documents' code P = exp(−√(2ηΔL)|Δθ|/ħ) tracks the rate",
-                documents_value=claim("tunneling_law_code"),
-                measured=f"P = {fmt(pdoc_straight[0])} at every D (ΔL between the minima = 0)",
-                uncertainty=None,
-                error=f"measured rate varies ×{ratio_range:.1f} over D; documents' P ×{p_range:.2f}",
-                verdict="fails" if (ratio_range > 2 and p_range < 1.01) else "inconclusive",
-                notes="fails when the measured rate changes by more than ×2 while P stays constant."))
-        ax_rate.set_yscale("log")
-        ax_rate.set_xlabel("D")
-        ax_rate.set_ylabel("escape rate / probability")
-        ax_rate.legend(fontsize=6)
-        ax_rate.set_title("escape rate vs D")
-        ax_sqrt.set_xlabel("1/√D")
-        ax_sqrt.set_ylabel("log rate")
-        ax_sqrt.set_title("documents' law: log rate vs 1/√D")
-        ax_sqrt.legend(fontsize=7)
-        ax_inv.set_xlabel("1/D")
-        ax_inv.set_title("Arrhenius: log rate vs 1/D")
-        ax_inv.legend(fontsize=7)
+            m = _measure_landscape(name, groups, config)
+            worst_ctl = max(worst_ctl, float(np.max(np.abs(m["dev"]))))
+            data[name] = _landscape_data(m)
+            _plot_landscape(axes[0], name, m, config, first=name == lands[0])
+            rows += [_control_row(name, m, config), _bias_row(name, m, config), _law_row(name, m),
+                     _arrhenius_row(name, m), _code_row(name, m)]
+        _label_axes(axes[0])
         fig.tight_layout()
         notes = (f"Escape rate = transitions between the cores |θ₁| ≥ {config.core} per unit time spent having "
                  "visited one, "
@@ -381,3 +226,207 @@ class TunnelingRate(Experiment):
                  "the two minima, where the straight-line form has ΔL = 0, so P = 1 at every D and its 1/√D fit "
                  "has slope 0.")
         return ExperimentReport(rows=rows, figures={"rates": fig}, notes=notes, data=data)
+
+
+# ------------------------------------------------------------------ summarize: measures, rows, figure
+def _measure_landscape(name, groups, config) -> dict:
+    """Everything the rows of one landscape use: the pooled rates per D (seeds pooled: total transitions /
+    total time in the wells, the ML rate), the exact expectations, the documents' P, and the fits."""
+    from hhld.theory import barrier_action_path, barrier_action_straight, hbar, wkb_tunneling_probability
+
+    ls = _landscape(name)
+    a, b = ls.minima()
+    S_straight = barrier_action_straight(ls, a, b, config.eta)
+    S_path = barrier_action_path(ls, a, b, config.eta)
+    Ds = sorted(D for (n, D) in groups if n == name)
+    rate, rate_se, fpk, kr, pdoc_path, pdoc_straight, core, est, est_dt = ([] for _ in range(9))
+    for D in Ds:
+        rs = groups[(name, D)]
+        cnt = sum(r["transitions"] for r in rs)
+        tt = sum(r["time_in_wells"] for r in rs)
+        k = cnt / tt if tt > 0 else math.nan
+        disp = float(np.mean([r.get("dispersion", 1.0) for r in rs]))
+        rate.append(k)
+        rate_se.append(k * math.sqrt(disp / cnt) if cnt else math.nan)
+        fpk.append(rs[0]["fp_rate"])
+        kr.append(rs[0]["kramers_rate"])
+        core.append(rs[0]["core_rate"])
+        est.append(rs[0]["estimator_rate"])
+        est_dt.append(rs[0]["estimator_rate_dt"])
+        h = hbar(config.eta, D)
+        pdoc_path.append(float(wkb_tunneling_probability(S_path, h)))
+        pdoc_straight.append(float(wkb_tunneling_probability(S_straight, h)))
+    Ds_a, rate, rate_se, fpk, kr, core, est, est_dt = map(np.asarray, (Ds, rate, rate_se, fpk, kr, core, est, est_dt))
+    y = np.log(rate)
+    wts = (rate / rate_se) ** 2
+    half = len(Ds_a) // 2
+    lo, hi = slice(0, half), slice(half, None)  # Ds sorted ascending: lo = low D
+    stab = {}
+    for lname, xf in (("sqrt", lambda d: 1 / np.sqrt(d)), ("inv", lambda d: 1 / d)):
+        s_lo = linfit(xf(Ds_a[lo]), y[lo], wts[lo])["slope"] if half >= 2 else math.nan
+        s_hi = linfit(xf(Ds_a[hi]), y[hi], wts[hi])["slope"] if len(Ds_a) - half >= 2 else math.nan
+        stab[lname] = {"slope_lowD": s_lo, "slope_highD": s_hi,
+                       "ratio": s_lo / s_hi if s_hi not in (0, math.nan) else math.nan}
+    return {
+        "ls": ls, "minimum": a, "Ds": Ds, "Ds_a": Ds_a, "rate": rate, "rate_se": rate_se, "fpk": fpk, "kr": kr,
+        "core": core, "est": est, "est_dt": est_dt, "pdoc_path": pdoc_path, "pdoc_straight": pdoc_straight,
+        "S_path": S_path, "S_straight": S_straight, "y": y,
+        "dev": rate / est_dt - 1.0,            # against the exact expectation at this dt (shifted cores)
+        "dev_se": rate_se / est_dt,
+        "bias": rate / est - 1.0,              # the time-step bias, against the dt -> 0 expectation
+        "bias_pred": est_dt / est - 1.0,
+        "fit_sqrt": linfit(1 / np.sqrt(Ds_a), y, wts), "fit_inv": linfit(1 / Ds_a, y, wts), "stab": stab,
+        # documents' predicted 1/√D slope: log P = −S/√(ηD)
+        "doc_slope": -S_path / math.sqrt(config.eta),
+        # fits of the FP rates (noise-free) for the same comparison
+        "fpfit_inv": linfit(1 / Ds_a, np.log(fpk)),
+    }
+
+
+def _landscape_data(m) -> dict:
+    return {"D": m["Ds"], "rate": m["rate"].tolist(), "rate_se": m["rate_se"].tolist(), "fp_rate": m["fpk"].tolist(),
+            "kramers_rate": m["kr"].tolist(), "P_doc_path": m["pdoc_path"], "P_doc_straight": m["pdoc_straight"],
+            "S_path": m["S_path"], "S_straight": m["S_straight"], "fit_inv_sqrt_D": m["fit_sqrt"],
+            "fit_inv_D": m["fit_inv"], "slope_stability": m["stab"], "doc_slope_inv_sqrt_D": m["doc_slope"],
+            "fp_fit_inv_D": m["fpfit_inv"], "core_rate": m["core"].tolist(), "estimator_rate": m["est"].tolist(),
+            "estimator_rate_dt": m["est_dt"].tolist(),
+            "rel_dev_estimator_rate_dt": m["dev"].tolist(), "time_step_bias": m["bias"].tolist(),
+            "time_step_bias_predicted": m["bias_pred"].tolist(),
+            "core_rate_over_fp_rate": (m["core"] / m["fpk"]).tolist()}
+
+
+def _control_row(name, m, config) -> Row:
+    """The ensemble's escape rate against its own exact expectation at this dt (the control)."""
+    dev, dev_se, Ds, core, fpk, kr = m["dev"], m["dev_se"], m["Ds"], m["core"], m["fpk"], m["kr"]
+    tol = config.control_tol
+    z = bonferroni_z(len(Ds))
+    ok = np.abs(dev) <= tol + z * dev_se
+    mid = len(Ds) // 2
+    return Row(
+        prediction=f"{name}: ensemble escape rate = its exact expectation at this dt (control)",
+        documents_value="— (control, not a documents' claim)",
+        measured=float(np.max(np.abs(dev))), uncertainty=float(np.max(dev_se)),
+        error=f"max rel. dev. over {len(Ds)} D values (signed: {fmt(dev.min())} to {fmt(dev.max())})",
+        verdict="holds" if np.all(ok) else "fails",
+        notes=(f"tolerance {tol:.0%} + {z:.2f} SE at every D ({z:.2f}: 5% family-wise over the {len(Ds)} D "
+               "values, Bonferroni; SE from the spread of the particles' counts). Exact expectation: the "
+               "estimator's own quantity "
+               "(transitions between the cores per unit time having visited one, from θ₁ = −1 to "
+               f"t = {config.t_max}) on the FP generator, with the cores |θ₁| ≥ {config.core} moved out by "
+               "β√(2D dt) for checking them every dt; what is left is O(dt) (Euler-Maruyama drift, the next "
+               "monitoring term), measured within 0.6% at D = 0.25-0.5 for dt from 0.00125 to 0.01. Its t → ∞ "
+               "limit, the "
+               "core-to-core rate of transition path theory, is "
+               f"{fmt(float(np.min(core / fpk)))}-{fmt(float(np.max(core / fpk)))} × FP λ₁/2, and Kramers "
+               f"(leading order in D) is {fmt(float(kr[mid] / core[mid]))} × it at D = {Ds[mid]}."))
+
+
+def _bias_row(name, m, config) -> Row:
+    """The estimator's time-step bias against the one the discrete-monitoring shift predicts."""
+    bias, bias_pred, tol = m["bias"], m["bias_pred"], config.control_tol
+    w = 1.0 / np.maximum(m["rate_se"] / m["core"], 1e-12) ** 2
+    b_meas = float(np.sum(w * bias) / np.sum(w))
+    b_se = float(1.0 / math.sqrt(np.sum(w)))
+    b_pred = float(np.sum(w * bias_pred) / np.sum(w))
+    return Row(
+        prediction=f"{name}: time-step bias of the estimator at dt = {config.dt} (vs its dt → 0 expectation)",
+        documents_value="— (numerical bias, not a documents' claim)",
+        measured=b_meas, uncertainty=b_se,
+        error=(f"predicted by the discrete-monitoring shift β√(2D dt): {fmt(b_pred)} "
+               f"(per D: {fmt(bias_pred.min())} to {fmt(bias_pred.max())})"),
+        verdict="holds" if abs(b_meas - b_pred) <= tol + 2 * b_se else "fails",
+        notes=("weighted mean over D of rate/(exact dt → 0 expectation) − 1 (weights 1/SE²); 'holds' when it "
+               "matches the "
+               f"predicted bias within {tol:.0%} + 2 SE. A smaller dt shrinks it like √dt."))
+
+
+def _law_row(name, m) -> Row:
+    """The documents' law: log rate linear in 1/√D with slope −S_path/√η."""
+    fit_sqrt, fit_inv, stab, doc_slope = m["fit_sqrt"], m["fit_inv"], m["stab"], m["doc_slope"]
+    r2s, r2i = fit_sqrt["r2"], fit_inv["r2"]
+    st_s, st_i = stab["sqrt"]["ratio"], stab["inv"]["ratio"]
+    slope_err = abs(fit_sqrt["slope"] - doc_slope) / abs(doc_slope)
+    # documents' law: holds if its slope is the predicted −S/√η (20%) and stable over sub-ranges (15%)
+    stable_s = abs(st_s - 1) <= 0.15
+    if slope_err <= 0.2 and stable_s:
+        vd = "holds"
+    elif r2s >= 0.99:
+        vd = "partly"  # a straight line in 1/√D over this range, but not the stated law
+    else:
+        vd = "fails"
+    return Row(
+        prediction=f"{name}: log rate linear in 1/√D, slope −S_path/√η (documents' law)",
+        documents_value=claim("tunneling_r2"),
+        measured=r2s, uncertainty=None,
+        error=(f"R²(1/√D)={r2s:.4f} vs R²(1/D)={r2i:.4f}; slope {fmt(fit_sqrt['slope'])} vs predicted "
+               f"{fmt(doc_slope)} ({slope_err:.0%}); low/high-D slope ratio {fmt(st_s)}"),
+        verdict=vd,
+        notes=("holds needs the fitted 1/√D slope within 20% of −S_path/√η and low-D/high-D slope ratio "
+               "within 15% of 1; 'partly' = R² ≥ 0.99 only (R² alone cannot tell the laws apart). "
+               f"Arrhenius slope ratio low/high D: {fmt(st_i)}."))
+
+
+def _arrhenius_row(name, m) -> Row:
+    """The exact result: log rate vs 1/D with slope −ΔL (Arrhenius/Kramers)."""
+    ls, fit_inv = m["ls"], m["fit_inv"]
+    barrier = float(ls.value(np.zeros(ls.dim))) - float(ls.value(m["minimum"]))
+    arr_err = abs(-fit_inv["slope"] - barrier) / barrier
+    return Row(
+        prediction=f"{name}: log rate vs 1/D slope = −ΔL (Arrhenius/Kramers, exact)",
+        documents_value="— (exact result; the documents predict a 1/√D law)",
+        measured=fit_inv["slope"], uncertainty=fit_inv["slope_se"],
+        error=f"ΔL = {barrier:g}; rel. err {arr_err:.1%}; low/high-D slope ratio {fmt(m['stab']['inv']['ratio'])}",
+        verdict="holds" if arr_err <= 0.25 else ("partly" if arr_err <= 0.5 else "fails"),
+        notes=("tolerance 25% (the Kramers prefactor and finite-D corrections bend the curve at high D); "
+               f"noise-free FP λ₁/2 gives slope {fmt(m['fpfit_inv']['slope'])}."))
+
+
+def _code_row(name, m) -> Row:
+    """The documents' code's P (the straight line between the minima) against the measured rate."""
+    pdoc_straight = m["pdoc_straight"]
+    ratio_range = float(m["rate"].max() / m["rate"].min())
+    p_range = float(max(pdoc_straight) / min(pdoc_straight))
+    return Row(
+        prediction=f"{name}: documents' code P = exp(−√(2ηΔL)|Δθ|/ħ) tracks the rate",
+        documents_value=claim("tunneling_law_code"),
+        measured=f"P = {fmt(pdoc_straight[0])} at every D (ΔL between the minima = 0)",
+        uncertainty=None,
+        error=f"measured rate varies ×{ratio_range:.1f} over D; documents' P ×{p_range:.2f}",
+        verdict="fails" if (ratio_range > 2 and p_range < 1.01) else "inconclusive",
+        notes="fails when the measured rate changes by more than ×2 while P stays constant.")
+
+
+def _plot_landscape(axes_row, name, m, config, first: bool) -> None:
+    ax_rate, ax_sqrt, ax_inv = axes_row
+    Ds_a, rate, y = m["Ds_a"], m["rate"], m["y"]
+    fit_sqrt, fit_inv = m["fit_sqrt"], m["fit_inv"]
+    lab = f"{name} double well"
+    ax_rate.errorbar(Ds_a, rate, yerr=m["rate_se"], fmt="o", label=f"{lab}: ensemble")
+    ax_rate.plot(Ds_a, m["est_dt"], "-", label=f"{lab}: exact estimator rate at dt")
+    ax_rate.plot(Ds_a, m["fpk"], ":", label=f"{lab}: FP λ₁/2")
+    ax_rate.plot(Ds_a, m["kr"], "--", label=f"{lab}: Kramers (leading order)")
+    ax_sqrt.plot(1 / np.sqrt(Ds_a), y, "o", label=f"{lab} (R²={fit_sqrt['r2']:.4f})")
+    xs = np.linspace((1 / np.sqrt(Ds_a)).min(), (1 / np.sqrt(Ds_a)).max(), 20)
+    ax_sqrt.plot(xs, fit_sqrt["intercept"] + fit_sqrt["slope"] * xs, "k-", lw=0.8)
+    ax_inv.plot(1 / Ds_a, y, "o", label=f"{lab} (R²={fit_inv['r2']:.4f})")
+    xs = np.linspace((1 / Ds_a).min(), (1 / Ds_a).max(), 20)
+    ax_inv.plot(xs, fit_inv["intercept"] + fit_inv["slope"] * xs, "k-", lw=0.8)
+    if first:
+        ax_rate.plot(Ds_a, m["pdoc_path"], ":", label="documents' P = exp(−S_path/ħ), η=%g" % config.eta)
+        ax_rate.plot(Ds_a, m["pdoc_straight"], "-.", label="documents' code P (straight line)")
+
+
+def _label_axes(axes_row) -> None:
+    ax_rate, ax_sqrt, ax_inv = axes_row
+    ax_rate.set_yscale("log")
+    ax_rate.set_xlabel("D")
+    ax_rate.set_ylabel("escape rate / probability")
+    ax_rate.legend(fontsize=6)
+    ax_rate.set_title("escape rate vs D")
+    ax_sqrt.set_xlabel("1/√D")
+    ax_sqrt.set_ylabel("log rate")
+    ax_sqrt.set_title("documents' law: log rate vs 1/√D")
+    ax_sqrt.legend(fontsize=7)
+    ax_inv.set_xlabel("1/D")
+    ax_inv.set_title("Arrhenius: log rate vs 1/D")
+    ax_inv.legend(fontsize=7)

@@ -158,138 +158,185 @@ class Uncertainty(Experiment):
         return out
 
     def summarize(self, config, results):
-        from hhld.theory import (hbar, uncertainty_bound_hbar, uncertainty_bound_principle,
-                                 uncertainty_bound_takeaway, uncertainty_bound_theorem1)
-
-        eta, lr = config.eta, 1.0 / config.eta
-        rows, data = [], {"stationary": []}
         stat = [(c, r) for c, r in results if c.key["state"] in STATES]
-        # Stein: Cov(θ_i, ∂_iL) = D (μ = 1)
-        worst_cov, worst_cov_se = 0.0, 0.0
-        ratios = {"principle": [], "theorem1": [], "takeaway": [], "hbar": []}
-        min_over_D = []
-        for c, r in stat:
-            D = float(c.key["D"])
-            cov, cse, prod, pse = map(np.asarray, (r["cov"], r["cov_se"], r["product"], r["product_se"]))
-            dev = np.abs(cov - D) / D
-            i = int(np.argmax(dev))
-            if dev[i] > worst_cov:
-                worst_cov, worst_cov_se = float(dev[i]), float(cse[i] / D)
-            min_over_D.append(float(np.min(prod / D)))
-            pm = float(np.min(prod))
-            ratios["principle"].append(pm / float(uncertainty_bound_principle(eta, lr)))
-            ratios["theorem1"].append(pm / float(uncertainty_bound_theorem1(eta, lr)))
-            ratios["takeaway"].append(pm / float(uncertainty_bound_takeaway(eta)))
-            ratios["hbar"].append(pm / float(uncertainty_bound_hbar(hbar(eta, D))))
-            data["stationary"].append({"state": c.key["state"], "D": D, "seed": c.seed, "product": prod.tolist(),
-                                       "product_se": pse.tolist(), "cov": cov.tolist()})
-        rows.append(Row("Stationary Cov(θ_i, ∂_iL) = D/μ (Stein, exact)", "— (exact result)",
-                        worst_cov, worst_cov_se, f"max rel. dev. from D over {len(stat)} ensembles × coordinates",
-                        "holds" if worst_cov <= 0.05 + 2 * worst_cov_se else "fails",
-                        f"tolerance 5% + 2 SE (SE over time snapshots); μ = 1, Leimkuhler-Matthews, dt = {config.dt}"))
-        # decoupled quadratic: product = D exactly
-        q = [(c, r) for c, r in stat if c.key["state"] == "quadratic"]
-        qdev = max(float(np.max(np.abs(np.asarray(r["product"]) - c.key["D"]) / c.key["D"])) for c, r in q)
-        qse = max(float(np.max(np.asarray(r["product_se"]) / c.key["D"])) for c, r in q)
-        rows.append(Row("Decoupled quadratic: Δθ_i·Δ∂_iL = D/μ (equality)", "— (exact result)",
-                        qdev, qse, "max rel. dev. from D", "holds" if qdev <= 0.03 else "fails",
-                        "tolerance 3%"))
-        mn = min(min_over_D)
-        rows.append(Row("Stationary Δθ_i·Δ∂_iL ≥ D/μ (Cauchy-Schwarz on Stein)", "— (exact result)",
-                        mn, None, "min over ensembles of product/D", "holds" if mn >= 0.97 else "fails",
-                        "tolerance 3% below 1"))
-        # documents' bounds (any state ρ): stationary states and the dynamics
         dyn = [r for c, r in results if c.key["state"] == "dynamics"]
-        dyn_min = min(min(r["product"]) for r in dyn) if dyn else math.nan
-        for key, cid, label in (("principle", "uncertainty_main", "√(η·lr)/2"),
-                                ("theorem1", "uncertainty_thm1", "η·lr/4"),
-                                ("takeaway", "uncertainty_takeaway", "η/2"),
-                                ("hbar", "uncertainty_hbar", "ħ/2")):
-            rmin = float(min(ratios[key]))
-            n_ok = int(sum(x >= 0.97 for x in ratios[key]))
-            # a bound stated for every state: one ensemble far below it refutes it
-            verdict = "holds" if rmin >= 0.97 else ("partly" if rmin >= 0.5 else "fails")
-            rows.append(Row(f"Δθ·Δ∇L ≥ {label} on stationary ensembles (documents)", claim(cid), rmin, None,
-                            f"min product / bound over {len(ratios[key])} ensembles (D in {list(config.D_values)}); "
-                            f"max {fmt(max(ratios[key]))}; satisfied by {n_ok}/{len(ratios[key])}",
-                            verdict, f"η = {eta} (Example 1), lr = 1/η; 'holds' if every ensemble ≥ 0.97 × bound, "
-                                     "'partly' if none is below 0.5 × bound, else 'fails' (the documents state the "
-                                     "bound for any state). Along the dynamics from a point start the product starts "
-                                     f"at {fmt(dyn_min)} (any bound > 0 fails there)."))
-        # one well: coherent state equality Δθ·Δ∇L = ħ/2
-        ow = [(c, r) for c, r in stat if c.key["state"] == "one_well"]
-        if ow:
-            c, r = ow[0]
-            D = float(c.key["D"])
-            pr = float(np.mean(r["product"]))
-            ratio = pr / float(uncertainty_bound_hbar(hbar(eta, D)))
-            rows.append(Row("Inside one well (a 'trained model'): Δθ·Δ∇L = ħ/2 (coherent state)",
-                            claim("coherent_equality"), ratio, None,
-                            f"product/(ħ/2) at D = {D}; product/D = {pr / D:.3f}",
-                            "holds" if abs(ratio - 1) <= 0.1 else "fails",
-                            "tolerance 10%; the exact in-well value is ≈ D (Stein), which is not ħ/2 = √(ηD)/2."))
-        # along the dynamics: exact OU
-        if dyn:
-            r = dyn[0]
-            p, ex = np.asarray(r["product"]), np.asarray(r["exact"])
-            m = ex > 0
-            dev = float(np.max(np.abs(p[m] - ex[m]) / ex[m]))
-            rows.append(Row("From a point start: Δθ·Δ∇L(t) = κ·Var θ(t) (exact OU)", "— (exact result)",
-                            dev, None, "max rel. dev. from the exact OU curve", "holds" if dev <= 0.08 else "fails",
-                            f"tolerance 8% (sampling with N = {config.n_particles}); the product starts at 0 and rises to D: "
-                            "no state-independent lower bound holds for every ρ"))
-        # Example 3
         ex3 = [r for c, r in results if c.key["state"] == "example3"]
+        st = _stationary_measures(stat, config)
+        rows = (_stein_rows(st, stat, config) + _bound_rows(st, dyn, config) + _one_well_rows(stat, config)
+                + _dynamics_rows(dyn, config) + _example3_rows(ex3))
+        data = {"stationary": st["data"]}
         if ex3:
-            r = ex3[0]
-            h = r["hbar"]
-            dw = np.asarray(r["double_well"]["product"]) / (h / 2)
-            q50 = np.asarray(r["quadratic50"]["product"]) / (h / 2)
-            curv50 = np.asarray(r["quadratic50"]["curvature"])
-            frac = float(np.mean(q50 >= 0.95))
-            # what it measures: product ≈ |curvature|·ħ
-            meas_dev = float(np.max(np.abs(np.asarray(r["quadratic50"]["product"]) - curv50 * h) / (curv50 * h)))
-            rows.append(Row("Example 3: Gaussian samples with std √ħ satisfy Δθ·Δ∇L ≥ ħ/2",
-                            claim("uncertainty_hbar"), frac, None,
-                            f"fraction of coordinates passing (5% tolerance, as in Example 3) on Example 2's quadratic "
-                            f"(λ in [0.1, 10]); documents' double well: product/(ħ/2) = {[round(float(x), 2) for x in dw]}",
-                            "holds" if frac == 1.0 else ("partly" if frac > 0 else "fails"),
-                            f"the procedure measures curvature × ħ (max rel. dev. of product from λ_i·ħ: "
-                            f"{meas_dev:.1%}); it passes iff the curvature ≥ 1/2, independent of any dynamics."))
-            data["example3"] = r
+            data["example3"] = ex3[0]
         if dyn:
             data["dynamics"] = dyn[0]
-        # figure
-        fig, axes = figure(2, 1, w=5.2, h=4.0)
-        ax, ax2 = axes[0]
-        for s, mk in zip(STATES, "osd^"):
-            pts = [(float(c.key["D"]), np.asarray(r["product"])) for c, r in stat if c.key["state"] == s]
-            for D, p in pts:
-                ax.plot([D] * len(p), p, mk, alpha=0.7, label=s if D == pts[0][0] else None)
-        Ds = np.logspace(np.log10(min(config.D_values + (config.one_well_D,))) - 0.3,
-                         np.log10(max(config.D_values)) + 0.3, 50)
-        ax.plot(Ds, Ds, "k-", label="D (Stein)")
-        ax.plot(Ds, [uncertainty_bound_hbar(hbar(eta, d)) for d in Ds], "r--", label="ħ/2 (documents)")
-        ax.axhline(float(uncertainty_bound_principle(eta, lr)), color="m", ls=":", label="√(η·lr)/2")
-        ax.axhline(float(uncertainty_bound_theorem1(eta, lr)), color="c", ls=":", label="η·lr/4 (Thm 1)")
-        ax.axhline(float(uncertainty_bound_takeaway(eta)), color="g", ls=":", label="η/2")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("D")
-        ax.set_ylabel("Δθ_i·Δ∂_iL")
-        ax.set_title("stationary ensembles")
-        ax.legend(fontsize=7)
-        if dyn:
-            r = dyn[0]
-            ax2.plot(r["times"], r["product"], "o", label="ensemble")
-            ax2.plot(r["times"], r["exact"], "k-", label="exact OU κ·Var θ(t)")
-            D = float(config.D_values[-1])
-            ax2.axhline(float(uncertainty_bound_hbar(hbar(eta, D))), color="r", ls="--", label="ħ/2")
-            ax2.set_xlabel("t")
-            ax2.set_ylabel("Δθ·Δ∇L")
-            ax2.set_title(f"from a point start, D = {D}")
-            ax2.legend(fontsize=7)
-        fig.tight_layout()
-        return ExperimentReport(rows=rows, figures={"products": fig}, data=data,
+        return ExperimentReport(rows=rows, figures={"products": _figure(stat, dyn, config)}, data=data,
                                 notes="μ = 1 (reference drift). Products are per coordinate, over particles, "
                                       "averaged over time snapshots.")
+
+
+# ------------------------------------------------------------------ summarize: measures, rows, figure
+def _bounds(eta: float, lr: float, D: float | None = None) -> dict:
+    """The documents' lower bounds on Δθ·Δ∇L (``hbar``: at diffusion ``D``)."""
+    from hhld.theory import (hbar, uncertainty_bound_hbar, uncertainty_bound_principle, uncertainty_bound_takeaway,
+                             uncertainty_bound_theorem1)
+
+    out = {"principle": float(uncertainty_bound_principle(eta, lr)),
+           "theorem1": float(uncertainty_bound_theorem1(eta, lr)),
+           "takeaway": float(uncertainty_bound_takeaway(eta))}
+    if D is not None:
+        out["hbar"] = float(uncertainty_bound_hbar(hbar(eta, D)))
+    return out
+
+
+def _stationary_measures(stat, config) -> dict:
+    """Over the stationary ensembles: the worst Stein deviation, product/D, and product/bound per bound."""
+    eta, lr = config.eta, 1.0 / config.eta
+    worst_cov, worst_cov_se = 0.0, 0.0
+    ratios = {"principle": [], "theorem1": [], "takeaway": [], "hbar": []}
+    min_over_D, data = [], []
+    for c, r in stat:
+        D = float(c.key["D"])
+        cov, cse, prod, pse = map(np.asarray, (r["cov"], r["cov_se"], r["product"], r["product_se"]))
+        dev = np.abs(cov - D) / D
+        i = int(np.argmax(dev))
+        if dev[i] > worst_cov:
+            worst_cov, worst_cov_se = float(dev[i]), float(cse[i] / D)
+        min_over_D.append(float(np.min(prod / D)))
+        pm = float(np.min(prod))
+        for key, bound in _bounds(eta, lr, D).items():
+            ratios[key].append(pm / bound)
+        data.append({"state": c.key["state"], "D": D, "seed": c.seed, "product": prod.tolist(),
+                     "product_se": pse.tolist(), "cov": cov.tolist()})
+    return {"worst_cov": worst_cov, "worst_cov_se": worst_cov_se, "ratios": ratios, "min_over_D": min_over_D,
+            "data": data}
+
+
+def _stein_rows(st, stat, config) -> list[Row]:
+    """The exact results: Stein's Cov = D/μ, equality on the decoupled quadratic, product ≥ D/μ."""
+    rows = [Row("Stationary Cov(θ_i, ∂_iL) = D/μ (Stein, exact)", "— (exact result)",
+                st["worst_cov"], st["worst_cov_se"], f"max rel. dev. from D over {len(stat)} ensembles × coordinates",
+                "holds" if st["worst_cov"] <= 0.05 + 2 * st["worst_cov_se"] else "fails",
+                f"tolerance 5% + 2 SE (SE over time snapshots); μ = 1, Leimkuhler-Matthews, dt = {config.dt}")]
+    q = [(c, r) for c, r in stat if c.key["state"] == "quadratic"]
+    qdev = max(float(np.max(np.abs(np.asarray(r["product"]) - c.key["D"]) / c.key["D"])) for c, r in q)
+    qse = max(float(np.max(np.asarray(r["product_se"]) / c.key["D"])) for c, r in q)
+    rows.append(Row("Decoupled quadratic: Δθ_i·Δ∂_iL = D/μ (equality)", "— (exact result)",
+                    qdev, qse, "max rel. dev. from D", "holds" if qdev <= 0.03 else "fails",
+                    "tolerance 3%"))
+    mn = min(st["min_over_D"])
+    rows.append(Row("Stationary Δθ_i·Δ∂_iL ≥ D/μ (Cauchy-Schwarz on Stein)", "— (exact result)",
+                    mn, None, "min over ensembles of product/D", "holds" if mn >= 0.97 else "fails",
+                    "tolerance 3% below 1"))
+    return rows
+
+
+def _bound_rows(st, dyn, config) -> list[Row]:
+    """The documents' bounds (stated for any state ρ) on the stationary ensembles."""
+    eta, ratios = config.eta, st["ratios"]
+    dyn_min = min(min(r["product"]) for r in dyn) if dyn else math.nan
+    rows = []
+    for key, cid, label in (("principle", "uncertainty_main", "√(η·lr)/2"),
+                            ("theorem1", "uncertainty_thm1", "η·lr/4"),
+                            ("takeaway", "uncertainty_takeaway", "η/2"),
+                            ("hbar", "uncertainty_hbar", "ħ/2")):
+        rmin = float(min(ratios[key]))
+        n_ok = int(sum(x >= 0.97 for x in ratios[key]))
+        # a bound stated for every state: one ensemble far below it refutes it
+        verdict = "holds" if rmin >= 0.97 else ("partly" if rmin >= 0.5 else "fails")
+        rows.append(Row(f"Δθ·Δ∇L ≥ {label} on stationary ensembles (documents)", claim(cid), rmin, None,
+                        f"min product / bound over {len(ratios[key])} ensembles (D in {list(config.D_values)}); "
+                        f"max {fmt(max(ratios[key]))}; satisfied by {n_ok}/{len(ratios[key])}",
+                        verdict, f"η = {eta} (Example 1), lr = 1/η; 'holds' if every ensemble ≥ 0.97 × bound, "
+                                 "'partly' if none is below 0.5 × bound, else 'fails' (the documents state the "
+                                 "bound for any state). Along the dynamics from a point start the product starts "
+                                 f"at {fmt(dyn_min)} (any bound > 0 fails there)."))
+    return rows
+
+
+def _one_well_rows(stat, config) -> list[Row]:
+    """Inside one well: the documents' coherent-state equality Δθ·Δ∇L = ħ/2."""
+    ow = [(c, r) for c, r in stat if c.key["state"] == "one_well"]
+    if not ow:
+        return []
+    c, r = ow[0]
+    D = float(c.key["D"])
+    pr = float(np.mean(r["product"]))
+    ratio = pr / _bounds(config.eta, 1.0 / config.eta, D)["hbar"]
+    return [Row("Inside one well (a 'trained model'): Δθ·Δ∇L = ħ/2 (coherent state)",
+                claim("coherent_equality"), ratio, None,
+                f"product/(ħ/2) at D = {D}; product/D = {pr / D:.3f}",
+                "holds" if abs(ratio - 1) <= 0.1 else "fails",
+                "tolerance 10%; the exact in-well value is ≈ D (Stein), which is not ħ/2 = √(ηD)/2.")]
+
+
+def _dynamics_rows(dyn, config) -> list[Row]:
+    """Along the dynamics from a point start: the exact OU curve."""
+    if not dyn:
+        return []
+    r = dyn[0]
+    p, ex = np.asarray(r["product"]), np.asarray(r["exact"])
+    m = ex > 0
+    dev = float(np.max(np.abs(p[m] - ex[m]) / ex[m]))
+    return [Row("From a point start: Δθ·Δ∇L(t) = κ·Var θ(t) (exact OU)", "— (exact result)",
+                dev, None, "max rel. dev. from the exact OU curve", "holds" if dev <= 0.08 else "fails",
+                f"tolerance 8% (sampling with N = {config.n_particles}); the product starts at 0 and rises to D: "
+                "no state-independent lower bound holds for every ρ")]
+
+
+def _example3_rows(ex3) -> list[Row]:
+    """The documents' Example 3 (Gaussian samples with std √ħ)."""
+    if not ex3:
+        return []
+    r = ex3[0]
+    h = r["hbar"]
+    dw = np.asarray(r["double_well"]["product"]) / (h / 2)
+    q50 = np.asarray(r["quadratic50"]["product"]) / (h / 2)
+    curv50 = np.asarray(r["quadratic50"]["curvature"])
+    frac = float(np.mean(q50 >= 0.95))
+    # what it measures: product ≈ |curvature|·ħ
+    meas_dev = float(np.max(np.abs(np.asarray(r["quadratic50"]["product"]) - curv50 * h) / (curv50 * h)))
+    return [Row("Example 3: Gaussian samples with std √ħ satisfy Δθ·Δ∇L ≥ ħ/2",
+                claim("uncertainty_hbar"), frac, None,
+                f"fraction of coordinates passing (5% tolerance, as in Example 3) on Example 2's quadratic "
+                f"(λ in [0.1, 10]); documents' double well: product/(ħ/2) = {[round(float(x), 2) for x in dw]}",
+                "holds" if frac == 1.0 else ("partly" if frac > 0 else "fails"),
+                f"the procedure measures curvature × ħ (max rel. dev. of product from λ_i·ħ: "
+                f"{meas_dev:.1%}); it passes iff the curvature ≥ 1/2, independent of any dynamics.")]
+
+
+def _figure(stat, dyn, config):
+    from hhld.theory import hbar, uncertainty_bound_hbar
+
+    eta, lr = config.eta, 1.0 / config.eta
+    b = _bounds(eta, lr)
+    fig, axes = figure(2, 1, w=5.2, h=4.0)
+    ax, ax2 = axes[0]
+    for s, mk in zip(STATES, "osd^"):
+        pts = [(float(c.key["D"]), np.asarray(r["product"])) for c, r in stat if c.key["state"] == s]
+        for D, p in pts:
+            ax.plot([D] * len(p), p, mk, alpha=0.7, label=s if D == pts[0][0] else None)
+    Ds = np.logspace(np.log10(min(config.D_values + (config.one_well_D,))) - 0.3,
+                     np.log10(max(config.D_values)) + 0.3, 50)
+    ax.plot(Ds, Ds, "k-", label="D (Stein)")
+    ax.plot(Ds, [uncertainty_bound_hbar(hbar(eta, d)) for d in Ds], "r--", label="ħ/2 (documents)")
+    ax.axhline(b["principle"], color="m", ls=":", label="√(η·lr)/2")
+    ax.axhline(b["theorem1"], color="c", ls=":", label="η·lr/4 (Thm 1)")
+    ax.axhline(b["takeaway"], color="g", ls=":", label="η/2")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("D")
+    ax.set_ylabel("Δθ_i·Δ∂_iL")
+    ax.set_title("stationary ensembles")
+    ax.legend(fontsize=7)
+    if dyn:
+        r = dyn[0]
+        ax2.plot(r["times"], r["product"], "o", label="ensemble")
+        ax2.plot(r["times"], r["exact"], "k-", label="exact OU κ·Var θ(t)")
+        D = float(config.D_values[-1])
+        ax2.axhline(float(uncertainty_bound_hbar(hbar(eta, D))), color="r", ls="--", label="ħ/2")
+        ax2.set_xlabel("t")
+        ax2.set_ylabel("Δθ·Δ∇L")
+        ax2.set_title(f"from a point start, D = {D}")
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
