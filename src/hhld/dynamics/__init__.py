@@ -1,5 +1,6 @@
-"""Langevin ensembles: pure integrators, the run driver, observers, tunneling kicks, and the
-entropy coupling of the Hamiltonian form.
+"""Langevin ensembles: pure integrators, the run driver, observers, the documents' tunneling rule
+(:mod:`~hhld.dynamics.kicks`: phase-transition detection and kicks; formerly ``dynamics.tunneling``),
+and the entropy coupling of the Hamiltonian form.
 
 See :mod:`hhld.dynamics.integrators` for the equations and numerical contracts (the reference
 steps), :mod:`hhld.dynamics.kernels` for the fused kernels the driver uses beside them.
@@ -28,7 +29,14 @@ from .observers import (
     TrajectoryObserver,
     TransitionObserver,
 )
-from .tunneling import TunnelingPolicy, kick, random_unit_directions
+import sys as _sys
+
+from . import kicks
+from .kicks import TunnelingPolicy, kick, random_unit_directions
+
+# the module's former name (it holds the documents' tunneling rule: detection and kicks)
+tunneling = kicks
+_sys.modules[__name__ + ".tunneling"] = kicks
 
 __all__ = [
     "RunContext", "Simulation", "simulate", "EntropyCoupling", "kde_score", "INTEGRATORS", "IntegratorInfo",

@@ -27,7 +27,7 @@ from .entropy_force import EntropyCoupling
 from .integrators import get_integrator
 from .kernels import find_kernel
 from .observers import Observer
-from .tunneling import TunnelingPolicy, kick
+from .kicks import TunnelingPolicy, kick
 
 __all__ = ["RunContext", "Simulation", "simulate"]
 

@@ -9,21 +9,29 @@ One concept per module:
 * :mod:`~hhld.quantum.eigen` -- low eigenpairs of ``-(hbar^2/2m) lap + V``;
 * :mod:`~hhld.quantum.fp_map` -- the exact Fokker-Planck <-> Schrodinger map;
 * :mod:`~hhld.quantum.harmonic` -- oscillator levels, coherent states, ladder operators;
-* :mod:`~hhld.quantum.tunneling` -- double-well splitting and oscillation;
+* :mod:`~hhld.quantum.double_well` -- double-well splitting and tunneling oscillation (formerly
+  ``quantum.tunneling``, still importable under that name);
 * :mod:`~hhld.quantum.madelung` -- (3.2)-(3.4), (3.6): Madelung variables and residuals;
 * :mod:`~hhld.quantum.vector_potential` -- (4.11)-(4.13), gauge-covariant lattice form;
 * :mod:`~hhld.quantum.measurement` -- section 5 (5.1)-(5.16) in a finite position basis.
 """
 from __future__ import annotations
 
-from . import eigen, fp_map, grid, harmonic, madelung, measurement, schrodinger, tunneling, units, vector_potential
+import sys as _sys
+
+from . import double_well, eigen, fp_map, grid, harmonic, madelung, measurement, schrodinger, units, vector_potential
+
+# the module's former name
+tunneling = double_well
+_sys.modules[__name__ + ".tunneling"] = double_well
 from .eigen import eigenstates, hamiltonian_matrix, laplacian_matrix
 from .grid import Grid, make_grid
 from .schrodinger import SplitStepSolver, imaginary_time_ground_state, potential_on_grid
 from .units import QuantumUnits
 
 __all__ = [
-    "eigen", "fp_map", "grid", "harmonic", "madelung", "measurement", "schrodinger", "tunneling", "units",
+    "double_well", "eigen", "fp_map", "grid", "harmonic", "madelung", "measurement", "schrodinger", "tunneling",
+    "units",
     "vector_potential",
     "Grid", "make_grid", "SplitStepSolver", "imaginary_time_ground_state", "potential_on_grid",
     "eigenstates", "hamiltonian_matrix", "laplacian_matrix", "QuantumUnits",
