@@ -173,26 +173,33 @@ def expected_transitions(fp, set_a, set_b, rho0, T: float) -> TransitionCount:
     if p0.size != n or not np.all(np.isfinite(p0)) or np.any(p0 < 0) or not p0.sum() > 0:
         raise ValueError(f"rho0 must be a density on the grid (shape {tuple(fp.grid.shape)}, finite, >= 0)")
     p0 = p0 / p0.sum()
-    if 3 * n + 2 > 6000:
-        raise ValueError(f"expected_transitions builds a dense matrix of {3 * n + 2} states; use at most ~2000 cells")
+    start_label = np.where(A, 1, np.where(B, 2, 0))
+    labels = [0, 1, 2] if np.any(p0[start_label == 0] > 0) else [1, 2]  # "no set yet" only if it starts there
+    L = len(labels)
+    N = L * n + 2
+    if N > 6000:
+        raise ValueError(f"expected_transitions builds a dense matrix of {N} states; use at most ~2000 cells")
     G = sp.coo_matrix(fp.generator)
     off = G.row != G.col
     src, dst, r = G.col[off], G.row[off], G.data[off]          # rate r of the jump src -> dst
     label_of = np.where(A, 1, np.where(B, 2, -1))               # the label a cell imposes (-1: keeps it)
-    N = 3 * n + 2
+    slot = np.full(3, -1)
+    slot[labels] = np.arange(L)                                 # block of each label in the state vector
     M = np.zeros((N, N))
     diag = np.asarray(fp.generator.diagonal())
-    for s in range(3):                                           # 0: no core yet, 1: A, 2: B
-        new = np.where(label_of[dst] >= 0, label_of[dst], s)
-        np.add.at(M, (new * n + dst, s * n + src), r)
+    count_row, occ_row = L * n, L * n + 1
+    for lab in labels:                                           # 0: no set yet, 1: A, 2: B
+        s = slot[lab]
+        new = np.where(label_of[dst] >= 0, label_of[dst], lab)
+        np.add.at(M, (slot[new] * n + dst, s * n + src), r)
         M[s * n + np.arange(n), s * n + np.arange(n)] += diag
-        if s:
-            switch = (new != s) & (new != 0)
-            np.add.at(M, (np.full(int(switch.sum()), 3 * n), s * n + src[switch]), r[switch])
-            M[3 * n + 1, s * n: (s + 1) * n] = 1.0
+        if lab:
+            switch = (new != lab) & (new != 0)
+            np.add.at(M, (np.full(int(switch.sum()), count_row), s * n + src[switch]), r[switch])
+            M[occ_row, s * n: (s + 1) * n] = 1.0
     x0 = np.zeros(N)
-    start_label = np.where(A, 1, np.where(B, 2, 0))
-    x0[start_label * n + np.arange(n)] = p0
+    on = p0 > 0
+    x0[slot[start_label[on]] * n + np.flatnonzero(on)] = p0[on]
     xT = sla.expm(T * M) @ x0
-    count, occ = float(xT[3 * n]), float(xT[3 * n + 1])
+    count, occ = float(xT[count_row]), float(xT[occ_row])
     return TransitionCount(count=count, occupancy=occ, rate=count / occ if occ > 0 else float("nan"), T=T)

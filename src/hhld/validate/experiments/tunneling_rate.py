@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -105,6 +106,7 @@ def _aligned_fp(name: str, D: float, core: float, per_core: int):
     return FokkerPlanck(_landscape(name), D=D, cells=cells, box=box, check=False), 1e-9 * h
 
 
+@lru_cache(maxsize=256)  # pure functions of their arguments: the seeds of one setting share them
 def exact_core_rate(name: str, D: float, core: float, per_core: int) -> float:
     """The exact rate of transitions between the cores ``θ₁ ≤ −core`` and ``θ₁ ≥ core`` (transition path
     theory, from the Fokker-Planck generator on a grid with ``per_core`` cells between 0 and ``core``):
@@ -115,6 +117,7 @@ def exact_core_rate(name: str, D: float, core: float, per_core: int) -> float:
     return float(transition_rate(fp, lambda th: th[:, 0] <= -core + eps, lambda th: th[:, 0] >= core - eps).rate_ab)
 
 
+@lru_cache(maxsize=256)
 def exact_estimator_rate(D: float, core: float, t_max: float, per_core: int, start: float = -1.0) -> float:
     """The exact expectation of the ensemble estimator itself (transitions between the cores per unit time
     spent having visited one) for particles started at ``θ₁ = start`` and run to ``t_max``, from the 1-D
