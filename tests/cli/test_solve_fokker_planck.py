@@ -11,3 +11,28 @@ def test_estimates_scale_with_the_grid_and_bound_what_was_measured():
     assert 400e6 < big["bytes"] < 2e9 and 10 < big["seconds"] < 150
     b = size_bounds(2, 100_000, 20)
     assert b["cells"] == 1e10 and b["lu_nnz"] > 2 ** 31 and b["bytes"] > 1e13
+
+
+def test_compute_save_and_figures_are_separate_steps(tmp_path):
+    """check_request -> compute -> save -> figures, each usable alone (the command composes them)."""
+    import json
+
+    import pytest
+    import typer
+
+    from hhld.cli import solve_fokker_planck as sfp
+
+    req = sfp.check_request("double_well_1d", cells=48, box=None, D=0.3, mu=1.0, t_end=0.2, snapshots=2,
+                            center="0.5", width=0.2, seed=0, k=3, method="auto")
+    sol = sfp.compute(req)
+    assert sol.snaps.shape == (3, 48) and len(sol.kl) == 3 and sol.spec.rates.shape == (3,)
+    assert abs(sol.masses[-1] - 1) < 1e-10 and sol.kl[-1] < sol.kl[0]
+    summary = sfp.save(req, sol, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.npz", "summary.json"]  # no figure yet
+    assert json.loads((tmp_path / "summary.json").read_text())["kl_final"] == summary["kl_final"]
+    sfp.figures(sol, tmp_path, summary, animate=False)
+    assert {"density_snapshots.png", "spectrum.png", "kl.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert json.loads((tmp_path / "summary.json").read_text())["animation"] is None
+    with pytest.raises(typer.BadParameter, match="outside the box"):
+        sfp.check_request("double_well_1d", cells=48, box=None, D=0.3, mu=1.0, t_end=0.2, snapshots=2,
+                          center="5", width=0.2, seed=0, k=3, method="auto")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -129,8 +130,6 @@ def estimate(land, box, cells, D: float, mu: float, t_end: float, snapshots: int
     return {"bytes": mem, "seconds": seconds, "method": m, "lu_nnz": lu_nnz, "cells": n}
 
 
-
-
 def _show(ax, fp, rho, title):
     g = fp.grid
     if g.dim == 1:
@@ -146,15 +145,51 @@ def _show(ax, fp, rho, title):
     ax.set_title(title, fontsize=9)
 
 
-def run(landscape: str, cells, box: Optional[str], D: float, mu: float, t_end: float,
-        snapshots: int, center: Optional[str], width: float, out: Path, seed: int, quiet: bool,
-        k: int, method: str, options: Optional[list[str]] = None, force: bool = False, animate: bool = True) -> dict:
-    import time
+@dataclass(frozen=True)
+class Request:
+    """A checked ``solve fokker-planck`` request (what :func:`compute` needs) and its up-front estimate."""
 
+    land: object
+    box: list
+    cells: int
+    D: float
+    mu: float
+    t_end: float
+    snapshots: int
+    center: Optional[list]
+    width: float
+    seed: int
+    k: int
+    method: str
+    estimate: dict
+
+
+@dataclass
+class Solution:
+    """What :func:`compute` returns: the solver, the snapshots and the functionals along them."""
+
+    fp: object
+    center: list
+    times: np.ndarray
+    snaps: np.ndarray
+    spec: object
+    kl: list
+    entropy: list
+    free_energy: list
+    masses: list
+    entropy_production: list
+    stationary: np.ndarray
+    evolve_seconds: float
+
+
+def check_request(landscape: str, *, cells, box: Optional[str], D: float, mu: float, t_end: float, snapshots: int,
+                  center: Optional[str], width: float, seed: int, k: int, method: str,
+                  options: Optional[list[str]] = None, force: bool = False) -> Request:
+    """Every check, before any solver is imported: bad input and impossible sizes fail at once (the
+    up-front memory / time estimate refuses a run that does not fit unless ``force``)."""
     from .._validation import check_int, check_positive
     from ..landscapes import get_landscape
 
-    # cheap checks first (no solver imported): bad input and impossible sizes fail at once
     cells = check_int("--cells", cells, minimum=2)
     D = check_positive("--D (the diffusion constant)", D)
     mu = check_positive("--mu", mu)
@@ -184,28 +219,32 @@ def run(landscape: str, cells, box: Optional[str], D: float, mu: float, t_end: f
     _refuse_size(cells, est["cells"], est["lu_nnz"], est["bytes"], force)
     refuse_if_oversized(f"--cells {cells} ({int(est['cells']):,} cells, {est['method']} steps)", est["bytes"],
                         est["seconds"], force, how_to_shrink="use fewer --cells, a shorter --t-end or fewer --snapshots")
-    out = check_out_dir(out)
-    import matplotlib
+    return Request(land, bx, cells, D, mu, t_end, snapshots, None if c is None else list(c), width, seed, k, method,
+                   est)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def compute(req: Request, quiet: bool = True) -> Solution:
+    """Evolve the initial Gaussian, compute the spectrum and the functionals along the snapshots."""
+    import time
+
     from rich.progress import Progress
 
     from ..fokker_planck import FokkerPlanck
 
-    rng = np.random.default_rng(seed)  # only used for the default off-centre start
-    fp = FokkerPlanck(land, box=bx, cells=cells, D=D, mu=mu)
-    if c is None:
+    fp = FokkerPlanck(req.land, box=req.box, cells=req.cells, D=req.D, mu=req.mu)
+    c = req.center
+    if c is None:  # the seed only picks the default off-centre start
+        rng = np.random.default_rng(req.seed)
         c = [0.5 * (lo + hi) + 0.25 * (hi - lo) * float(rng.uniform(-1, 1)) for lo, hi in fp.grid.box]
-    rho0 = fp.gaussian(c, width)
-    times = np.linspace(0.0, t_end, snapshots + 1)
+    rho0 = fp.gaussian(c, req.width)
+    times = np.linspace(0.0, req.t_end, req.snapshots + 1)
     t0 = time.perf_counter()
     with Progress(disable=quiet, transient=True) as progress:
         task = progress.add_task("evolving", total=len(times))
-        snaps = fp.evolve(rho0, times, method=method, callback=lambda i, t: progress.advance(task))
+        snaps = fp.evolve(rho0, times, method=req.method, callback=lambda i, t: progress.advance(task))
         t_evolve = time.perf_counter() - t0
         task2 = progress.add_task("spectrum + functionals", total=len(times) + 1)
-        spec = fp.spectrum(k) if k > 0 else None
+        spec = fp.spectrum(req.k) if req.k > 0 else None
         progress.advance(task2)
         kl, ent, fe, masses, eps = [], [], [], [], []
         for r in snaps:
@@ -215,67 +254,109 @@ def run(landscape: str, cells, box: Optional[str], D: float, mu: float, t_end: f
             masses.append(fp.mass(r))
             eps.append(fp.entropy_production(r).as_dict())
             progress.advance(task2)
-    stat = fp.stationary("solve")
-    ep_keys = list(eps[0])
+    return Solution(fp, list(c), times, snaps, spec, kl, ent, fe, masses, eps, fp.stationary("solve"), t_evolve)
+
+
+def save(req: Request, sol: Solution, out: Path) -> dict:
+    """``results.npz`` and ``summary.json`` in ``out``; returns the summary."""
+    fp, spec = sol.fp, sol.spec
+    ep_keys = list(sol.entropy_production[0])
     np.savez_compressed(
-        out / "results.npz", times=times, snapshots=snaps, gibbs=fp.gibbs(), stationary=stat,
+        out / "results.npz", times=sol.times, snapshots=sol.snaps, gibbs=fp.gibbs(), stationary=sol.stationary,
         **{f"axis_{i}": a for i, a in enumerate(fp.grid.axes)},
-        **({"rates": spec.rates, "modes": spec.modes} if spec is not None else {}), kl=np.array(kl),
-        entropy=np.array(ent), free_energy=np.array(fe), mass=np.array(masses),
-        **{f"ep_{key}": np.array([e[key] for e in eps]) for key in ep_keys})
+        **({"rates": spec.rates, "modes": spec.modes} if spec is not None else {}), kl=np.array(sol.kl),
+        entropy=np.array(sol.entropy), free_energy=np.array(sol.free_energy), mass=np.array(sol.masses),
+        **{f"ep_{key}": np.array([e[key] for e in sol.entropy_production]) for key in ep_keys})
+    est = req.estimate
     summary = {
-        "landscape": land.name, "dim": land.dim, "box": fp.grid.box, "cells": list(fp.grid.cells),
-        "D": fp.D, "mu": fp.mu, "t_end": t_end, "snapshots": snapshots, "center": list(map(float, c)),
-        "width": width, "seed": seed, "method": method,
+        "landscape": req.land.name, "dim": req.land.dim, "box": fp.grid.box, "cells": list(fp.grid.cells),
+        "D": fp.D, "mu": fp.mu, "t_end": req.t_end, "snapshots": req.snapshots, "center": list(map(float, sol.center)),
+        "width": req.width, "seed": req.seed, "method": req.method,
         "rates": spec.rates.tolist() if spec is not None else None,
-        "relaxation_rate": spec.relaxation_rate if k > 1 and spec.resolved(1) else None,
+        "relaxation_rate": spec.relaxation_rate if req.k > 1 and spec.resolved(1) else None,
         "estimate": {"memory_bytes": est["bytes"], "seconds": est["seconds"], "method": est["method"]},
-        "kl_final": kl[-1], "l1_final_vs_gibbs": fp.l1(snaps[-1]),
-        "l1_stationary_solve_vs_gibbs": fp.l1(stat), "max_mass_error": float(np.max(np.abs(np.array(masses) - 1))),
-        "min_density": float(snaps.min()), "evolve_seconds": t_evolve,
-        "entropy_production_final": eps[-1],
+        "kl_final": sol.kl[-1], "l1_final_vs_gibbs": fp.l1(sol.snaps[-1]),
+        "l1_stationary_solve_vs_gibbs": fp.l1(sol.stationary),
+        "max_mass_error": float(np.max(np.abs(np.array(sol.masses) - 1))),
+        "min_density": float(sol.snaps.min()), "evolve_seconds": sol.evolve_seconds,
+        "entropy_production_final": sol.entropy_production[-1],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
-    # figures
-    nshow = min(6, len(times))
-    idx = np.unique(np.linspace(0, len(times) - 1, nshow).round().astype(int))
+
+def figure_snapshots(sol: Solution, out: Path, plt) -> str:
+    """Up to six density snapshots side by side: ``density_snapshots.png``."""
+    times = sol.times
+    idx = np.unique(np.linspace(0, len(times) - 1, min(6, len(times))).round().astype(int))
     fig, axes = plt.subplots(1, len(idx), figsize=(3 * len(idx), 3), squeeze=False)
     for ax, i in zip(axes[0], idx):
-        _show(ax, fp, snaps[i], f"t = {times[i]:.3g}")
+        _show(ax, sol.fp, sol.snaps[i], f"t = {times[i]:.3g}")
     fig.tight_layout()
     fig.savefig(out / "density_snapshots.png", dpi=110)
     plt.close(fig)
+    return "density_snapshots.png"
 
-    if spec is not None:
-        fig, ax = plt.subplots(figsize=(4, 3))
-        ax.plot(np.arange(len(spec.rates)), spec.rates, "o")
-        ax.set_xlabel("n")
-        ax.set_ylabel("decay rate lambda_n")
-        ax.set_title("low spectrum of the generator")
-        fig.tight_layout()
-        fig.savefig(out / "spectrum.png", dpi=110)
-        plt.close(fig)
 
+def figure_spectrum(sol: Solution, out: Path, plt) -> str | None:
+    """The low spectrum of the generator: ``spectrum.png`` (None without a spectrum)."""
+    if sol.spec is None:
+        return None
     fig, ax = plt.subplots(figsize=(4, 3))
-    kla = np.array(kl)
+    ax.plot(np.arange(len(sol.spec.rates)), sol.spec.rates, "o")
+    ax.set_xlabel("n")
+    ax.set_ylabel("decay rate lambda_n")
+    ax.set_title("low spectrum of the generator")
+    fig.tight_layout()
+    fig.savefig(out / "spectrum.png", dpi=110)
+    plt.close(fig)
+    return "spectrum.png"
+
+
+def figure_kl(sol: Solution, out: Path, plt) -> str:
+    """KL(rho_t || rho*) on a log scale: ``kl.png``."""
+    fig, ax = plt.subplots(figsize=(4, 3))
+    kla = np.array(sol.kl)
     pos = kla > 0
-    ax.semilogy(times[pos], kla[pos], "-o", ms=3)
+    ax.semilogy(sol.times[pos], kla[pos], "-o", ms=3)
     ax.set_xlabel("t")
     ax.set_ylabel("KL(rho_t || rho*)")
     fig.tight_layout()
     fig.savefig(out / "kl.png", dpi=110)
     plt.close(fig)
+    return "kl.png"
 
-    if not animate:
-        summary["animation"] = None
-    else:
-        _animate(out, fp, snaps, times, summary, plt)
+
+def figures(sol: Solution, out: Path, summary: dict, animate: bool = True) -> dict:
+    """The four figures (snapshots, spectrum, KL(t), the animation) in ``out``; records the animation's
+    file in ``summary`` and rewrites ``summary.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure_snapshots(sol, out, plt)
+    figure_spectrum(sol, out, plt)
+    figure_kl(sol, out, plt)
+    summary["animation"] = _animate(out, sol.fp, sol.snaps, sol.times, plt) if animate else None
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _animate(out, fp, snaps, times, summary, plt) -> None:
+def run(landscape: str, *, out: Path, quiet: bool = True, animate: bool = True, options: Optional[list[str]] = None,
+        force: bool = False, **settings) -> dict:
+    """The whole command: :func:`check_request` (``settings``: cells, box, D, mu, t_end, snapshots,
+    center, width, seed, k, method), the output directory, :func:`compute`, :func:`save`,
+    :func:`figures`; returns the summary."""
+    req = check_request(landscape, options=options, force=force, **settings)
+    out = check_out_dir(out)
+    sol = compute(req, quiet=quiet)
+    summary = save(req, sol, out)
+    return figures(sol, out, summary, animate)
+
+
+def _animate(out, fp, snaps, times, plt) -> str:
+    """``density.gif`` (with Pillow), else PNG frames in ``frames/``; the name written."""
     try:
         import PIL  # noqa: F401
         from matplotlib.animation import FuncAnimation, PillowWriter
@@ -289,7 +370,7 @@ def _animate(out, fp, snaps, times, summary, plt) -> None:
         anim = FuncAnimation(fig, frame, frames=len(times))
         anim.save(out / "density.gif", writer=PillowWriter(fps=5))
         plt.close(fig)
-        summary["animation"] = "density.gif"
+        return "density.gif"
     except ImportError:
         frames = out / "frames"
         frames.mkdir(exist_ok=True)
@@ -298,7 +379,7 @@ def _animate(out, fp, snaps, times, summary, plt) -> None:
             _show(ax, fp, snaps[i], f"t = {times[i]:.3g}")
             fig.savefig(frames / f"frame_{i:04d}.png", dpi=80)
             plt.close(fig)
-        summary["animation"] = "frames/"
+        return "frames/"
 
 
 def register(app: typer.Typer) -> None:
@@ -327,8 +408,9 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar, no summary print"),
     ):
         """Solve the master equation d rho/dt = mu div(rho grad L) + D lap rho on a grid."""
-        summary = run(landscape, cells, box, D, mu, t_end, snapshots, center, width, out, seed,
-                      quiet, k, method, options=option, force=force, animate=animate)
+        summary = run(landscape, out=out, quiet=quiet, animate=animate, options=option, force=force, cells=cells,
+                      box=box, D=D, mu=mu, t_end=t_end, snapshots=snapshots, center=center, width=width, seed=seed,
+                      k=k, method=method)
         if not quiet:
             typer.echo(json.dumps({key: summary[key] for key in
                                    ("landscape", "cells", "D", "mu", "rates", "kl_final",
