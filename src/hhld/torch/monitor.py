@@ -400,7 +400,7 @@ class Monitor:
     def _record_backward_norms(self):
         grads = [p.grad for p in self.params]
         if all(g is not None for g in grads):
-            self._bw_norms = robust_norms(grads)
+            self._bw_norms = robust_norms(grads).tolist()
             self._bw_scale = self._scaler_scale()
 
     def _scaler_scale(self):
@@ -477,20 +477,19 @@ class Monitor:
         self._captured = True
 
     def _clip_info(self, idx, norms):
-        """Compare the applied gradient with the one right after backward (per parameter)."""
+        """Compare the applied gradient with the one right after backward (per parameter; a handful of numbers,
+        compared on the host: one synchronisation on a tier-1 step)."""
         bw = self._bw_norms
         if bw is None or len(bw) != len(self.params):
             return None
-        bw = bw[idx]
-        if self._bw_scale:
-            bw = bw / self._bw_scale
-        ok = bw > 0
-        if not bool(ok.any()):
+        scale = self._bw_scale or 1.0
+        bw = [bw[i] / scale for i in idx] if isinstance(bw, list) else (bw[idx] / scale).tolist()
+        ap = norms.tolist()
+        ratios = [a / b for a, b in zip(ap, bw) if b > 0]
+        if not ratios:
             return ClipInfo(1.0, True)
-        ratio = norms[ok] / bw[ok]
-        c = float(ratio.mean())
-        uniform = bool(((ratio - c).abs() <= 1e-5 * max(c, 1e-30)).all())
-        return ClipInfo(c, uniform)
+        c = sum(ratios) / len(ratios)
+        return ClipInfo(c, all(abs(r - c) <= 1e-5 * max(c, 1e-30) for r in ratios))
 
     def _per_sample_stats(self, names, params, idx, norms, B_local, B, clip):
         """The step's :class:`PerSampleStats` at the true per-sample scale of the applied gradient, or

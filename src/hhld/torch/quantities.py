@@ -158,13 +158,13 @@ def robust_norms(ts) -> torch.Tensor:
     dev = dense[0].device
     if dev.type != "cpu":
         return torch.stack(torch._foreach_norm(dense, 2, dtype=torch.float64))
-    lowp = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in dense]
-    n = torch.stack(torch._foreach_norm(lowp)).double()
-    bad = ~((n > 1e-18) & (n < 1e18))
-    if bool(bad.any()):
-        for i in bad.nonzero().flatten().tolist():
-            n[i] = torch.linalg.vector_norm(dense[i].double())
-    return n
+    if any(t.dtype in (torch.float16, torch.bfloat16) for t in dense):
+        dense = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in dense]
+    vals = torch.stack(torch._foreach_norm(dense)).tolist()
+    if all(1e-18 < v < 1e18 for v in vals):
+        return torch.tensor(vals, dtype=torch.float64)
+    return torch.tensor([v if 1e-18 < v < 1e18 else float(torch.linalg.vector_norm(t.double()))
+                         for v, t in zip(vals, dense)], dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------- tier 0

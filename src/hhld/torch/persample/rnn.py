@@ -2,13 +2,23 @@
 
 The fused recurrent op hides the gate pre-activations ``z_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh``
 whose gradients give every weight's per-sample gradient as a sum of outer products:
-``dW_ih_i = sum_t dz_it x_it^T``, ``dW_hh_i = sum_t dz_it h_i,t-1^T``, ``db_i = sum_t dz_it``
-(for the GRU the hidden-side gradient of the candidate gate is ``r_t * dz_n``). To get ``dz`` at
-the cost of one more fused forward/backward, the op is run again layer by layer with the input
-widened by zero columns ``e_t`` that enter the gates through an identity block
-(``W_ih' = [W_ih, I]``): then ``dL/de_t = dz_t``. The recomputed outputs are compared with the
-ones of the training step (a mismatch, e.g. inter-layer dropout that cannot be replayed, leaves
-the weights uncovered with that reason).
+``dW_ih_i = sum_t dz_it x_it^T``, ``dW_hh_i = sum_t dzh_it h_i,t-1^T``, ``db_ih_i = sum_t dz_it``,
+``db_hh_i = sum_t dzh_it`` (``dzh = dz`` for the LSTM and the plain RNN; for the GRU the hidden-side
+gradient of the candidate gate is ``r_t * dz_n``).
+
+``dz`` is recovered by back-propagation through time written out with the gate equations:
+
+* the hidden states ``h_t`` are known (the op's outputs; for lower layers of a stacked RNN, one
+  more fused forward pass), so every gate of every step comes from one batched matrix product,
+  and the LSTM's cell states from one cheap scan ``c_t = f_t c_{t-1} + i_t g_t``;
+* then one reverse sweep: per step one ``(B, G H) x (G H, H)`` product and a few elementwise ops
+  (``dh_{t-1} = dz_t W_hh + ...``, ``dc_{t-1} = dc_t f_t``), from the gradients the outputs
+  (``output``, ``h_n``, ``c_n``) received in the training step's backward pass.
+
+The recomputed hidden states are compared with the training step's (relative Frobenius difference
+below 1e-4; 5e-2 when the step ran under autocast in a half type, whose recurrence rounds to about
+3 digits); a mismatch (e.g. inter-layer dropout, which cannot be replayed) leaves the weights
+uncovered with that reason. Projections (``proj_size``) and packed sequences are not supported.
 """
 from __future__ import annotations
 
@@ -26,12 +36,101 @@ class RecomputeMismatch(RuntimeError):
     pass
 
 
-def _op(kind):
-    return getattr(torch, kind)
+def _check(name, a, b, rtol):
+    b = b.to(a.dtype)
+    err = float((a - b).norm())
+    ref = float(b.norm())
+    if not err <= rtol * max(ref, 1e-30):
+        raise RecomputeMismatch(f"the recomputed {name} differ from the training step's by {err / max(ref, 1e-300):.2g} "
+                                "(relative; dropout between layers, or another random op inside the recurrent layer?)")
+
+
+def _gates(kind, x, hprev, w_ih, w_hh, b_ih, b_hh, H):
+    """Every step's gates at once (``x``, ``hprev``: ``(T, B, .)``)."""
+    gi = x @ w_ih.t()
+    gh = hprev @ w_hh.t()
+    if b_ih is not None:
+        gi = gi + b_ih
+        gh = gh + b_hh
+    if kind == "lstm":
+        z = gi + gh
+        i, f, g, o = torch.sigmoid(z[..., :H]), torch.sigmoid(z[..., H:2 * H]), torch.tanh(z[..., 2 * H:3 * H]), \
+            torch.sigmoid(z[..., 3 * H:])
+        return {"i": i, "f": f, "g": g, "o": o}
+    if kind == "gru":
+        r = torch.sigmoid(gi[..., :H] + gh[..., :H])
+        zz = torch.sigmoid(gi[..., H:2 * H] + gh[..., H:2 * H])
+        n = torch.tanh(gi[..., 2 * H:] + r * gh[..., 2 * H:])
+        return {"r": r, "z": zz, "n": n, "ghn": gh[..., 2 * H:]}
+    pre = gi + gh
+    return {"h": torch.tanh(pre) if kind == "rnn_tanh" else torch.relu(pre)}
+
+
+def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol):
+    """One layer, one direction (in its own time order): ``(dz, dzh, hprev, dx_cot)``.
+
+    ``x (T, B, F)``; ``hs_ref (T, B, H)`` the step's hidden states; ``g_out (T, B, H)`` / ``g_hn``, ``g_cn``
+    ``(B, H)`` the gradients they received (or None)."""
+    w_ih, w_hh, b_ih, b_hh = w
+    T, B = x.shape[0], x.shape[1]
+    hprev = torch.cat([h0.unsqueeze(0), hs_ref[:-1]], 0)
+    gt = _gates(kind, x, hprev, w_ih, w_hh, b_ih, b_hh, H)
+    if kind == "lstm":
+        i, f, g, o = gt["i"], gt["f"], gt["g"], gt["o"]
+        ig = i * g
+        cs = torch.empty_like(ig)
+        c = c0
+        for t in range(T):
+            c = torch.addcmul(ig[t], f[t], c)
+            cs[t] = c
+        tc = torch.tanh(cs)
+        h_re = o * tc
+        cprev = torch.cat([c0.unsqueeze(0), cs[:-1]], 0)
+        A = o * (1 - tc * tc)                                        # dc from dh
+        P = torch.cat([g * i * (1 - i), cprev * f * (1 - f), i * (1 - g * g)], 2)  # dz_{i,f,g} = dc * P
+        Po = tc * o * (1 - o)                                        # dz_o = dh * Po
+    elif kind == "gru":
+        r, zz, n, ghn = gt["r"], gt["z"], gt["n"], gt["ghn"]
+        h_re = (1 - zz) * n + zz * hprev
+        Q1 = (1 - zz) * (1 - n * n)                                  # dnpre = dh * Q1
+        Q2 = (hprev - n) * zz * (1 - zz)                             # dzpre = dh * Q2
+        Q3 = ghn * r * (1 - r)                                       # drpre = dnpre * Q3
+    else:
+        h_re = gt["h"]
+        Dz = (1 - h_re * h_re) if kind == "rnn_tanh" else (h_re > 0).to(h_re.dtype)
+    _check("hidden states", h_re, hs_ref, rtol)
+    G = RNN_OPS[kind]
+    dz = x.new_empty((T, B, G * H))
+    dzh = dz if kind != "gru" else x.new_empty((T, B, G * H))
+    dh_next = g_hn.clone() if g_hn is not None else x.new_zeros((B, H))
+    dc_next = g_cn.clone() if (kind == "lstm" and g_cn is not None) else x.new_zeros((B, H))
+    for t in range(T - 1, -1, -1):
+        dh = dh_next + g_out[t] if g_out is not None else dh_next
+        if kind == "lstm":
+            dc = torch.addcmul(dc_next, dh, A[t])
+            dz[t, :, :3 * H] = dc.repeat(1, 3) * P[t]
+            dz[t, :, 3 * H:] = dh * Po[t]
+            dc_next = dc * f[t]
+            dh_next = dz[t] @ w_hh
+        elif kind == "gru":
+            dnpre = dh * Q1[t]
+            dzpre = dh * Q2[t]
+            drpre = dnpre * Q3[t]
+            dz[t, :, :H] = drpre
+            dz[t, :, H:2 * H] = dzpre
+            dz[t, :, 2 * H:] = dnpre
+            dzh[t, :, :2 * H] = dz[t, :, :2 * H]
+            dzh[t, :, 2 * H:] = dnpre * r[t]
+            dh_next = dzh[t] @ w_hh + dh * zz[t]
+        else:
+            dz[t] = dh * Dz[t]
+            dh_next = dz[t] @ w_hh
+    dx = dz @ w_ih  # the gradient the layer's input received (the layer below's output gradient)
+    return dz, dzh, hprev, dx
 
 
 def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, batch_first, outs, grads,
-                 rtol=1e-4, atol=1e-30):
+                 rtol=1e-4):
     """Contributions ``{index into weights: Contribution}``.
 
     ``x``: the op's input; ``hx``: initial state (tensor, or ``(h0, c0)`` for the LSTM, or None);
@@ -48,101 +147,66 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
     H = weights[1].shape[1]
     dt = torch.float64 if xs.dtype == torch.float64 else torch.float32
     lstm = kind == "lstm"
-    if hx is None:
-        h0 = xs.new_zeros((num_layers * D, B, H), dtype=dt)
-        c0 = h0 if lstm else None
-    elif lstm:
-        h0, c0 = hx[0].to(dt), hx[1].to(dt)
-    else:
-        h0, c0 = hx.to(dt), None
-    op = _op(kind)
-    inp = xs.detach().to(dt)
-    es, layer_in, layer_outs, hns, cns = [], [], [], [], []
-    with torch.enable_grad():
-        for layer in range(num_layers):
-            F_in = inp.shape[2]
-            e = inp.new_zeros((T, B, D * G * H), requires_grad=True)
-            aug = torch.cat([inp, e], 2)
-            ws = []
-            for d in range(D):
-                base = (layer * D + d) * per
-                w_ih = weights[base].detach().to(dt)
-                eye = torch.zeros((G * H, D * G * H), dtype=dt, device=inp.device)
-                eye[:, d * G * H:(d + 1) * G * H] = torch.eye(G * H, dtype=dt, device=inp.device)
-                ws.append(torch.cat([w_ih, eye], 1))
-                ws.append(weights[base + 1].detach().to(dt))
-                if has_biases:
-                    ws.append(weights[base + 2].detach().to(dt))
-                    ws.append(weights[base + 3].detach().to(dt))
+    with torch.no_grad():
+        if hx is None:
+            h0 = xs.new_zeros((num_layers * D, B, H), dtype=dt)
+            c0 = h0 if lstm else None
+        elif lstm:
+            h0, c0 = hx[0].to(dt), hx[1].to(dt)
+        else:
+            h0, c0 = hx.to(dt), None
+        ws = [w.detach().to(dt) for w in weights]
+
+        def wl(layer, d):
+            b = (layer * D + d) * per
+            return (ws[b], ws[b + 1], ws[b + 2] if has_biases else None, ws[b + 3] if has_biases else None)
+
+        out_ref = outs[0].detach().to(dt)
+        out_ref = out_ref.transpose(0, 1) if batch_first else out_ref
+        # the input of every layer: layer 0's is x; the others come from one fused forward per layer
+        inputs = [xs.detach().to(dt)]
+        layer_out = [None] * num_layers
+        layer_out[-1] = out_ref
+        op = getattr(torch, kind)
+        for layer in range(num_layers - 1):
             sl = slice(layer * D, (layer + 1) * D)
-            h_l = (h0[sl].contiguous(), c0[sl].contiguous()) if lstm else h0[sl].contiguous()
-            res = op(aug, h_l, ws, has_biases, 1, 0.0, False, bidirectional, False)
-            out_l = res[0]
-            es.append(e)
-            layer_in.append(inp)
-            layer_outs.append(out_l)
-            hns.append(res[1])
-            if lstm:
-                cns.append(res[2])
-            inp = out_l
-            del F_in
-        out = layer_outs[-1]
-        hn = torch.cat(hns, 0)
-        cn = torch.cat(cns, 0) if lstm else None
-    # the recomputation must reproduce the training step's outputs
-    ref_out = outs[0].detach()
-    ref_out = ref_out.transpose(0, 1) if batch_first else ref_out
-    checks = [(out, ref_out), (hn, outs[1].detach())] + ([(cn, outs[2].detach())] if lstm else [])
-    for a, b in checks:
-        b = b.to(a.dtype)
-        err = float((a - b).norm())
-        ref = float(b.norm())
-        if not err <= rtol * max(ref, atol):
-            raise RecomputeMismatch(f"the recomputed outputs differ from the training step's by {err / max(ref, 1e-300):.2g} "
-                                    "(relative; dropout between layers, or another random op inside the recurrent "
-                                    "layer?)")
-    g_out = grads[0]
-    if g_out is not None and batch_first:
-        g_out = g_out.transpose(0, 1)
-    targets, cots = [], []
-    for t, gr in ((out, g_out), (hn, grads[1])) + (((cn, grads[2]),) if lstm else ()):
-        if gr is not None:
-            targets.append(t)
-            cots.append(gr.to(dt))
-    if not targets:
-        return {}
-    dzs = torch.autograd.grad(targets, es, cots, allow_unused=True)
-    contribs = {}
-    for layer in range(num_layers):
-        dz_all = dzs[layer]
-        if dz_all is None:
-            continue
-        xin = layer_in[layer].transpose(0, 1)  # (B, T, F)
-        out_l = layer_outs[layer].detach()
-        for d in range(D):
-            base = (layer * D + d) * per
-            dz = dz_all[:, :, d * G * H:(d + 1) * G * H].transpose(0, 1)  # (B, T, G*H)
-            hseq = out_l[:, :, d * H:(d + 1) * H]  # (T, B, H): h_t of this direction
-            h_init = h0[layer * D + d].unsqueeze(0)
-            if d == 0:
-                hprev = torch.cat([h_init, hseq[:-1]], 0)
-            else:  # the reverse direction reads h_{t+1}
-                hprev = torch.cat([hseq[1:], h_init], 0)
-            hprev = hprev.transpose(0, 1)  # (B, T, H)
-            dzh = dz
-            if kind == "gru":
-                # r_t = sigmoid(W_ir x + b_ir + W_hr h + b_hr); dgh_n = r_t * dgi_n
-                w_ih, w_hh = weights[base].detach().to(dt), weights[base + 1].detach().to(dt)
-                gi = xin @ w_ih[:H].t()
-                gh = hprev @ w_hh[:H].t()
+            state = (h0[sl].contiguous(), c0[sl].contiguous()) if lstm else h0[sl].contiguous()
+            lw = [t for d in range(D) for t in wl(layer, d) if t is not None]
+            o = op(inputs[-1], state, lw, has_biases, 1, 0.0, False, bidirectional, False)[0]
+            layer_out[layer] = o
+            inputs.append(o)
+        g_out = grads[0]
+        if g_out is not None:
+            g_out = (g_out.transpose(0, 1) if batch_first else g_out).to(dt)
+        g_hn = grads[1].to(dt) if len(grads) > 1 and grads[1] is not None else None
+        g_cn = grads[2].to(dt) if lstm and len(grads) > 2 and grads[2] is not None else None
+        contribs = {}
+        cot = g_out  # the gradient of the current layer's output (T, B, D*H)
+        for layer in range(num_layers - 1, -1, -1):
+            xin = inputs[layer]
+            dx_total = None
+            for d in range(D):
+                k = layer * D + d
+                hs = layer_out[layer][:, :, d * H:(d + 1) * H]
+                g_o = cot[:, :, d * H:(d + 1) * H] if cot is not None else None
+                xi = xin
+                if d == 1:  # the reverse direction runs forward in reversed time
+                    hs, xi = hs.flip(0), xin.flip(0)
+                    g_o = g_o.flip(0) if g_o is not None else None
+                dz, dzh, hprev, dx = _direction(kind, xi, h0[k], c0[k] if lstm else None, wl(layer, d), H, hs, g_o,
+                                                g_hn[k] if g_hn is not None else None,
+                                                g_cn[k] if g_cn is not None else None, rtol)
+                if d == 1:
+                    dz, dzh, hprev, dx, xi = dz.flip(0), dzh.flip(0), hprev.flip(0), dx.flip(0), xin
+                b = k * per
+                dzB, dzhB = dz.transpose(0, 1), dzh.transpose(0, 1)
+                contribs[b] = Outer(dzB, xi.transpose(0, 1), G * H)
+                contribs[b + 1] = Outer(dzhB, hprev.transpose(0, 1), G * H)
                 if has_biases:
-                    gi = gi + weights[base + 2].detach().to(dt)[:H]
-                    gh = gh + weights[base + 3].detach().to(dt)[:H]
-                r = torch.sigmoid(gi + gh)
-                dzh = torch.cat([dz[..., :2 * H], r * dz[..., 2 * H:]], 2)
-            contribs[base] = Outer(dz, xin, G * H)
-            contribs[base + 1] = Outer(dzh, hprev, G * H)
-            if has_biases:
-                contribs[base + 2] = Dense(dz.sum(1))
-                contribs[base + 3] = Dense(dzh.sum(1))
+                    contribs[b + 2] = Dense(dzB.sum(1))
+                    contribs[b + 3] = Dense(dzhB.sum(1))
+                dx_total = dx if dx_total is None else dx_total + dx
+            cot = dx_total
+        if not any(gr is not None for gr in grads[:3]):
+            return {}
     return contribs
