@@ -257,42 +257,52 @@ def _m(x) -> str:
     return "—" if x is None else f"{x / 1e6:,.1f} M"
 
 
+def _row(label, hhld="—", reference="—", ratio="—", note="") -> str:
+    return f"| {label} | {hhld} | {reference} | {ratio} | {note} |"
+
+
+def _ensemble_rows(row: dict) -> list[str]:
+    if "error" in row:
+        return [_row("ensemble", note=row["error"])]
+    comp = row.get("compiled")
+    note = (f"particle-steps/s; bound = copy bandwidth {row['bandwidth'] / 1e9:.0f} GB/s / (8 d bytes); "
+            f"torch.compile (inductor) {_m(comp) if comp else row.get('compiled_error', '—')}"
+            + (f" = {comp / row['bound']:.0%} of the bound" if comp else ""))
+    return [_row(f"ensemble {row['workload']}: hhld vs bandwidth bound", _m(row["hhld"]), _m(row["bound"]),
+                 f"{row['hhld'] / row['bound']:.0%}", note),
+            _row(f"ensemble {row['workload']}: hhld vs plain in-place torch", _m(row["hhld"]), _m(row["plain"]),
+                 f"{row['hhld'] / row['plain']:.2f}×", "goal ≥ 50 % of the bound")]
+
+
+def _monitor_row(mon: dict) -> str:
+    return _row(f"monitor overhead, nanoGPT (batch {mon['batch']}, default settings)",
+                f"{mon['monitor_ms']:.2f} ms/step", f"{mon['plain_ms']:.2f} ms/step", f"{mon['ratio']:.2f}×",
+                f"median of {mon['rounds']} interleaved rounds")
+
+
+def _grokking_row(gk: dict) -> str:
+    t95 = "not reached" if gk["t95"] is None else f"{gk['t95']} epochs"
+    return _row(f"grokking transformer, p = {gk['p']}: epochs to 95 % test accuracy", t95,
+                note=f"{gk['wall_s']:.0f} s wall, {gk['epochs_run']} of {gk['max_epochs']} epochs run")
+
+
+def _suite_row(qs: dict) -> str:
+    return _row(f"validation suite --quick ({qs.get('only', 'all')}), wall time", f"{qs['wall_s']:.0f} s",
+                note=qs.get("status", ""))
+
+
 def table(res: dict) -> str:
     lines = [f"**Device:** {res['device']} · {res['date']} · torch {res['torch']}"
              + (" · SMOKE RUN (tiny sizes, figures meaningless)" if res["smoke"] else ""), "",
              "| measurement | hhld | reference | ratio | note |", "|---|---:|---:|---:|---|"]
     for row in res.get("ensemble", []):
-        if "error" in row:
-            lines.append(f"| ensemble | — | — | — | {row['error']} |")
-            continue
-        comp = row.get("compiled")
-        note = (f"particle-steps/s; bound = copy bandwidth {row['bandwidth'] / 1e9:.0f} GB/s / (8 d bytes); "
-                f"torch.compile (inductor) {_m(comp) if comp else row.get('compiled_error', '—')}"
-                + (f" = {comp / row['bound']:.0%} of the bound" if comp else ""))
-        lines.append(f"| ensemble {row['workload']}: hhld vs bandwidth bound | {_m(row['hhld'])} | {_m(row['bound'])} "
-                     f"| {row['hhld'] / row['bound']:.0%} | {note} |")
-        lines.append(f"| ensemble {row['workload']}: hhld vs plain in-place torch | {_m(row['hhld'])} "
-                     f"| {_m(row['plain'])} | {row['hhld'] / row['plain']:.2f}× | goal ≥ 50 % of the bound |")
-    mon = res.get("monitor")
-    if mon:
-        if "error" in mon:
-            lines.append(f"| monitor overhead, nanoGPT | — | — | — | {mon['error']} |")
-        else:
-            lines.append(f"| monitor overhead, nanoGPT (batch {mon['batch']}, default settings) | "
-                         f"{mon['monitor_ms']:.2f} ms/step | {mon['plain_ms']:.2f} ms/step | {mon['ratio']:.2f}× | "
-                         f"median of {mon['rounds']} interleaved rounds |")
-    gk = res.get("grokking")
-    if gk:
-        if "error" in gk:
-            lines.append(f"| grokking transformer | — | — | — | {gk['error']} |")
-        else:
-            t95 = "not reached" if gk["t95"] is None else f"{gk['t95']} epochs"
-            lines.append(f"| grokking transformer, p = {gk['p']}: epochs to 95 % test accuracy | {t95} | — | — | "
-                         f"{gk['wall_s']:.0f} s wall, {gk['epochs_run']} of {gk['max_epochs']} epochs run |")
-    qs = res.get("quick_suite")
-    if qs:
-        lines.append(f"| validation suite --quick ({qs.get('only', 'all')}), wall time | {qs['wall_s']:.0f} s | — | — "
-                     f"| {qs.get('status', qs.get('error', ''))} |")
+        lines += _ensemble_rows(row)
+    for key, label, make in (("monitor", "monitor overhead, nanoGPT", _monitor_row),
+                             ("grokking", "grokking transformer", _grokking_row),
+                             ("quick_suite", "validation suite --quick", _suite_row)):
+        part = res.get(key)
+        if part:
+            lines.append(_row(label, note=part["error"]) if "error" in part else make(part))
     return "\n".join(lines)
 
 

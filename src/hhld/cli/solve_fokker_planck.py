@@ -292,10 +292,7 @@ def figure_snapshots(sol: Solution, out: Path, plt) -> str:
     fig, axes = plt.subplots(1, len(idx), figsize=(3 * len(idx), 3), squeeze=False)
     for ax, i in zip(axes[0], idx):
         _show(ax, sol.fp, sol.snaps[i], f"t = {times[i]:.3g}")
-    fig.tight_layout()
-    fig.savefig(out / "density_snapshots.png", dpi=110)
-    plt.close(fig)
-    return "density_snapshots.png"
+    return _save(fig, out, "density_snapshots.png", plt)
 
 
 def figure_spectrum(sol: Solution, out: Path, plt) -> str | None:
@@ -307,10 +304,7 @@ def figure_spectrum(sol: Solution, out: Path, plt) -> str | None:
     ax.set_xlabel("n")
     ax.set_ylabel("decay rate lambda_n")
     ax.set_title("low spectrum of the generator")
-    fig.tight_layout()
-    fig.savefig(out / "spectrum.png", dpi=110)
-    plt.close(fig)
-    return "spectrum.png"
+    return _save(fig, out, "spectrum.png", plt)
 
 
 def figure_kl(sol: Solution, out: Path, plt) -> str:
@@ -321,10 +315,14 @@ def figure_kl(sol: Solution, out: Path, plt) -> str:
     ax.semilogy(sol.times[pos], kla[pos], "-o", ms=3)
     ax.set_xlabel("t")
     ax.set_ylabel("KL(rho_t || rho*)")
+    return _save(fig, out, "kl.png", plt)
+
+
+def _save(fig, out: Path, name: str, plt) -> str:
     fig.tight_layout()
-    fig.savefig(out / "kl.png", dpi=110)
+    fig.savefig(out / name, dpi=110)
     plt.close(fig)
-    return "kl.png"
+    return name
 
 
 def figures(sol: Solution, out: Path, summary: dict, animate: bool = True) -> dict:

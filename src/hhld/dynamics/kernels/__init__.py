@@ -201,23 +201,33 @@ class Kernel:
         np.matmul(y, self.matrix, out=out)
 
     # ------------------------------------------------------------ the steps
+    def _sweep(self, rng, noise, arrays, gnew, scalars, after=None) -> bool:
+        """The chunk loop every step shares: per chunk of rows, the noise drawn into ``noise`` (a
+        ``(target, numpy view)`` pair), then the compiled loop on the chunk of ``arrays`` and the new
+        gradient ``gnew`` (for a full matrix: ``th' - center`` in a scratch buffer, times ``A`` after,
+        then ``after(lo, hi)``). True when every new position is finite."""
+        n, d = gnew.shape
+        scratch = self._scratch(gnew)
+        ok = True
+        for lo, hi in chunk_rows(n, d):
+            self._fill(rng, *noise, lo, hi)
+            gout = gnew[lo:hi] if scratch is None else scratch[: hi - lo]
+            ok &= self.loop(*(_flat(a, lo, hi) for a in arrays), gout.reshape(-1), *scalars, self.big,
+                            *self._consts(d, (hi - lo) * d))
+            if scratch is not None:
+                self._matmul_rows(gout, gnew[lo:hi])
+                if after is not None:
+                    after(lo, hi)
+        return bool(ok)
+
     def _em(self, rng, state, *, dt, D, mu=1.0):
         dt, D, mu = check_step_params(dt, D, mu)
         th, g = self._views(state.theta, state.grad)
         new_t, new = self._empty(state.theta)
         gnew_t, gnew = self._empty(state.theta)
-        sigma, drift = self._scalar(math.sqrt(2.0 * D * dt)), self._scalar(-mu * dt)
-        scratch = self._scratch(th)
-        ok = True
-        d = th.shape[1]
-        for lo, hi in chunk_rows(*th.shape):
-            self._fill(rng, new_t, new, lo, hi)
-            gout = gnew[lo:hi] if scratch is None else scratch[: hi - lo]
-            ok &= self.loop(_flat(new, lo, hi), _flat(th, lo, hi), _flat(g, lo, hi), gout.reshape(-1), sigma, drift,
-                            self.big, *self._consts(d, (hi - lo) * d))
-            if scratch is not None:
-                self._matmul_rows(gout, gnew[lo:hi])
-        return OverdampedState(new_t, gnew_t, state.step + 1, state.time + dt, None), StepInfo(bool(ok))
+        scalars = (self._scalar(math.sqrt(2.0 * D * dt)), self._scalar(-mu * dt))
+        ok = self._sweep(rng, (new_t, new), (new, th, g), gnew, scalars)
+        return OverdampedState(new_t, gnew_t, state.step + 1, state.time + dt, None), StepInfo(ok)
 
     def _lm(self, rng, state, *, dt, D, mu=1.0):
         dt, D, mu = check_step_params(dt, D, mu)
@@ -231,19 +241,9 @@ class Kernel:
         nxt_t, nxt = self._empty(state.theta)
         new_t, new = self._empty(state.theta)
         gnew_t, gnew = self._empty(state.theta)
-        half_sigma, drift = self._scalar(0.5 * math.sqrt(2.0 * D * dt)), self._scalar(-mu * dt)
-        scratch = self._scratch(th)
-        ok = True
-        d = th.shape[1]
-        for lo, hi in chunk_rows(*th.shape):
-            self._fill(rng, nxt_t, nxt, lo, hi)
-            gout = gnew[lo:hi] if scratch is None else scratch[: hi - lo]
-            ok &= self.loop(_flat(new, lo, hi), _flat(prev, lo, hi), _flat(nxt, lo, hi), _flat(th, lo, hi),
-                            _flat(g, lo, hi), gout.reshape(-1), half_sigma, drift, self.big,
-                            *self._consts(d, (hi - lo) * d))
-            if scratch is not None:
-                self._matmul_rows(gout, gnew[lo:hi])
-        return OverdampedState(new_t, gnew_t, state.step + 1, state.time + dt, nxt_t), StepInfo(bool(ok))
+        scalars = (self._scalar(0.5 * math.sqrt(2.0 * D * dt)), self._scalar(-mu * dt))
+        ok = self._sweep(rng, (nxt_t, nxt), (new, prev, nxt, th, g), gnew, scalars)
+        return OverdampedState(new_t, gnew_t, state.step + 1, state.time + dt, nxt_t), StepInfo(ok)
 
     def _baoab(self, rng, state, *, dt, D, mu=1.0, eta=1.0, friction=1.0, extra_force=None):
         from ..._validation import check_nonnegative, check_positive
@@ -251,25 +251,17 @@ class Kernel:
         dt, D, mu = check_step_params(dt, D, mu)
         eta = check_positive("eta", eta)
         friction = check_nonnegative("friction", friction)
-        half, drift, c, s = (self._scalar(v) for v in baoab_coefficients(dt, D, mu, eta, friction))
+        scalars = tuple(self._scalar(v) for v in baoab_coefficients(dt, D, mu, eta, friction))
         th, p, g = self._views(state.theta, state.momentum, state.grad)
         new_t, new = self._empty(state.theta)
         pnew_t, pnew = self._empty(state.theta)
         gnew_t, gnew = self._empty(state.theta)
-        scratch = self._scratch(th)
-        ok = True
-        d = th.shape[1]
-        for lo, hi in chunk_rows(*th.shape):
-            self._fill(rng, new_t, new, lo, hi)
-            gout = gnew[lo:hi] if scratch is None else scratch[: hi - lo]
-            ok &= self.loop(_flat(new, lo, hi), _flat(th, lo, hi), _flat(p, lo, hi), _flat(g, lo, hi),
-                            _flat(pnew, lo, hi), gout.reshape(-1), half, drift, c, s, self.big,
-                            *self._consts(d, (hi - lo) * d))
-            if scratch is not None:  # the gradient's matrix product, then the last half-kick
-                gc = gnew[lo:hi]
-                self._matmul_rows(gout, gc)
-                pnew[lo:hi] -= gc * half
-        return UnderdampedState(new_t, pnew_t, gnew_t, state.step + 1, state.time + dt, None), StepInfo(bool(ok))
+
+        def last_half_kick(lo, hi):  # full matrix: the loop left it, the gradient needed A first
+            pnew[lo:hi] -= gnew[lo:hi] * scalars[0]
+
+        ok = self._sweep(rng, (new_t, new), (new, th, p, g, pnew), gnew, scalars, after=last_half_kick)
+        return UnderdampedState(new_t, pnew_t, gnew_t, state.step + 1, state.time + dt, None), StepInfo(ok)
 
     def _scratch(self, th):
         if self.kind != "shift":
