@@ -448,9 +448,93 @@ def _optim():
     ]
 
 
+def _monitor():
+    import torch
+
+    from hhld.torch import Monitor, PerSampleSqNorms
+    from hhld.torch.persample import BatchAxisError
+
+    def lin():
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 2)
+
+    def mon(**kw):
+        m = lin()
+        return Monitor(m, torch.optim.SGD(m.parameters(), lr=0.1), **{"log_every": 1, **kw})
+
+    def stepped_with(loss):
+        """A monitor after one real step, whose step() gets ``loss``."""
+        m = lin()
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        mo = Monitor(m, opt, log_every=1)
+        m(torch.ones(4, 3)).sum().backward()
+        opt.step()
+        return lambda: mo.step(loss)
+
+    class TwoBatches(torch.nn.Module):
+        """An LSTM that sees (T, B, F) and a second one that sees (B, T, F): the batch axis is ambiguous."""
+
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.LSTM(3, 4)
+            self.b = torch.nn.LSTM(3, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.a(x)[0].sum() + self.b(x)[0].sum()
+
+    def ambiguous():
+        m = TwoBatches()
+        mo = Monitor(m, torch.optim.SGD(m.parameters(), lr=0.1), tier1_every=1)
+        return lambda: m(torch.ones(5, 2, 3))
+
+    def opt_of(m):
+        return torch.optim.SGD(m.parameters(), lr=0.1)
+
+    return [
+        E(Monitor, lazy(lin), "sgd", error=TypeError, match="optimizer must be a torch.optim.Optimizer"),
+        E(Monitor, "model", lazy(lambda: torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)),
+          error=TypeError, match="model must be a torch.nn.Module"),
+        E(lazy(lambda: lambda: mon(log_every=0)), match=r"log_every must be an integer >= 1, got 0",
+          id="Monitor(log_every=0)"),
+        E(lazy(lambda: lambda: mon(tier1_every=0)), match=r"tier1_every must be an integer >= 1 or None, got 0",
+          id="Monitor(tier1_every=0)"),
+        E(lazy(lambda: lambda: mon(batch_size=0)), match=r"batch_size must be an integer >= 1 or None, got 0",
+          id="Monitor(batch_size=0)"),
+        E(lazy(lambda: lambda: mon(batch_axis=2)), match=r"batch_axis must be 0, 1 or None, got 2",
+          id="Monitor(batch_axis=2)"),
+        E(lazy(lambda: lambda: mon(D=-1.0)), match=r"D must be > 0 and finite, got D=-1", id="Monitor(D=-1)"),
+        E(lazy(lambda: lambda: mon(D=float("inf"))), match=r"D must be > 0 and finite", id="Monitor(D=inf)"),
+        E(lazy(lambda: lambda: mon(on_nonfinite="ignore")), match=r"on_nonfinite must be 'raise' or 'warn'",
+          id="Monitor(on_nonfinite='ignore')"),
+        E(lazy(lambda: lambda: mon(loss_reduction="none")), match=r"loss_reduction must be 'mean' or 'sum'",
+          id="Monitor(loss_reduction='none')"),
+        E(lazy(lambda: lambda: mon(conv_estimator="fast")), match=r"conv_estimator must be 'exact', 'sketch' or 'auto'",
+          id="Monitor(conv_estimator='fast')"),
+        E(lazy(lambda: lambda: mon(coverage_warning=1.5)), match=r"coverage_warning must be in \[0, 1\]",
+          id="Monitor(coverage_warning=1.5)"),
+        E(lazy(lambda: lambda: mon(drop_factor=1.0)), match=r"drop_factor must be > 1", id="Monitor(drop_factor=1)"),
+        E(lazy(lambda: lambda: mon(extra_quantities=[object()])), error=TypeError,
+          match="extra_quantities must be hhld.torch.Quantity objects", id="Monitor(extra_quantities=[object()])"),
+        E(lazy(lambda: lambda: mon(loss_fn=torch.nn.MSELoss())), match="tier 2 needs both loss_fn and hessian_batch",
+          id="Monitor(loss_fn only)"),
+        E(lazy(lambda: lambda: Monitor(lin().requires_grad_(False), opt_of(lin()))), match="no trainable parameters",
+          id="Monitor(frozen model)"),
+        E(lazy(lambda: stepped_with(torch.ones(4))), match=r"loss must be a scalar .* shape \(4,\)",
+          id="Monitor.step(vector loss)"),
+        E(lazy(lambda: stepped_with("high")), error=TypeError, match="loss must be a scalar tensor or a float",
+          id="Monitor.step('high')"),
+        E(lazy(lambda: stepped_with(float("inf"))), error=NonFiniteError, match=r"non-finite monitor values \['loss'",
+          id="Monitor.step(inf)"),
+        E(lazy(ambiguous), error=BatchAxisError, match="pass batch_size= and batch_axis=",
+          id="Monitor: layers disagree about the batch axis"),
+        E(PerSampleSqNorms, lazy(lin), batch_axis=3, match=r"batch_axis must be 0, 1 or None, got 3"),
+        E(PerSampleSqNorms, lazy(lin), conv_probes=0, match=r"conv_probes must be an integer >= 1, got 0"),
+    ]
+
+
 DOCUMENTS_API = _documents_api()
 OPTIM = _optim()
-MONITOR: list[ErrorInput] = []
+MONITOR = _monitor()
 
 AREAS = {
     "fokker_planck": FOKKER_PLANCK, "quantum": QUANTUM, "landscapes": LANDSCAPES, "dynamics": DYNAMICS,

@@ -222,7 +222,7 @@ def _scheduler_run(mu, stiffness, steps=120, target=None, seed=0, temperature=2e
     m = _mlp(hidden=6)
     x, y = _data(n=48)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-    sch = GrandCanonicalScheduler(m, LOSS, opt, mu=mu, temperature=temperature, stiffness=stiffness, target=target,
+    sch = GrandCanonicalScheduler(m, LOSS, opt, chemical_potential=mu, temperature=temperature, stiffness=stiffness, target=target,
                                   interval=2, n_candidates=4, max_width=20, seed=seed, window=50)
     for _ in range(steps):
         opt.zero_grad()
@@ -235,11 +235,11 @@ def _scheduler_run(mu, stiffness, steps=120, target=None, seed=0, temperature=2e
 def test_grand_canonical_scheduler_logs_and_mu_knob():
     sch, m = _scheduler_run(mu=0.0, stiffness=0.002, target=6)
     assert len(sch.n_trace) == 120 and len(sch.history) == 60
-    assert all(k in sch.history[0] for k in ("N", "delta_N", "mu_estimate", "accepted", "delta_omega"))
+    assert all(k in sch.history[0] for k in ("N", "delta_N", "chemical_potential_estimate", "accepted", "delta_omega"))
     assert any(h["accepted"] for h in sch.history)
     assert sch.delta_N > 0                  # N(t) fluctuates
     assert abs(sum(sch.n_trace) / len(sch.n_trace) - 6) < 3  # around the target
-    assert sch.mu_estimate is not None
+    assert sch.chemical_potential_estimate is not None
     assert m[0].out_features == sch.N
     # a large chemical potential grows the layer, a very negative one shrinks it
     up, _ = _scheduler_run(mu=1.0, stiffness=0.0)

@@ -8,9 +8,12 @@ from __future__ import annotations
 from .hessian import EigenEstimate, TraceEstimate, hutchinson_trace, make_hvp, top_eigenvalue
 from .noise import NoiseStats, gradient_noise_stats
 from .distributed import DistributedNoiseEstimate, DistributedNoiseStats, register_noise_hook
-from .persample import PerSampleSqNorms
+from .persample import BatchAxisError, PerSampleSqNorms
 from .monitor import Monitor
-from .quantities import Curvature, GradientStats, NoiseScale, Quantity, UncertaintyWindow
+from .quantities import (Curvature, GradientStats, IntervalContext, NoiseScale, Quantity, StepContext,
+                         UncertaintyWindow)
+from .callbacks import hf_callback, lightning_callback
+from .plotting import plot_monitor
 
 # --- HeisenbergSGD / neurogenesis / lr (issue 4, optimizer part)
 from .optim import ControllerConfig, HeisenbergSGD, heisenberg_sgd
@@ -30,8 +33,14 @@ __all__ = [
     "DistributedNoiseEstimate",
     "register_noise_hook",
     "PerSampleSqNorms",
+    "BatchAxisError",
     "Monitor",
     "Quantity",
+    "StepContext",
+    "IntervalContext",
+    "lightning_callback",
+    "hf_callback",
+    "plot_monitor",
     "GradientStats",
     "UncertaintyWindow",
     "NoiseScale",

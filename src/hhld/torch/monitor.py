@@ -2,7 +2,7 @@
 
 Usage (plain loop; with AMP pass ``scaler=``; clipping and gradient accumulation need nothing)::
 
-    mon = Monitor(model, optimizer, log_every=10)
+    mon = Monitor(model, optimizer)
     for x, y in loader:
         optimizer.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); optimizer.step()
         mon.step(loss)
@@ -55,8 +55,10 @@ from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, No
 
 __all__ = ["Monitor", "unwrap_model", "DEFAULT_TIER1_EVERY", "ADAPTIVE_OPTIMIZERS"]
 
-#: the default tier-1 schedule, chosen from benchmarks/bench_monitor_overhead.py (docs/benchmarks/monitor.md)
-DEFAULT_TIER1_EVERY = 10
+#: the default tier-1 schedule (and logging interval: one tier-1 step per row), chosen from
+#: benchmarks/bench_monitor_overhead.py (docs/benchmarks/monitor.md): a tier-1 step costs about one to two and a half
+#: plain steps on the MLP / CNN / nanoGPT / LSTM workloads
+DEFAULT_TIER1_EVERY = 25
 
 #: optimizers whose step is preconditioned per coordinate: the SGD forms of D and C are labelled
 ADAPTIVE_OPTIMIZERS = tuple(getattr(torch.optim, n) for n in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad",
@@ -144,7 +146,7 @@ class Monitor:
       ``check_every`` the per-sample sum check's schedule in tier-1 steps (:class:`PerSampleSqNorms`).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, log_every: int = 10,
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, log_every: int = DEFAULT_TIER1_EVERY,
                  batch_size: int | None = None, batch_axis: int | None = None, scaler=None, D: float | None = None,
                  loss_reduction: str = "mean", accumulation: str = "mean",
                  tier1_every: int | None = DEFAULT_TIER1_EVERY, window: int | None = 50,

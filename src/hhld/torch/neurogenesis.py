@@ -27,7 +27,8 @@ hidden unit ``j`` is row ``j`` of ``fc_in`` (weight and bias) and column ``j`` o
   hidden axis; other state (Adam's ``step``) is kept.
 * :class:`GrandCanonicalScheduler`: Metropolis-like add / remove moves accepted with
   probability ``min(1, exp(-Delta Omega / T))``, ``Delta Omega = Delta L - mu Delta N +
-  (kappa/2)((N' - N*)^2 - (N - N*)^2)``: ``mu`` is the chemical-potential knob (``mu > 0``
+  (kappa/2)((N' - N*)^2 - (N - N*)^2)``: ``mu`` (argument ``chemical_potential``; ``mu`` is the mobility
+  elsewhere in hhld) is the chemical-potential knob (``mu > 0``
   favours more neurons), ``kappa`` a restraint that keeps ``N(t)`` fluctuating around the target
   ``N*``. It logs ``N(t)``, the running ``Delta N`` (std of ``N`` over a window) and a ``mu``
   estimate, the mean ``Delta L / Delta N`` of the accepted moves (``dF/dN`` with ``F`` read as
@@ -35,6 +36,8 @@ hidden unit ``j`` is row ``j`` of ``fc_in`` (weight and bias) and column ``j`` o
   sampler; it is the paper's qualitative proposal made into a knob.
 """
 from __future__ import annotations
+
+import warnings
 
 import math
 from collections import deque
@@ -410,23 +413,28 @@ class GrandCanonicalScheduler:
     accepts iff ``Delta Omega <= 0``).
 
     Logs: ``history`` (one dict per proposal: ``step, N, move, pair, index, delta_loss,
-    delta_omega, accepted, delta_N, mu_estimate``), ``n_trace`` (``N`` at every call),
-    :attr:`delta_N` (std of ``N`` over the last ``window`` calls), :attr:`mu_estimate`
+    delta_omega, accepted, delta_N, chemical_potential_estimate``), ``n_trace`` (``N`` at every call),
+    :attr:`delta_N` (std of ``N`` over the last ``window`` calls), :attr:`chemical_potential_estimate`
     (mean ``Delta L / Delta N`` over the accepted moves).
     """
 
     def __init__(self, model: nn.Module, loss_fn, optimizers=None, pairs: Sequence[LinearPair] | None = None, *,
-                 target: int | None = None, mu: float = 0.0, temperature: float = 1e-3, stiffness: float = 0.0,
+                 target: int | None = None, chemical_potential: float = 0.0, temperature: float = 1e-3,
+                 stiffness: float = 0.0,
                  interval: int = 50, n_candidates: int = 16, step_size: float = 1e-2, removal_method: str = "exact",
                  min_width: int = 1, max_width: int | None = None, window: int = 200,
-                 generator: torch.Generator | None = None, seed: int | None = None):
+                 generator: torch.Generator | None = None, seed: int | None = None, mu: float | None = None):
+        if mu is not None:  # the former name: in hhld "mu" is the mobility everywhere else
+            warnings.warn("GrandCanonicalScheduler(mu=...) is now chemical_potential=...", DeprecationWarning,
+                          stacklevel=2)
+            chemical_potential = mu
         self.model = model
         self.loss_fn = loss_fn
         self.optimizers = _as_list(optimizers)
         self.pairs = list(pairs) if pairs is not None else find_linear_pairs(model)
         if not self.pairs:
             raise ValueError(f"no Linear -> Linear hidden-layer pair found in {type(model).__name__}; pass pairs=")
-        self.mu = check_real("mu", mu)
+        self.chemical_potential = check_real("chemical_potential", chemical_potential)
         self.temperature = check_nonnegative("temperature", temperature)
         self.stiffness = check_nonnegative("stiffness", stiffness)
         self.interval = check_int("interval", interval, minimum=1)
@@ -462,8 +470,9 @@ class GrandCanonicalScheduler:
         return float(t.std(unbiased=False))
 
     @property
-    def mu_estimate(self) -> float | None:
-        """Mean ``Delta L / Delta N`` of the accepted moves (a reading of ``mu = dF/dN``, (4.2))."""
+    def chemical_potential_estimate(self) -> float | None:
+        """Mean ``Delta L / Delta N`` of the accepted moves (a reading of ``mu = dF/dN``, (4.2), the paper's
+        chemical potential; hhld calls it ``chemical_potential`` because ``mu`` is the mobility elsewhere)."""
         if not self._accepted_ratios:
             return None
         return sum(self._accepted_ratios) / len(self._accepted_ratios)
@@ -508,7 +517,7 @@ class GrandCanonicalScheduler:
             move = neurodegeneration(self.model, pair, self.loss_fn, inputs, targets,
                                      method=self.removal_method, apply=False)
             dn = -1
-        d_omega = move.delta_loss - self.mu * dn + self._restraint(n0 + dn) - self._restraint(n0)
+        d_omega = move.delta_loss - self.chemical_potential * dn + self._restraint(n0 + dn) - self._restraint(n0)
         if d_omega <= 0:
             accept = True
         elif self.temperature == 0:
@@ -523,6 +532,6 @@ class GrandCanonicalScheduler:
             self._accepted_ratios.append(move.delta_loss / dn)
         entry = dict(step=self._calls, N=self.N, move=kind, pair=pair.name, index=move.index,
                      delta_loss=move.delta_loss, delta_omega=d_omega, accepted=accept,
-                     delta_N=self.delta_N, mu_estimate=self.mu_estimate)
+                     delta_N=self.delta_N, chemical_potential_estimate=self.chemical_potential_estimate)
         self.history.append(entry)
         return entry

@@ -249,13 +249,15 @@ class UncertaintyWindow(Quantity):
     beside the documents' bound ``lr / 2`` (``Delta theta . Delta grad L >= eta/2``).
 
     The variances are sample variances over every ``every``-th step of the window
-    (``window // every >= 2`` samples; ``every=1`` uses every step). Parameters are taken
-    relative to the window's first sample (no cancellation in float32). Cost per sampled step:
-    five fused foreach passes over the parameters, i.e. ``5 / every`` passes per step.
+    (``window // every >= 2`` samples; ``every=1`` uses every step), from
+    ``sum_j Var_t x_j = n/(n-1) (mean_t |x_t - r|^2 - |mean_t (x_t - r)|^2)``: the squared norms come from
+    one fused norm per sample (for the gradients: tier 0's norms, at no cost) and one running vector sum each;
+    parameters are taken relative to the window's first sample ``r`` (no cancellation in float32). Cost per
+    sampled step: four fused passes over the parameters (difference, its norm, two running sums).
     """
 
     name = "uncertainty"
-    needs = frozenset({"params"})
+    needs = frozenset({"params", "grad_norms"})
 
     def __init__(self, window: int = 50, every: int = 5):
         super().__init__(every)
@@ -266,43 +268,43 @@ class UncertaintyWindow(Quantity):
                              f"every {every} steps gives {window // every}")
         self.window = window
         self.samples = window // every
-        self._s = None
-        self._ref = None
+        self._sum_d = self._sum_g = self._ref = None
         self._n = 0
+        self._sq_d = self._sq_g = 0.0
+
+    def _restart(self):
+        self._sum_d = self._sum_g = self._ref = None
+        self._n = 0
+        self._sq_d = self._sq_g = 0.0
 
     def pre_step(self, ctx):
         ps = [p.detach() for p in ctx.params]
         gs = [g.to_dense() if g.is_sparse else g for g in ctx.grads]
-        if self._s is not None and (len(self._s[0]) != len(ps) or any(
-                a.shape != p.shape for a, p in zip(self._s[0], ps))):
-            self._s, self._n = None, 0  # the parameter set changed: restart the window
-        if self._s is None:
-            acc = [torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype for p in ps]
-            self._s = [[torch.zeros_like(p, dtype=dt) for p, dt in zip(ps, acc)] for _ in range(4)]
-        st, st2, sg, sg2 = self._s
+        if self._ref is not None and (len(self._ref) != len(ps) or any(
+                a.shape != p.shape for a, p in zip(self._ref, ps))):
+            self._restart()  # the parameter set changed: restart the window
         if self._n == 0:
             self._ref = [p.clone() for p in ps]  # the first sample is the reference: zero deviation
+            acc = [torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype for p in ps]
+            self._sum_d = [torch.zeros_like(p, dtype=dt) for p, dt in zip(ps, acc)]
+            self._sum_g = [g.to(dt).clone() for g, dt in zip(gs, acc)]
         else:
             d = torch._foreach_sub(ps, self._ref)
-            torch._foreach_add_(st, d)
-            torch._foreach_addcmul_(st2, d, d)
-        torch._foreach_add_(sg, gs)
-        torch._foreach_addcmul_(sg2, gs, gs)
+            nd = robust_norms(d)
+            self._sq_d = self._sq_d + torch.dot(nd, nd)
+            torch._foreach_add_(self._sum_d, d)
+            torch._foreach_add_(self._sum_g, gs)
+        self._sq_g = self._sq_g + ctx.grad_sq
         self._n += 1
         if self._n < self.samples:
             return {}
         n = self._n
-
-        def var_sum(s, s2):
-            m = torch._foreach_div(s, n)
-            tot = sum(((b / n - a * a).sum().double() for a, b in zip(m, s2)), torch.zeros((), dtype=torch.float64))
-            return tot.clamp_min(0) * (n / (n - 1))
-
-        prod = torch.sqrt(var_sum(st, st2)) * torch.sqrt(var_sum(sg, sg2))
-        for lst in self._s:
-            torch._foreach_zero_(lst)
-        self._n = 0
-        self._ref = None
+        md = robust_norms(self._sum_d)
+        mg = robust_norms(self._sum_g)
+        var_t = ((self._sq_d / n - torch.dot(md, md) / (n * n)) * (n / (n - 1))).clamp_min(0)
+        var_g = ((self._sq_g / n - torch.dot(mg, mg) / (n * n)) * (n / (n - 1))).clamp_min(0)
+        prod = torch.sqrt(var_t) * torch.sqrt(var_g)
+        self._restart()
         return {"uncertainty_product": prod, "uncertainty_bound": ctx.lr / 2}
 
     def finalize(self, ictx):

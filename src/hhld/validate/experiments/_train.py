@@ -198,7 +198,7 @@ def grad_stats_f64(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, 
     is the exact squared norm of the gradient of the mean loss over ``(x, y)``.
     """
     from hhld.observables import consolidation_ratio, consolidation_ratio_sgd
-    from hhld.torch.noise import gradient_noise_stats
+    from hhld.torch.noise import diffusion_from_noise, gradient_noise_stats
 
     m64 = copy.deepcopy(model).double()
     st = gradient_noise_stats(m64, loss_fn, _to_double(x), y, lr=lr)
@@ -207,7 +207,7 @@ def grad_stats_f64(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, 
     d = st.dim
     g2 = st.batch_grad_sq_norm  # full data set: the batch gradient is the gradient of the loss
     tr = st.tr_sigma
-    D = lr * tr / (2.0 * B * d)  # the monitor's D (hhld.torch.noise.diffusion_from_noise) at batch B
+    D = diffusion_from_noise(tr, lr, B, d)  # the monitor's D at batch B
     C_doc = float(consolidation_ratio(g2, D, dim=d)) if D > 0 else math.inf
     C_sgd = float(consolidation_ratio_sgd(g2, lr, B))
     return {"grad_sq": g2, "tr_sigma": tr, "D": D, "C": C_doc, "C_sgd": C_sgd, "b_simple": st.b_simple,
