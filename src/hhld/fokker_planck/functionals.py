@@ -57,7 +57,7 @@ def check_density(grid: Grid, rho, name: str = "rho") -> np.ndarray:
     Raises :class:`hhld.NonFiniteError` on NaN/inf, ``ValueError`` on the wrong size, on negative
     entries beyond round-off (``< -NEGATIVE_TOL * max rho``) and on a total mass ``∫ rho`` that
     differs from 1 by more than ``MASS_TOL`` (a KL or an entropy of such an array has no meaning;
-    normalise it with ``grid.normalize``). Round-off negatives are set to 0 in the returned copy.
+    normalise it with ``grid.normalize_density``). Round-off negatives are set to 0 in the returned copy.
     """
     p = np.asarray(rho)
     if p.dtype.kind not in "biuf":
