@@ -1,0 +1,270 @@
+"""The per-sample engine against brute-force per-sample gradients (float64), architecture by architecture.
+
+The reference differentiates each sample's loss through one shared forward graph (so dropout masks are the
+step's own), and compares ``sum over the covered parameters of ||g_i||^2`` per sample.
+"""
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hhld.torch.persample import BatchAxisError, PerSampleSqNorms
+
+from archs import GPT, RNNCls, ViT, cnn_bn
+
+B = 6
+
+
+def per_sample_reference(model, x, per_loss, names):
+    params = dict(model.named_parameters())
+    ls = per_loss(model(x))
+    out = []
+    for i in range(ls.shape[0]):
+        gs = torch.autograd.grad(ls[i], [params[n] for n in names], retain_graph=True, allow_unused=True)
+        out.append(sum(float((g.double() ** 2).sum()) for g in gs if g is not None))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def measure(model, x, per_loss, seed=0, **kw):
+    """The engine's per-sample norms (scaled back from the mean loss) and the reference on the same graph."""
+    eng = PerSampleSqNorms(model, **kw).attach()
+    torch.manual_seed(seed)
+    loss = per_loss(model(x)).mean()
+    model.zero_grad()
+    loss.backward()
+    eng.detach()
+    got = None
+    if eng.passes and eng.passes[-1] is not None:
+        n = eng.passes[-1].shape[0]  # the batch the engine found (B, also for a (T, B, F) input)
+        got = eng.passes[-1] * n * n
+    
+    torch.manual_seed(seed)
+    ref = per_sample_reference(model, x, per_loss, sorted(eng.covered_last)) if eng.covered_last else None
+    return eng, got, ref
+
+
+def ce_tokens(y):
+    return lambda out: F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
+
+
+def ce(y):
+    return lambda out: F.cross_entropy(out, y, reduction="none")
+
+
+class Raw(nn.Module):
+    """Raw parameters: x @ W, an elementwise scale, PReLU (a vmap VJP)."""
+
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(5, 7) * .3)
+        self.scale = nn.Parameter(torch.ones(7))
+        self.lin = nn.Linear(7, 3)
+        self.act = nn.PReLU(7)
+
+    def forward(self, x):
+        return self.lin(self.act((x @ self.W) * self.scale))
+
+
+class Folded(nn.Module):
+    """A Linear on x.view(-1, E) (batch merged with time), then GroupNorm on (B, C, T)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.lin, self.out = nn.Embedding(11, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+        self.gn = nn.GroupNorm(2, 6)
+
+    def forward(self, ids):
+        b, t = ids.shape
+        h = self.lin(self.emb(ids).view(-1, 6)).view(b, t, 6)
+        return self.out(self.gn(h.transpose(1, 2)).transpose(1, 2).mean(1))
+
+
+def convs():
+    return nn.Sequential(nn.Conv1d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+                         nn.Conv1d(4, 4, 3, groups=2, padding="same"), nn.Flatten(), nn.RMSNorm(32), nn.Linear(32, 3))
+
+
+def _idx(n, t, v=17, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, v, (n, t), generator=g)
+
+
+def _case(name):
+    torch.manual_seed(0)
+    yc = torch.randint(0, 3, (B,), generator=torch.Generator().manual_seed(1))
+    if name.startswith("gpt"):
+        T = 8
+        n = T if name == "gpt_B_eq_T" else B
+        m = GPT(17, T, attn="mha" if "mha" in name else "sdpa", p=0.2 if "drop" in name else 0.0).double()
+        idx = _idx(n, T)
+        return m, idx, ce_tokens(_idx(n, T, seed=2))
+    if name.startswith(("lstm", "gru", "rnn")):
+        cell, bf = name.split("_")[0], name.endswith("bf")
+        layers, bidir = (2, True) if "deep" in name else (1, False)
+        xs = torch.randn(B, 7, 5, dtype=torch.float64)
+        m = RNNCls(cell, batch_first=bf, layers=layers, bidir=bidir).double()
+        return m, xs if bf else xs.transpose(0, 1).contiguous(), ce(yc)
+    if name == "vit":
+        return ViT().double(), torch.randn(B, 3, 8, 8, dtype=torch.float64), ce(torch.randint(0, 4, (B,)))
+    if name == "cnn_bn_eval":
+        m = cnn_bn().double().eval()
+        return m, torch.randn(B, 1, 8, 8, dtype=torch.float64), ce(yc)
+    if name == "raw":
+        return Raw().double(), torch.randn(B, 5, dtype=torch.float64), ce(yc)
+    if name == "folded":
+        return Folded().double(), _idx(B, 4, v=11), ce(yc)
+    if name == "convs":
+        return convs().double(), torch.randn(B, 3, 8, dtype=torch.float64), ce(yc)
+    raise KeyError(name)
+
+
+CASES = ["gpt_sdpa", "gpt_B_eq_T", "gpt_mha", "gpt_mha_drop", "gpt_sdpa_drop", "lstm_bf", "lstm_sf", "gru_bf",
+         "gru_sf", "rnn_bf", "rnn_sf", "lstm_deep_bf", "vit", "cnn_bn_eval", "raw", "folded", "convs"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_exact_on_every_architecture(name):
+    model, x, per_loss = _case(name)
+    eng, got, ref = measure(model, x, per_loss)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert eng.covered_last == trainable, eng.reasons
+    assert torch.allclose(got, ref, rtol=1e-9, atol=0), (got, ref)
+
+
+def test_train_mode_batchnorm_couples_what_is_upstream_only():
+    model = cnn_bn().double().train()
+    eng, got, ref = measure(model, torch.randn(B, 1, 8, 8, dtype=torch.float64), ce(torch.randint(0, 3, (B,))))
+    assert set(eng.reasons) == {"0.weight", "0.bias"} and eng.coupled == {"0.weight", "0.bias"}
+    assert all(r.startswith("coupled: batch norm in training mode") for r in eng.reasons.values())
+    # everything downstream, and the batch norm's own affine parameters (statistics held fixed), is exact
+    assert "1.weight" in eng.covered_last and torch.allclose(got, ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-25, 1.0, 1e20])
+def test_float32_losses_of_any_scale(scale):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    yc = torch.randint(0, 3, (B,))
+    eng, got, ref = measure(m, torch.randn(B, 5), lambda out: scale * F.cross_entropy(out, yc, reduction="none"))
+    assert len(eng.covered_last) == 4
+    assert torch.allclose(got, ref, rtol=1e-5), (got / ref)
+
+
+def test_sparse_embedding_and_frozen_parameter():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Embedding(20, 4, sparse=True), nn.Flatten(), nn.Linear(12, 3))
+    m[2].bias.requires_grad_(False)
+    eng, got, ref = measure(m, torch.randint(0, 20, (B, 3)), ce(torch.randint(0, 3, (B,))))
+    assert eng.covered_last == {"0.weight", "2.weight"}
+    assert torch.allclose(got, ref, rtol=1e-5)
+
+
+def test_a_regulariser_in_the_loss_is_caught_by_the_sum_check():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(5, 3))
+    eng = PerSampleSqNorms(m).attach()
+    loss = F.cross_entropy(m(torch.randn(B, 5)), torch.randint(0, 3, (B,))) + 0.1 * m[0].weight.square().sum()
+    loss.backward()
+    assert eng.covered_last == {"0.bias"}
+    assert "per-sample gradients sum to something else" in eng.reasons["0.weight"]
+    # negative control: the same loss without the regulariser passes the check
+    m.zero_grad()
+    eng2 = PerSampleSqNorms(m).attach()
+    F.cross_entropy(m(torch.randn(B, 5)), torch.randint(0, 3, (B,))).backward()
+    assert eng2.covered_last == {"0.weight", "0.bias"}
+
+
+def test_one_pass_per_backward_under_accumulation():
+    m = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    eng = PerSampleSqNorms(m).attach()
+    x, y = torch.randn(B, 5, dtype=torch.float64), torch.randint(0, 3, (B,))
+    for h in (slice(0, 2), slice(2, 6)):
+        (F.cross_entropy(m(x[h]), y[h]) / 2).backward()
+    assert [tuple(p.shape) for p in eng.passes] == [(2,), (4,)]
+
+
+def test_layers_that_disagree_about_the_batch_raise_a_clear_error():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.LSTM(3, 4), nn.LSTM(3, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.a(x)[0].sum() + self.b(x)[0].sum()
+
+    m = Two()
+    PerSampleSqNorms(m).attach()
+    with pytest.raises(BatchAxisError, match="pass batch_size= and batch_axis="):
+        m(torch.ones(5, 2, 3))
+
+
+def test_sequence_first_input_is_found_from_the_recurrent_layer():
+    """(T, B, F) into nn.LSTM(batch_first=False): B, never T."""
+    m = RNNCls("lstm", batch_first=False).double()
+    xs = torch.randn(7, B, 5, dtype=torch.float64)
+    eng, got, ref = measure(m, xs, ce(torch.randint(0, 3, (B,))))
+    assert got.shape == (B,) and torch.allclose(got, ref, rtol=1e-9)
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("transformers"), reason="transformers not installed")
+@pytest.mark.parametrize("arch", ["gpt2", "bert"])
+def test_hugging_face_models_built_from_a_config(arch):
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+        net = GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=16, n_embd=16, n_layer=2, n_head=2,
+                                         bos_token_id=0, eos_token_id=0)).double()
+        ids = _idx(B, 8, v=20)
+
+        class Wrap(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = net
+
+            def forward(self, ids):
+                return self.m(input_ids=ids).logits
+
+        per_loss = ce_tokens(ids)
+    else:
+        from transformers import BertConfig, BertForSequenceClassification
+        net = BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2,
+                                                       num_attention_heads=2, intermediate_size=32,
+                                                       max_position_embeddings=16, num_labels=3)).double()
+        ids = _idx(B, 8, v=30)
+        mask = torch.ones(B, 8, dtype=torch.long)
+        mask[0, 6:] = 0
+
+        class Wrap(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = net
+
+            def forward(self, ids):
+                return self.m(input_ids=ids, attention_mask=mask).logits  # token types: an expanded buffer
+
+        per_loss = ce(torch.randint(0, 3, (B,)))
+    model = Wrap()
+    eng, got, ref = measure(model, ids, per_loss)
+    assert eng.covered_last == {n for n, p in model.named_parameters() if p.requires_grad}, eng.reasons
+    assert torch.allclose(got, ref, rtol=1e-9)
+
+
+def test_non_reentrant_checkpointing():
+    from torch.utils.checkpoint import checkpoint
+
+    class CK(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Linear(4, 8), nn.Linear(8, 3)
+            self.b = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+
+        def forward(self, x):
+            return self.c(checkpoint(self.b, torch.tanh(self.a(x)), use_reentrant=False))
+
+    eng, got, ref = measure(CK().double(), torch.randn(B, 4, dtype=torch.float64), ce(torch.randint(0, 3, (B,))))
+    assert len(eng.covered_last) == 8 and torch.allclose(got, ref, rtol=1e-9)

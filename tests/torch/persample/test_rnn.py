@@ -1,0 +1,55 @@
+"""Recurrent layers: BPTT over the batched gates against brute-force per-sample gradients."""
+import pytest
+import torch
+from torch import nn
+
+from hhld.torch.persample.rnn import RecomputeMismatch, rnn_contribs
+from hhld.torch.persample.factors import per_sample_sq_norms
+
+
+def brute(rnn, x, h0, use_state, batch_first):
+    per = []
+    B = x.shape[0] if batch_first else x.shape[1]
+    for i in range(B):
+        xi = x[i:i + 1] if batch_first else x[:, i:i + 1]
+        hi = None if h0 is None else tuple(h[:, i:i + 1] for h in h0) if isinstance(h0, tuple) else h0[:, i:i + 1]
+        out, st = rnn(xi, hi)
+        loss = out.sin().sum() + (st[0] if isinstance(st, tuple) else st).cos().sum() * use_state
+        if isinstance(st, tuple):
+            loss = loss + st[1].square().sum() * use_state
+        gs = torch.autograd.grad(loss, list(rnn.parameters()))
+        per.append([(g ** 2).sum() for g in gs])
+    return torch.tensor(per, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("layers,bidir", [(1, False), (2, True)])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_bptt_matches_per_sample_gradients(kind, layers, bidir, batch_first):
+    torch.manual_seed(0)
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(kind, nn.RNN)
+    kw = {"nonlinearity": kind[4:]} if cls is nn.RNN else {}
+    rnn = cls(3, 4, num_layers=layers, bidirectional=bidir, batch_first=batch_first, **kw).double()
+    B, T, D = 3, 5, 2 if bidir else 1
+    x = torch.randn(B, T, 3, dtype=torch.float64) if batch_first else torch.randn(T, B, 3, dtype=torch.float64)
+    h0 = torch.randn(layers * D, B, 4, dtype=torch.float64)
+    hx = (h0, torch.randn_like(h0)) if kind == "lstm" else h0
+    ref = brute(rnn, x, hx, 1.0, batch_first)
+    out, st = rnn(x, hx)
+    outs = [out] + (list(st) if isinstance(st, tuple) else [st])
+    loss = out.sin().sum() + outs[1].cos().sum() + (outs[2].square().sum() if kind == "lstm" else 0)
+    grads = torch.autograd.grad(loss, outs)
+    cs = rnn_contribs(kind, x, hx, list(rnn._flat_weights), True, layers, bidir, batch_first, outs, list(grads))
+    shapes = [w.shape for w in rnn._flat_weights]
+    got = torch.stack([per_sample_sq_norms([cs[k]], shapes[k]) for k in range(len(shapes))], 1)
+    assert torch.allclose(got, ref, rtol=1e-9), (got - ref).abs().max()
+
+
+def test_a_recomputation_that_differs_is_refused():
+    rnn = nn.GRU(3, 4).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    out, hn = rnn(x)
+    wrong = [out + 0.1, hn]
+    with pytest.raises(RecomputeMismatch, match="differ from the training step"):
+        rnn_contribs("gru", x, None, list(rnn._flat_weights), True, 1, False, False, wrong,
+                     [torch.ones_like(out), None])
