@@ -10,6 +10,8 @@ def test_unit_directions_are_unit_and_isotropic():
     u = random_unit_directions(np.random.default_rng(0), 20000, np.zeros((1, 3)))
     np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, rtol=1e-12)
     assert np.abs(u.mean(0)).max() < 0.03  # isotropic: mean 0 within ~4 standard errors (1/sqrt(3 n))
+    tilted = u + np.array([0.04, 0.0, 0.0])  # negative control: a slight preferred direction is caught
+    assert np.abs(tilted.mean(0)).max() > 0.03
     ut = random_unit_directions(torch.Generator().manual_seed(0), 5, torch.zeros(1, 2))
     assert torch.allclose(ut.norm(dim=1), torch.ones(5, dtype=ut.dtype))
 

@@ -343,6 +343,11 @@ class Simulation:
                     "pass allow_config_change=True to continue the saved ensemble under this simulation's parameters")
             raise ValueError(f"the checkpoint {path} was written by a differently configured simulation ({desc}); "
                              f"{hint}")
+        expected = set(type(self.state)._fields)
+        if set(payload["state"]) != expected:
+            raise ValueError(f"the checkpoint {path} holds a {saved.get('state_type')} with fields "
+                             f"{sorted(payload['state'])}, this version's has {sorted(expected)} (written by another "
+                             f"hhld version); it cannot be loaded")
         fields = {}
         for k, v in payload["state"].items():
             if isinstance(v, np.ndarray) and mine["backend"] == "torch":
