@@ -104,27 +104,41 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol):
     dzh = dz if kind != "gru" else x.new_empty((T, B, G * H))
     dh_next = g_hn.clone() if g_hn is not None else x.new_zeros((B, H))
     dc_next = g_cn.clone() if (kind == "lstm" and g_cn is not None) else x.new_zeros((B, H))
-    for t in range(T - 1, -1, -1):
-        dh = dh_next + g_out[t] if g_out is not None else dh_next
-        if kind == "lstm":
-            dc = torch.addcmul(dc_next, dh, A[t])
-            dz[t, :, :3 * H] = dc.repeat(1, 3) * P[t]
-            dz[t, :, 3 * H:] = dh * Po[t]
-            dc_next = dc * f[t]
-            dh_next = dz[t] @ w_hh
-        elif kind == "gru":
-            dnpre = dh * Q1[t]
-            dzpre = dh * Q2[t]
-            drpre = dnpre * Q3[t]
-            dz[t, :, :H] = drpre
-            dz[t, :, H:2 * H] = dzpre
-            dz[t, :, 2 * H:] = dnpre
-            dzh[t, :, :2 * H] = dz[t, :, :2 * H]
-            dzh[t, :, 2 * H:] = dnpre * r[t]
-            dh_next = dzh[t] @ w_hh + dh * zz[t]
-        else:
-            dz[t] = dh * Dz[t]
-            dh_next = dz[t] @ w_hh
+    # the sweep writes into preallocated buffers and per-step views made once (no allocation per step)
+    dh = x.new_empty((B, H))
+    zero = x.new_zeros((B, H))
+    g_steps = g_out.unbind(0) if g_out is not None else [zero] * T
+    dz_steps, dzh_steps = dz.unbind(0), dzh.unbind(0)
+    if kind == "lstm":
+        dc = x.new_empty((B, H))
+        A_s, P_s, Po_s, f_s = A.unbind(0), P.unbind(0), Po.unbind(0), f.unbind(0)
+        for t in range(T - 1, -1, -1):
+            torch.add(dh_next, g_steps[t], out=dh)
+            torch.addcmul(dc_next, dh, A_s[t], out=dc)
+            d = dz_steps[t]
+            torch.mul(P_s[t].view(B, 3, H), dc.unsqueeze(1), out=d[:, :3 * H].view(B, 3, H))
+            torch.mul(dh, Po_s[t], out=d[:, 3 * H:])
+            torch.mul(dc, f_s[t], out=dc_next)
+            torch.mm(d, w_hh, out=dh_next)
+    elif kind == "gru":
+        Q1_s, Q2_s, Q3_s, r_s, z_s = Q1.unbind(0), Q2.unbind(0), Q3.unbind(0), r.unbind(0), zz.unbind(0)
+        for t in range(T - 1, -1, -1):
+            torch.add(dh_next, g_steps[t], out=dh)
+            d, dh_ = dz_steps[t], dzh_steps[t]
+            dnpre = d[:, 2 * H:]
+            torch.mul(dh, Q1_s[t], out=dnpre)
+            torch.mul(dh, Q2_s[t], out=d[:, H:2 * H])
+            torch.mul(dnpre, Q3_s[t], out=d[:, :H])
+            dh_[:, :2 * H].copy_(d[:, :2 * H])
+            torch.mul(dnpre, r_s[t], out=dh_[:, 2 * H:])
+            torch.mm(dh_, w_hh, out=dh_next)
+            dh_next.addcmul_(dh, z_s[t])
+    else:
+        Dz_s = Dz.unbind(0)
+        for t in range(T - 1, -1, -1):
+            torch.add(dh_next, g_steps[t], out=dh)
+            torch.mul(dh, Dz_s[t], out=dz_steps[t])
+            torch.mm(dz_steps[t], w_hh, out=dh_next)
     dx = dz @ w_ih  # the gradient the layer's input received (the layer below's output gradient)
     return dz, dzh, hprev, dx
 
