@@ -179,12 +179,12 @@ class Runner:
             self.mon.step(loss)
         self.s += 1
 
-    def run(self, steps):
+    def run(self, steps, clock=time.perf_counter):
         ts = []
         for _ in range(steps):
-            t0 = time.perf_counter()
+            t0 = clock()
             self.step()
-            ts.append(time.perf_counter() - t0)
+            ts.append(clock() - t0)
         return ts
 
     def time_tier2(self):
@@ -209,7 +209,7 @@ def q10(ts):
     return statistics.quantiles(ts, n=10)[0]
 
 
-def bench(key, modes, rounds, block, warmup, tier2=False):
+def bench(key, modes, rounds, block, warmup, clock=time.perf_counter):
     runners = {m: Runner(key, m) for m in modes}
     for r in runners.values():
         r.run(warmup if r.mode != "cockpit" else 3)
@@ -221,7 +221,7 @@ def bench(key, modes, rounds, block, warmup, tier2=False):
         blk = {}
         for m in order:
             n = block if m != "cockpit" else max(1, block // 5)
-            ts = runners[m].run(n)
+            ts = runners[m].run(n, clock)
             times[m] += ts
             blk[m] = statistics.fmean(ts)
             if m == "tier2":
@@ -252,8 +252,13 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(WORKLOADS))
     ap.add_argument("--cockpit", action="store_true", help="also Cockpit 'economy' (MLP and CNN)")
     ap.add_argument("--tier2", action="store_true", help="also time tier 2 (MLP and CNN)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run (2 rounds, small blocks): for the tests")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall time, or this thread's CPU time (robust when other jobs share the cores)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.block, args.warmup = 2, 2, 1
     torch.set_num_threads(args.threads)
     keys = args.only.split(",") if args.only else list(WORKLOADS)
     bad = [k for k in keys if k not in WORKLOADS]
@@ -261,7 +266,8 @@ def main(argv=None):
         ap.error(f"unknown workload(s) {bad}; choose from {list(WORKLOADS)}")
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}, "
-          f"load average at start {load0}; default schedule tier1_every={DEFAULT_TIER1_EVERY}, block {args.block} steps")
+          f"load average at start {load0}; default schedule tier1_every={DEFAULT_TIER1_EVERY}, block {args.block} steps, "
+          f"{args.clock} clock")
     have_cockpit = False
     if args.cockpit:
         try:
@@ -280,7 +286,8 @@ def main(argv=None):
             modes.append("tier2")
         if have_cockpit and key in ("mlp", "cnn"):
             modes.append("cockpit")
-        res = bench(key, modes, args.rounds, args.block, args.warmup)
+        res = bench(key, modes, args.rounds, args.block, args.warmup,
+                    time.perf_counter if args.clock == "wall" else time.thread_time)
         d = res["default"]
         ok = d["paired"] <= goals[key]
         line = (f"{key}: plain {res['plain_ms']:.2f} ms; tier0 x{res['tier0']['paired']:.3f}; default "

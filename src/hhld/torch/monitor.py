@@ -134,8 +134,8 @@ class Monitor:
       see :mod:`hhld.torch.persample`); ``scaler`` a ``torch.amp.GradScaler``; ``D`` a known diffusion
       (e.g. injected noise) for ``C = ||g||^2/(D d)``, default the measured SGD diffusion of tier 1;
       ``tier1_every`` (default :data:`DEFAULT_TIER1_EVERY`; ``None`` disables tier 1);
-      ``window`` (steps) of the uncertainty product, sampled every ``uncertainty_every`` steps
-      (default ``min(5, window // 2)``; ``window=None`` switches it off); ``loss_fn`` +
+      ``window`` (steps, default 100) of the uncertainty product, sampled every ``uncertainty_every`` steps
+      (default ``min(10, window // 2)``: 10 samples per window; ``window=None`` switches it off); ``loss_fn`` +
       ``hessian_batch=(inputs, targets)`` enable tier 2 (``tier2_every``, ``n_probes``, ``power_iters``,
       ``eta_opt_n``, ``seed`` for its probes); ``thresholds`` (:class:`hhld.observables.RegimeThresholds`),
       ``regime_patience``, ``drop_factor`` for regimes and phase-transition events; ``on_nonfinite`` in
@@ -149,7 +149,7 @@ class Monitor:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, log_every: int = DEFAULT_TIER1_EVERY,
                  batch_size: int | None = None, batch_axis: int | None = None, scaler=None, D: float | None = None,
                  loss_reduction: str = "mean", accumulation: str = "mean",
-                 tier1_every: int | None = DEFAULT_TIER1_EVERY, window: int | None = 50,
+                 tier1_every: int | None = DEFAULT_TIER1_EVERY, window: int | None = 100,
                  uncertainty_every: int | None = None, loss_fn=None, hessian_batch=None, tier2_every: int = 250,
                  n_probes: int = 4, power_iters: int = 3, eta_opt_n: float | None = None, seed: int = 0,
                  thresholds: RegimeThresholds | None = None, regime_patience: int = 2, drop_factor: float = 3.0,
@@ -232,7 +232,7 @@ class Monitor:
         self.quantities: list[Quantity] = [GradientStats(track_update=track_update, sample_every=log_every)]
         if window is not None:
             if uncertainty_every is None:
-                uncertainty_every = max(1, min(5, int(window) // 2))
+                uncertainty_every = max(1, min(10, int(window) // 2))
             self.quantities.append(UncertaintyWindow(window, uncertainty_every))
         self.noise = NoiseScale(tier1_every) if tier1_every else None
         if self.noise is not None:
@@ -342,19 +342,25 @@ class Monitor:
         if not outs:
             return None
         n = self._fwd_b
-        state = {"counted": False}
+        if len(outs) == 1:
+            outs[0].register_hook(lambda grad, n=n: self._count_pass(n))
+        else:
+            state = {"counted": False}
 
-        def _count(grad, n=n, state=state):
-            if not state["counted"]:
-                state["counted"] = True
-                self._n_micro += 1
-                self._n_samples += n or 0
+            def _count(grad, n=n, state=state):
+                if not state["counted"]:
+                    state["counted"] = True
+                    self._count_pass(n)
 
-        for o in outs:
-            o.register_hook(_count)
+            for o in outs:
+                o.register_hook(_count)
         if self.compiled and self._fn_inputs is not None:
             self._watch_functional(_output_tensors(output))
         return None
+
+    def _count_pass(self, n):
+        self._n_micro += 1
+        self._n_samples += n or 0
 
     def _watch_functional(self, outs):
         """A compiled model on a tier-1 step: keep the output gradients, and once the backward pass ends
@@ -694,15 +700,19 @@ class Monitor:
             self._check_row(row)
         C = row.get("C") if row.get("C") is not None else row.get("C_sgd")
         row["regime_from"] = "C" if row.get("C") is not None else "C_sgd"
+        first = self.regime.current is None
         regime, changed = self.regime.update(C)
         row["regime"] = regime
-        row["regime_changed"] = changed
+        row["regime_changed"] = changed and not first
         ev = self.transitions.update(row["step"], C)
         row["phase_transition"] = ev is not None
         if ev is not None:
             self.events.append(ev)
         if changed:
-            self.events.append({"step": row["step"], "event": "regime", "regime": regime, "C": C})
+            ev = {"step": row["step"], "event": "regime", "regime": regime, "C": C}
+            if first:
+                ev["initial"] = True  # the first label, not a change
+            self.events.append(ev)
         self.history.append(row)
         for s in self.sinks:
             s.write(row)

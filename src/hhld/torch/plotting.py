@@ -12,7 +12,7 @@ import math
 
 __all__ = ["plot_monitor"]
 
-_REGIME_COLORS = {"quantum": "#d8e6f7", "transition": "#fbe7c6", "classical": "#dcefd9"}
+_REGIME_COLORS = {"quantum": "#d8e6f7", "transition": "#fbe7c6", "intermediate": "#efefef", "classical": "#dcefd9"}
 _EVENT_STYLE = {"phase_transition": ("#c0392b", "-"), "regime": ("#7f8c8d", ":"), "clipped": ("#8e44ad", "--"),
                 "skipped_step": ("#e67e22", "--"), "nonfinite_gradient": ("#000000", "-"),
                 "nonfinite_value": ("#000000", "-")}
@@ -62,6 +62,8 @@ def plot_monitor(source, path=None, *, events=None, thresholds=None, title=None,
                 ax.axvspan(lo, r["step"], color=_REGIME_COLORS[reg], lw=0, zorder=0)
             prev = r["step"]
         for e in events:
+            if e.get("event") == "regime" and e.get("initial"):
+                continue  # the first row's label is not a change
             col, ls = _EVENT_STYLE.get(e.get("event"), ("#95a5a6", ":"))
             ax.axvline(e["step"], color=col, ls=ls, lw=1, alpha=0.8, zorder=1)
 
@@ -125,7 +127,7 @@ def plot_monitor(source, path=None, *, events=None, thresholds=None, title=None,
         ax.plot(xs, ys, color="tab:gray", lw=1.3, drawstyle="steps-post")
         ax.set_ylim(-0.05, 1.05)
         xc, yc = _column(rows, "clip_coef")
-        if xc:
+        if xc and (any(y < 1 for y in yc) or any(r.get("clipped_steps") for r in rows)):
             ax.plot(xc, yc, color="#8e44ad", lw=1.0, ls="--", label="clip coefficient")
             ax.legend(fontsize=8, loc="lower left")
     else:
@@ -133,12 +135,15 @@ def plot_monitor(source, path=None, *, events=None, thresholds=None, title=None,
     ax.set_ylabel("per-sample coverage")
     ax.set_xlabel("step")
     ax.set_xlim(min(steps) - rows[0].get("steps", 1), max(steps))
-    handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in _REGIME_COLORS.items()]
+    seen = {r.get("regime") for r in rows}
+    handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in _REGIME_COLORS.items() if k in seen]
     handles += [matplotlib.lines.Line2D([], [], color=c, ls=ls, label=k.replace("_", " "))
-                for k, (c, ls) in _EVENT_STYLE.items() if any(e.get("event") == k for e in events)]
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(6, len(handles)), fontsize=8)
+                for k, (c, ls) in _EVENT_STYLE.items()
+                if any(e.get("event") == k and not e.get("initial") for e in events)]
     if title:
         fig.suptitle(title)
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8)
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
