@@ -32,6 +32,7 @@ import platform
 import statistics
 import time
 import warnings
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -196,7 +197,7 @@ class Runner:
             mon.engine.enabled = False
         try:
             t0 = time.perf_counter()
-            mon.curvature.post_step(mon._ctx)
+            mon.curvature.post_step(SimpleNamespace(model=mon.inner))  # tier 2 reads only the model
             return time.perf_counter() - t0
         finally:
             mon._internal = False

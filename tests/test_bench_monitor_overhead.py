@@ -10,12 +10,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_quick_run_prints_every_workload():
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     p = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "bench_monitor_overhead.py"),
-                        "--quick", "--clock", "cpu", "--markdown"], env=env, capture_output=True, text=True,
+                        "--quick", "--clock", "cpu", "--tier2", "--markdown"], env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     for key in ("mlp:", "cnn:", "gpt:", "lstm:"):
         assert key in p.stdout
     assert "| workload | plain step | tier 0 |" in p.stdout and "tier 1 every 25" in p.stdout
+    assert "tier 2" in p.stdout
 
 
 def test_bad_workload_name_is_one_clear_error():

@@ -588,7 +588,7 @@ class Monitor:
                 if loss.numel() != 1:
                     raise ValueError(f"Monitor.step(loss): loss must be a scalar (a 0-d tensor or a float), got a "
                                      f"tensor of shape {tuple(loss.shape)}; reduce it first (e.g. loss.mean())")
-                loss = loss.detach().reshape(())
+                loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
             else:
                 try:
                     loss = float(loss)
