@@ -276,6 +276,31 @@ def test_batchnorm_couples_its_upstream_which_is_stated_not_silent():
     mon.close()
 
 
+def test_probe_noise_gives_every_parameter_on_a_fixed_batch():
+    """Coverage < 1 (train-mode batch norm): the scheduled probe gives exact statistics of every parameter
+    (the coupled ones with the batch statistics held fixed), equal to gradient_noise_stats on that batch."""
+    from hhld.torch import gradient_noise_stats
+
+    torch.manual_seed(0)
+    model, lf = WithBN(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    probe = data(16, seed=9)
+    with pytest.raises(ValueError, match="probe_every needs loss_fn= and hessian_batch="):
+        Monitor(model, opt, probe_every=5)
+    mon = Monitor(model, opt, log_every=1, loss_fn=lf, hessian_batch=probe, probe_every=1, tier2_every=1000)
+    x, y = data(8)
+    opt.zero_grad(); lf(model(x), y).backward(); opt.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the coverage warning (tested above)
+        ref = gradient_noise_stats(model, lf, *probe, lr=0.05)  # the parameters the probe saw
+        row = mon.step()
+    assert row["probe_tr_sigma"] == pytest.approx(ref.tr_sigma, rel=1e-9)
+    assert row["probe_D"] == pytest.approx(ref.D, rel=1e-9)
+    assert "batch statistics held fixed=2" in row["probe_estimators"]
+    assert row["noise_coverage"] < 1
+    mon.close()
+
+
 class _Opaque(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, s):

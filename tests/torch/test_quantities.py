@@ -15,7 +15,7 @@ from test_monitor import data, tiny
 def build(name, **over):
     cls, kw = QUANTITY_TABLE[name]
     kw = dict(kw)
-    if name == "curvature":
+    if name in ("curvature", "probe_noise"):
         x, y = data()
         kw.update(loss_fn=nn.CrossEntropyLoss(), batch=(x, y), every=1)
     kw.update(over)

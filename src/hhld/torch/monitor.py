@@ -50,8 +50,8 @@ from .noise import gradient_noise_stats
 from .persample import PerSampleSqNorms, declared_batch_first
 from .persample.engine import _first_tensor, _output_tensors
 from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
-                         PhaseTransitionDetector, Quantity, RegimeTracker, StepContext, UncertaintyWindow,
-                         robust_norms)
+                         PhaseTransitionDetector, ProbeNoise, Quantity, RegimeTracker, StepContext,
+                         UncertaintyWindow, robust_norms)
 
 __all__ = ["Monitor", "unwrap_model", "DEFAULT_TIER1_EVERY", "ADAPTIVE_OPTIMIZERS"]
 
@@ -143,7 +143,9 @@ class Monitor:
       ``extra_quantities`` more :class:`Quantity` objects; ``track_update`` the update norm (sampled at
       each interval's last step); ``conv_estimator`` (``"exact"`` default, ``"sketch"``, ``"auto"``) and
       ``conv_probes``; ``coverage_warning`` the covered fraction below which one warning is given;
-      ``check_every`` the per-sample sum check's schedule in tier-1 steps (:class:`PerSampleSqNorms`).
+      ``check_every`` the per-sample sum check's schedule in tier-1 steps (:class:`PerSampleSqNorms`);
+      ``probe_every`` (with ``loss_fn`` and ``hessian_batch``): exact noise statistics of every parameter on
+      that fixed probe batch every so many steps (:class:`ProbeNoise`), for when ``noise_coverage < 1``.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, log_every: int = DEFAULT_TIER1_EVERY,
@@ -155,7 +157,7 @@ class Monitor:
                  thresholds: RegimeThresholds | None = None, regime_patience: int = 2, drop_factor: float = 3.0,
                  on_nonfinite: str = "raise", sinks=(), extra_quantities=(), track_update: bool = True,
                  conv_estimator: str = "exact", conv_probes: int = 1, coverage_warning: float = 0.9,
-                 check_every: int | None = 10):
+                 check_every: int | None = 10, probe_every: int | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -178,6 +180,9 @@ class Monitor:
             raise ValueError(f"batch_axis must be 0, 1 or None, got {batch_axis!r}")
         if D is not None and not (D > 0 and math.isfinite(D)):
             raise ValueError(f"D must be > 0 and finite, got D={D!r}")
+        if probe_every is not None and (isinstance(probe_every, bool) or not isinstance(probe_every, int)
+                                        or probe_every < 1):
+            raise ValueError(f"probe_every must be an integer >= 1 or None, got {probe_every!r}")
         if not (0 <= coverage_warning <= 1):
             raise ValueError(f"coverage_warning must be in [0, 1], got {coverage_warning!r}")
         self.model = model
@@ -243,6 +248,12 @@ class Monitor:
             self.quantities.append(self.curvature)
         elif (loss_fn is None) != (hessian_batch is None):
             raise ValueError("tier 2 needs both loss_fn and hessian_batch=(inputs, targets)")
+        self.probe = None
+        if probe_every is not None:
+            if loss_fn is None or hessian_batch is None:
+                raise ValueError("probe_every needs loss_fn= and hessian_batch=(inputs, targets): the probe batch")
+            self.probe = ProbeNoise(loss_fn, hessian_batch, probe_every)
+            self.quantities.append(self.probe)
         for q in extra_quantities:
             if not isinstance(q, Quantity):
                 raise TypeError(f"extra_quantities must be hhld.torch.Quantity objects, got {type(q).__name__}")
@@ -604,13 +615,15 @@ class Monitor:
         else:
             if loss is not None:
                 self._add({"loss": loss})
-            if self.curvature is not None and self.curvature.due(self.step_count):
+            for q in (self.curvature, self.probe):
+                if q is None or not q.due(self.step_count):
+                    continue
                 self._internal = True
                 enabled = self.engine.enabled if self.engine else None
                 if self.engine:
                     self.engine.enabled = False
                 try:
-                    self._add(self.curvature.post_step(self._ctx))
+                    self._add(q.post_step(self._ctx))
                 finally:
                     self._internal = False
                     if self.engine:
@@ -694,8 +707,9 @@ class Monitor:
             why = "; ".join(f"{n}: {r}" for n, r in list(unc.items())[:3])
             warnings.warn(f"the monitor's per-sample statistics cover {100 * cov:.1f}% of the parameters' dimension "
                           f"(below {100 * self.coverage_warning:.0f}%): tr_sigma, B_simple, D and C are over the "
-                          f"covered parameters only ({len(unc)} uncovered; {why}; see mon.uncovered_parameters())",
-                          RuntimeWarning, stacklevel=3)
+                          f"covered parameters only ({len(unc)} uncovered; {why}; see mon.uncovered_parameters(); "
+                          "probe_every= with loss_fn= and hessian_batch= gives exact statistics of every parameter "
+                          "on a fixed probe batch)", RuntimeWarning, stacklevel=3)
         if not grads_bad:
             self._check_row(row)
         C = row.get("C") if row.get("C") is not None else row.get("C_sgd")

@@ -35,7 +35,7 @@ from .hessian import hutchinson_trace, make_hvp, top_eigenvalue
 from .noise import diffusion_from_noise, noise_from_moments
 
 __all__ = ["NEEDS", "StepContext", "PerSampleStats", "ClipInfo", "IntervalContext", "Quantity", "GradientStats",
-           "UncertaintyWindow", "NoiseScale", "Curvature", "RegimeTracker", "PhaseTransitionDetector",
+           "UncertaintyWindow", "NoiseScale", "Curvature", "ProbeNoise", "RegimeTracker", "PhaseTransitionDetector",
            "QUANTITY_TABLE", "robust_norms"]
 
 #: what a quantity can ask the monitor for
@@ -470,6 +470,55 @@ class Curvature(Quantity):
         return row
 
 
+class ProbeNoise(Quantity):
+    """Tier 2: exact gradient-noise statistics of *every* parameter on a fixed probe batch
+    (:func:`hhld.torch.noise.gradient_noise_stats`), for when the per-sample engine cannot cover some
+    parameters of the training steps (``noise_coverage < 1``: e.g. layers upstream of a train-mode batch
+    norm, whose per-sample gradients it then defines with the batch statistics held fixed; a custom autograd
+    Function). Columns ``probe_*``: ``tr_sigma``, ``grad_sq_norm_unbiased``, ``b_simple``, ``D``, ``C`` and
+    ``probe_estimators`` (which estimator served how many parameters). One forward/backward of the probe
+    batch per evaluation, plus a ``torch.func`` pass for the uncovered parameters.
+    """
+
+    name = "probe_noise"
+    tier = 2
+    needs = frozenset({"model"})
+
+    def __init__(self, loss_fn, batch, every: int = 250):
+        super().__init__(every)
+        if loss_fn is None or batch is None:
+            raise ValueError("ProbeNoise needs loss_fn and batch=(inputs, targets)")
+        self.loss_fn = loss_fn
+        self.batch = batch
+
+    def post_step(self, ctx):
+        from .noise import gradient_noise_stats
+
+        x, y = self.batch
+        st = gradient_noise_stats(ctx.model, self.loss_fn, x, y, lr=ctx.lr)
+        counts: dict = {}
+        for v in st.estimator.values():
+            counts[v] = counts.get(v, 0) + 1
+        self._last = "; ".join(f"{k}={n}" for k, n in sorted(counts.items()))
+        out = {"probe_tr_sigma": st.tr_sigma, "probe_grad_sq_norm_unbiased": st.grad_sq_norm_unbiased,
+               "probe_D": st.D}
+        if st.b_simple is not None:
+            out["probe_b_simple"] = st.b_simple
+        if st.C is not None:
+            out["probe_C"] = st.C
+        return out
+
+    def finalize(self, ictx):
+        n = ictx.counts.get("probe_tr_sigma", 0)
+        if not n:
+            return {}
+        row = {k: ictx.sums[k] / ictx.counts[k] for k in ("probe_tr_sigma", "probe_grad_sq_norm_unbiased",
+                                                          "probe_D", "probe_b_simple", "probe_C")
+               if ictx.counts.get(k)}
+        row["probe_estimators"] = getattr(self, "_last", "")
+        return row
+
+
 def _eta_opt(D, tr, n):
     from ..theory import eta_opt
 
@@ -540,4 +589,5 @@ QUANTITY_TABLE = {
     "uncertainty": (UncertaintyWindow, {"window": 4, "every": 1}),
     "noise": (NoiseScale, {}),
     "curvature": (Curvature, {"loss_fn": None, "batch": None}),  # filled by the tests with a real batch
+    "probe_noise": (ProbeNoise, {"loss_fn": None, "batch": None}),
 }
