@@ -8,7 +8,7 @@ from torch import nn
 
 from hhld import NonFiniteError
 from hhld.torch import Monitor
-from hhld.torch.quantities import PhaseTransitionDetector, RegimeTracker
+from hhld.torch.quantities import PhaseTransitionDetector, Quantity, RegimeTracker
 
 from test_hessian import exact_hessian
 from test_noise import reference
@@ -298,3 +298,47 @@ def test_jsonl_and_csv_sinks(tmp_path):
     assert len(rows) == 2 and rows[1]["C_sgd"] == pytest.approx(mon.history[1]["C_sgd"])
     import pandas as pd
     assert len(pd.read_csv(tmp_path / "m.csv")) == 2
+
+
+@pytest.mark.parametrize("scale", [1e-25, 1e20])
+def test_tiny_and_huge_loss_scales_give_the_scaled_statistics(scale):
+    """float32 model, loss x 1e-25 or 1e20 with finite gradients: every statistic is the unscaled one times
+    scale^2 (or unchanged for ratios), never negative, never a false non-finite report."""
+    rows = []
+    for s in (1.0, scale):
+        torch.manual_seed(0)
+        model, lf = tiny().float(), nn.CrossEntropyLoss()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        mon = Monitor(model, opt, log_every=1, tier1_every=1)
+        x, y = data()
+        opt.zero_grad()
+        (s * lf(model(x.float()), y)).backward()
+        opt.step()
+        rows.append(mon.step())
+        mon.close()
+    base, big = rows
+    for k in ("grad_sq_norm", "tr_sigma", "grad_sq_norm_unbiased"):
+        assert big[k] == pytest.approx(base[k] * scale ** 2, rel=1e-5), k
+    assert big["tr_sigma"] > 0 and big["noise_coverage"] == 1.0
+    for k in ("b_simple", "C_measured"):
+        assert (big[k] is None) == (base[k] is None) and (big[k] is None or big[k] == pytest.approx(base[k], rel=1e-4))
+
+
+class InfQuantity(Quantity):
+    name = "infq"
+
+    def pre_step(self, ctx):
+        return {"infq": float("inf")}
+
+    def finalize(self, ictx):
+        return {"infq": ictx.sums["infq"]}
+
+
+def test_inf_from_a_quantity_is_flagged_like_nan():
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, extra_quantities=[InfQuantity()])
+    x, y = data()
+    opt.zero_grad(); lf(model(x), y).backward(); opt.step()
+    with pytest.raises(NonFiniteError, match="infq"):
+        mon.step()
