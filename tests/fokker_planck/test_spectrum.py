@@ -33,3 +33,18 @@ def test_sparse_spectrum_is_deterministic():
     a, b = fp.spectrum(4), fp.spectrum(4)
     np.testing.assert_array_equal(a.rates, b.rates)
     np.testing.assert_array_equal(a.modes, b.modes)
+
+
+def test_double_well_escape_rate_kramers():
+    # 1-D double well (th^2-1)^2: Kramers k = sqrt(L''(min)|L''(sad)|)/(2 pi) exp(-1/D)
+    D = 0.1
+    fp = FokkerPlanck(double_well_1d(), box=[(-2.2, 2.2)], cells=600, D=D)
+    spec = fp.spectrum(3)
+    k = spec.symmetric_escape_rate()
+    kramers = np.sqrt(8.0 * 4.0) / (2 * np.pi) * np.exp(-1.0 / D)
+    assert 0.8 < k / kramers < 1.2
+    x = fp.grid.axes[0]
+    kab, kba = spec.escape_rates(x < 0)
+    assert np.isclose(kab, kba, rtol=1e-6) and np.isclose(kab + kba, spec.relaxation_rate)
+    # the first mode is antisymmetric (density moves between wells)
+    assert np.sign(spec.modes[1][x < -0.5].sum()) != np.sign(spec.modes[1][x > 0.5].sum())

@@ -4,7 +4,8 @@ import pytest
 from hhld.landscapes import double_well_1d, double_well_2d, get_landscape
 from hhld.quantum import tunneling
 from hhld.quantum.grid import make_grid
-from hhld.quantum.schrodinger import SplitStepSolver
+from hhld.quantum import harmonic
+from hhld.quantum.schrodinger import SplitStepSolver, imaginary_time_ground_state
 
 
 @pytest.mark.parametrize("dim", [1, 2, 3])
@@ -82,3 +83,11 @@ def test_imaginary_time_not_converged_warns():
     g = make_grid(64, [(-3, 3)])
     with pytest.warns(ConvergenceWarning, match="did not converge in max_steps=3"):
         imaginary_time_ground_state(g, double_well_1d(), max_steps=3, psi0=g.gaussian_packet(1.0, 0.3))
+
+
+def test_imaginary_time_ground_state():
+    g = make_grid(256, [(-8, 8)])
+    psi, E = imaginary_time_ground_state(g, harmonic.ho_potential(g, 1.0, 1.0), dtau=1e-3)
+    assert abs(E - 0.5) < 1e-6
+    exact = harmonic.coherent_state(g, 0.0).real
+    assert np.max(np.abs(np.abs(psi) - exact)) < 1e-5

@@ -1,4 +1,4 @@
-"""Acceptance tests of hhld.fokker_planck against exact results (issue 3)."""
+"""hhld.fokker_planck.solver (FokkerPlanck): acceptance tests against exact results (issue 3)."""
 import numpy as np
 import pytest
 

@@ -1,3 +1,4 @@
+"""`hhld solve schrodinger`: the files it writes, and --eta without --D refused."""
 import json
 
 import numpy as np
@@ -24,4 +25,4 @@ def test_solve_schrodinger_writes_results(tmp_path):
 
 def test_solve_schrodinger_rejects_half_eta_D(tmp_path):
     r = CliRunner().invoke(app, ["solve", "schrodinger", "--out", str(tmp_path), "--eta", "1", "--quiet"])
-    assert r.exit_code != 0
+    assert r.exit_code == 2 and "--eta and --D go together" in r.output

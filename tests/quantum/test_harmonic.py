@@ -1,35 +1,24 @@
+"""hhld.quantum.harmonic: the oscillator's closed forms (levels, coherent states, ladder operators)."""
 import numpy as np
+import pytest
 
 from hhld.quantum import harmonic
 from hhld.quantum.eigen import eigenstates
 from hhld.quantum.grid import make_grid
-from hhld.quantum.schrodinger import SplitStepSolver, imaginary_time_ground_state
+from hhld.quantum.schrodinger import SplitStepSolver
 
 
-def test_ho_levels_1d():
-    hbar, m, omega = 0.7, 1.3, 2.0
-    g = make_grid(800, [(-6, 6)])
-    V = harmonic.ho_potential(g, m, omega)
-    E, psi = eigenstates(g, V, hbar, m, k=6, order=4)
-    exact = harmonic.ho_levels(6, hbar, omega)
-    assert np.max(np.abs(E / exact - 1)) < 1e-4
-    assert np.allclose([g.norm(p) for p in psi], 1.0, atol=1e-12)
-
-
-def test_ho_levels_2d_anisotropic():
-    g = make_grid(96, [(-7, 7)] * 2)
-    V = harmonic.ho_potential(g, 1.0, [1.0, 1.5])
-    E, _ = eigenstates(g, V, 1.0, 1.0, k=4, order=4)
-    exact = np.sort([0.5 + 0.75 + a + 1.5 * b for a in range(4) for b in range(3)])[:4]
-    assert np.max(np.abs(E / exact - 1)) < 1e-4
-
-
-def test_imaginary_time_ground_state():
-    g = make_grid(256, [(-8, 8)])
-    psi, E = imaginary_time_ground_state(g, harmonic.ho_potential(g, 1.0, 1.0), dtau=1e-3)
-    assert abs(E - 0.5) < 1e-6
-    exact = harmonic.coherent_state(g, 0.0).real
-    assert np.max(np.abs(np.abs(psi) - exact)) < 1e-5
+def test_levels_potential_and_alpha_closed_forms():
+    np.testing.assert_allclose(harmonic.ho_levels(4, 0.5, 3.0), 1.5 * np.array([0.5, 1.5, 2.5, 3.5]), rtol=1e-15)
+    g = make_grid(5, [(-1.0, 1.0)])
+    x = g.axes[0]
+    np.testing.assert_allclose(harmonic.ho_potential(g, 2.0, 3.0, center=[0.2]), 0.5 * 2.0 * 9.0 * (x - 0.2) ** 2,
+                               rtol=1e-14)
+    # alpha = sqrt(m omega / (2 hbar)) (x0 + i p0 / (m omega))
+    assert harmonic.coherent_alpha(1.0, 0.5, 0.5, 2.0, 1.5) == pytest.approx(
+        np.sqrt(2.0 * 1.5 / 1.0) * (1.0 + 0.5j / 3.0), rel=1e-14)
+    with pytest.raises(ValueError, match="hbar"):
+        harmonic.ho_levels(3, hbar=0.0)
 
 
 def test_coherent_state_minimum_uncertainty_over_a_period():
@@ -64,14 +53,3 @@ def test_ladder_operators():
     alpha = harmonic.coherent_alpha(1.0, 0.5)
     coh = harmonic.coherent_state(g, 1.0, 0.5).ravel()
     assert np.linalg.norm(a @ coh - alpha * coh) * np.sqrt(g.dV) < 1e-4
-
-
-def test_sparse_eigenstates_are_deterministic():
-    # above 600 points ARPACK is used; it starts from a fixed vector, so two calls agree exactly
-    from hhld.landscapes import double_well_1d
-    from hhld.quantum import eigenstates
-    from hhld.quantum.grid import make_grid
-
-    g = make_grid(800, [(-3.0, 3.0)])
-    (E1, p1), (E2, p2) = (eigenstates(g, double_well_1d(), k=3) for _ in range(2))
-    assert np.array_equal(E1, E2) and np.array_equal(p1, p2)
