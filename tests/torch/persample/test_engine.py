@@ -268,3 +268,21 @@ def test_non_reentrant_checkpointing():
 
     eng, got, ref = measure(CK().double(), torch.randn(B, 4, dtype=torch.float64), ce(torch.randint(0, 3, (B,))))
     assert len(eng.covered_last) == 8 and torch.allclose(got, ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("user_flushes", [False, True])
+def test_subnormals_flushed_while_computing_and_the_users_setting_restored(user_flushes):
+    from hhld.torch.persample.engine import _flush_subnormals
+
+    def flushed():
+        return (torch.tensor([1e-38], dtype=torch.float32) * 0.01).item() == 0.0
+
+    if not torch.set_flush_denormal(user_flushes) and user_flushes:
+        pytest.skip("this CPU cannot flush subnormals")
+    try:
+        assert flushed() is user_flushes
+        with _flush_subnormals():
+            assert flushed() or not torch.set_flush_denormal(True)
+        assert flushed() is user_flushes
+    finally:
+        torch.set_flush_denormal(False)

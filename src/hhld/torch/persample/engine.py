@@ -1109,15 +1109,14 @@ class PerSampleSqNorms:
                 return None
         dt = torch.float64 if x.dtype == torch.float64 else torch.float32
         gn = torch.linalg.vector_norm(g, dim=1, dtype=dt)
-        gl = gn.tolist()
         safe = (1e-14, 1e18) if dt == torch.float32 else (1e-140, 1e150)
-        if not all(safe[0] < v < safe[1] for v in gl):
+        if not _clear_of_range(gn.tolist(), *safe):
             return None
         out = {}
         gsq = gn.double().square()
         if tg["weight"] is not None:
             xn = torch.linalg.vector_norm(x.detach(), dim=1, dtype=dt)
-            if not all(safe[0] < v < safe[1] for v in xn.tolist()):
+            if not _clear_of_range(xn.tolist(), *safe):
                 return None
             out["weight"] = SqNorm(gsq * xn.double().square())
         if tg["bias"] is not None:
@@ -1216,6 +1215,17 @@ _TABLE.update({f: PerSampleSqNorms._view for f in _TRANSPOSE | _RESHAPE | {torch
 
 
 # --------------------------------------------------------------------------- helpers
+def _clear_of_range(values, lo, hi) -> bool:
+    """Every value is 0 (exact) or inside ``(lo, hi)``: its square neither underflows nor overflows. Checked by
+    the extremes first (two builtins over the list), element by element only when the smallest is not clear."""
+    if not values:
+        return True
+    total = sum(values)
+    if total != total or max(values) >= hi:  # a NaN, or too large
+        return False
+    return min(values) > lo or all(v == 0.0 or v > lo for v in values)
+
+
 def _output_tensors(output):
     if isinstance(output, torch.Tensor):
         return [output]
@@ -1558,9 +1568,12 @@ class _flush_subnormals:
     """Flush subnormal floats to zero while the engine computes (they make CPU matrix products up to 50x
     slower; a per-sample norm loses nothing measurable), then restore the thread's previous setting."""
 
+    # a product of two module-level floats (never folded at compile time) underflows to a subnormal unless the
+    # thread flushes them: the same floating-point control flags torch.set_flush_denormal sets (about 1 us)
+    _tiny, _scale = 1e-308, 1e-10
+
     def __enter__(self):
-        probe = torch.tensor([1e-38], dtype=torch.float32) * 0.01
-        self.prev = bool(probe.item() == 0.0)
+        self.prev = (self._tiny * self._scale) == 0.0
         if not self.prev:
             torch.set_flush_denormal(True)
         return self
