@@ -1,40 +1,7 @@
 """The report's text: no "nan ± nan" / "inf%", a readable verdict line, real figure captions."""
 from __future__ import annotations
 
-import math
-
-import pytest
-
-from hhld.validate.base import Row, clean_nonfinite
 from hhld.validate.report import caption, verdict_line
-
-
-@pytest.mark.parametrize("measured, unc, want", [
-    (math.nan, math.nan, "— (the measurement is not finite (nan); see the notes)"),
-    (None, None, "— (not measured)"),
-    (1.5, math.nan, "1.5"),
-    (1.5, 0.25, "1.5 ± 0.25"),
-    ("text", None, "text"),
-])
-def test_measured_text_never_shows_nan(measured, unc, want):
-    assert Row("p", "d", measured, unc, "", "inconclusive").measured_text() == want
-
-
-def test_measured_text_gives_the_reason():
-    row = Row("p", "d", math.nan, math.nan, "", "inconclusive", reason="no run grokked")
-    assert row.measured_text() == "— (no run grokked)"
-
-
-@pytest.mark.parametrize("text, want", [
-    ("rel. err nan%", "rel. err —"),
-    ("median |err| ∞%, before", "median |err| —, before"),
-    ("lead nan ± nan ep", "lead — ep"),
-    ("x = -inf", "x = —"),
-    ("t95 ∞ (never reached)", "t95 ∞ (never reached)"),
-    ("information and nanometres 3.1%", "information and nanometres 3.1%"),
-])
-def test_clean_nonfinite(text, want):
-    assert clean_nonfinite(text) == want
 
 
 def test_verdict_line_is_readable():

@@ -19,3 +19,19 @@ def test_control_against_the_exact_rate_and_kramers_is_leading_order():
     rows_off = {r.prediction.split(",")[0]: r for r in e.summarize(cfg, off).rows}
     assert rows_off["Rate = its exact expectation at this dt"].verdict == "fails"
     assert np.allclose(rep.data["rate"], rep.data["estimator_rate_dt"], rtol=0.2)
+
+
+def test_dimension_rate_flat_and_kramers(run_smallest, find_row):
+    cfg, results, rep = run_smallest("dimension")
+    rate = np.asarray(rep.data["rate"])
+    se = np.asarray(rep.data["rate_se"])
+    assert abs(rate[-1] / rate[0] - 1) < 0.15 + 3 * np.hypot(se[0] / rate[0], se[-1] / rate[-1])
+    assert find_row(rep, "Γ ∝ exp").verdict == "fails"
+
+
+def test_cells_are_pure_functions_of_config_and_cell():
+    e = REGISTRY["dimension"]
+    cfg = e.config("smallest")
+    c = e.cells(cfg, cfg.seeds)[0]
+    cfg = cfg.replace(t_max=5.0)
+    assert e.run_cell(cfg, c) == e.run_cell(cfg, c)

@@ -6,7 +6,7 @@ import pytest
 
 from hhld import theory as T
 from hhld.landscapes import DoubleWell, double_well_1d
-from hhld.validate.base import REGISTRY
+from hhld.validate.base import REGISTRY, Cell
 from hhld.validate.experiments import load_all
 from hhld.validate.experiments.tunneling_rate import (bonferroni_z, exact_core_rate, exact_estimator_rate,
                                                       measure_escape_rate, monitoring_shift)
@@ -49,3 +49,30 @@ def test_summary_control_rows_hold_and_fail_when_the_rate_is_off():
     assert [r.verdict for r in rep_off.rows if "(control)" in r.prediction] == ["fails"]
     d = rep.data["1d"]
     assert np.all(np.asarray(d["core_rate"]) > np.asarray(d["fp_rate"]))  # the core rate is not lambda_1/2
+
+
+def test_tunneling_rate_1d_matches_fp_at_D_025():
+    e = REGISTRY["tunneling_rate"]
+    cfg = e.config("smallest")
+    r = e.run_cell(cfg, Cell("tunneling_rate", {"landscape": "1d", "D": 0.25}, 0))
+    assert r["transitions"] > 200
+    assert abs(r["rate"] - r["fp_rate"]) / r["fp_rate"] < 0.10
+    # Kramers is the small-D asymptote: within 15% here
+    assert abs(r["kramers_rate"] - r["fp_rate"]) / r["fp_rate"] < 0.15
+
+
+def test_tunneling_summary_fits(run_smallest, find_row):
+    cfg, results, rep = run_smallest("tunneling_rate")
+    d = rep.data["1d"]
+    assert d["S_straight"] == 0.0 and d["S_path"] > 0  # documents' code form: ΔL = 0 between equal minima
+    # Arrhenius slope of the (noise-free) FP rates close to −ΔL = −1
+    assert -1.3 < d["fp_fit_inv_D"]["slope"] < -0.8
+    assert find_row(rep, "1d: documents' code P").verdict == "fails"
+
+
+def test_cells_are_pure_functions_of_config_and_cell():
+    e = REGISTRY["tunneling_rate"]
+    cfg = e.config("smallest")
+    c = e.cells(cfg, cfg.seeds)[0]
+    cfg = cfg.replace(t_max=5.0)
+    assert e.run_cell(cfg, c) == e.run_cell(cfg, c)
