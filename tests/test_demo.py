@@ -13,3 +13,6 @@ def test_example_4_exact_rate_beside_the_measured_one():
     assert exact == 1.0 / theory.mean_first_passage_time_1d(lambda x: (x * x - 1) ** 2, -0.5, 0.5, 0.5)
     k, se = r["measured_rate"][0], r["measured_rate_stderr"][0]
     assert -0.2 < k / exact - 1 < 3 * se / exact  # below it by the coarse checking, not above
+    # negative controls: a reference 20% lower fails the 3-SE upper bound, one 15% higher the lower bound
+    assert k / (0.8 * exact) - 1 > 3 * se / (0.8 * exact)
+    assert k / (1.15 * exact) - 1 < -0.2
