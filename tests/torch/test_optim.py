@@ -110,6 +110,7 @@ def test_noise_variance_is_2_D_lr():
     target = 2 * D * lr
     se = target * math.sqrt(2.0 / n)          # std of a chi^2 sample variance
     assert abs(var - target) < 4 * se, (var, target, se)
+    assert abs(var - D * lr) > 4 * se  # negative control: the variance without the 2 (D lr) fails
     assert abs(inc.mean().item()) < 4 * math.sqrt(target / n)
 
 
