@@ -162,6 +162,7 @@ def test_ray_start_failure_is_one_clear_error(monkeypatch):
         _ray_init(ray, "10.0.0.1:6379", None)
 
 
+@pytest.mark.slow
 def test_ray_equals_local(tmp_path):
     pytest.importorskip("ray")
     run_validation(tmp_path / "local", only=["_toy"], quiet=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_double_descent_smallest(run_smallest, find_row):
     cfg, results, rep = run_smallest("double_descent", through_json=True)
     rf = next(r for c, r in results if c.key["part"] == "random_features")

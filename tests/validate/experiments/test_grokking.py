@@ -42,6 +42,7 @@ def test_peak_drop_baseline_and_score():
     assert s["median_abs_err"] == 10 and s["leads"] == [10, -10]
 
 
+@pytest.mark.slow
 def test_grokking_smallest_groks_and_predictors_are_online(run_smallest, find_row):
     cfg, results, rep = run_smallest("grokking", through_json=True)
     (cell, r), = results
@@ -96,6 +97,7 @@ def test_grokking_other_models_run(model):
     assert set(r["commits"]) == {p.name for p in make_predictors(cfg.drop_window)}
 
 
+@pytest.mark.slow
 def test_grokking_plan_fields_are_not_read_by_a_cell():
     from hhld.validate.experiments.grokking import GrokkingConfig
 
