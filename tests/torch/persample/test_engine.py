@@ -209,49 +209,57 @@ def test_sequence_first_input_is_found_from_the_recurrent_layer():
     assert got.shape == (B,) and torch.allclose(got, ref, rtol=1e-9)
 
 
+class _HF(nn.Module):
+    """A Hugging Face model called on token ids with fixed extra keyword arguments; returns the logits."""
+
+    def __init__(self, net, **extra):
+        super().__init__()
+        self.m, self.extra = net, extra
+
+    def forward(self, ids):
+        kw = {k: (ids if v == "ids" else v) for k, v in self.extra.items()}
+        return self.m(input_ids=ids, **kw).logits
+
+
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("transformers"), reason="transformers not installed")
-@pytest.mark.parametrize("arch", ["gpt2", "bert"])
+@pytest.mark.parametrize("arch", ["gpt2", "bert", "t5", "opt", "llama"])
 def test_hugging_face_models_built_from_a_config(arch):
+    """GPT-2; BERT with a padding mask (token types from a buffer); T5 in train mode (relative position bias as
+    the additive mask of scaled_dot_product_attention, with attention dropout); OPT (positions from
+    torch.ones(B, T) made inside its forward); Llama (RMSNorm, rotary positions, grouped-query attention)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     warnings.filterwarnings("ignore")
+    import transformers as tf
+
     torch.manual_seed(0)
+    ids = _idx(B, 8, v=20)
+    per_loss = ce_tokens(_idx(B, 8, v=20, seed=3))
     if arch == "gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-        net = GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=16, n_embd=16, n_layer=2, n_head=2,
-                                         bos_token_id=0, eos_token_id=0)).double()
-        ids = _idx(B, 8, v=20)
-
-        class Wrap(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.m = net
-
-            def forward(self, ids):
-                return self.m(input_ids=ids).logits
-
-        per_loss = ce_tokens(ids)
-    else:
-        from transformers import BertConfig, BertForSequenceClassification
-        net = BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2,
-                                                       num_attention_heads=2, intermediate_size=32,
-                                                       max_position_embeddings=16, num_labels=3)).double()
-        ids = _idx(B, 8, v=30)
+        model = _HF(tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=20, n_positions=16, n_embd=16, n_layer=2, n_head=2,
+                                                     bos_token_id=0, eos_token_id=0)))
+    elif arch == "bert":
         mask = torch.ones(B, 8, dtype=torch.long)
         mask[0, 6:] = 0
-
-        class Wrap(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.m = net
-
-            def forward(self, ids):
-                return self.m(input_ids=ids, attention_mask=mask).logits  # token types: an expanded buffer
-
+        model = _HF(tf.BertForSequenceClassification(tf.BertConfig(
+            vocab_size=20, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+            max_position_embeddings=16, num_labels=3)), attention_mask=mask)
         per_loss = ce(torch.randint(0, 3, (B,)))
-    model = Wrap()
+    elif arch == "t5":
+        model = _HF(tf.T5ForConditionalGeneration(tf.T5Config(vocab_size=20, d_model=16, d_kv=4, d_ff=32, num_layers=2,
+                                                               num_heads=4, decoder_start_token_id=0,
+                                                               dropout_rate=0.1)), decoder_input_ids="ids")
+    elif arch == "llama":
+        model = _HF(tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=20, hidden_size=16, intermediate_size=32,
+                                                       num_hidden_layers=2, num_attention_heads=4,
+                                                       num_key_value_heads=2, max_position_embeddings=16)))
+    else:
+        model = _HF(tf.OPTForCausalLM(tf.OPTConfig(vocab_size=20, hidden_size=16, ffn_dim=32, num_hidden_layers=2,
+                                                   num_attention_heads=4, max_position_embeddings=16,
+                                                   word_embed_proj_dim=16)))
+    model = model.double().train()
     eng, got, ref = measure(model, ids, per_loss)
     assert eng.covered_last == {n for n, p in model.named_parameters() if p.requires_grad}, eng.reasons
-    assert torch.allclose(got, ref, rtol=1e-9)
+    assert torch.allclose(got, ref, rtol=1e-6 if arch in ("t5", "llama") else 1e-9)
 
 
 def test_non_reentrant_checkpointing():
@@ -286,3 +294,29 @@ def test_subnormals_flushed_while_computing_and_the_users_setting_restored(user_
         assert flushed() is user_flushes
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_a_batch_long_operand_made_inside_the_forward_is_refused_above_the_limit(monkeypatch):
+    """OPT's positions come from torch.ones(B, T) made inside the forward: exact below DIAGONAL_LIMIT (above), and
+    above it the parameter is uncovered with a reason that says what to do."""
+    import hhld.torch.persample.engine as engine_mod
+
+    class Pos(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(11, 4), nn.Embedding(9, 4)
+            self.out = nn.Linear(4, 3)
+
+        def forward(self, ids):
+            mask = torch.ones(ids.shape[0], ids.shape[1])
+            return self.out(self.tok(ids) + self.pos((torch.cumsum(mask, 1) - 1).long())).mean(1)
+
+    torch.manual_seed(0)
+    m = Pos().double()
+    ids = _idx(B, 5, v=11)
+    eng, got, ref = measure(m, ids, ce(torch.randint(0, 3, (B,))))
+    assert "pos.weight" in eng.covered_last and torch.allclose(got, ref, rtol=1e-9)
+    monkeypatch.setattr(engine_mod, "DIAGONAL_LIMIT", 10)
+    eng, _, _ = measure(m, ids, ce(torch.randint(0, 3, (B,))))
+    assert "pos.weight" not in eng.covered_last
+    assert "attention_mask=torch.ones_like(input_ids)" in eng.reasons["pos.weight"]

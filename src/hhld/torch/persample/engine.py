@@ -417,15 +417,7 @@ class PerSampleSqNorms:
         h = _TABLE.get(func)
         if h is not None:
             return h(self, func, args, kwargs)
-        if self._maybe:
-            self._resolve_maybe(func, args, kwargs)
-        watched = self._touched(args, kwargs)
-        if not watched:
-            out = func(*args, **kwargs)
-            if func not in _NO_TENSOR_OUT:
-                self._propagate(func, args, kwargs, out)
-            return out
-        return self._generic(func, args, kwargs, watched)
+        return self._dispatch_generic(func, args, kwargs)
 
     def _is_watched(self, t):
         i = id(t)
@@ -835,6 +827,44 @@ class PerSampleSqNorms:
             self._maybe[id(out)] = (out, use, tw, backprop)
         return out
 
+    def _sdpa(self, func, args, kwargs):
+        """``F.scaled_dot_product_attention`` whose additive ``attn_mask`` has no batch axis but a gradient (T5's
+        relative position bias): the mask is expanded to the batch first, so that autograd itself writes each
+        sample's gradient of it (dropout inside the op included, which a per-sample recomputation cannot replay);
+        every other use goes the generic way."""
+        a = dict(zip(("query", "key", "value", "attn_mask"), args))
+        a.update(kwargs)
+        q, k, m = a.get("query"), a.get("key"), a.get("attn_mask")
+        tm = self._target_of(m) if isinstance(m, torch.Tensor) and m.requires_grad else None
+        qax = self.axis_of(q) if isinstance(q, torch.Tensor) and tm is not None and not self._is_watched(q) else None
+        if tm is None or qax != 0 or not isinstance(k, torch.Tensor) or m.dim() > q.dim():
+            return self._dispatch_generic(func, args, kwargs)
+        shape = tuple(q.shape[:-2]) + (q.shape[-2], k.shape[-2])
+        try:
+            mb = m.expand(shape)
+        except RuntimeError:
+            return self._dispatch_generic(func, args, kwargs)
+        self._set_axis(mb, 0)
+        self._record("broadcast", {"func": torch.Tensor.expand, "args": (m, shape), "kwargs": {}, "batched": [],
+                                   "oax": 0}, {0: tm}, [mb], {"watched": [m], "func_name": "expand"})
+        if "attn_mask" in kwargs:
+            kwargs = dict(kwargs, attn_mask=mb)
+        else:
+            args = args[:3] + (mb,) + tuple(args[4:])
+        return self._dispatch_generic(func, args, kwargs)
+
+    def _dispatch_generic(self, func, args, kwargs):
+        """:meth:`_dispatch` without the table: the generic rule for ``func``."""
+        if self._maybe:
+            self._resolve_maybe(func, args, kwargs)
+        watched = self._touched(args, kwargs)
+        if not watched:
+            out = func(*args, **kwargs)
+            if func not in _NO_TENSOR_OUT:
+                self._propagate(func, args, kwargs, out)
+            return out
+        return self._generic(func, args, kwargs, watched)
+
     def _conv(self, func, args, kwargs):
         a = dict(zip(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), args))
         a.update(kwargs)
@@ -1026,7 +1056,12 @@ class PerSampleSqNorms:
             self._fail(use.targets.values(), f"{use.kind}: {exc}")
             cs = {}
         except Exception as exc:  # noqa: BLE001 - a use we could not handle: its parameters are not covered
-            self._fail(use.targets.values(), f"{_kind_name(use)} per-sample rule failed ({type(exc).__name__}: {exc})")
+            if isinstance(exc, RuntimeError) and "randomness" in str(exc):
+                why = (f"{_kind_name(use)} draws random numbers (dropout inside the op, e.g. attention dropout) that "
+                       "cannot be replayed per sample: set that dropout to 0, or use Monitor(probe_every=...)")
+            else:
+                why = f"{_kind_name(use)} per-sample rule failed ({type(exc).__name__}: {exc})"
+            self._fail(use.targets.values(), why)
             cs = {}
         use.inputs = None
         use.grads = [None] * use.n_out
@@ -1210,6 +1245,7 @@ _TABLE = {F.linear: PerSampleSqNorms._linear, F.embedding: PerSampleSqNorms._emb
           F.multi_head_attention_forward: PerSampleSqNorms._multihead}
 _TABLE.update({f: PerSampleSqNorms._norm for f in _NORMS})
 _TABLE.update({f: PerSampleSqNorms._matmul for f in _MATMUL | _ADDMM})
+_TABLE[F.scaled_dot_product_attention] = PerSampleSqNorms._sdpa
 _TABLE.update({f: PerSampleSqNorms._rnn for f in _RNN})
 _TABLE.update({f: PerSampleSqNorms._view for f in _TRANSPOSE | _RESHAPE | {torch.Tensor.__getitem__}})
 
@@ -1434,12 +1470,35 @@ def _sum_to_per_sample(g, shape, oax):
     lead = g.dim() - len(shape)
     if lead < 0:
         raise ValueError(f"cannot map {tuple(g.shape)} to {tuple(shape)}")
-    if oax >= lead and shape[oax - lead] != 1:
-        raise ValueError(f"an operand of shape {tuple(shape)} is not broadcast along the batch axis {oax}")
     red = tuple(a for a in range(g.dim()) if a != oax and (a < lead or shape[a - lead] == 1) and g.shape[a] != 1)
     gs = g.sum(red, keepdim=True) if red else g
+    if oax >= lead and shape[oax - lead] != 1:
+        return _diagonal_per_sample(gs, tuple(shape), oax - lead)
     gs = gs.movedim(oax, 0) if oax else gs
     return gs.reshape((g.shape[oax],) + tuple(shape))
+
+
+#: the most numbers (batch x operand size) the per-sample gradients of a batch-long unbatched operand may take
+DIAGONAL_LIMIT = 1 << 24
+
+
+def _diagonal_per_sample(gs, shape, j):
+    """Per-sample gradients of an operand without a batch axis whose axis ``j`` is as long as the batch and lines
+    up with the batch axis (e.g. ``torch.ones(B, T)`` made inside the forward, OPT's position mask): its row
+    ``i`` meets sample ``i`` only, so sample ``i``'s gradient is ``gs``'s row ``i`` in place ``i``, zeros elsewhere
+    (``B`` times the operand's size, refused above :data:`DIAGONAL_LIMIT`)."""
+    B = shape[j]
+    if B * math.prod(shape) > DIAGONAL_LIMIT:
+        raise ValueError(f"an operand of shape {shape} made inside the forward without a batch axis is as long as "
+                         f"the batch on the batch axis; its per-sample gradients would take {B * math.prod(shape)} "
+                         "numbers: build it from the input instead (e.g. pass attention_mask=torch.ones_like("
+                         "input_ids) to a Hugging Face model), or use Monitor(probe_every=...) for exact statistics "
+                         "on a probe batch")
+    gs = gs.reshape(shape)
+    out = gs.new_zeros((B,) + shape)
+    i = torch.arange(B, device=gs.device)
+    out.movedim(j + 1, 1)[i, i] = gs.movedim(j, 0)
+    return out
 
 
 def _broadcast_contribs(use, g):
