@@ -803,28 +803,12 @@ class PerSampleSqNorms:
             pad = w.shape[0] + pad
         ax = self.axis_of(ids)
         if ax is None:
-            ids_c = ids.detach()
-            out_shape = out.shape
-
-            def backprop(c, ids_c=ids_c, tw=tw, n=w.shape[0], pad=pad):
-                gs = _dense(c, tuple(out_shape))
-                return [(tw, embedding_contribs(ids_c.expand((gs.shape[0],) + tuple(ids_c.shape)), gs, n,
-                                                pad)["weight"])]
-
-            return self._unbatched(out, backprop, self._tag_params([tw]))
+            return self._unbatched(out, _table_backprop(ids, tw, w.shape[0], pad, out.shape), self._tag_params([tw]))
         use = self._record("embedding", {"ids": ids, "ax": ax, "n": w.shape[0], "pad": pad}, {"weight": tw}, [out])
         if ids.dim() == 1 and self._x_dim >= 2 and out.requires_grad:
             # 1-D ids as long as the batch while the model's input has more axes (e.g. torch.arange(T) with
             # T == B): batched or a position table? Decided by the first op that consumes the output.
-            ids_c = ids.detach()
-            out_shape = out.shape
-
-            def backprop(c, ids_c=ids_c, tw=tw, n=w.shape[0], pad=pad):
-                gs = _dense(c, tuple(out_shape))
-                return [(tw, embedding_contribs(ids_c.expand((gs.shape[0],) + tuple(ids_c.shape)), gs, n,
-                                                pad)["weight"])]
-
-            self._maybe[id(out)] = (out, use, tw, backprop)
+            self._maybe[id(out)] = (out, use, tw, _table_backprop(ids, tw, w.shape[0], pad, out.shape))
         return out
 
     def _sdpa(self, func, args, kwargs):
@@ -1251,6 +1235,18 @@ _TABLE.update({f: PerSampleSqNorms._view for f in _TRANSPOSE | _RESHAPE | {torch
 
 
 # --------------------------------------------------------------------------- helpers
+def _table_backprop(ids, tw, n, pad, out_shape):
+    """Backprop of an embedding looked up with ids that have no batch axis (a position table): each sample's
+    gradient of the table from its gradient of the lookup's output."""
+    ids_c, out_shape = ids.detach(), tuple(out_shape)
+
+    def backprop(c):
+        gs = _dense(c, out_shape)
+        return [(tw, embedding_contribs(ids_c.expand((gs.shape[0],) + tuple(ids_c.shape)), gs, n, pad)["weight"])]
+
+    return backprop
+
+
 def _clear_of_range(values, lo, hi) -> bool:
     """Every value is 0 (exact) or inside ``(lo, hi)``: its square neither underflows nor overflows. Checked by
     the extremes first (two builtins over the list), element by element only when the smallest is not clear."""
