@@ -26,7 +26,7 @@ import numpy as np
 from scipy import special
 
 from ._backend import is_torch, to_numpy
-from ._validation import NonFiniteError, check_int, check_nonnegative, check_positive
+from ._validation import NonFiniteError, check_choice, check_int, check_nonnegative, check_positive, check_real
 from .theory.exact import gibbs_log_partition
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "uncertainty_product",
     "entropy_knn",
     "entropy_histogram",
+    "DegenerateSamplesWarning",
     "log_partition",
     "kl_to_gibbs",
     "energy",
@@ -59,15 +60,18 @@ def consolidation_ratio(grad_or_sq_norm, D, dim: int | None = None):
     ``D`` is the diffusion coefficient (``D > 0``).
     """
     D = check_positive("D", D)
+    g = grad_or_sq_norm if is_torch(grad_or_sq_norm) else np.asarray(grad_or_sq_norm)
     if dim is None:
-        g = grad_or_sq_norm
-        if (g.ndim if hasattr(g, "ndim") else np.ndim(g)) == 0:
+        if g.ndim == 0:
             raise ValueError("consolidation_ratio: pass a gradient array (..., d), or a squared norm with dim=")
         d = g.shape[-1]
         sq = (g * g).sum(-1)
     else:
         d = check_int("dim", dim, minimum=1)
-        sq = grad_or_sq_norm
+        sq = g
+        if bool((sq < 0).any()):
+            raise ValueError(f"consolidation_ratio: a squared norm ||grad L||^2 must be >= 0, got a minimum of "
+                             f"{float(sq.min())}")
     return sq / (D * d)
 
 
@@ -177,6 +181,8 @@ def classify_regime(C, thresholds: RegimeThresholds | None = None):
     c = to_numpy(C).astype(np.float64)
     if np.isnan(c).any():
         raise ValueError("classify_regime: C contains NaN")
+    if (c < 0).any():
+        raise ValueError(f"classify_regime: C = ||grad L||^2 / (D d) must be >= 0, got {float(c.min())!r}")
     labels = np.where(
         c > t.classical_above,
         "classical",
@@ -220,6 +226,11 @@ def uncertainty_product(theta, grad) -> UncertaintyProduct:
     n = th.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 samples, got N={n}")
+    for name, arr in (("theta", th), ("grad", g)):
+        if not np.isfinite(arr).all():
+            raise NonFiniteError(f"uncertainty_product: {name} has {int((~np.isfinite(arr)).sum())} non-finite "
+                                 f"value(s), first at index {tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])}",
+                                 quantity=name)
     # each column scaled by its largest |entry| first: no overflow (and no 0 * inf = NaN) in the
     # squares of large gradients; the results overflow to inf only where they truly exceed 1e308
     st, sg = _col_scale(th), _col_scale(g)
@@ -247,40 +258,100 @@ def _col_scale(x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ entropy
+class DegenerateSamplesWarning(RuntimeWarning):
+    """The samples have no spread where an entropy estimator needs one (duplicated points, an
+    axis on which every sample is equal): the estimate is ``-inf``, the entropy of a distribution
+    with atoms."""
+
+
+def _samples(samples, who: str) -> np.ndarray:
+    """``samples`` as a finite real float64 array ``(N, d)`` (a 1-D array is ``(N, 1)``)."""
+    x = to_numpy(samples)
+    if np.iscomplexobj(x):
+        raise TypeError(f"{who}: samples must be real, got a complex array")
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{who}: samples must be a real array (N, d), got {type(samples).__name__}: {exc}") from None
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"{who}: samples must have shape (N, d) or (N,), got shape {x.shape}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise NonFiniteError(f"{who}: samples have {int(bad.sum())} non-finite value(s), first at index "
+                             f"{tuple(int(i) for i in np.argwhere(bad)[0])}", quantity="samples")
+    return x
+
+
+def _warn_degenerate(message: str) -> float:
+    import warnings
+
+    warnings.warn(message, DegenerateSamplesWarning, stacklevel=3)
+    return float("-inf")
+
+
 def entropy_knn(samples, k: int = 3) -> float:
     """Kozachenko-Leonenko k-nearest-neighbour estimate of the differential entropy
     ``S = -int rho log rho`` (nats) of samples ``(N, d)``.
 
     ``S ~ psi(N) - psi(k) + log V_d + (d/N) sum_i log eps_i`` with ``eps_i`` the distance
     to the k-th neighbour and ``V_d`` the volume of the unit d-ball (Kraskov et al. 2004,
-    eq. 20). Consistent; bias decays with N.
+    eq. 20). Consistent; bias decays with N. The distances are computed on the samples scaled
+    to unit size (``S`` shifts by ``d log s`` exactly), so that any scale from 1e-300 to 1e300
+    works.
+
+    Duplicated points: when ``k + 1`` or more samples coincide, some ``eps_i`` is 0 and the
+    estimate is ``-inf`` (the entropy of a distribution with an atom); it is returned with a
+    :class:`DegenerateSamplesWarning` naming the duplicates, never clamped. Drop the duplicates
+    or add the noise they lost if a finite number is wanted. Non-finite samples raise
+    :class:`hhld.NonFiniteError`.
     """
     from scipy.spatial import cKDTree
 
-    x = to_numpy(samples).astype(np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
+    x = _samples(samples, "entropy_knn")
     n, d = x.shape
     k = check_int("k", k, minimum=1)
     if n <= k:
         raise ValueError(f"entropy_knn needs more than k={k} samples, got N={n}")
-    tree = cKDTree(x)
-    dist, _ = tree.query(x, k=k + 1)
+    xc = x - x.mean(axis=0)
+    scale = float(np.max(np.abs(xc)))
+    if scale == 0.0:
+        return _warn_degenerate(f"entropy_knn: all N={n} samples are the same point; the entropy estimate is -inf")
+    dist, idx = cKDTree(xc / scale).query(xc / scale, k=k + 1)
     eps = dist[:, -1]
-    eps = np.where(eps > 0, eps, np.finfo(np.float64).tiny)  # duplicated points
+    zero = eps == 0
+    if zero.any():
+        i = int(np.argmax(zero))
+        return _warn_degenerate(
+            f"entropy_knn: {int(zero.sum())} of N={n} samples have k={k} or more exact duplicates (e.g. sample {i} "
+            f"= samples {sorted(int(j) for j in idx[i] if j != i)[:k]}), so their k-th neighbour distance is 0 and "
+            "the entropy estimate is -inf; drop the duplicates or add noise for a finite estimate")
     log_vd = (d / 2) * np.log(np.pi) - special.gammaln(d / 2 + 1)
-    return float(special.digamma(n) - special.digamma(k) + log_vd + d * np.mean(np.log(eps)))
+    return float(special.digamma(n) - special.digamma(k) + log_vd + d * (np.mean(np.log(eps)) + np.log(scale)))
 
 
 def entropy_histogram(samples, bins=64, range=None) -> float:  # noqa: A002 - numpy's name
     """Plug-in histogram estimate of the differential entropy (nats) for d <= 3:
-    ``-sum p_j log(p_j / vol_j)``. Biased low by O(bins/N); use for low dimension."""
-    x = to_numpy(samples).astype(np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
+    ``-sum p_j log(p_j / vol_j)``. Biased low by O(bins/N); use for low dimension.
+
+    Samples on which an axis has no spread give ``-inf`` with a :class:`DegenerateSamplesWarning`
+    (numpy would invent a bin width); samples outside an explicit ``range`` are an error (they
+    would be dropped and the rest renormalised)."""
+    x = _samples(samples, "entropy_histogram")
     if x.shape[1] > 3:
         raise ValueError(f"entropy_histogram is for d <= 3, got d={x.shape[1]}; use entropy_knn")
+    if x.shape[0] < 2:
+        raise ValueError(f"entropy_histogram needs at least 2 samples, got N={x.shape[0]}")
+    if range is None:
+        flat = np.flatnonzero(np.ptp(x, axis=0) == 0)
+        if flat.size:
+            return _warn_degenerate(f"entropy_histogram: every sample has the same value on axis {int(flat[0])}; "
+                                    "the entropy estimate is -inf")
     h, edges = np.histogramdd(x, bins=bins, range=range)
+    if h.sum() < x.shape[0]:
+        raise ValueError(f"entropy_histogram: {x.shape[0] - int(h.sum())} of N={x.shape[0]} samples lie outside "
+                         f"range={range!r}; give a range that holds every sample (or none)")
     vol = np.ones_like(h)
     for ax, e in enumerate(edges):
         shape = [1] * x.shape[1]
@@ -289,6 +360,9 @@ def entropy_histogram(samples, bins=64, range=None) -> float:  # noqa: A002 - nu
     p = h / h.sum()
     m = p > 0
     return float(-(p[m] * np.log(p[m] / vol[m])).sum())
+
+
+_ENTROPY = {"knn": entropy_knn, "histogram": entropy_histogram}
 
 
 #: ``log Z = log int exp(-mu L / D) dtheta``: the library's one log-partition function,
@@ -306,15 +380,23 @@ def kl_to_gibbs(samples, landscape, D, mu: float = 1.0, *, entropy: str = "knn",
     unless given (warns when the box cuts off Gibbs mass, see :func:`log_partition`).
     """
     D = check_positive("D", D)
-    x = to_numpy(samples).astype(np.float64)
-    S = entropy_knn(x, **entropy_kwargs) if entropy == "knn" else entropy_histogram(x, **entropy_kwargs)
+    mu = check_positive("mu", mu)
+    check_choice("entropy", entropy, tuple(_ENTROPY))
+    if log_z is not None:
+        log_z = check_real("log_z", log_z)
+    x = _samples(samples, "kl_to_gibbs")
+    S = _ENTROPY[entropy](x, **entropy_kwargs)
     lz = log_partition(landscape, D, mu) if log_z is None else float(log_z)
-    return float(-S + (mu / D) * np.mean(landscape.value(x)) + lz)
+    return float(-S + (mu / D) * energy(x, landscape) + lz)
 
 
 def energy(samples, landscape) -> float:
-    """``E[L]`` over the ensemble."""
-    return float(np.mean(to_numpy(landscape.value(samples))))
+    """``E[L]`` over the ensemble (non-finite samples or losses raise :class:`hhld.NonFiniteError`)."""
+    v = to_numpy(landscape.value(samples if is_torch(samples) else _samples(samples, "energy")))
+    if not np.isfinite(v).all():
+        raise NonFiniteError(f"energy: the loss is non-finite at {int((~np.isfinite(v)).sum())} sample(s)",
+                             quantity="loss")
+    return float(np.mean(v))
 
 
 def free_energy(samples, landscape, D, mu: float = 1.0, *, entropy: str = "knn", **entropy_kwargs) -> float:
@@ -323,9 +405,11 @@ def free_energy(samples, landscape, D, mu: float = 1.0, *, entropy: str = "knn",
     At the Gibbs density ``F* = -(D/mu) log Z`` and ``F - F* = (D/mu) KL`` (the free-energy
     identity, :func:`hhld.theory.free_energy_identity`).
     """
-    check_nonnegative("D", D)
-    x = to_numpy(samples).astype(np.float64)
-    S = entropy_knn(x, **entropy_kwargs) if entropy == "knn" else entropy_histogram(x, **entropy_kwargs)
+    D = check_nonnegative("D", D)
+    mu = check_positive("mu", mu)
+    check_choice("entropy", entropy, tuple(_ENTROPY))
+    x = _samples(samples, "free_energy")
+    S = _ENTROPY[entropy](x, **entropy_kwargs)
     return energy(x, landscape) - (D / mu) * S
 
 
