@@ -17,6 +17,8 @@ The same grid serves
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,6 +27,27 @@ import numpy as np
 from ._validation import check_int, check_positive, check_real
 
 __all__ = ["Grid", "make_grid"]
+
+
+def _physical_memory() -> float:
+    """Bytes of physical memory (inf where the platform does not say)."""
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return float("inf")
+
+
+def _available_memory() -> float:
+    """Bytes of memory available to a new allocation (``MemAvailable`` on Linux, else the physical
+    memory)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return _physical_memory()
 
 
 class _Axes(list):
@@ -74,6 +97,11 @@ class Grid:
         dtype = np.dtype(self.dtype)
         if not np.issubdtype(dtype, np.floating):
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        one_array = float(np.prod([float(n) for n in shape])) * 8
+        if one_array > _physical_memory():
+            raise ValueError(f"a grid of shape {shape} is too large: one float64 array of its values needs "
+                             f"{one_array / 2 ** 30:.3g} GiB, more than this machine's memory "
+                             f"({_physical_memory() / 2 ** 30:.3g} GiB); use fewer cells")
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "box", tuple(pairs))
         object.__setattr__(self, "dtype", dtype)
@@ -236,6 +264,18 @@ class Grid:
         if np.any(c < self.lo) or np.any(c > self.hi):
             raise ValueError(f"the packet's center={c.tolist()} lies outside the grid box "
                              f"{[list(b) for b in self.box]}; put it inside the box")
+        for k, (ck, wk, (lo, hi)) in enumerate(zip(c, w, self.box)):
+            inside = 0.5 * (math.erf((hi - ck) / (math.sqrt(2.0) * wk)) - math.erf((lo - ck) / (math.sqrt(2.0) * wk)))
+            if inside < 0.5:
+                raise ValueError(f"the packet's width={w.tolist()} is too wide for the grid box "
+                                 f"{[list(b) for b in self.box]}: only {inside:.1%} of |psi|^2 lies inside it on "
+                                 f"axis {k} (the rest would be cut off and the state renormalised); narrow the "
+                                 "packet or widen the box")
+        k_max = np.pi / self.dx
+        if np.any(np.abs(p) / hbar > k_max):
+            raise ValueError(f"the packet's momentum={p.tolist()} is beyond what the grid resolves: |p|/hbar must be "
+                             f"<= pi/dx = {k_max.tolist()} (it would alias to another momentum); use more points "
+                             "or a smaller momentum")
         expo = np.zeros(self.shape, dtype=np.complex128)
         for xk, ck, wk, pk in zip(self.mesh(), c, w, p):
             expo += -((xk - ck) ** 2) / (4.0 * wk * wk) + 1j * pk * xk / hbar

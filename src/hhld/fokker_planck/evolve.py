@@ -70,6 +70,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.special import ive
 
+from .._validation import check_int
+
 __all__ = ["evolve_generator", "chebyshev_expmv", "ContourPropagator", "CRAMPropagator",
            "RationalPropagator"]
 
@@ -144,6 +146,7 @@ class ContourPropagator(RationalPropagator):
     (``n_points/2`` factorisations, module docstring)."""
 
     def __init__(self, A: sp.spmatrix, dt: float, n_points: int = 32):
+        n_points = check_int("n_points", n_points, minimum=2)
         if n_points % 2:
             raise ValueError(f"n_points must be even, got {n_points}")
         N = int(n_points)
@@ -267,6 +270,32 @@ def _chebyshev_is_cheaper(norm1: float, dt: float, n: int) -> bool:
     return m <= limit
 
 
+#: largest ``dt ||A||`` for method='expm' (its cost grows like it), and for one rational (CRAM /
+#: contour) step: beyond about 1e19 the shifted solves ``(dt A - theta)`` lose the shift to
+#: round-off (A is singular) and the result goes wrong (measured on the double wells: L1 error
+#: 1e-8 at 4e18, 1e-5 at 4e22, 2 at 4e52, with negative densities). A longer time is refused:
+#: whether the state is stationary by then cannot be told apart from a mode slower than the
+#: round-off bound eps ||A|| (a metastable state changes by less than round-off per step)
+_EXPM_LIMIT = 1e7
+_RATIONAL_LIMIT = 1e17
+
+
+def _rational_step(A, v, dt, m, n_points, norm1, conservative, props):
+    """``exp(dt A) v`` by the CRAM / contour propagator, for ``dt ||A|| <= _RATIONAL_LIMIT``."""
+    if norm1 * dt > _RATIONAL_LIMIT:
+        raise ValueError(f"cannot evolve over t = {dt:g}: the rational propagators are accurate up to t ||A|| = "
+                         f"{_RATIONAL_LIMIT:g} (t = {_RATIONAL_LIMIT / norm1:.3g} here), and beyond it a mode slower "
+                         f"than the round-off bound (about {2.2e-16 * norm1:.2g}) cannot be told from the stationary "
+                         "state; use a smaller t, or FokkerPlanck.stationary() with the spectrum's relaxation rate "
+                         "for t -> infinity")
+    key = (m, round(dt, 12))
+    if key not in props:
+        props[key] = CRAMPropagator(A, dt) if m == "cram" else ContourPropagator(A, dt, n_points)
+    out = props[key](v)
+    # round-off drift of the mass grows like eps t ||A|| (module docstring)
+    return _rescale_mass(out, v) if conservative else out
+
+
 def evolve_generator(A: sp.spmatrix, rho0: np.ndarray, times: Sequence[float], *,
                      method: str = "auto", n_points: int = 32,
                      callback: Callable[[int, float], None] | None = None) -> np.ndarray:
@@ -288,6 +317,9 @@ def evolve_generator(A: sp.spmatrix, rho0: np.ndarray, times: Sequence[float], *
         raise ValueError("times must be sorted in increasing order")
     if method not in ("auto", "expm", "chebyshev", "cram", "contour"):
         raise ValueError(f"method must be 'auto', 'expm', 'chebyshev', 'cram' or 'contour', got {method!r}")
+    n_points = check_int("n_points", n_points, minimum=2)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function callback(i, t) or None, got {callback!r}")
     A = sp.csr_matrix(A)
     out = np.empty((times.size, A.shape[0]), dtype=np.float64)
     v = np.asarray(rho0, dtype=np.float64).ravel().copy()
@@ -307,6 +339,10 @@ def evolve_generator(A: sp.spmatrix, rho0: np.ndarray, times: Sequence[float], *
                 else:
                     m = "cram"
             if m == "expm":
+                if norm1 * dt > _EXPM_LIMIT:
+                    raise ValueError(f"method='expm' at t - t_prev = {dt:g} (t ||A|| = {norm1 * dt:.3g} > "
+                                     f"{_EXPM_LIMIT:g}) needs about that many matrix-vector products; use "
+                                     "method='auto' or 'cram'")
                 v = spla.expm_multiply(A * dt, v)
             elif m == "chebyshev":
                 v_in = v
@@ -315,14 +351,7 @@ def evolve_generator(A: sp.spmatrix, rho0: np.ndarray, times: Sequence[float], *
                     m = "cram"   # non-normal amplification (see _chebyshev_step_ok): redo with CRAM
                     v = v_in
             if m in ("cram", "contour"):
-                key = (m, round(dt, 12))
-                if key not in props:
-                    props[key] = (CRAMPropagator(A, dt) if m == "cram"
-                                  else ContourPropagator(A, dt, n_points))
-                v_in = v
-                v = props[key](v)
-                if conservative:  # round-off drift of the mass grows like eps t ||A|| (module docstring)
-                    v = _rescale_mass(v, v_in)
+                v = _rational_step(A, v, dt, m, n_points, norm1, conservative, props)
         out[n] = v
         t_prev = t
         if callback is not None:

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import BoxTruncationWarning, NonFiniteError, check_positive, check_real
+from ..grid import _physical_memory
 from ..landscapes import Landscape, get_landscape
 from . import averages as _avg
 from . import functionals as _fn
@@ -80,6 +81,11 @@ class FokkerPlanck:
         if cells is None:
             cells = 128 if self.landscape.dim <= 2 else 48
         self.grid = Grid.from_box(box, cells, dtype=dtype)
+        need = self.grid.size * 8.0 * (self.grid.dim + 8)  # points, L, U, the generator's 2d + 1 diagonals
+        if need > _physical_memory():
+            raise ValueError(f"cells={self.grid.shape}: the operator on {self.grid.size:,} cells needs at least "
+                             f"{need / 2 ** 30:.3g} GiB, more than this machine's memory "
+                             f"({_physical_memory() / 2 ** 30:.3g} GiB); use fewer cells")
         pts = self.grid.points()
         L = np.asarray(self.landscape.value(pts), dtype=np.float64)
         bad = ~np.isfinite(L)
@@ -183,10 +189,22 @@ class FokkerPlanck:
             self._S = build_symmetric(self.grid, self.U, self.D)
         return self._S
 
+    def _values(self, rho, name: str = "rho") -> np.ndarray:
+        """``rho`` as flat finite float64 values on the grid (no sign or mass condition)."""
+        p = np.asarray(rho)
+        if p.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a real array on the grid, got dtype {p.dtype}")
+        if p.size != self.grid.size:
+            raise ValueError(f"{name} must have {self.grid.size} values (grid shape {self.grid.shape}), "
+                             f"got shape {p.shape}")
+        p = p.astype(np.float64).ravel()
+        if not np.isfinite(p).all():
+            raise NonFiniteError(f"{name} has {int((~np.isfinite(p)).sum())} non-finite value(s)", quantity=name)
+        return p
+
     def rhs(self, rho: np.ndarray) -> np.ndarray:
         """``d rho / dt`` (shape of the grid) by the sparse generator."""
-        r = np.asarray(rho, dtype=np.float64).ravel()
-        return (self.generator @ r).reshape(self.grid.shape)
+        return (self.generator @ self._values(rho)).reshape(self.grid.shape)
 
     # --------------------------------------------------------------- states
     def gibbs(self) -> np.ndarray:
@@ -222,9 +240,13 @@ class FokkerPlanck:
         c = np.asarray(center, dtype=np.float64).ravel()
         if c.shape != (self.grid.dim,):
             raise ValueError(f"center must have {self.grid.dim} entries, got {c.tolist()}")
+        if not np.isfinite(c).all():
+            raise ValueError(f"center must be finite, got {c.tolist()}")
         w = np.broadcast_to(np.asarray(width, dtype=np.float64), (self.grid.dim,))
         if np.any(w <= 0):
             raise ValueError(f"width must be > 0, got {width!r}")
+        if not np.isfinite(w).all():
+            raise ValueError(f"width must be finite, got {width!r}")
         arg = sum(((m - c[k]) / w[k]) ** 2 for k, m in enumerate(self.grid.mesh()))
         rho = np.exp(-0.5 * arg)
         if rho.sum() == 0:
@@ -250,7 +272,7 @@ class FokkerPlanck:
 
     def mass(self, rho: np.ndarray) -> float:
         """``∫ rho`` (midpoint sum)."""
-        return self.grid.integrate(rho)
+        return self.grid.integrate(self._values(rho).reshape(self.grid.shape))
 
     # ------------------------------------------------------------ spectrum
     def spectrum(self, k: int = 6, shift: float | None = None) -> Spectrum:
@@ -282,8 +304,7 @@ class FokkerPlanck:
     def l1(self, rho: np.ndarray, ref: np.ndarray | None = None) -> float:
         """``∫ |rho - ref|`` (default ``ref`` = Gibbs)."""
         ref = self.gibbs() if ref is None else ref
-        return float(np.abs(np.asarray(rho, np.float64) - np.asarray(ref, np.float64)).sum()
-                     * self.grid.cell_volume)
+        return float(np.abs(self._values(rho) - self._values(ref, "ref")).sum() * self.grid.cell_volume)
 
     def expectation(self, f, rho: np.ndarray | None = None):
         """``E[f]`` under the Gibbs density (or ``rho``); ``f`` a function of the cell centres

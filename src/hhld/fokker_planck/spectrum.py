@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._validation import check_int, check_real
 from .grid import Grid
 
 __all__ = ["Spectrum", "low_spectrum", "SpectrumResolutionWarning", "RESOLUTION_FACTOR"]
@@ -119,7 +120,9 @@ def low_spectrum(S: sp.spmatrix, gibbs: np.ndarray, grid: Grid, k: int = 6,
     :class:`SpectrumResolutionWarning`.
     """
     n = S.shape[0]
-    k = int(k)
+    k = check_int("k", k)
+    if shift is not None and not (check_real("shift", shift) > 0):
+        raise ValueError(f"shift must be > 0 (the shift-invert point, near the slowest rates), got shift={shift!r}")
     if not 1 <= k < n:
         raise ValueError(f"k must be between 1 and the number of cells - 1 ({n - 1}), got k={k}")
     S = sp.csr_matrix(S, dtype=np.float64)
