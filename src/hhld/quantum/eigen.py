@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .._validation import check_choice, check_int, check_positive
+from .._validation import check_choice, check_int, check_positive, check_real
 from .grid import Grid
 from .schrodinger import potential_on_grid
 
@@ -71,6 +71,8 @@ def eigenstates(grid: Grid, potential, hbar: float = 1.0, m: float = 1.0, k: int
     each normalised so that ``sum |psi|^2 dV = 1`` and with a real positive largest entry.
     """
     k = check_int("k", k, minimum=1)
+    if sigma is not None:
+        check_real("sigma", sigma)
     if k >= grid.size - 1:
         raise ValueError(f"k={k} must be smaller than the number of grid points - 1 ({grid.size - 1})")
     V = potential_on_grid(grid, potential)

@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .._validation import check_choice, check_int, check_positive
+from .._validation import NonFiniteError, check_choice, check_int, check_positive
 from ..fokker_planck import stationary as _stationary
 from ..fokker_planck.operator import build_generator, build_symmetric
 from .eigen import laplacian_matrix
@@ -89,8 +89,35 @@ def gibbs_density(grid: Grid, L, D: float, mu: float = 1.0) -> np.ndarray:
 def fp_generator(grid: Grid, L, D: float, mu: float = 1.0) -> sp.csr_matrix:
     """The sparse FP operator ``A`` with ``d rho/dt = A rho`` (``A = -G``), no-flux walls,
     square-root-approximation fluxes (:func:`hhld.fokker_planck.build_generator` with
-    ``scheme="sqra"``); columns sum to zero (mass conservation)."""
-    return build_generator(grid, _potential(grid, L, D, mu, check_box=True), D, dtype=np.float64, scheme="sqra")
+    ``scheme="sqra"``); columns sum to zero (mass conservation). A ``mu L/D`` so steep between
+    neighbouring cells that the rates overflow is a ``ValueError`` (use a larger D or more points)."""
+    U = _potential(grid, L, D, mu, check_box=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        A = build_generator(grid, U, D, dtype=np.float64, scheme="sqra")
+    if not np.isfinite(A.data).all():
+        jump = max(float(np.abs(np.diff(U, axis=k)).max()) for k in range(grid.dim))
+        raise ValueError(f"the Fokker-Planck rates overflow: mu L/D jumps by up to {jump:.3g} between neighbouring "
+                         f"points (D={D!r}, grid {grid.shape}); use a larger D or more points")
+    return A
+
+
+def _on_grid(grid: Grid, x, name: str) -> np.ndarray:
+    """``x`` as finite values of the grid's shape (a flat array of the right size is reshaped)."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a numeric array on the grid, got dtype {a.dtype}")
+    if a.size != grid.size:
+        raise ValueError(f"{name} must have {grid.size} values (grid shape {grid.shape}), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise NonFiniteError(f"{name} has {int((~np.isfinite(a)).sum())} non-finite value(s)", quantity=name)
+    return a.reshape(grid.shape)
+
+
+def _check_k(grid: Grid, k) -> int:
+    k = check_int("k", k, minimum=1)
+    if k > grid.size:
+        raise ValueError(f"k must be at most the number of grid points ({grid.size}), got k={k}")
+    return k
 
 
 def neumann_laplacian(grid: Grid) -> sp.csr_matrix:
@@ -153,7 +180,7 @@ def fp_spectrum(grid: Grid, L, D: float, k: int = 6, *, mu: float = 1.0) -> np.n
     non-symmetric FP generator itself (dense ``eig`` for small grids, shift-invert ARPACK
     ``eigs`` otherwise), sorted ascending; real parts (the imaginary parts are round-off and
     their size is reported by :func:`compare_spectra`)."""
-    k = check_int("k", k, minimum=1)
+    k = _check_k(grid, k)
     A = fp_generator(grid, L, D, mu)
     if grid.size <= 300 or k >= grid.size - 2:
         w = np.linalg.eigvals(-A.toarray())
@@ -169,6 +196,7 @@ def schrodinger_spectrum(grid: Grid, L, D: float, k: int = 6, *, mu: float = 1.0
     """``(E, psi)``: the ``k`` lowest eigenpairs of the mapped Hamiltonian (``order``: see
     :func:`mapped_hamiltonian`); ``psi`` of shape ``(k, *grid.shape)`` normalised as wave functions
     (``sum psi^2 dV = 1``), ground state positive."""
+    k = _check_k(grid, k)
     H = mapped_hamiltonian(grid, L, D, mu=mu, potential=potential, order=order)
     E, v = _low_eigs_sym(H, k)
     psi = v.T.reshape(k, *grid.shape) / np.sqrt(grid.dV)
@@ -211,22 +239,25 @@ def compare_spectra(grid: Grid, L, D: float, k: int = 6, *, mu: float = 1.0,
 def fp_to_psi(grid: Grid, rho, L, D: float, mu: float = 1.0) -> np.ndarray:
     """``psi = exp(mu L/2D) rho`` (up to the constant factor ``exp(-mu min L / 2D)``)."""
     U = _potential(grid, L, D, mu)
-    return np.asarray(rho) * np.exp((U - U.min()) / 2)
+    return _on_grid(grid, rho, "rho") * np.exp((U - U.min()) / 2)
 
 
 def psi_to_fp(grid: Grid, psi, L, D: float, mu: float = 1.0) -> np.ndarray:
     """``rho = exp(-mu L/2D) psi`` (inverse of :func:`fp_to_psi`)."""
     U = _potential(grid, L, D, mu)
-    return np.asarray(psi) * np.exp(-(U - U.min()) / 2)
+    return _on_grid(grid, psi, "psi") * np.exp(-(U - U.min()) / 2)
 
 
 def evolve_fp(grid: Grid, rho0, L, D: float, times, mu: float = 1.0) -> np.ndarray:
     """``rho(t) = exp(t A) rho0`` at the given times (``expm_multiply``), shape ``(nt, *shape)``."""
+    times = np.asarray(times, dtype=np.float64).ravel()
+    if times.size == 0 or not np.isfinite(times).all() or (times < 0).any():
+        raise ValueError(f"times must be one or more finite times >= 0, got {times.tolist()}")
+    r0 = _on_grid(grid, rho0, "rho0").astype(np.float64).ravel()
     A = fp_generator(grid, L, D, mu).tocsc()
-    times = np.asarray(times, dtype=np.float64)
     out = np.empty((times.size, *grid.shape))
     for i, t in enumerate(times):
-        out[i] = spla.expm_multiply(t * A, np.asarray(rho0, dtype=np.float64).ravel()).reshape(grid.shape)
+        out[i] = spla.expm_multiply(t * A, r0).reshape(grid.shape)
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .._validation import NonFiniteError, check_int, check_positive
+from ..grid import _available_memory
 from .grid import Grid
 
 __all__ = ["SplitStepSolver", "potential_on_grid", "SchrodingerResult", "imaginary_time_ground_state",
@@ -146,6 +147,11 @@ class SplitStepSolver:
             raise ValueError(f"t_end={t_end!r} over {intervals * steps_per} steps gives the step dt={dt!r}; "
                              f"use a larger t_end")
         psi = self._state(psi0, "psi0")
+        need = float(n_snapshots) * self.grid.size * psi.dtype.itemsize
+        if need > _available_memory():
+            raise ValueError(f"n_snapshots={n_snapshots} snapshots of {self.grid.size:,} values need "
+                             f"{need / 2 ** 30:.3g} GiB, more than the available memory "
+                             f"({_available_memory() / 2 ** 30:.3g} GiB); store fewer snapshots")
         snaps = np.empty((n_snapshots, *self.grid.shape), dtype=psi.dtype)
         norms = np.empty(n_snapshots)
         energies = np.empty(n_snapshots)
