@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ._backend import is_torch, namespace, to_numpy
+from ._validation import check_positive, check_real
 
 __all__ = [
     "Landscape",
@@ -56,6 +57,13 @@ __all__ = [
 ]
 
 
+def _dim(dim) -> int:
+    """A dimension: an integer >= 1."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got dim={dim!r}")
+    return int(dim)
+
+
 class Landscape(abc.ABC):
     """A loss landscape ``L: R^d -> R`` evaluated on batches of points.
 
@@ -68,12 +76,13 @@ class Landscape(abc.ABC):
     name: str = "landscape"
 
     def __init__(self, dim: int, box: Sequence[tuple[float, float]] | None = None):
-        if not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got dim={dim!r}")
-        self.dim = int(dim)
+        self.dim = _dim(dim)
         self.box = [tuple(map(float, b)) for b in box] if box is not None else [(-3.0, 3.0)] * self.dim
         if len(self.box) != self.dim:
             raise ValueError(f"box must have {self.dim} (lo, hi) pairs, got {len(self.box)}")
+        for k, b in enumerate(self.box):
+            if len(b) != 2 or not (np.isfinite(b).all() and b[0] < b[1]):
+                raise ValueError(f"box[{k}] must be a finite (lo, hi) pair with lo < hi, got {b!r}")
 
     # ------------------------------------------------------------------ API
     def value(self, theta):
@@ -336,13 +345,9 @@ class DoubleWell(Landscape):
     name = "double_well"
 
     def __init__(self, dim: int = 2, barrier: float = 1.0, transverse: float = 1.0):
-        super().__init__(dim, box=[(-2.0, 2.0)] * dim)
-        if barrier <= 0:
-            raise ValueError(f"barrier must be > 0, got barrier={barrier!r}")
-        if transverse <= 0:
-            raise ValueError(f"transverse must be > 0, got transverse={transverse!r}")
-        self.barrier = float(barrier)
-        self.transverse = float(transverse)
+        super().__init__(dim, box=[(-2.0, 2.0)] * _dim(dim))
+        self.barrier = check_positive("barrier", barrier)
+        self.transverse = check_positive("transverse", transverse)
 
     def _value(self, th):
         x = th[:, 0]
@@ -416,8 +421,8 @@ class TiltedDoubleWell(Landscape):
     name = "tilted_double_well"
 
     def __init__(self, dim: int = 1, tilt: float = 0.25):
-        super().__init__(dim, box=[(-2.0, 2.0)] * dim)
-        self.tilt = float(tilt)
+        super().__init__(dim, box=[(-2.0, 2.0)] * _dim(dim))
+        self.tilt = check_real("tilt", tilt)
 
     def _value(self, th):
         x = th[:, 0]
@@ -492,12 +497,16 @@ class Quadratic(Landscape):
             self.diagonal = False
         else:
             raise ValueError(f"A must be a square matrix or a vector of eigenvalues, got shape {A.shape}")
+        if not np.isfinite(A).all():
+            raise ValueError(f"A must be finite, got {A.tolist()!r:.200}")
         dim = A.shape[0]
         super().__init__(dim, box=box or [(-3.0, 3.0)] * dim)
         self.A = A
         self.center = np.zeros(dim) if center is None else np.asarray(center, dtype=np.float64)
         if self.center.shape != (dim,):
             raise ValueError(f"center must have shape ({dim},), got {self.center.shape}")
+        if not np.isfinite(self.center).all():
+            raise ValueError(f"center must be finite, got {self.center.tolist()}")
         self._cache: dict = {}
 
     def _consts(self, th):
@@ -560,7 +569,10 @@ class Quadratic(Landscape):
 def anisotropic_quadratic(dim: int = 50, lam_min: float = 0.1, lam_max: float = 10.0) -> Quadratic:
     """The documents' Example 2: ``0.5 sum_i lam_i th_i^2``, ``lam = linspace(0.1, 10, d)``
     (condition number 100)."""
-    q = Quadratic(np.linspace(lam_min, lam_max, dim))
+    lam_min, lam_max = check_positive("lam_min", lam_min), check_positive("lam_max", lam_max)
+    if lam_min > lam_max:
+        raise ValueError(f"need lam_min <= lam_max, got lam_min={lam_min!r}, lam_max={lam_max!r}")
+    q = Quadratic(np.linspace(lam_min, lam_max, _dim(dim)))
     q.name = "anisotropic_quadratic"
     return q
 
@@ -612,11 +624,11 @@ class Rosenbrock(Landscape):
     name = "rosenbrock"
 
     def __init__(self, dim: int = 2, a: float = 1.0, b: float = 100.0):
-        if dim < 2:
+        if _dim(dim) < 2:
             raise ValueError(f"Rosenbrock needs dim >= 2, got dim={dim}")
         super().__init__(dim, box=[(-2.0, 2.0)] + [(-1.0, 3.0)] * (dim - 1))
-        self.a = float(a)
-        self.b = float(b)
+        self.a = check_real("a", a)
+        self.b = check_real("b", b)
 
     def _value(self, th):
         x, y = th[:, :-1], th[:, 1:]
@@ -652,7 +664,7 @@ class MullerBrown(Landscape):
 
     def __init__(self, scale: float = 1.0):
         super().__init__(2, box=[(-1.5, 1.2), (-0.5, 2.0)])
-        self.scale = float(scale)
+        self.scale = check_positive("scale", scale)
 
     def _terms(self, th):
         x = th[:, 0:1]
@@ -743,10 +755,27 @@ class NumpyLandscape(Landscape):
 
     # per-point reference calls
     def _loop_value(self, th):
-        return np.array([float(self.loss_fn(p)) for p in th])
+        return np.array([self._one(self.loss_fn, "loss_fn", p, ()) for p in th])
 
     def _loop_grad(self, th):
-        return np.stack([np.asarray(self.grad_fn(p), dtype=th.dtype).reshape(self.dim) for p in th])
+        return np.stack([self._one(self.grad_fn, "grad_fn", p, (self.dim,)) for p in th]).astype(th.dtype, copy=False)
+
+    def _one(self, fn, role: str, p, shape: tuple):
+        """``fn(p)`` for one point, checked: a real value of ``shape`` (an error names ``fn``)."""
+        name = getattr(fn, "__qualname__", repr(fn))
+        out = fn(p)
+        if out is None:
+            raise TypeError(f"{role} {name!r} returned None for a point of shape ({self.dim},); it must return "
+                            + ("a real scalar" if not shape else f"an array of shape {shape}"))
+        try:
+            a = np.asarray(to_numpy(out), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{role} {name!r} returned {type(out).__name__} {out!r:.60}; it must return "
+                            + ("a real scalar" if not shape else f"a real array of shape {shape}")) from None
+        if a.size != int(np.prod(shape)):
+            raise ValueError(f"{role} {name!r} returned an array of shape {a.shape} for a point of shape "
+                             f"({self.dim},); expected " + ("a scalar" if not shape else f"shape {shape}"))
+        return a.reshape(shape) if shape else float(a.reshape(()))
 
     def _detect(self, kind: str):
         rng = np.random.default_rng(12345)

@@ -140,7 +140,7 @@ def gibbs_log_partition(landscape: Landscape, D, mu=1.0, *, box=None, n_panels: 
     if n_panels is None:
         n_panels = {1: 400, 2: 120, 3: 24}[d]
     n_panels = C.check_int("n_panels", n_panels, minimum=1)
-    xg, wg = np.polynomial.legendre.leggauss(int(order))
+    xg, wg = np.polynomial.legendre.leggauss(C.check_int("order", order, minimum=1))
     axes, weights = [], []
     for lo, hi in box:
         edges = np.linspace(lo, hi, n_panels + 1)

@@ -151,7 +151,7 @@ def find_minimum(landscape: Landscape, x0, *, gtol: float = 1e-10, maxiter: int 
     mode. Returns the point, shape ``(d,)``; :func:`stationary_point` gives its Hessian.
     """
     ls = _check_landscape(landscape)
-    x = C.point("x0", x0, ls.dim)
+    x = x_start = C.point("x0", x0, ls.dim)
     C.real("gtol", gtol, positive=True)
     scale = _gscale(ls, x)
     tol = gtol * scale
@@ -165,6 +165,12 @@ def find_minimum(landscape: Landscape, x0, *, gtol: float = 1e-10, maxiter: int 
         if sp.index == 0:
             if sp.grad_norm > tol and np.all(sp.eigenvalues > 0):
                 x = _newton_polish(ls, x, n_negative=0, gtol=tol)
+            g = float(np.linalg.norm(_grad(ls, x)))
+            width = float(np.max(np.diff(np.asarray(ls.box, dtype=np.float64), axis=1)))
+            far = float(np.linalg.norm(x - x_start)) > 1e6 * max(1.0, width, float(np.linalg.norm(x_start)))
+            if far or not g <= max(1e3 * tol, 1e-6 * _gscale(ls, x)):
+                raise RuntimeError(f"find_minimum did not converge from x0={x0!r}: it stopped at {x!r} where "
+                                   f"|grad L| = {g:.3g} (landscape unbounded below, or a minimum beyond reach?)")
             return x
         # on a saddle / maximum: step off along the lowest mode, downhill
         v = sp.eigenvectors[:, 0]
