@@ -189,6 +189,9 @@ class Simulation:
         self.kernel = (find_kernel(self.info, self.landscape, self.state.theta, self._extra_params())
                        if kernels else None)
         n = self.state.theta.shape[0]
+        if n == 0:
+            raise ValueError(f"theta0 holds no particle (shape {tuple(self.state.theta.shape)}); give at least one "
+                             "point, shape (N, d) with N >= 1")
         self.n_particles = int(n)
         self.particle_ids = np.arange(n)
         self.dropped: list[tuple[int, int, str]] = []  # (step, original particle id, what)

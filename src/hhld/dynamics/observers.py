@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .._backend import to_numpy
+from .._validation import check_int, check_nonnegative, check_real
 from ..observables import consolidation_ratio
 
 __all__ = [
@@ -170,7 +171,7 @@ class TrajectoryObserver(Observer):
 
     def __init__(self, every: int = 1, max_particles: int = 16, max_len: int = 10_000):
         super().__init__(every)
-        self.max_particles = int(max_particles)
+        self.max_particles = check_int("max_particles", max_particles, minimum=1)
         self.frames = Series(max_len)
 
     def start(self, state, ctx):
@@ -193,7 +194,7 @@ class MomentsObserver(Observer):
 
     def __init__(self, every: int = 1, burn_in: int = 0):
         super().__init__(every)
-        self.burn_in = int(burn_in)
+        self.burn_in = check_int("burn_in", burn_in, minimum=0)
         self.n = 0
         self.mean = None
         self.m2 = None
@@ -246,9 +247,12 @@ class TransitionObserver(Observer):
     def __init__(self, every: int = 1, axis: int = 0, core: float = 0.5, left: float | None = None,
                  right: float | None = None, max_events: int = 100_000):
         super().__init__(every)
-        self.axis = int(axis)
-        self.left = -abs(core) if left is None else float(left)
-        self.right = abs(core) if right is None else float(right)
+        self.axis = check_int("axis", axis, minimum=0)
+        self.left = -check_nonnegative("core", core) if left is None else check_real("left", left)
+        self.right = abs(core) if right is None else check_real("right", right)
+        if not self.left <= self.right:
+            raise ValueError(f"need left <= right (the barrier region between the wells), got left={self.left!r}, "
+                             f"right={self.right!r}")
         self.max_events = int(max_events)
         self.side = None
         self.start_side = None
@@ -266,6 +270,10 @@ class TransitionObserver(Observer):
         return s
 
     def start(self, state, ctx):
+        d = state.theta.shape[-1]
+        if self.axis >= d:
+            raise ValueError(f"TransitionObserver: axis={self.axis} but the particles have d={d} coordinates "
+                             f"(axis must be 0 to {d - 1})")
         if self.side is None:
             self.side = self._sides(state.theta)
             self.start_side = self.side.copy()
