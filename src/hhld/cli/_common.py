@@ -181,18 +181,11 @@ def check_out_dir(out: Path, option: str = "--out") -> Path:
 # ------------------------------------------------------------------ resources
 def available_memory() -> int:
     """Bytes of memory available to a new computation (``MemAvailable`` on Linux, else the
-    physical memory)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 1 << 62
+    physical memory): :func:`hhld.grid._available_memory`, the library's one reading."""
+    from ..grid import _available_memory
+
+    m = _available_memory()
+    return int(m) if m != float("inf") else 1 << 62
 
 
 def fmt_bytes(n: float) -> str:

@@ -83,7 +83,7 @@ def estimate(land, box, cells, D: float, mu: float, t_end: float, snapshots: int
         g = np.abs(np.asarray(land.grad(pts), dtype=np.float64)).reshape(-1, d)
     gmax = np.nanmax(np.where(np.isfinite(g), g, np.nan), axis=0) if np.isfinite(g).any() else np.zeros(d)
     gmax = np.nan_to_num(gmax)
-    norm1 = 2.0 * sum(D / hk ** 2 + mu * gk / hk for hk, gk in zip(h, gmax))
+    norm1 = 2.0 * sum(D / (hk * hk) + mu * gk / hk for hk, gk in zip(h, gmax))  # hk * hk: inf, never OverflowError
     dt = t_end / snapshots
     rho = norm1 * dt
     m = method
@@ -197,6 +197,7 @@ def check_request(landscape: str, *, cells, box: Optional[str], D: float, mu: fl
     snapshots = check_int("--snapshots", snapshots, minimum=1)
     width = check_positive("--width", width)
     k = check_int("--eigen", k, minimum=0)
+    seed = check_int("--seed", seed, minimum=0)
     land = get_landscape(landscape, **parse_options(options))
     if land.dim > 3:
         raise typer.BadParameter(f"the grid has 1-3 dimensions; landscape {land.name!r} has dim={land.dim}",

@@ -1,6 +1,8 @@
 """``hhld validate``: re-measure every claim of the HHLD documents and write the report."""
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -50,9 +52,9 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--address is for --executor ray", param_hint="'--address'")
         if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
             raise typer.BadParameter(f"got {seeds}; use 1 to {MAX_SEEDS} seeds", param_hint="'--seeds'")
-        if threads < 0:
-            raise typer.BadParameter(f"got {threads}; use 0 (torch's default) or a positive number",
-                                     param_hint="'--threads'")
+        if not 0 <= threads <= (os.cpu_count() or 1):
+            raise typer.BadParameter(f"got {threads}; use 0 (torch's default) or 1 to the number of CPUs "
+                                     f"({os.cpu_count() or 1})", param_hint="'--threads'")
         if not list_:
             refuse_file(out)
 
