@@ -182,6 +182,22 @@ def _fokker_planck():
         E(evolve_generator, lazy(lambda: _fp().generator), np.ones(128), [], match="at least one time",
           id="evolve_generator(no times)"),
         E(_unresolved_spectrum_rate, match=r"lambda_1 = .* below .*Kramers", id="Spectrum.relaxation_rate(unresolved)"),
+        # the second audit (issue 11)
+        E(FokkerPlanck, "double_well_1d", cells=10 ** 11, D=0.1, match=r"GiB, more than this machine's memory",
+          id="FokkerPlanck(cells=1e11)"),
+        E(lazy(lambda: _fp().evolve), lazy(lambda: _fp().gibbs()), [1.0], method="contour", n_points=0,
+          match=r"n_points must be >= 2", id="fp.evolve(n_points=0)"),
+        E(lazy(lambda: _fp().evolve), lazy(lambda: _fp().gibbs()), [1.0], callback=3, error=TypeError,
+          match="callback must be a function", id="fp.evolve(callback=3)"),
+        E(lazy(lambda: _fp().spectrum), k=1.5, error=TypeError, match="k must be an integer, got 1.5",
+          id="fp.spectrum(k=1.5)"),
+        E(lazy(lambda: _fp().spectrum), k=3, shift=math.nan, match="shift must be finite", id="fp.spectrum(shift=nan)"),
+        E(lazy(lambda: _fp().mass), np.ones(3), match=r"rho must have 128 values", id="fp.mass(wrong size)"),
+        E(lazy(lambda: _fp().mass), np.full(128, np.nan), error=NonFiniteError, match="non-finite", id="fp.mass(nan)"),
+        E(lazy(lambda: _fp().l1), np.ones(3), match=r"rho must have 128 values", id="fp.l1(wrong size)"),
+        E(lazy(lambda: _fp().rhs), np.ones(5), match=r"rho must have 128 values", id="fp.rhs(wrong size)"),
+        E(lazy(lambda: _fp().gaussian), [0.0], math.inf, match="width must be finite", id="fp.gaussian(width=inf)"),
+        E(lazy(lambda: _fp().gaussian), [math.nan], 0.1, match="center must be finite", id="fp.gaussian(nan center)"),
     ]
 
 
@@ -199,7 +215,7 @@ def _unresolved_spectrum_rate():
 
 def _quantum():
     from hhld.quantum import eigenstates
-    from hhld.quantum.fp_map import gibbs_density
+    from hhld.quantum.fp_map import compare_spectra, evolve_fp, fp_spectrum, gibbs_density, psi_to_fp
     from hhld.quantum.grid import make_grid
     from hhld.quantum.schrodinger import imaginary_time_ground_state
     from hhld.landscapes import double_well_1d
@@ -239,13 +255,28 @@ def _quantum():
         E(eigenstates, lazy(_qgrid), double_well_1d(), k=0, match="k must be >= 1"),
         E(eigenstates, lazy(_qgrid), double_well_1d(), k=10 ** 6, match="must be smaller than the number of grid"),
         E(gibbs_density, lazy(_qgrid), double_well_1d(), 0.0, match="D must be > 0"),
+        # the second audit (issue 11)
+        E(make_grid, 10 ** 12, box, match=r"too large: one float64 array of its values needs"),
+        E(lazy(lambda: _qgrid().gaussian_packet), 0.0, 0.3, momentum=1e4, match=r"momentum=\[10000\.0\] is beyond",
+          id="gaussian_packet(momentum beyond the grid)"),
+        E(lazy(lambda: _qgrid().gaussian_packet), 0.0, 1e3, match=r"too wide for the grid box",
+          id="gaussian_packet(width 1e3)"),
+        E(lazy(lambda: _solver().evolve), lazy(_psi), 1.0, n_snapshots=10 ** 12, match="store fewer snapshots",
+          id="evolve(n_snapshots=1e12)"),
+        E(eigenstates, lazy(_qgrid), double_well_1d(), sigma=math.nan, match="sigma must be finite"),
+        E(compare_spectra, lazy(_qgrid), double_well_1d(), 0.5, k=1000, match=r"k must be at most .* \(64\)"),
+        E(fp_spectrum, lazy(_qgrid), double_well_1d(), 1e-6, k=2, match=r"rates overflow.*larger D or more points"),
+        E(psi_to_fp, lazy(_qgrid), np.full(64, np.nan), double_well_1d(), 0.5, error=NonFiniteError,
+          match="psi has 64 non-finite"),
+        E(evolve_fp, lazy(_qgrid), np.ones(64), double_well_1d(), 0.5, [math.nan], match="times must be"),
     ]
 
 
 def _landscapes():
     import torch
 
-    from hhld.landscapes import DoubleWell, NumpyLandscape, double_well_2d, get_landscape
+    from hhld.landscapes import (DoubleWell, MullerBrown, NumpyLandscape, Quadratic, Rosenbrock, TiltedDoubleWell,
+                                 anisotropic_quadratic, double_well_2d, get_landscape)
 
     dw = double_well_2d()
     return [
@@ -262,11 +293,26 @@ def _landscapes():
         E(NumpyLandscape, "not callable", None, 2, error=TypeError, match="loss_fn must be callable"),
         E(NumpyLandscape, lambda t: 0.0, None, 2, vectorize="x", match="vectorize must be one of"),
         E(DoubleWell, dim=0, match="dim must be a positive integer"),
+        # the second audit (issue 11)
+        E(DoubleWell, dim=2.5, match=r"dim must be a positive integer, got dim=2\.5"),
+        E(DoubleWell, barrier=math.nan, match="barrier must be finite"),
+        E(TiltedDoubleWell, tilt=math.nan, match="tilt must be finite"),
+        E(Quadratic, [math.nan], match="A must be finite"),
+        E(Quadratic, [1.0], center=[math.nan], match="center must be finite"),
+        E(Quadratic, [1.0], box=[(1.0, -1.0)], match=r"box\[0\] must be a finite \(lo, hi\) pair with lo < hi"),
+        E(Rosenbrock, a=math.inf, match="a must be finite"),
+        E(MullerBrown, scale=0.0, match="scale must be > 0"),
+        E(anisotropic_quadratic, lam_min=10.0, lam_max=1.0, match="need lam_min <= lam_max"),
+        E(lazy(lambda: NumpyLandscape(lambda t: float(t @ t), lambda t: np.zeros(5), 2).grad), np.zeros((3, 2)),
+          match=r"grad_fn '.*<lambda>' returned an array of shape \(5,\) .* expected shape \(2,\)",
+          id="NumpyLandscape.grad(grad_fn of the wrong shape)"),
+        E(lazy(lambda: NumpyLandscape(lambda t: None, None, 2).value), np.zeros((3, 2)), error=TypeError,
+          match=r"loss_fn '.*<lambda>' returned None", id="NumpyLandscape.value(loss_fn returns None)"),
     ]
 
 
 def _dynamics():
-    from hhld.dynamics import Simulation
+    from hhld.dynamics import MomentsObserver, Simulation, TrajectoryObserver, TransitionObserver
     from hhld.landscapes import double_well_2d
 
     dw = double_well_2d()
@@ -291,6 +337,13 @@ def _dynamics():
           id="Simulation.load(other dt)"),
         E(lazy(lambda: _sim(observers=[_OddObserver()]).run(1).save), lazy(lambda: os.path.join(_tmpdir(), "c.npz")),
           error=TypeError, match="cannot go into a data-only checkpoint", id="Simulation.save(non-data observer state)"),
+        # the second audit (issue 11)
+        E(Simulation, dw, np.zeros((0, 2)), dt=0.01, D=0.1, match=r"theta0 holds no particle"),
+        E(lazy(lambda: _sim(observers=[TransitionObserver(axis=5)]).run), 1,
+          match=r"axis=5 but the particles have d=2 coordinates", id="TransitionObserver(axis=5) on a 2-d run"),
+        E(TransitionObserver, core=-1.0, match=r"core must be >= 0"),
+        E(TrajectoryObserver, max_particles=-1, match=r"max_particles must be >= 1"),
+        E(MomentsObserver, burn_in=-1, match=r"burn_in must be >= 0"),
     ]
 
 
@@ -326,9 +379,38 @@ class _OddObserver:
 
 def _observables():
     from hhld.landscapes import DoubleWell, Quadratic
-    from hhld.observables import kl_to_gibbs, log_partition
+    from hhld.observables import (DegenerateSamplesWarning, classify_regime, consolidation_ratio, energy,
+                                  entropy_histogram, entropy_knn, free_energy, kl_to_gibbs, log_partition,
+                                  uncertainty_product)
 
+    x = np.random.default_rng(0).normal(size=(200, 1))
+    q = Quadratic([1.0], box=[(-12.0, 12.0)])
     return [
+        # the second audit (issue 11)
+        E(entropy_knn, np.vstack([x, x]), k=1, error=DegenerateSamplesWarning,
+          match=r"400 of N=400 samples have k=1 or more exact duplicates .*-inf", id="entropy_knn(duplicates)"),
+        E(entropy_knn, np.zeros((50, 2)), error=DegenerateSamplesWarning, match="all N=50 samples are the same point",
+          id="entropy_knn(one point)"),
+        E(entropy_knn, np.zeros((5, 2, 2)), match=r"shape \(N, d\) or \(N,\), got shape \(5, 2, 2\)",
+          id="entropy_knn(3-d)"),
+        E(entropy_knn, x + 1j, error=TypeError, match="samples must be real", id="entropy_knn(complex)"),
+        E(entropy_knn, np.full((50, 1), np.nan), error=NonFiniteError, match="50 non-finite", id="entropy_knn(nan)"),
+        E(entropy_histogram, np.zeros((50, 1)), error=DegenerateSamplesWarning, match="same value on axis 0",
+          id="entropy_histogram(one value)"),
+        E(entropy_histogram, x, range=[(10.0, 11.0)], match=r"200 of N=200 samples lie outside range",
+          id="entropy_histogram(range without the samples)"),
+        E(entropy_histogram, np.zeros((0, 1)), match="at least 2 samples", id="entropy_histogram(empty)"),
+        E(kl_to_gibbs, x, q, 1.0, entropy="nope", match=r"entropy must be one of \('knn', 'histogram'\)",
+          id="kl_to_gibbs(entropy='nope')"),
+        E(kl_to_gibbs, x, q, 1.0, log_z=math.nan, match="log_z must be finite", id="kl_to_gibbs(log_z=nan)"),
+        E(free_energy, x, q, 1.0, mu=0.0, match="mu must be > 0", id="free_energy(mu=0)"),
+        E(energy, np.full((5, 1), np.nan), q, error=NonFiniteError, match="energy: samples have 5 non-finite",
+          id="energy(nan samples)"),
+        E(consolidation_ratio, -1.0, 0.1, dim=2, match=r"squared norm .* must be >= 0, got a minimum of -1",
+          id="consolidation_ratio(negative squared norm)"),
+        E(classify_regime, -1.0, match=r"must be >= 0, got -1\.0", id="classify_regime(-1)"),
+        E(uncertainty_product, np.full((5, 2), np.nan), np.ones((5, 2)), error=NonFiniteError,
+          match="theta has 10 non-finite", id="uncertainty_product(nan theta)"),
         E(log_partition, DoubleWell(dim=4), 0.1, match="d <= 3"),
         E(log_partition, Quadratic([1.0]), 0.0, match="D must be > 0"),
         E(log_partition, lambda th: th, 0.1, error=TypeError, match="NumpyLandscape", id="log_partition(lambda)"),
@@ -352,11 +434,23 @@ def _validate():
     ]
 
 
+def _theory():
+    from hhld.landscapes import NumpyLandscape, Quadratic
+    from hhld.theory import find_minimum, gibbs_log_partition
+
+    return [
+        E(find_minimum, NumpyLandscape(lambda t: -float(t @ t), None, 1), [0.1], error=RuntimeError,
+          match=r"find_minimum did not converge from x0=\[0\.1\].*unbounded below", id="find_minimum(unbounded)"),
+        E(gibbs_log_partition, Quadratic([1.0]), 1.0, order=0, match="order must be >= 1"),
+    ]
+
+
 FOKKER_PLANCK = _fokker_planck()
 QUANTUM = _quantum()
 LANDSCAPES = _landscapes()
 DYNAMICS = _dynamics()
 OBSERVABLES = _observables()
+THEORY = _theory()
 VALIDATE = _validate()
 #: rows of the documents' API (hhld.HeisenbergLearning), the optimizer and the monitor: to be filled
 #: by the issues that own those areas
@@ -538,7 +632,7 @@ MONITOR = _monitor()
 
 AREAS = {
     "fokker_planck": FOKKER_PLANCK, "quantum": QUANTUM, "landscapes": LANDSCAPES, "dynamics": DYNAMICS,
-    "observables": OBSERVABLES, "validate": VALIDATE, "documents_api": DOCUMENTS_API, "optim": OPTIM,
+    "observables": OBSERVABLES, "theory": THEORY, "validate": VALIDATE, "documents_api": DOCUMENTS_API, "optim": OPTIM,
     "monitor": MONITOR,
 }
 
@@ -591,4 +685,11 @@ CLI = [
     C(["validate", "--address", "auto"], r"--address is for --executor ray"),
     C(["validate", "--threads", "-1"], r"--threads.*got -1"),
     C(["validate", "--out", "/proc/hhld-validate"], r"cannot create the directory"),
+    # the second audit (issue 11)
+    C(["validate", "--threads", "100000"], r"--threads.*got 100000; .*number of CPUs"),
+    C(["solve", "fokker-planck", "--box", "-1e300,1e300"], r"non-finite .*shrink the box"),
+    C(["solve", "fokker-planck", "--seed", "-1"], r"--seed must be >= 0, got --seed=-1"),
+    C(["solve", "fokker-planck", "-n", "16", "--eigen", "0", "--no-animate", "--t-end", "1e300", "--out", "{tmp}"],
+      r"cannot evolve over t = .* FokkerPlanck\.stationary\(\)"),
+    C(["solve", "fokker-planck", "-l", "double_well", "--option", "dim=x"], r"dim must be a positive integer, got dim='x'"),
 ]
