@@ -536,6 +536,8 @@ def _optim():
         E(lazy(lambda: stepped(diffusion=0.0)), match=r"diffusion must be > 0", id="step(diffusion=0)"),
         E(ControllerConfig, lr_factor=0.5, match=r"lr_factor must be >= 1"),
         E(eta_opt_prediction, lazy(model), mse, batch, D=-1.0, match=r"D must be > 0, got D=-1"),
+        E(eta_opt_prediction, lazy(model), mse, batch, D=0.1, loss_reduction="none",
+          match=r"loss_reduction must be 'mean' or 'sum', got 'none'"),
         E(lr_range_test, lazy(model), lazy(lambda: torch.optim.SGD(model().parameters(), lr=0.1)), mse,
           lazy(lambda: [(torch.ones(4, 2), torch.zeros(4, 1))]), start_lr=1.0, end_lr=0.1,
           match="end_lr must be > start_lr"),

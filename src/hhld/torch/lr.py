@@ -105,6 +105,8 @@ def eta_opt_prediction(model: nn.Module, loss_fn, data, *, lr: float | None = No
     """
     if trace not in ("hutchinson", "exact"):
         raise ValueError(f"trace must be 'hutchinson' or 'exact', got {trace!r}")
+    if loss_reduction not in ("mean", "sum"):
+        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
     n_probes = check_int("n_probes", n_probes, minimum=1)
     n_batches = check_int("n_batches", n_batches, minimum=1)
     params = trainable_parameters(model)
