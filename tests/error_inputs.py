@@ -339,6 +339,7 @@ def _dynamics():
           error=TypeError, match="cannot go into a data-only checkpoint", id="Simulation.save(non-data observer state)"),
         # the second audit (issue 11)
         E(Simulation, dw, np.zeros((0, 2)), dt=0.01, D=0.1, match=r"theta0 holds no particle"),
+        E(Simulation, dw, x, dt=0.01, D=0.1, rng=-1, match=r"rng must be an integer seed >= 0, got rng=-1"),
         E(lazy(lambda: _sim(observers=[TransitionObserver(axis=5)]).run), 1,
           match=r"axis=5 but the particles have d=2 coordinates", id="TransitionObserver(axis=5) on a 2-d run"),
         E(TransitionObserver, core=-1.0, match=r"core must be >= 0"),
@@ -480,6 +481,8 @@ def _documents_api():
         E(HL, 3.0, dw_grad, 2, error=TypeError, match="loss_fn must be a function"),
         E(HL, dw_loss, dw_grad, 2, rng=1, seed=1, match="either rng= or seed="),
         E(HL, dw_loss, dw_grad, 2, integrator="rk4", match="unknown integrator 'rk4'"),
+        E(HL, dw_loss, dw_grad, 2, seed=-1, match=r"seed must be an integer seed >= 0, got seed=-1"),
+        E(HL, dw_loss, dw_grad, 2, seed=1.5, error=TypeError, match=r"seed must be an integer seed >= 0, got 1\.5"),
         E(lazy(train), np.zeros(3), 5, match=r"theta_init must have shape \(2,\)", id="train(theta of shape 3)"),
         E(lazy(train), z2, 5, dt=0.0, match="dt must be > 0", id="train(dt=0)"),
         E(lazy(train), z2, 0, match="n_steps must be >= 1", id="train(n_steps=0)"),

@@ -46,10 +46,19 @@ def default_rng(rng=None, *, seed: int | None = None):
     int is taken as a numpy seed.
     """
     if rng is None:
-        return np.random.default_rng(seed)
-    if isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(int(rng))
+        return np.random.default_rng(_seed("seed", seed))
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(_seed("rng", rng)))
     return rng
+
+
+def _seed(name: str, s):
+    """A numpy seed: None, an integer >= 0, or what numpy takes besides (a SeedSequence, a sequence)."""
+    if isinstance(s, (bool, float, np.floating)):
+        raise TypeError(f"{name} must be an integer seed >= 0, got {s!r}")
+    if isinstance(s, (int, np.integer)) and s < 0:
+        raise ValueError(f"{name} must be an integer seed >= 0, got {name}={s}")
+    return s
 
 
 def standard_normal(rng, shape, like_x):
