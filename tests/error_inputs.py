@@ -257,6 +257,9 @@ def _quantum():
         E(gibbs_density, lazy(_qgrid), double_well_1d(), 0.0, match="D must be > 0"),
         # the second audit (issue 11)
         E(make_grid, 10 ** 12, box, match=r"too large: one float64 array of its values needs"),
+        E(make_grid, 64, None, error=TypeError, match=r"box must be a sequence of \(lo, hi\) pairs"),
+        E(lazy(lambda: _qgrid().inner), np.ones(64), np.ones(5), match=r"must have 64 values .* \(5,\)",
+          id="Grid.inner(wrong size)"),
         E(lazy(lambda: _qgrid().gaussian_packet), 0.0, 0.3, momentum=1e4, match=r"momentum=\[10000\.0\] is beyond",
           id="gaussian_packet(momentum beyond the grid)"),
         E(lazy(lambda: _qgrid().gaussian_packet), 0.0, 1e3, match=r"too wide for the grid box",
@@ -276,7 +279,7 @@ def _landscapes():
     import torch
 
     from hhld.landscapes import (DoubleWell, MullerBrown, NumpyLandscape, Quadratic, Rosenbrock, TiltedDoubleWell,
-                                 anisotropic_quadratic, double_well_2d, get_landscape)
+                                 TorchLandscape, anisotropic_quadratic, double_well_2d, get_landscape)
 
     dw = double_well_2d()
     return [
@@ -306,6 +309,9 @@ def _landscapes():
         E(lazy(lambda: NumpyLandscape(lambda t: float(t @ t), lambda t: np.zeros(5), 2).grad), np.zeros((3, 2)),
           match=r"grad_fn '.*<lambda>' returned an array of shape \(5,\) .* expected shape \(2,\)",
           id="NumpyLandscape.grad(grad_fn of the wrong shape)"),
+        E(lazy(lambda: TorchLandscape(lambda t: t, 2).value), np.ones((3, 2)),
+          match=r"fn '.*<lambda>' returned shape \(3, 2\) for points of shape \(3, 2\)",
+          id="TorchLandscape.value(fn of the wrong shape)"),
         E(lazy(lambda: NumpyLandscape(lambda t: None, None, 2).value), np.zeros((3, 2)), error=TypeError,
           match=r"loss_fn '.*<lambda>' returned None", id="NumpyLandscape.value(loss_fn returns None)"),
     ]

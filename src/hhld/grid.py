@@ -246,6 +246,9 @@ class Grid:
 
     def inner(self, phi, psi) -> complex:
         """``<phi|psi> = sum conj(phi) psi dV``."""
+        if np.size(phi) != self.size or np.size(psi) != self.size:
+            raise ValueError(f"phi and psi must have {self.size} values (grid shape {self.shape}), got shapes "
+                             f"{np.shape(phi)} and {np.shape(psi)}")
         return complex(np.vdot(phi, psi) * self.dV)
 
     def expectation(self, f, psi) -> float:
@@ -309,6 +312,8 @@ def _vector(name: str, value, dim: int) -> np.ndarray:
 def make_grid(n: int | Sequence[int], box: Sequence[tuple[float, float]]) -> Grid:
     """A :class:`Grid` with ``n`` points per axis (an int for all axes, or one int per axis; at
     least 4, as the spectral and finite-difference quantum solvers need)."""
+    if isinstance(box, (str, bytes)) or not hasattr(box, "__iter__"):
+        raise TypeError(f"box must be a sequence of (lo, hi) pairs, one per axis, got {box!r}")
     box = [tuple(b) for b in box]
     if isinstance(n, (int, np.integer)) or np.ndim(n) == 0:
         shape = (check_int("n", n, minimum=4),) * len(box)

@@ -860,6 +860,10 @@ class TorchLandscape(Landscape):
             import torch
 
             out = torch.func.vmap(self.fn)(x)
+        if getattr(out, "numel", lambda: -1)() != x.shape[0]:
+            raise ValueError(f"fn {getattr(self.fn, '__qualname__', self.fn)!r} returned shape "
+                             f"{tuple(getattr(out, 'shape', ()))} for points of shape {tuple(x.shape)}; expected one "
+                             + ("value per point, shape (N,)" if self.batched else "scalar per point"))
         return out.reshape(x.shape[0])
 
     def _wrap(self, th, compute):

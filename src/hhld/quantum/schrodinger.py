@@ -60,6 +60,8 @@ def _ifftn(a):
 
 def energy(grid: Grid, psi, V, hbar: float = 1.0, m: float = 1.0) -> float:
     """``<psi|H|psi> / <psi|psi>`` with the spectral kinetic energy."""
+    if np.shape(psi) != grid.shape or np.shape(V) != grid.shape:
+        raise ValueError(f"psi and V must have the grid's shape {grid.shape}, got {np.shape(psi)} and {np.shape(V)}")
     phik = _fftn(psi)
     kin = hbar ** 2 / (2 * m) * np.sum(grid.k_squared() * np.abs(phik) ** 2)
     pot = np.sum(V * np.abs(psi) ** 2)
