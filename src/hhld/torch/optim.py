@@ -364,6 +364,8 @@ class HeisenbergSGD(Optimizer):
         """One update. ``consolidation`` / ``diffusion``: a value for every group, or one per group
         (``None`` entries: compute / use the group's own)."""
         loss = None
+        if closure is not None and not callable(closure):
+            raise TypeError(f"closure must be a function that re-evaluates the loss, or None, got {closure!r}")
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
@@ -506,6 +508,9 @@ class HeisenbergSGD(Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            keys = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(f"not an optimizer state_dict (it needs 'state' and 'param_groups'), got {keys}")
         state_dict = dict(state_dict)
         extra = state_dict.pop("heisenberg", None)
         super().load_state_dict(state_dict)
