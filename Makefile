@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
+# PyTorch's CPU-only wheels (PyPI's Linux wheel pulls the CUDA libraries, several GB)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?= -n 2
 
 .PHONY: install install-test run demo test bench clean
@@ -14,7 +16,8 @@ $(BIN)/python:
 
 # torch first, pinned, when it is absent: never pull a multi-GB CUDA build.
 $(VENV)/.torch: | $(BIN)/python
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH_PIN)"
+	@$(BIN)/python -c "import torch" 2>/dev/null || \
+		$(BIN)/pip install --retries 2 --timeout 30 --index-url "$(TORCH_INDEX)" "$(TORCH_PIN)"
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
