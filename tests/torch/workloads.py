@@ -398,6 +398,11 @@ _P = [
              note="CPU fp16 autocast: nn.LSTM fails in oneDNN ('could not create a primitive descriptor'), "
                   "so no LSTM cell"),
     Practice("ddp_gloo", runner="ddp", note="2 processes on gloo, 4 samples each; B = 8 (the global batch)"),
+    Practice("ddp_gloo_nosync_accum2", runner="ddp", accum=2,
+             note="2 processes on gloo, 2 equal micro-batches each, the first under DDP's no_sync()"),
+    Practice("ddp_gloo_nosync_accum3_clip", runner="ddp", accum=3, clip=True,
+             note="2 processes on gloo, 3 equal micro-batches each, the first two under DDP's no_sync(), then "
+                  "clip_grad_norm_"),
     Practice("lightning_accum2_clip", accum=2, clip=True, runner="lightning",
              note="accumulate_grad_batches=2, gradient_clip_val=max_norm, through hhld.torch.callbacks"),
     Practice("hf_trainer", optimizer="adamw", lr=1e-3, accum=2, runner="hf",
@@ -420,10 +425,10 @@ class Cell:
 _CELLS = {
     "gpt_sdpa": ["sgd", "momentum", "adamw", "clip", "accum2", "bf16", "fp16_scaler"],
     "gpt_sdpa_BeqT": ["sgd"],
-    "gpt_sdpa_nodrop": ["lightning_accum2_clip"],
+    "gpt_sdpa_nodrop": ["lightning_accum2_clip", "ddp_gloo_nosync_accum3_clip"],
     "gpt_mha": ["sgd", "clip", "accum3", "bf16"],
     "lstm_tbf_cls": ["sgd", "accum2"],
-    "lstm_bf_tag": ["sgd", "momentum", "accum4", "bf16", "ddp_gloo"],
+    "lstm_bf_tag": ["sgd", "momentum", "accum4", "bf16", "ddp_gloo", "ddp_gloo_nosync_accum2"],
     "gru_tbf_tag": ["sgd", "accum2"],
     "gru_bf_cls": ["adamw", "fp16_scaler"],
     "cnn_bn": ["sgd", "momentum", "clip", "accum2", "bf16", "fp16_scaler"],
@@ -555,12 +560,14 @@ def train_loop(wl: Workload, pr: Practice, steps: int, *, rank: int = 0, world: 
                 state, rngs = _clone_state(model), []
             opt.zero_grad(set_to_none=True)
             total = 0.0
-            for xi, yi in micro:
+            for j, (xi, yi) in enumerate(micro):
                 if last:
                     rngs.append(torch.get_rng_state())
-                with (torch.autocast("cpu", dtype=pr.autocast) if pr.autocast else contextlib.nullcontext()):
+                # under DDP, every micro-batch but the last accumulates locally (the usual no_sync pattern)
+                sync = contextlib.nullcontext() if not ddp or j == len(micro) - 1 else net.no_sync()
+                with sync, (torch.autocast("cpu", dtype=pr.autocast) if pr.autocast else contextlib.nullcontext()):
                     loss = wl.loss(net(*xi), yi) / pr.accum
-                (scaler.scale(loss) if scaler is not None else loss).backward()
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
                 total += float(loss.detach())
             if pr.clip:
                 if scaler is not None:
@@ -618,7 +625,9 @@ def run_ddp(wl: Workload, pr: Practice, steps: int, tmp_dir: str, world: int = 2
     state = {k[6:]: torch.from_numpy(arr[k]) for k in arr.files if k.startswith("state/")}
     applied = {k[8:]: torch.from_numpy(arr[k]) for k in arr.files if k.startswith("applied/")}
     inputs, y = wl.data(wl.batch, 100 + steps - 1)  # the global batch of the checked step
-    return StepRecord(state=state, applied=applied, micro=[(inputs, y)], rngs=None, max_norm=None, **meta)
+    # no dropout masks to replay (rngs=None): the DDP cells take workloads without dropout
+    return StepRecord(state=state, applied=applied, micro=[(inputs, y)], rngs=None,
+                      max_norm=wl.max_norm if pr.clip else None, **meta)
 
 
 # ---------------------------------------------------------------------- Lightning
