@@ -214,6 +214,7 @@ class Monitor:
         self.accumulation = accumulation
         self.on_nonfinite = on_nonfinite
         self.coverage_warning = coverage_warning
+        self._warned_unmeasured = False
         self.sinks = list(sinks)
         self.thresholds = thresholds or RegimeThresholds()
         self.regime = RegimeTracker(self.thresholds, regime_patience)
@@ -556,6 +557,11 @@ class Monitor:
         if n != B_local:
             return (f"the per-sample engine saw {n} samples but the step has {B_local} (batch not on the "
                     "assumed axis? pass batch_size= and batch_axis=)")
+        sizes = [int(p.total.shape[0]) for p in passes]
+        if self.loss_reduction == "mean" and len(set(sizes)) > 1:
+            return (f"micro-batches of unequal sizes {sizes}, each loss a mean over its own samples: the step weights "
+                    "its samples unequally, so its gradient is no mean of per-sample gradients (this step is not "
+                    "measured; equal micro-batches, e.g. drop_last=True, keep every step measured)")
         if clip is not None and not clip.uniform:
             return ("the gradients were changed non-uniformly between backward() and step() (e.g. "
                     "clip_grad_value_): the applied gradient has no per-sample decomposition")
@@ -701,9 +707,15 @@ class Monitor:
                                             "clip_coef": part.get("clip_coef"), "steps": part["clipped_steps"]})
             row.update(part)
         cov = row.get("noise_coverage")
-        if cov is not None and cov < self.coverage_warning and not self._warned_coverage:
+        unc = self.uncovered_parameters() if cov is not None and cov < self.coverage_warning else {}
+        if cov is not None and cov < self.coverage_warning and not unc and row.get("noise_note"):
+            # every parameter is coverable, but this interval's measured step could not be measured: say why once
+            if not self._warned_unmeasured:
+                self._warned_unmeasured = True
+                warnings.warn(f"no per-sample statistics in the interval ending at step {row['step']}: "
+                              f"{row['noise_note']}", RuntimeWarning, stacklevel=3)
+        elif cov is not None and cov < self.coverage_warning and not self._warned_coverage:
             self._warned_coverage = True
-            unc = self.uncovered_parameters()
             why = "; ".join(f"{n}: {r}" for n, r in list(unc.items())[:3])
             warnings.warn(f"the monitor's per-sample statistics cover {100 * cov:.1f}% of the parameters' dimension "
                           f"(below {100 * self.coverage_warning:.0f}%): tr_sigma, B_simple, D and C are over the "
