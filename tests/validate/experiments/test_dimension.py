@@ -31,11 +31,3 @@ def test_dimension_rate_flat_and_kramers(run_smallest, find_row):
     doc = np.asarray(rep.data["documents_normalised"])
     assert abs(doc[-1] / doc[0] - 1) > tol
     assert find_row(rep, "Γ ∝ exp").verdict == "fails"
-
-
-def test_cells_are_pure_functions_of_config_and_cell():
-    e = REGISTRY["dimension"]
-    cfg = e.config("smallest")
-    c = e.cells(cfg, cfg.seeds)[0]
-    cfg = cfg.replace(t_max=5.0)
-    assert e.run_cell(cfg, c) == e.run_cell(cfg, c)

@@ -68,11 +68,3 @@ def test_tunneling_summary_fits(run_smallest, find_row):
     # Arrhenius slope of the (noise-free) FP rates close to −ΔL = −1
     assert -1.3 < d["fp_fit_inv_D"]["slope"] < -0.8
     assert find_row(rep, "1d: documents' code P").verdict == "fails"
-
-
-def test_cells_are_pure_functions_of_config_and_cell():
-    e = REGISTRY["tunneling_rate"]
-    cfg = e.config("smallest")
-    c = e.cells(cfg, cfg.seeds)[0]
-    cfg = cfg.replace(t_max=5.0)
-    assert e.run_cell(cfg, c) == e.run_cell(cfg, c)

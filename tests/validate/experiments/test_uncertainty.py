@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from hhld.validate.base import REGISTRY
 
 
 def test_uncertainty_quadratic_product_equals_D(run_smallest, find_row):
@@ -20,10 +19,3 @@ def test_uncertainty_quadratic_product_equals_D(run_smallest, find_row):
     q = ex3["quadratic50"]
     lam = np.asarray(q["curvature"])
     assert np.allclose(np.asarray(q["product"]), lam * ex3["hbar"], rtol=0.15)
-
-
-def test_cells_are_pure_functions_of_config_and_cell():
-    e = REGISTRY["uncertainty"]
-    cfg = e.config("smallest")
-    c = e.cells(cfg, cfg.seeds)[0]
-    assert e.run_cell(cfg, c) == e.run_cell(cfg, c)
