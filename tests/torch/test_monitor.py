@@ -72,17 +72,24 @@ def test_ratio_of_means_not_mean_of_ratios():
     assert row["C_sgd"] == pytest.approx(sum(gs) / sum(hb), rel=1e-9)
 
 
+def _accumulated_step(model, lf, x, y, parts, scale=1.0, **kw):
+    """One optimizer step accumulated over the micro-batches ``x[part]`` (each loss times ``scale``); its row."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, **kw)
+    opt.zero_grad()
+    for h in parts:
+        (lf(model(x[h]), y[h]) * scale).backward()
+    opt.step()
+    row = mon.step()
+    mon.close()
+    return row
+
+
 def test_accumulation_matches_combined_batch():
     model, lf = tiny(), nn.CrossEntropyLoss()
     x, y = data(8)
     tr, gu, _ = reference(model, lf, x, y)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = Monitor(model, opt, log_every=1)
-    opt.zero_grad()
-    for h in (slice(0, 4), slice(4, 8)):
-        (lf(model(x[h]), y[h]) / 2).backward()
-    opt.step()
-    row = mon.step()
+    row = _accumulated_step(model, lf, x, y, (slice(0, 4), slice(4, 8)), scale=0.5)
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
     assert row["grad_sq_norm_unbiased"] == pytest.approx(gu, rel=1e-9)
 
@@ -90,29 +97,17 @@ def test_accumulation_matches_combined_batch():
 def test_unequal_micro_batches_are_not_measured_and_say_why():
     """3 samples accumulated as 2 + 1 with mean losses weight the samples 1/4, 1/4, 1/2: no per-sample
     decomposition of a mean gradient; the row says so instead of a number. With sum losses it is measured."""
-    model, lf = tiny(), nn.CrossEntropyLoss()
     x, y = data(3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = Monitor(model, opt, log_every=1)
-    opt.zero_grad()
-    for h in (slice(0, 2), slice(2, 3)):
-        (lf(model(x[h]), y[h]) / 2).backward()
-    opt.step()
     with pytest.warns(RuntimeWarning, match=r"no per-sample statistics .*unequal sizes \[2, 1\]"):
-        row = mon.step()
+        row = _accumulated_step(tiny(), nn.CrossEntropyLoss(), x, y, (slice(0, 2), slice(2, 3)), scale=0.5)
     assert row["tr_sigma"] is None and "unequal sizes [2, 1]" in row["noise_note"]
     assert row["grad_sq_norm"] > 0  # tier 0 is exact whatever the weighting
-    mon.close()
 
-    model, lfs = tiny(), nn.CrossEntropyLoss(reduction="sum")
+    model = tiny()
     tr, gu, _ = reference(model, nn.CrossEntropyLoss(), x, y)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = Monitor(model, opt, log_every=1, loss_reduction="sum", accumulation="sum")
-    opt.zero_grad()
-    for h in (slice(0, 2), slice(2, 3)):
-        lfs(model(x[h]), y[h]).backward()  # summed losses weight every sample alike
-    opt.step()
-    row = mon.step()
+    # summed losses weight every sample alike
+    row = _accumulated_step(model, nn.CrossEntropyLoss(reduction="sum"), x, y, (slice(0, 2), slice(2, 3)),
+                            loss_reduction="sum", accumulation="sum")
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
     assert row["grad_sq_norm_unbiased"] == pytest.approx(gu, rel=1e-9)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 def test_uncertainty_quadratic_product_equals_D(run_smallest, find_row):
     cfg, results, rep = run_smallest("uncertainty")
     for c, r in results:
