@@ -318,6 +318,12 @@ class PerSampleSqNorms:
         return self.check_every is not None and self._step_idx % self.check_every == 0
 
     def _reset_pass(self):
+        # a recorded use and the hook on its output refer to each other through the output tensor (a cycle
+        # Python's collector cannot see through autograd's hooks): break it, or every pass would keep its
+        # activations alive
+        for use in getattr(self, "_uses", ()):
+            use.inputs = use.outputs = None
+            use.grads = [None] * use.n_out
         self._uses: list[_Use] = []
         self._contribs: dict[str, list] = defaultdict(list)
         self._expected: dict[str, int] = defaultdict(int)
@@ -1047,7 +1053,7 @@ class PerSampleSqNorms:
                 why = f"{_kind_name(use)} per-sample rule failed ({type(exc).__name__}: {exc})"
             self._fail(use.targets.values(), why)
             cs = {}
-        use.inputs = None
+        use.inputs = use.outputs = None
         use.grads = [None] * use.n_out
         for role, c in cs.items():
             t = use.targets.get(role)
