@@ -14,6 +14,7 @@ from hhld.torch.quantities import Quantity
 
 from test_monitor import data, tiny
 from test_noise import reference
+from workloads import OpaqueScale
 
 
 def small_cnn():
@@ -301,25 +302,13 @@ def test_probe_noise_gives_every_parameter_on_a_fixed_batch():
     mon.close()
 
 
-class _Opaque(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, s):
-        ctx.save_for_backward(x, s)
-        return x * s
-
-    @staticmethod
-    def backward(ctx, g):
-        x, s = ctx.saved_tensors
-        return g * s, (g * x).sum(0)
-
-
 class OnlyOpaque(nn.Module):
     def __init__(self):
         super().__init__()
         self.s = nn.Parameter(torch.ones(3, dtype=torch.float64))
 
     def forward(self, x):
-        return _Opaque.apply(x, self.s)
+        return OpaqueScale.apply(x, self.s)
 
 
 def test_no_parameter_covered_gives_a_note_not_nan():

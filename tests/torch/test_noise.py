@@ -7,6 +7,7 @@ from torch import nn
 
 from hhld.torch import gradient_noise_stats
 from hhld.torch.persample import PerSampleSqNorms
+from workloads import OpaqueScale
 
 
 def reference(model, loss_fn, x, y, reduction="mean"):
@@ -106,20 +107,6 @@ def test_conv_matches_loop():
     assert st.estimator["c1.weight"] == "exact:conv" and st.estimator["c2.bias"] == "exact:conv"
 
 
-class _Scale(torch.autograd.Function):
-    """x * s as a custom autograd Function: invisible to the per-sample engine, and without a vmap rule."""
-
-    @staticmethod
-    def forward(ctx, x, s):
-        ctx.save_for_backward(x, s)
-        return x * s
-
-    @staticmethod
-    def backward(ctx, g):
-        x, s = ctx.saved_tensors
-        return g * s, (g * x).sum(0)
-
-
 class Odd(nn.Module):
     """A parameter used inside a custom autograd Function (no per-sample rule) next to a Linear."""
 
@@ -129,7 +116,7 @@ class Odd(nn.Module):
         self.lin = nn.Linear(4, 2).double()
 
     def forward(self, x):
-        return self.lin(_Scale.apply(x, self.scale))
+        return self.lin(OpaqueScale.apply(x, self.scale))
 
 
 class RawOdd(nn.Module):

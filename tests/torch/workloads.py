@@ -115,6 +115,20 @@ def warning_problems(messages: list[str], *, optimizer: str | None, coupling: bo
 VOCAB, EMB, HEADS, SEQ = 16, 16, 2, 8
 
 
+class OpaqueScale(torch.autograd.Function):
+    """``x * s`` as a custom autograd Function: invisible to the per-sample engine, and without a vmap rule."""
+
+    @staticmethod
+    def forward(ctx, x, s):
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s = ctx.saved_tensors
+        return g * s, (g * x).sum(0)
+
+
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: attention through SDPA (qkv from one Linear) or nn.MultiheadAttention."""
 
