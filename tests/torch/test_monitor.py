@@ -55,6 +55,24 @@ def test_tier0_tier1_match_reference():
     mon.close()
 
 
+@pytest.mark.parametrize("tier1_every", [None, 1])
+def test_forward_not_backpropagated_is_not_counted(tier1_every):
+    """A forward with gradients enabled whose output is never backpropagated (e.g. a training-accuracy pass)
+    is no part of the step: B, lr/B and C_sgd are those of the backpropagated batch alone."""
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    gb = reference(model, lf, x, y)[2]
+    mon = Monitor(model, opt, log_every=1, tier1_every=tier1_every)
+    opt.zero_grad()
+    model(data(n=5, seed=3)[0]).argmax(1)  # an extra forward of 5 samples, never backpropagated
+    lf(model(x), y).backward()
+    opt.step()
+    row = mon.step()
+    assert row["C_sgd"] == pytest.approx(gb / (0.05 / 8), rel=1e-9)
+    mon.close()
+
+
 def test_ratio_of_means_not_mean_of_ratios():
     model, lf = tiny(), nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

@@ -51,7 +51,7 @@ from .persample import PerSampleSqNorms, declared_batch_first
 from .persample.engine import _first_tensor, _output_tensors
 from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
                          PhaseTransitionDetector, ProbeNoise, Quantity, RegimeTracker, StepContext,
-                         UncertaintyWindow, robust_norms)
+                         UncertaintyWindow, robust_norm_values, robust_norms)
 
 __all__ = ["Monitor", "unwrap_model", "DEFAULT_TIER1_EVERY", "ADAPTIVE_OPTIMIZERS"]
 
@@ -205,6 +205,7 @@ class Monitor:
         self.params = [named[n] for n in self.names]
         self.not_optimized = [n for n in named if id(named[n]) not in opt_ids]
         self.dim = sum(p.numel() for p in self.params)
+        self._all_idx, self._names_t, self._params_t = list(range(len(self.params))), tuple(self.names), tuple(self.params)
         self.log_every = log_every
         self.batch_size = batch_size
         self.batch_axis = batch_axis
@@ -336,7 +337,7 @@ class Monitor:
     def _forward_pre_hook(self, module, args, kwargs):
         if self._internal or not torch.is_grad_enabled():
             return None
-        x = _first_tensor(args, kwargs)
+        x = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0 else _first_tensor(args, kwargs)
         ax = self._input_axis()
         self._fwd_b = int(x.shape[ax]) if x is not None and x.dim() > ax else None
         if self.compiled and self._needs_per_sample and self._tier1_due(self.step_count):
@@ -347,15 +348,19 @@ class Monitor:
         # count micro-batches and samples only for forward passes that are backpropagated
         if self._internal or not torch.is_grad_enabled():
             return None
-        loss = getattr(output, "loss", None) if not isinstance(output, dict) else output.get("loss")
+        n = self._fwd_b
+        if isinstance(output, torch.Tensor) and self._fn_inputs is None:  # the common case, cheaply (every step)
+            if output.requires_grad:
+                self._count_on_backward(output, n)
+            return None
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if isinstance(loss, torch.Tensor) and loss.dim() == 0:
             self._model_losses.append(loss.detach())  # e.g. a Hugging Face model's own loss
         outs = [o for o in _output_tensors(output) if o.requires_grad]
         if not outs:
             return None
-        n = self._fwd_b
         if len(outs) == 1:
-            outs[0].register_hook(lambda grad, n=n: self._count_pass(n))
+            self._count_on_backward(outs[0], n)
         else:
             state = {"counted": False}
 
@@ -369,6 +374,18 @@ class Monitor:
         if self.compiled and self._fn_inputs is not None:
             self._watch_functional(_output_tensors(output))
         return None
+
+    def _count_on_backward(self, out, n):
+        """Count this forward's samples once the backward pass reaches its output ``out``."""
+        node = out.grad_fn
+        if node is None:  # the output is a leaf: a tensor hook
+            def count(grad, n=n):
+                self._count_pass(n)
+            out.register_hook(count)
+        else:  # a hook on the output's node: cheaper to register than a tensor hook, fires at the same moment
+            def count_node(grads, n=n):
+                self._count_pass(n)  # returns None: the gradients pass unchanged
+            node.register_prehook(count_node)
 
     def _count_pass(self, n):
         self._n_micro += 1
@@ -457,13 +474,16 @@ class Monitor:
         return args, kwargs
 
     def _capture(self, optimizer):
-        grads = [p.grad for p in self.params]
-        idx = [i for i, g in enumerate(grads) if g is not None]
-        if not idx:
-            return
-        names = tuple(self.names[i] for i in idx)
-        params = tuple(self.params[i] for i in idx)
-        grads = tuple(grads[i] for i in idx)
+        grads = tuple(p.grad for p in self.params)
+        if any(g is None for g in grads):
+            idx = [i for i, g in enumerate(grads) if g is not None]
+            if not idx:
+                return
+            names = tuple(self.names[i] for i in idx)
+            params = tuple(self.params[i] for i in idx)
+            grads = tuple(grads[i] for i in idx)
+        else:  # every parameter has a gradient (the common case): no per-step bookkeeping
+            idx, names, params = self._all_idx, self._names_t, self._params_t
         B_local = self.batch_size or self._n_samples
         if not B_local and self._pass_norms:
             # the model's own forward hook did not fire (e.g. a LightningModule whose training_step calls a
@@ -476,8 +496,13 @@ class Monitor:
                              "batch_size= (and batch_axis=)")
         B = B_local * self.world_size
         lr = float(optimizer.param_groups[0]["lr"])
-        norms = robust_norms(grads)
-        grad_sq = torch.dot(norms, norms)
+        if grads[0].device.type == "cpu":  # host floats at no cost (no device to wait for): ||g||^2 on the host
+            vals = robust_norm_values(grads)
+            norms = torch.tensor(vals, dtype=torch.float64)
+            grad_sq = sum(v * v for v in vals)
+        else:  # stays on the device: no synchronisation per step
+            norms = robust_norms(grads)
+            grad_sq = torch.dot(norms, norms)
         tier1 = self._tier1_due(self.step_count)
         clip = per_sample = note = None
         if tier1:

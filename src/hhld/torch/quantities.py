@@ -36,7 +36,7 @@ from .noise import diffusion_from_noise, noise_from_moments
 
 __all__ = ["NEEDS", "StepContext", "PerSampleStats", "ClipInfo", "IntervalContext", "Quantity", "GradientStats",
            "UncertaintyWindow", "NoiseScale", "Curvature", "ProbeNoise", "RegimeTracker", "PhaseTransitionDetector",
-           "QUANTITY_TABLE", "robust_norms"]
+           "QUANTITY_TABLE", "robust_norms", "robust_norm_values"]
 
 #: what a quantity can ask the monitor for
 NEEDS = frozenset({
@@ -91,7 +91,7 @@ class StepContext:
     n_micro: int
     dim: int                     # dimension of all monitored parameters
     grad_norms: torch.Tensor     # per-parameter norms of ``grads``, float64, robust to tiny / huge values
-    grad_sq: torch.Tensor        # ||g||^2, float64, 0-d
+    grad_sq: torch.Tensor | float  # ||g||^2: a float64 0-d tensor, or a host float on CPU
     model: nn.Module | None = None
     per_sample: PerSampleStats | None = None
     per_sample_note: str | None = None
@@ -158,13 +158,18 @@ def robust_norms(ts) -> torch.Tensor:
     dev = dense[0].device
     if dev.type != "cpu":
         return torch.stack(torch._foreach_norm(dense, 2, dtype=torch.float64))
+    return torch.tensor(robust_norm_values(dense), dtype=torch.float64)
+
+
+def robust_norm_values(ts) -> list:
+    """:func:`robust_norms` of CPU tensors as host floats (what it computes on CPU, before the tensor)."""
+    dense = [t.coalesce().values() if t.is_sparse else t for t in ts]
     if any(t.dtype in (torch.float16, torch.bfloat16) for t in dense):
         dense = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in dense]
-    vals = torch.stack(torch._foreach_norm(dense)).tolist()
+    vals = torch.stack(torch._foreach_norm(dense)).tolist() if dense else []
     if all(1e-18 < v < 1e18 for v in vals):
-        return torch.tensor(vals, dtype=torch.float64)
-    return torch.tensor([v if 1e-18 < v < 1e18 else float(torch.linalg.vector_norm(t.double()))
-                         for v, t in zip(vals, dense)], dtype=torch.float64)
+        return vals
+    return [v if 1e-18 < v < 1e18 else float(torch.linalg.vector_norm(t.double())) for v, t in zip(vals, dense)]
 
 
 # --------------------------------------------------------------------------- tier 0
