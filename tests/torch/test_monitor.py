@@ -385,3 +385,27 @@ def test_inf_from_a_quantity_is_flagged_like_nan():
     opt.zero_grad(); lf(model(x), y).backward(); opt.step()
     with pytest.raises(NonFiniteError, match="infq"):
         mon.step()
+
+
+def test_former_finalize_signature_still_works_with_a_deprecation_warning():
+    class Old(Quantity):
+        name = "old"
+
+        def pre_step(self, ctx):
+            return {"old_n": 1.0}
+
+        def finalize(self, sums, counts, monitor):  # the former signature
+            return {"old_steps": sums["old_n"], "old_dim": monitor.dim}
+
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=2, tier1_every=None, extra_quantities=[Old()])
+    x, y = data()
+    rows = []
+    with pytest.warns(DeprecationWarning, match="former signature"):
+        for _ in range(4):
+            opt.zero_grad(); lf(model(x), y).backward(); opt.step()
+            rows.append(mon.step())
+    assert [r["old_steps"] for r in rows if r] == [2.0, 2.0]
+    assert rows[1]["old_dim"] == sum(p.numel() for p in model.parameters())
+    mon.close()

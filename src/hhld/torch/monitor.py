@@ -261,6 +261,7 @@ class Monitor:
                 raise TypeError(f"extra_quantities must be hhld.torch.Quantity objects, got {type(q).__name__}")
         self.quantities.extend(extra_quantities)
         self._needs_per_sample = any("per_sample" in q.needs for q in self.quantities)
+        self._finalize_arity: dict = {}  # id(quantity) -> number of parameters of its finalize (read once)
 
         self.history: list[dict] = []
         self.events: list[dict] = []
@@ -773,12 +774,15 @@ class Monitor:
     def _finalize(self, q, ictx):
         """``q.finalize(ictx)``; quantities written for the former ``finalize(sums, counts, monitor)`` still work
         (with a one-time DeprecationWarning)."""
-        import inspect
+        n = self._finalize_arity.get(id(q))
+        if n is None:
+            import inspect
 
-        try:
-            n = len(inspect.signature(q.finalize).parameters)
-        except (TypeError, ValueError):
-            n = 1
+            try:
+                n = len(inspect.signature(q.finalize).parameters)
+            except (TypeError, ValueError):
+                n = 1
+            self._finalize_arity[id(q)] = n
         if n == 3:
             warnings.warn(f"{type(q).__name__}.finalize(sums, counts, monitor) is the former signature: write "
                           "finalize(ictx) (an hhld.torch.quantities.IntervalContext)", DeprecationWarning, stacklevel=3)

@@ -254,7 +254,10 @@ class PerSampleSqNorms:
         declared = declared_batch_first(model)
         self._declared_axis = {True: 0, False: 1}.get(declared) if declared != "mixed" else None
         self._learned_axis = None
-        self.enabled = True
+        self._attached = False
+        self._handles: list = []
+        self._depth = 0
+        self._enabled = True
         self.passes: list = []
         self.covered_last: set[str] = set()
         self.covered_ever: set[str] = set()
@@ -264,10 +267,8 @@ class PerSampleSqNorms:
         self.notes: list[str] = []
         self.last_reduced: dict = {}
         self.last_error = None
-        self._handles: list = []
         self._mode = _Mode(self)
         self._in_mode = False
-        self._depth = 0
         self._step_idx = 0
         self._measured_in_step = False
         self._sum_acc: dict = {}
@@ -277,17 +278,42 @@ class PerSampleSqNorms:
     # ------------------------------------------------------------------ plumbing
     def attach(self) -> "PerSampleSqNorms":
         """Hook the model, and its direct children too: a training step that calls a submodule itself (a
-        LightningModule's ``training_step`` calling ``self.net(x)``) is watched from that call."""
+        LightningModule's ``training_step`` calling ``self.net(x)``) is watched from that call. The hooks are
+        in place only while :attr:`enabled` (a disabled engine costs the model's forward nothing)."""
+        self._attached = True
+        if self._enabled:
+            self._hook()
+        return self
+
+    def _hook(self):
         if not self._handles:
             for m in [self.model] + [c for c in self.model.children() if any(True for _ in c.parameters())]:
                 self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
                 self._handles.append(m.register_forward_hook(self._post, with_kwargs=True, always_call=True))
-        return self
 
-    def detach(self) -> None:
+    def _unhook(self):
         for h in self._handles:
             h.remove()
         self._handles = []
+
+    @property
+    def enabled(self) -> bool:
+        """Whether forward passes are watched (the monitor's tier-1 schedule switches this per step)."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self._enabled = bool(on)
+        if not self._attached:
+            return
+        if self._enabled:
+            self._hook()
+        elif self._depth == 0:  # not inside a watched forward: its closing hook has run
+            self._unhook()
+
+    def detach(self) -> None:
+        self._attached = False
+        self._unhook()
         if self._in_mode:
             self._mode.__exit__(None, None, None)
             self._in_mode = False
