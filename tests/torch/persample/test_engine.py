@@ -342,3 +342,30 @@ def test_a_measured_pass_leaves_no_activation_alive():
     eng.detach()
     gc.collect()
     assert [r() is None for r in seen] == [True, True, True]
+
+
+def test_a_disabled_engine_leaves_no_hook_on_the_model():
+    """The monitor disables the engine between tier-1 steps: the model's forward then runs with no engine hook,
+    and enabling it again measures the next pass."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    mods = [model, model[0], model[2]]
+    hooked = lambda: sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in mods)  # noqa: E731
+    eng = PerSampleSqNorms(model)
+    eng.enabled = True
+    assert hooked() == 0  # not attached: enabling alone hooks nothing
+    eng.attach()
+    assert hooked() == 6
+    eng.enabled = False
+    assert hooked() == 0
+    x = torch.randn(B, 3, dtype=torch.float64)
+    model(x).sum().backward()
+    assert eng.passes == []
+    eng.enabled = True
+    assert hooked() == 6
+    model.zero_grad()
+    model(x).pow(2).sum().backward()
+    assert len(eng.passes) == 1 and eng.passes[0].shape == (B,)
+    eng.detach()
+    assert hooked() == 0
+    eng.enabled = True
+    assert hooked() == 0  # detached stays detached
