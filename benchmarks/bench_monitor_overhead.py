@@ -1,7 +1,7 @@
 """Overhead of the HHLD monitor vs a plain training step, interleaved in one run (CPU).
 
     python benchmarks/bench_monitor_overhead.py [--rounds 20] [--block 10] [--threads 1] [--only gpt,lstm]
-                                                [--cockpit] [--markdown]
+                                                [--cockpit] [--markdown] [--breakdown]
 
 Workloads (each a plain ``torch.optim.SGD`` step, batch and sizes in the table it prints):
 
@@ -22,7 +22,8 @@ Cockpit's "economy" configuration, cockpit-for-pytorch 1.0.2 on backpack-for-pyt
 mode: the median step time, its ratio to the plain step, the *paired* ratio (median over rounds of the
 mode's block mean / the plain block mean of the same round; a block of the default schedule holds one
 tier-1 step) and the ratio of the 10th percentiles. ``--tier2`` times one warm tier-2 evaluation per round
-on the MLP and the CNN (amortised over ``tier2_every=250``).
+on the MLP and the CNN (amortised over ``tier2_every=250``). ``--breakdown`` prints instead what each part of
+the default schedule adds per step, one configuration on top of the other (:data:`BREAKDOWN`).
 """
 from __future__ import annotations
 
@@ -142,7 +143,9 @@ class Runner:
         self.X, self.Y = data_fn(batch * n_batches, g)
         self.batch, self.n, self.s = batch, n_batches, 0
         self.mon = self.cockpit = None
-        if mode == "tier0":
+        if mode in BREAKDOWN:
+            self.mon = Monitor(self.model, self.opt, **BREAKDOWN[mode]) if BREAKDOWN[mode] is not None else None
+        elif mode == "tier0":
             self.mon = Monitor(self.model, self.opt, log_every=50, tier1_every=None)
         elif mode == "default":
             self.mon = Monitor(self.model, self.opt, log_every=50)
@@ -175,6 +178,8 @@ class Runner:
         else:
             loss = self.lf(out, y)
             loss.backward()
+        if self.mode == "norm_pass":  # the exact ||g||^2 tier 0 needs, alone: one fused norm over the gradients
+            torch.stack(torch._foreach_norm([p.grad for p in self.model.parameters()])).tolist()
         self.opt.step()
         if self.mon is not None:
             self.mon.step(loss)
@@ -203,6 +208,35 @@ class Runner:
             mon._internal = False
             if mon.engine:
                 mon.engine.enabled = en
+
+
+#: ``--breakdown``: what each part of the default schedule adds, one configuration on top of the other
+BREAKDOWN = {
+    "norm_pass": None,                                                               # no monitor: the norm alone
+    "grad_only": dict(tier1_every=None, window=None, track_update=False),            # tier 0: ||g||^2, C_sgd
+    "grad_update": dict(tier1_every=None, window=None),                              # + update/parameter norms
+    "tier0_all": dict(tier1_every=None),                                             # + the uncertainty window
+    "default_all": dict(),                                                           # + tier 1 every 25 steps
+}
+
+
+def breakdown(key, rounds, block, warmup, clock):
+    """Added time per step (median over rounds of block-mean differences from the plain step), in us."""
+    modes = ["plain"] + list(BREAKDOWN)
+    runners = {m: Runner(key, m) for m in modes}
+    for r in runners.values():
+        r.run(warmup)
+    diff = {m: [] for m in modes}
+    for rd in range(rounds):
+        order = modes[rd % len(modes):] + modes[:rd % len(modes)]
+        blk = {m: statistics.fmean(runners[m].run(block, clock)) for m in order}
+        for m in modes:
+            diff[m].append(blk[m] - blk["plain"])
+        plain = blk["plain"]
+    for r in runners.values():
+        if r.mon is not None:
+            r.mon.close()
+    return plain, {m: 1e6 * statistics.median(diff[m]) for m in modes[1:]}
 
 
 def q10(ts):
@@ -253,6 +287,8 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(WORKLOADS))
     ap.add_argument("--cockpit", action="store_true", help="also Cockpit 'economy' (MLP and CNN)")
     ap.add_argument("--tier2", action="store_true", help="also time tier 2 (MLP and CNN)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="what each part of the default schedule adds per step (us), configuration on configuration")
     ap.add_argument("--quick", action="store_true", help="a smoke run (2 rounds, small blocks): for the tests")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -279,6 +315,16 @@ def main(argv=None):
             have_cockpit = True
         except Exception as exc:  # noqa: BLE001
             print(f"cockpit not available: {type(exc).__name__}: {exc}")
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
+    if args.breakdown:
+        for key in keys:
+            plain, add = breakdown(key, args.rounds, args.block, args.warmup, clock)
+            prev, parts = 0.0, []
+            for m, v in add.items():
+                parts.append(f"{m} +{v:.0f} us" + (f" (+{v - prev:.0f})" if m != "norm_pass" else ""))
+                prev = v if m != "norm_pass" else prev
+            print(f"{key}: plain {1e3 * plain:.2f} ms; " + "; ".join(parts), flush=True)
+        return
     goals = {"mlp": 1.1, "cnn": 1.1, "gpt": 1.2, "lstm": 1.2}
     rows = []
     for key in keys:
@@ -287,8 +333,7 @@ def main(argv=None):
             modes.append("tier2")
         if have_cockpit and key in ("mlp", "cnn"):
             modes.append("cockpit")
-        res = bench(key, modes, args.rounds, args.block, args.warmup,
-                    time.perf_counter if args.clock == "wall" else time.thread_time)
+        res = bench(key, modes, args.rounds, args.block, args.warmup, clock)
         d = res["default"]
         ok = d["paired"] <= goals[key]
         line = (f"{key}: plain {res['plain_ms']:.2f} ms; tier0 x{res['tier0']['paired']:.3f}; default "

@@ -24,3 +24,15 @@ def test_bad_workload_name_is_one_clear_error():
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_monitor_overhead.py"), "--only", "resnet"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "unknown workload(s) ['resnet']" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_breakdown_prints_each_part_of_the_default_schedule():
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    p = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "bench_monitor_overhead.py"),
+                        "--quick", "--breakdown", "--only", "mlp,lstm"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for key in ("mlp: plain", "lstm: plain"):
+        line = next(ln for ln in p.stdout.splitlines() if ln.startswith(key))
+        for part in ("norm_pass +", "grad_only +", "grad_update +", "tier0_all +", "default_all +"):
+            assert part in line
