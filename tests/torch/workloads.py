@@ -52,6 +52,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the Hugging Face cell builds its model from a config: no downloads
 import torch  # noqa: E402
+import torch.utils.checkpoint  # noqa: E402,F401
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -164,8 +165,9 @@ class GPT(nn.Module):
     """nanoGPT-style decoder: token embedding + learned positions ``pos(arange(T))``, pre-LN blocks,
     dropout, tied output weights."""
 
-    def __init__(self, attn="sdpa", p=0.1, n_layer=1):
+    def __init__(self, attn="sdpa", p=0.1, n_layer=1, checkpoint=None):
         super().__init__()
+        self.checkpoint = checkpoint  # activation checkpointing of each block: None, "reentrant", "non_reentrant"
         self.tok = nn.Embedding(VOCAB, EMB)
         self.pos = nn.Embedding(SEQ, EMB)
         self.drop = nn.Dropout(p)
@@ -177,7 +179,12 @@ class GPT(nn.Module):
     def forward(self, idx):
         T = idx.shape[1]
         x = self.drop(self.tok(idx) + self.pos(torch.arange(T, device=idx.device)))
-        return self.lm_head(self.ln_f(self.blocks(x)))
+        if self.checkpoint is None:
+            x = self.blocks(x)
+        else:
+            for b in self.blocks:
+                x = torch.utils.checkpoint.checkpoint(b, x, use_reentrant=self.checkpoint == "reentrant")
+        return self.lm_head(self.ln_f(x))
 
 
 class RNNNet(nn.Module):
@@ -351,6 +358,13 @@ _W = [
              reference="graph", stochastic=True, note="B == T = 8 (used to be silently +8% on tr_sigma)"),
     Workload("gpt_sdpa_nodrop", "a", _seeded(lambda: GPT("sdpa", p=0.0)), lm_data, lm_loss, lm_per_sample,
              batch=6, reference="func", max_norm=0.2, note="deterministic (Lightning cell, reference cross-check)"),
+    Workload("gpt_ckpt_reentrant", "a", _seeded(lambda: GPT("sdpa", n_layer=2, checkpoint="reentrant")), lm_data,
+             lm_loss, lm_per_sample, batch=6, reference="graph", stochastic=True, max_norm=0.2,
+             note="activation checkpointing torch.utils.checkpoint(use_reentrant=True) per block (torch's default, "
+                  "and Hugging Face's gradient checkpointing): the segments recompute inside backward"),
+    Workload("gpt_ckpt_nonreentrant", "a", _seeded(lambda: GPT("sdpa", n_layer=2, checkpoint="non_reentrant")),
+             lm_data, lm_loss, lm_per_sample, batch=6, reference="graph", stochastic=True, max_norm=0.2,
+             note="activation checkpointing with use_reentrant=False (saved-tensor hooks)"),
     Workload("gpt_mha", "b", _seeded(lambda: GPT("mha")), lm_data, lm_loss, lm_per_sample, batch=6,
              reference="graph", stochastic=True, max_norm=0.2,
              note="nn.MultiheadAttention(batch_first=True, dropout=0.1) reads its projections directly"),
@@ -439,6 +453,8 @@ class Cell:
 _CELLS = {
     "gpt_sdpa": ["sgd", "momentum", "adamw", "clip", "accum2", "bf16", "fp16_scaler"],
     "gpt_sdpa_BeqT": ["sgd"],
+    "gpt_ckpt_reentrant": ["sgd", "accum2", "bf16"],
+    "gpt_ckpt_nonreentrant": ["sgd", "clip"],
     "gpt_sdpa_nodrop": ["lightning_accum2_clip", "ddp_gloo_nosync_accum3_clip"],
     "gpt_mha": ["sgd", "clip", "accum3", "bf16"],
     "lstm_tbf_cls": ["sgd", "accum2"],
@@ -818,6 +834,8 @@ def reference_twin(wl: Workload, state: dict, *, fixed_stats: bool):
     twin = wl.build()
     twin.load_state_dict(state)
     twin.double().train()
+    if getattr(twin, "checkpoint", None) is not None:
+        twin.checkpoint = None  # the same blocks without recomputation (which vmap / autograd.grad cannot take)
     for m in twin.modules():
         if isinstance(m, nn.Embedding):
             m.sparse = False

@@ -369,3 +369,85 @@ def test_a_disabled_engine_leaves_no_hook_on_the_model():
     assert hooked() == 0
     eng.enabled = True
     assert hooked() == 0  # detached stays detached
+
+
+class _Checkpointed(nn.Module):
+    """A Linear, then a reentrant activation-checkpoint segment (torch's default kind) holding another Linear."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.first, self.inner = nn.Linear(3, 4), nn.Linear(4, 2)
+        self.calls = calls
+
+    def segment(self, h):
+        self.calls.append(torch.is_grad_enabled())
+        return self.inner(h).tanh()
+
+    def forward(self, x):
+        return torch.utils.checkpoint.checkpoint(self.segment, self.first(x), use_reentrant=True)
+
+
+def test_reentrant_checkpoint_segments_are_covered_and_unchanged_elsewhere():
+    import torch.utils.checkpoint  # noqa: F401
+
+    calls = []
+    model = _Checkpointed(calls).double()
+    x = torch.randn(B, 3, dtype=torch.float64)
+
+    def grads():
+        model.zero_grad()
+        model(x).pow(2).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    assert calls == [False, True]  # torch's reentrant checkpoint: a no-grad forward, recomputed in backward
+    names = [n for n, _ in model.named_parameters()]
+    ps = list(model.parameters())  # reference: each sample alone, without the checkpoint (autograd.grad refuses it)
+    ref = torch.tensor([sum(float((g ** 2).sum()) for g in torch.autograd.grad(
+        model.inner(model.first(x[i:i + 1])).tanh().pow(2).sum(), ps)) for i in range(B)], dtype=torch.float64)
+    eng = PerSampleSqNorms(model).attach()
+    calls.clear()
+    watched = grads()
+    assert calls == [True] and eng.checkpoint_segments == 1  # run directly while the engine watches
+    assert eng.covered_last == set(names)
+    assert torch.allclose(eng.passes[-1], ref, rtol=1e-10, atol=0)
+    for a, b in zip(plain, watched):  # the same gradients as torch's checkpoint
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    eng.enabled = False
+    calls.clear()
+    grads()
+    assert calls == [False, True]  # a disabled engine leaves the checkpoint to torch
+    eng.detach()
+    calls.clear()
+    grads()
+    assert calls == [False, True] and eng.checkpoint_segments == 1
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("transformers"), reason="transformers not installed")
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_hugging_face_gradient_checkpointing(reentrant):
+    """A Llama with ``gradient_checkpointing_enable()``: the per-sample norms equal those of the same weights
+    without checkpointing (themselves checked against the reference above), every parameter covered."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    warnings.filterwarnings("ignore")
+    import transformers as tf
+
+    torch.manual_seed(0)
+    model = _HF(tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=20, hidden_size=16, intermediate_size=32,
+                                                   num_hidden_layers=2, num_attention_heads=4,
+                                                   num_key_value_heads=2, max_position_embeddings=16))).double().train()
+    ids, per_loss = _idx(B, 8, v=20), ce_tokens(_idx(B, 8, v=20, seed=3))
+
+    def engine_norms():
+        eng = PerSampleSqNorms(model).attach()
+        model.zero_grad()
+        per_loss(model(ids)).mean().backward()
+        eng.detach()
+        return eng
+
+    plain = engine_norms()
+    model.m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    ck = engine_norms()
+    assert ck.covered_last == plain.covered_last == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert torch.allclose(ck.passes[-1], plain.passes[-1], rtol=1e-12, atol=0)
+    assert (ck.checkpoint_segments > 0) == reentrant

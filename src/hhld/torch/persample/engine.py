@@ -209,6 +209,52 @@ class _Mode(TorchFunctionMode):
         return self.engine._dispatch(func, args, kwargs or {})
 
 
+# ------------------------------------------------------------ reentrant activation checkpointing
+# ``torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=True)`` (torch's default when use_reentrant is not
+# given, and Hugging Face's gradient checkpointing) runs ``fn`` under no_grad and again inside the backward pass,
+# where no forward hook or function mode of the engine sees it: its parameters would be uncovered. While an
+# enabled engine watches a forward (its function mode is on this thread's mode stack), the segment is run
+# directly instead: the same operations, the same random numbers (one forward), the same gradients; the
+# difference is memory (the segment's activations are kept until the backward pass, as the engine keeps every
+# covered layer's input anyway). Anywhere else the call goes to torch unchanged.
+_CKPT_APPLY: list = []  # [torch's CheckpointFunction.apply] once the bypass is installed
+
+
+def _watching_engine():
+    try:
+        stack = torch.overrides._get_current_function_mode_stack()
+    except Exception:  # noqa: BLE001 - a torch without it: no bypass
+        return None
+    for m in reversed(stack):
+        if isinstance(m, _Mode) and m.engine._enabled and m.engine._in_mode:
+            return m.engine
+    return None
+
+
+def _checkpoint_apply(*args):
+    """``CheckpointFunction.apply(run_function, preserve_rng_state, *inputs)``, bypassed under a watching engine
+    when the segment would be differentiated at all (an input that requires grad, gradients enabled)."""
+    eng = _watching_engine()
+    if (eng is not None and torch.is_grad_enabled() and len(args) >= 2
+            and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args[2:])):
+        eng.checkpoint_segments += 1
+        return args[0](*args[2:])
+    return _CKPT_APPLY[0](*args)
+
+
+def _install_checkpoint_bypass() -> None:
+    if _CKPT_APPLY:
+        return
+    try:
+        from torch.utils import checkpoint as ck
+        cls = ck.CheckpointFunction
+        orig = cls.apply
+    except Exception:  # noqa: BLE001 - no reentrant checkpoint in this torch: nothing to do
+        return
+    _CKPT_APPLY.append(orig)
+    cls.apply = staticmethod(_checkpoint_apply)
+
+
 # --------------------------------------------------------------------------- the engine
 class PerSampleSqNorms:
     """Per-sample squared gradient norms of ``params`` (default: the trainable parameters of ``model``).
@@ -255,6 +301,7 @@ class PerSampleSqNorms:
         self._declared_axis = {True: 0, False: 1}.get(declared) if declared != "mixed" else None
         self._learned_axis = None
         self._attached = False
+        self.checkpoint_segments = 0  # reentrant checkpoint segments run directly while watched (see above)
         self._handles: list = []
         self._depth = 0
         self._enabled = True
@@ -281,6 +328,7 @@ class PerSampleSqNorms:
         LightningModule's ``training_step`` calling ``self.net(x)``) is watched from that call. The hooks are
         in place only while :attr:`enabled` (a disabled engine costs the model's forward nothing)."""
         self._attached = True
+        _install_checkpoint_bypass()
         if self._enabled:
             self._hook()
         return self
