@@ -409,3 +409,62 @@ def test_former_finalize_signature_still_works_with_a_deprecation_warning():
     assert [r["old_steps"] for r in rows if r] == [2.0, 2.0]
     assert rows[1]["old_dim"] == sum(p.numel() for p in model.parameters())
     mon.close()
+
+
+@pytest.mark.parametrize("extra", ["grad_wrt_output", "grad_wrt_input", "grad_of_another_function",
+                                   "forward_only_for_a_saliency_map"])
+def test_torch_autograd_grad_calls_in_the_step_change_nothing(extra):
+    """``torch.autograd.grad`` calls (a saliency map, a logged input gradient) run the same hooks as the backward
+    pass but write no ``.grad``: the row is that of the backward pass alone, exact."""
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    tr, gu, gb = reference(model, lf, x, y)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    opt.zero_grad()
+    xr = x.clone().requires_grad_(True)
+    out = model(xr)
+    loss = lf(out, y)
+    if extra == "grad_wrt_output":
+        torch.autograd.grad(loss, out, retain_graph=True)
+    elif extra == "grad_wrt_input":
+        torch.autograd.grad(loss, xr, retain_graph=True)
+    elif extra == "grad_of_another_function":
+        torch.autograd.grad(out[:, 0].sum(), xr, retain_graph=True)
+    else:  # another batch's forward, differentiated with respect to its input only
+        xv = data(n=5, seed=4)[0].requires_grad_(True)
+        torch.autograd.grad(model(xv).sum(), xv)
+    loss.backward()
+    opt.step()
+    row = mon.step(loss)
+    assert row["C_sgd"] == pytest.approx(gb / (0.05 / 8), rel=1e-9)
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9) and row["noise_coverage"] == 1.0
+    mon.close()
+
+
+def test_create_graph_step_is_counted_once_and_not_measured_with_the_reason():
+    """A gradient penalty: ``autograd.grad(..., create_graph=True)`` then ``backward()``. The forward is counted
+    once (B = 8, not 16); the per-sample statistics are not measured (second-order terms), and say why; the next
+    step without the penalty is measured again."""
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    opt.zero_grad()
+    xr = x.clone().requires_grad_(True)
+    ce = nn.functional.cross_entropy(model(xr), y, reduction="none")
+    (gx,) = torch.autograd.grad(ce.sum(), xr, create_graph=True)
+    (ce + 0.5 * (gx ** 2).sum(1)).mean().backward()
+    gb = sum(float((p.grad ** 2).sum()) for p in model.parameters())
+    opt.step()
+    with pytest.warns(RuntimeWarning, match="create_graph=True"):
+        row = mon.step()
+    assert row["C_sgd"] == pytest.approx(gb / (0.05 / 8), rel=1e-9)
+    assert row["tr_sigma"] is None and "create_graph=True" in row["noise_note"]
+    tr = reference(model, lf, x, y)[0]
+    opt.zero_grad()
+    lf(model(x), y).backward()
+    opt.step()
+    row = mon.step()
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
+    mon.close()

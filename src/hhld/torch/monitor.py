@@ -48,7 +48,8 @@ from .._validation import NonFiniteError
 from ..observables import RegimeThresholds
 from .noise import gradient_noise_stats
 from .persample import PerSampleSqNorms, declared_batch_first
-from .persample.engine import _first_tensor, _output_tensors
+from .backward_kind import AccumulationProbe, builds_graph
+from .persample.engine import HIGHER_ORDER_NOTE, _first_tensor, _output_tensors
 from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
                          PhaseTransitionDetector, ProbeNoise, Quantity, RegimeTracker, StepContext,
                          UncertaintyWindow, robust_norm_values, robust_norms)
@@ -205,6 +206,7 @@ class Monitor:
         self.params = [named[n] for n in self.names]
         self.not_optimized = [n for n in named if id(named[n]) not in opt_ids]
         self.dim = sum(p.numel() for p in self.params)
+        self._accumulates = AccumulationProbe(self.params)  # inside a hook: does this backward write .grad?
         self._all_idx, self._names_t, self._params_t = list(range(len(self.params))), tuple(self.names), tuple(self.params)
         self.log_every = log_every
         self.batch_size = batch_size
@@ -279,7 +281,7 @@ class Monitor:
             self.engine = PerSampleSqNorms(self.inner, dict(zip(self.names, self.params)),
                                            on_pass_end=self._on_pass_end, conv_estimator=conv_estimator,
                                            conv_probes=conv_probes, batch_axis=batch_axis,
-                                           check_every=None if self.ddp else check_every)
+                                           check_every=None if self.ddp else check_every, passes="accumulating")
             self.engine.attach()
             self.engine.enabled = self._tier1_due(0)
         # the root hooks go on the outermost module that runs eagerly (the compiled wrapper itself)
@@ -352,7 +354,7 @@ class Monitor:
         n = self._fwd_b
         if isinstance(output, torch.Tensor) and self._fn_inputs is None:  # the common case, cheaply (every step)
             if output.requires_grad:
-                self._count_on_backward(output, n)
+                self._count_on_backward((output,), n)
             return None
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if isinstance(loss, torch.Tensor) and loss.dim() == 0:
@@ -360,33 +362,28 @@ class Monitor:
         outs = [o for o in _output_tensors(output) if o.requires_grad]
         if not outs:
             return None
-        if len(outs) == 1:
-            self._count_on_backward(outs[0], n)
-        else:
-            state = {"counted": False}
-
-            def _count(grad, n=n, state=state):
-                if not state["counted"]:
-                    state["counted"] = True
-                    self._count_pass(n)
-
-            for o in outs:
-                o.register_hook(_count)
+        self._count_on_backward(outs, n)
         if self.compiled and self._fn_inputs is not None:
             self._watch_functional(_output_tensors(output))
         return None
 
-    def _count_on_backward(self, out, n):
-        """Count this forward's samples once the backward pass reaches its output ``out``."""
-        node = out.grad_fn
-        if node is None:  # the output is a leaf: a tensor hook
-            def count(grad, n=n):
-                self._count_pass(n)
-            out.register_hook(count)
-        else:  # a hook on the output's node: cheaper to register than a tensor hook, fires at the same moment
-            def count_node(grads, n=n):
+    def _count_on_backward(self, outs, n):
+        """Count this forward's ``n`` samples once a backward pass reaches one of its outputs ``outs``, and only
+        once: a forward backpropagated twice (``retain_graph``, two losses, a gradient penalty's
+        ``create_graph=True`` pass before the backward) still holds ``n`` samples of the step."""
+        counted = [False]
+
+        def count(*_, n=n):
+            if not counted[0] and self._accumulates():  # not in a torch.autograd.grad() call
+                counted[0] = True
                 self._count_pass(n)  # returns None: the gradients pass unchanged
-            node.register_prehook(count_node)
+
+        for out in outs:
+            node = out.grad_fn
+            if node is None:  # the output is a leaf: a tensor hook
+                out.register_hook(count)
+            else:  # a hook on the output's node: cheaper to register than a tensor hook, fires at the same moment
+                node.register_prehook(count)
 
     def _count_pass(self, n):
         self._n_micro += 1
@@ -402,6 +399,10 @@ class Monitor:
 
         def finish():
             from .persample.functional import functional_sq_norms
+            if state.get("higher_order"):
+                self._pass_norms.append(_Pass(None, set(), {}, HIGHER_ORDER_NOTE))
+                torch.autograd.Variable._execution_engine.queue_callback(self._record_backward_norms)
+                return
             try:
                 per = functional_sq_norms(self.inner, dict(zip(self.names, self.params)), args, kwargs, outs, grads,
                                           b, self._input_axis())
@@ -414,6 +415,10 @@ class Monitor:
 
         def make(k):
             def hook(g):
+                if builds_graph():
+                    state["higher_order"] = True
+                if not self._accumulates():  # a torch.autograd.grad() call: not the step's gradient
+                    return
                 grads[k] = g.detach()
                 if not state["queued"]:
                     state["queued"] = True

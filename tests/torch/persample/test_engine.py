@@ -451,3 +451,28 @@ def test_hugging_face_gradient_checkpointing(reentrant):
     assert ck.covered_last == plain.covered_last == {n for n, p in model.named_parameters() if p.requires_grad}
     assert torch.allclose(ck.passes[-1], plain.passes[-1], rtol=1e-12, atol=0)
     assert (ck.checkpoint_segments > 0) == reentrant
+
+
+def test_passes_accumulating_leaves_torch_autograd_grad_calls_alone():
+    """``passes="accumulating"`` (the monitor's): a ``torch.autograd.grad`` call between the forward and the
+    backward (a saliency map) does not use up the forward's factors; the backward is measured exactly.
+    ``passes="all"`` (the default) measures an ``autograd.grad`` pass itself."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(B, 3, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in model.named_parameters()]
+    ref = per_sample_reference(model, x, lambda out: out.pow(2).sum(1), names)
+    eng = PerSampleSqNorms(model, passes="accumulating").attach()
+    out = model(x)
+    torch.autograd.grad(out[:, 0].sum(), x, retain_graph=True)
+    assert eng.passes == []
+    model.zero_grad()
+    out.pow(2).sum().backward()
+    eng.detach()
+    assert len(eng.passes) == 1 and torch.allclose(eng.passes[0], ref, rtol=1e-10, atol=0)
+    eng = PerSampleSqNorms(model).attach()
+    torch.autograd.grad(model(x).pow(2).sum(), list(model.parameters()))
+    eng.detach()
+    assert len(eng.passes) == 1 and torch.allclose(eng.passes[0], ref, rtol=1e-10, atol=0)
+    with pytest.raises(ValueError, match="passes must be 'all' or 'accumulating', got 'some'"):
+        PerSampleSqNorms(model, passes="some")

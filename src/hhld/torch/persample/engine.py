@@ -57,13 +57,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..backward_kind import AccumulationProbe, builds_graph
 from .factors import Dense, Outer, SqNorm, per_sample_sq_norms
 from .rnn import RNN_OPS, RecomputeMismatch, rnn_contribs
 from .rules import (conv_contribs, conv_sketch_contribs, embedding_contribs, linear_contribs, matmul_contribs,
                     norm_contribs, sum_of_contribs)
 from .sketch import ConvSketch
 
-__all__ = ["PerSampleSqNorms", "BatchAxisError", "declared_batch_first"]
+__all__ = ["PerSampleSqNorms", "BatchAxisError", "declared_batch_first", "HIGHER_ORDER_NOTE"]
+
+#: why a step with a ``create_graph=True`` backward pass is not measured
+HIGHER_ORDER_NOTE = ("create_graph=True in this step (a gradient penalty, an input-gradient regulariser, a "
+                     "physics-informed loss): the parameters' gradients then hold terms through the backward graph, "
+                     "which have no per-sample factors here")
 
 
 class BatchAxisError(ValueError):
@@ -272,12 +278,19 @@ class PerSampleSqNorms:
     model's first tensor argument (``None``: found, see the module doc). ``check_every``: on every
     ``check_every``-th step (see :meth:`step_done`) the per-sample gradients' sum is compared with the
     gradient autograd accumulated for each covered parameter; a parameter that fails (e.g. also used by a
-    regulariser in the loss) is dropped with that reason.
+    regulariser in the loss) is dropped with that reason. ``passes``: which backward passes are measured,
+    ``"all"`` (default: ``loss.backward()`` and ``torch.autograd.grad(loss, params)`` alike) or
+    ``"accumulating"`` (only passes that write the parameters' ``.grad``, as the monitor needs: a
+    ``torch.autograd.grad`` call in the training step, such as a saliency map, leaves the step's forward
+    to its ``backward()``). Either way a step with a ``create_graph=True`` pass is not measured
+    (:data:`HIGHER_ORDER_NOTE`).
     """
 
     def __init__(self, model: nn.Module, params: dict | None = None, on_pass_end=None,
                  conv_estimator: str = "exact", conv_probes: int = 4, seed: int = 0, batch_axis: int | None = None,
-                 check_every: int | None = 10):
+                 check_every: int | None = 10, passes: str = "all"):
+        if passes not in ("all", "accumulating"):
+            raise ValueError(f"passes must be 'all' or 'accumulating', got {passes!r}")
         if conv_estimator not in ("exact", "sketch", "auto"):
             raise ValueError(f"conv_estimator must be 'exact', 'sketch' or 'auto', got {conv_estimator!r}")
         if isinstance(conv_probes, bool) or int(conv_probes) < 1:
@@ -300,6 +313,7 @@ class PerSampleSqNorms:
         declared = declared_batch_first(model)
         self._declared_axis = {True: 0, False: 1}.get(declared) if declared != "mixed" else None
         self._learned_axis = None
+        self._probe = AccumulationProbe(self.params.values()) if passes == "accumulating" else (lambda: True)
         self._attached = False
         self.checkpoint_segments = 0  # reentrant checkpoint segments run directly while watched (see above)
         self._handles: list = []
@@ -385,6 +399,7 @@ class PerSampleSqNorms:
         if self._measured_in_step:
             self._step_idx += 1
         self._measured_in_step = False
+        self._higher_order = False
         self._sum_acc = {}
 
     @property
@@ -392,6 +407,7 @@ class PerSampleSqNorms:
         return self.check_every is not None and self._step_idx % self.check_every == 0
 
     def _reset_pass(self):
+        self._higher_order = False
         # a recorded use and the hook on its output refer to each other through the output tensor (a cycle
         # Python's collector cannot see through autograd's hooks): break it, or every pass would keep its
         # activations alive
@@ -485,7 +501,16 @@ class PerSampleSqNorms:
         self._maybe = {}
         return None
 
+    def _this_pass_counts(self) -> bool:
+        """Inside a hook: note a pass with ``create_graph=True``, and say whether the pass writes the parameters'
+        ``.grad`` (a ``torch.autograd.grad`` call does not: the uses stay for the step's backward pass)."""
+        if builds_graph():
+            self._higher_order = True
+        return self._probe()
+
     def _queue_hook(self, grad):
+        if not self._this_pass_counts():
+            return
         if not self._callback_queued:
             self._callback_queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
@@ -738,7 +763,7 @@ class PerSampleSqNorms:
 
         def hook(grad):
             eng = ref()
-            if eng is None:
+            if eng is None or not eng._this_pass_counts():
                 return
             use.grads[k] = grad.detach()
             eng._queue_hook(None)
@@ -1235,11 +1260,16 @@ class PerSampleSqNorms:
         for name in list(self._contribs):
             self._reduce(name)
         error = self._pass_error
+        if self._higher_order:  # not comparable with autograd's gradient: no sum check, the note as the reason
+            error = error or HIGHER_ORDER_NOTE
+            for name in self._reduced:
+                self._failed.setdefault(name, HIGHER_ORDER_NOTE)
         reduced = {n: sq for n, sq in self._reduced.items() if n not in self._failed and n not in self._coupled_now}
         sizes = {int(sq.shape[0]) for sq in reduced.values()}
         if len(sizes) > 1:
             error = error or f"parameters saw different batch sizes {sorted(sizes)}"
-        self._check_sums(reduced)
+        if not self._higher_order:
+            self._check_sums(reduced)
         covered = set(reduced) if error is None else set()
         total = None
         for n in covered:
