@@ -468,3 +468,35 @@ def test_create_graph_step_is_counted_once_and_not_measured_with_the_reason():
     row = mon.step()
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
     mon.close()
+
+
+@pytest.mark.parametrize("told, loss_of, warns", [
+    ("mean", lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum"), "sum"),
+    ("mean", lambda out, y: nn.functional.cross_entropy(out, y, reduction="none").sum(), "sum"),
+    ("sum", lambda out, y: nn.functional.cross_entropy(out, y), "mean"),
+    ("sum", lambda out, y: nn.functional.cross_entropy(out, y, reduction="none").mean(), "mean"),
+    ("mean", lambda out, y: nn.functional.cross_entropy(out, y), None),
+    ("sum", lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum"), None),
+    ("mean", lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum") / 8, None),  # unknown: silent
+    ("mean", lambda out, y: torch.stack([nn.functional.cross_entropy(out, y), out.pow(2).mean()]).sum(), None),
+])
+def test_a_loss_reduced_otherwise_than_declared_gives_one_warning(told, loss_of, warns):
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    mon = Monitor(model, opt, log_every=1, tier1_every=1, loss_reduction=told)
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            opt.zero_grad()
+            loss = loss_of(model(x), y)
+            loss.backward()
+            opt.step()
+            mon.step(loss)
+    msgs = [str(w.message) for w in ws if "looks like a" in str(w.message)]
+    if warns is None:
+        assert msgs == []
+    else:
+        assert len(msgs) == 1 and f"looks like a {warns} over the batch" in msgs[0]
+        assert f"loss_reduction={warns!r}" in msgs[0] and "B^2 = 64" in msgs[0]
+    mon.close()

@@ -116,6 +116,28 @@ def _sum(values):
         return sum(values, 0.0)
 
 
+def loss_reduction_of(loss, batch: int | None) -> str | None:
+    """How a scalar ``loss`` reduced its batch, read from its last autograd operation: ``"sum"``, ``"mean"``, or
+    ``None`` when that operation does not say (a division, an added regulariser, label smoothing...).
+    ``reduction=`` of torch's losses (``cross_entropy``, ``mse_loss``, ...) is read directly; a plain
+    ``.sum()`` / ``.mean()`` counts when the reduced tensor has an axis of length ``batch``."""
+    fn = getattr(loss, "grad_fn", None)
+    if fn is None:
+        return None
+    red = getattr(fn, "_saved_reduction", None)
+    if red in (1, 2) and not isinstance(red, bool):
+        return "mean" if red == 1 else "sum"
+    name = type(fn).__name__
+    if name in ("SumBackward0", "MeanBackward0") and batch:
+        try:
+            sizes = tuple(int(v) for v in fn._saved_self_sym_sizes)
+        except Exception:  # noqa: BLE001 - not readable: unknown
+            return None
+        if batch in sizes:
+            return "sum" if name == "SumBackward0" else "mean"
+    return None
+
+
 def optimizer_kind(optimizer) -> str:
     """``"adaptive"`` (Adam-like preconditioning), ``"sgd_momentum"``, ``"sgd"`` or ``"other"``."""
     if isinstance(optimizer, ADAPTIVE_OPTIMIZERS) or any("exp_avg_sq" in s for s in optimizer.state.values()):
@@ -218,6 +240,7 @@ class Monitor:
         self.on_nonfinite = on_nonfinite
         self.coverage_warning = coverage_warning
         self._warned_unmeasured = False
+        self._warned_reduction = False
         self.sinks = list(sinks)
         self.thresholds = thresholds or RegimeThresholds()
         self.regime = RegimeTracker(self.thresholds, regime_patience)
@@ -358,6 +381,7 @@ class Monitor:
             return None
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if isinstance(loss, torch.Tensor) and loss.dim() == 0:
+            self._check_reduction(loss)
             self._model_losses.append(loss.detach())  # e.g. a Hugging Face model's own loss
         outs = [o for o in _output_tensors(output) if o.requires_grad]
         if not outs:
@@ -366,6 +390,23 @@ class Monitor:
         if self.compiled and self._fn_inputs is not None:
             self._watch_functional(_output_tensors(output))
         return None
+
+    def _check_reduction(self, loss):
+        """One warning when the loss says it reduced the batch otherwise than ``loss_reduction`` (read on the first
+        step and the tier-1 steps: a few attribute reads)."""
+        if self._warned_reduction or not (self.step_count == 0 or self._tier1_due(self.step_count)):
+            return
+        b = self._fwd_b or self.batch_size
+        found = loss_reduction_of(loss, b)
+        if found is None or found == self.loss_reduction:
+            return
+        self._warned_reduction = True
+        factor = f"B^2 = {b * b}" if b else "B^2"
+        warnings.warn(f"the loss looks like a {found} over the batch (its last operation is "
+                      f"{type(loss.grad_fn).__name__}), but the monitor was told loss_reduction="
+                      f"{self.loss_reduction!r}: the per-sample statistics (tr_sigma, ||G||^2, D) would be off by a factor "
+                      f"{factor}; "
+                      f"pass Monitor(..., loss_reduction={found!r})", RuntimeWarning, stacklevel=3)
 
     def _count_on_backward(self, outs, n):
         """Count this forward's ``n`` samples once a backward pass reaches one of its outputs ``outs``, and only
@@ -636,6 +677,7 @@ class Monitor:
                 if loss.numel() != 1:
                     raise ValueError(f"Monitor.step(loss): loss must be a scalar (a 0-d tensor or a float), got a "
                                      f"tensor of shape {tuple(loss.shape)}; reduce it first (e.g. loss.mean())")
+                self._check_reduction(loss)
                 loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
             else:
                 try:
