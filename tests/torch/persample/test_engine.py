@@ -476,3 +476,64 @@ def test_passes_accumulating_leaves_torch_autograd_grad_calls_alone():
     assert len(eng.passes) == 1 and torch.allclose(eng.passes[0], ref, rtol=1e-10, atol=0)
     with pytest.raises(ValueError, match="passes must be 'all' or 'accumulating', got 'some'"):
         PerSampleSqNorms(model, passes="some")
+
+
+class _Routed(nn.Module):
+    """Token routing over the merged (B*T) axis, then back: ``mode`` "mask" (boolean mask, as a simple
+    mixture-of-experts), "index" (index_select / index_add, Mixtral-style) or "b_rows" (exactly B routed rows, so
+    that a guess from the shape would take them for the batch)."""
+
+    def __init__(self, mode, E=6):
+        super().__init__()
+        self.mode = mode
+        self.emb, self.ex, self.fc = nn.Embedding(20, E), nn.Linear(E, E), nn.Linear(E, 3)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        b, t, e = h.shape
+        flat = h.reshape(b * t, e)
+        if self.mode == "mask":
+            m = (ids.reshape(-1) % 2) == 0
+            out = flat.clone()
+            out[m] = out[m] + self.ex(flat[m])
+        else:
+            idx = (ids.reshape(-1) % 2 == 0).nonzero().squeeze(1) if self.mode == "index" else \
+                (ids.reshape(-1) * 7 % (b * t)).argsort()[:b]
+            out = flat.index_add(0, idx, self.ex(flat.index_select(0, idx)))
+        return self.fc(out.reshape(b, t, e).mean(1))
+
+
+class _LastToken(nn.Module):
+    """Each sequence's last valid token, ``h[torch.arange(B), last]``: one row per sample, in order."""
+
+    def __init__(self, E=6):
+        super().__init__()
+        self.emb, self.lin, self.fc = nn.Embedding(20, E), nn.Linear(E, E), nn.Linear(E, 3)
+
+    def forward(self, ids):
+        h = self.lin(self.emb(ids)).tanh()
+        last = ids[:, 0] % ids.shape[1]
+        return self.fc(h[torch.arange(ids.shape[0]), last])
+
+
+@pytest.mark.parametrize("mode", ["mask", "index", "b_rows"])
+def test_routed_rows_are_not_covered_and_the_rest_stays_exact(mode):
+    """Rows of unknown samples (token routing) are never taken for the batch from their shape: the expert's
+    parameters are not covered, with the reason; every other parameter is exact."""
+    from hhld.torch.persample.engine import LOST_NOTE
+
+    torch.manual_seed(0)
+    model = _Routed(mode).double()
+    ids = _idx(B, 5, v=20)
+    eng, got, ref = measure(model, ids, ce(torch.randint(0, 3, (B,))))
+    assert eng.covered_last == {"emb.weight", "fc.weight", "fc.bias"}
+    assert eng.reasons["ex.weight"] == eng.reasons["ex.bias"] == LOST_NOTE
+    assert torch.allclose(got, ref, rtol=1e-9)
+
+
+def test_last_token_gather_keeps_the_batch_axis():
+    torch.manual_seed(0)
+    model = _LastToken().double()
+    eng, got, ref = measure(model, _idx(B, 5, v=20), ce(torch.randint(0, 3, (B,))))
+    assert eng.covered_last == {n for n, _ in model.named_parameters()}
+    assert torch.allclose(got, ref, rtol=1e-9)

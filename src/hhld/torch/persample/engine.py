@@ -64,7 +64,12 @@ from .rules import (conv_contribs, conv_sketch_contribs, embedding_contribs, lin
                     norm_contribs, sum_of_contribs)
 from .sketch import ConvSketch
 
-__all__ = ["PerSampleSqNorms", "BatchAxisError", "declared_batch_first", "HIGHER_ORDER_NOTE"]
+__all__ = ["PerSampleSqNorms", "BatchAxisError", "declared_batch_first", "HIGHER_ORDER_NOTE", "LOST_NOTE"]
+
+#: why a parameter whose op reads rows of unknown samples is not covered
+LOST_NOTE = ("its input's batch axis was lost (advanced indexing or an index_select/gather over the batch, e.g. "
+             "mixture-of-experts token routing): its rows may be any samples', so per-sample gradients are not "
+             "formed (the batch size is never guessed from a shape)")
 
 #: why a step with a ``create_graph=True`` backward pass is not measured
 HIGHER_ORDER_NOTE = ("create_graph=True in this step (a gradient penalty, an input-gradient regulariser, a "
@@ -615,11 +620,12 @@ class PerSampleSqNorms:
             for t in (_flat_tensors(a) if not isinstance(a, torch.Tensor) else [a]):
                 if t is outs[0] and len(outs) == 1 and not self._fresh(t):
                     continue
+                if _is_lost(t, self._fid):  # rows of unknown samples: never an axis guessed from the shape
+                    lost = True
+                    continue
                 ax = self.axis_of(t)
                 if ax is not None and (src is None or t.dim() > src[0].dim()):
                     src = (t, ax)
-                elif ax is None:
-                    lost = lost or _is_lost(t, self._fid)
         for o in outs:
             if src is None and B is not None and func in _EXPAND and not lost:
                 # t.expand(B, ...) of a tensor without a batch axis (e.g. a buffer of token-type ids): every sample
@@ -795,6 +801,18 @@ class PerSampleSqNorms:
         for p in self._tag_params(targets):
             self._failed.setdefault(p, why)
 
+    def _refuse_lost(self, targets, *data) -> bool:
+        """True (and the parameters of ``targets`` not covered, with :data:`LOST_NOTE`) when a data input of a
+        parameter's op has lost its batch axis: its rows may be any samples' (token routing), so the axis is
+        never guessed from the shape."""
+        if not any(isinstance(t, torch.Tensor) and _is_lost(t, self._fid) for t in data):
+            return False
+        targets = [t for t in targets if t is not None]
+        self._fail(targets, LOST_NOTE)
+        for t in targets:
+            self._expect(t)
+        return True
+
     # ------------------------------------------------------------------ rule handlers
     def _linear(self, func, args, kwargs):
         x = args[0] if args else kwargs.get("input")
@@ -809,6 +827,9 @@ class PerSampleSqNorms:
         if self._is_watched(x):
             self._set_axis(out, None)
             return self._generic_after(func, args, kwargs, out, self._touched(args, kwargs))
+        if self._refuse_lost([tw, tb], x):
+            self._set_axis(out, _LOST)
+            return out
         ax = self.axis_of(x, feature_last=True)
         q = w.shape[0]
         if ax is None:
@@ -846,6 +867,8 @@ class PerSampleSqNorms:
         self._set_axis(out, ax if ax is not None else (_LOST if _is_lost(x, self._fid) else None))
         if tw is None and tb is None and not self._is_watched(x):
             return out
+        if not self._is_watched(x) and self._refuse_lost([tw, tb], x):
+            return out
         if (self._is_watched(x) or ax is None or tw is None or w.dim() != 2 or
                 (tb is not None and b.dim() != 1) or (b is not None and tb is None and self._is_watched(b))):
             return self._generic_after(func, args, kwargs, out, self._touched(args, kwargs))
@@ -865,6 +888,8 @@ class PerSampleSqNorms:
         if kind == "batch_norm" and (a.get("training", False) or a.get("running_mean") is None):
             self._couple_upstream(x, "batch norm in training mode normalises with statistics of the whole batch")
         if tw is None and tb is None and not self._is_watched(x):
+            return out
+        if not self._is_watched(x) and self._refuse_lost([tw, tb], x):
             return out
         ax = self.axis_of(x, conv=kind not in ("layer_norm", "rms_norm"))
         if self._is_watched(x) or ax is None:
@@ -902,6 +927,8 @@ class PerSampleSqNorms:
                 self._coupled_now.add(p)
             self._fail([tw], "coupled: scale_grad_by_freq scales each row's gradient by its count in the whole batch")
             self._expect(tw)
+            return out
+        if self._refuse_lost([tw], ids):
             return out
         pad = a.get("padding_idx")
         if pad is not None and pad < 0:
@@ -962,6 +989,8 @@ class PerSampleSqNorms:
         out = func(*args, **kwargs)
         self._set_axis(out, self.axis_of(x, conv=True) if not _is_lost(x, self._fid) else _LOST)
         if tw is None and tb is None and not self._is_watched(x):
+            return out
+        if not self._is_watched(x) and self._refuse_lost([tw, tb], x):
             return out
         nd = w.dim() - 2
         ax = self.axis_of(x, conv=True)
@@ -1065,6 +1094,10 @@ class PerSampleSqNorms:
         if not targets:
             return out
         tgs = [tg for _, tg in targets]
+        if self._refuse_lost(tgs, *[t for t in tensors if not self._is_watched(t)]):
+            for o in outs:
+                self._set_axis(o, _LOST)
+            return out
         if not batched and func in _EXPAND and len(outs) == 1 and len(targets) == 1:
             # t.expand(B, ...): the batch axis appears here; each sample's gradient is its slice
             oax = self._shape_axis(outs[0])
@@ -1413,7 +1446,7 @@ def _indexed_axis(src, index, ax, out):
             out.dim() > 0 and out.shape[0] == src.shape[0] and ax[1] == 0 else _LOST
     idx = index if isinstance(index, tuple) else (index,)
     if any(isinstance(i, torch.Tensor) or isinstance(i, (list,)) for i in idx):
-        return _LOST
+        return _gathered_axis(src, idx, ax, out)
     n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
     expanded = []
     for i in idx:
@@ -1433,6 +1466,33 @@ def _indexed_axis(src, index, ax, out):
             d_out += 1
         d_in += 1
     return _LOST
+
+
+def _gathered_axis(src, idx, ax, out):
+    """Advanced indexing that keeps one row per sample, in order: the batch axis indexed by ``arange(B)`` (e.g.
+    ``h[torch.arange(B), last]``, each sequence's last token), every other tensor index a length-``B`` vector
+    or a scalar tensor, all of them adjacent, no int, ``None`` or ``Ellipsis``: the batch axis is where their
+    result goes (numpy's rule for adjacent advanced indices). Anything else: lost."""
+    if isinstance(ax, tuple) or len(idx) <= ax:
+        return _LOST
+    if any(i is None or i is Ellipsis or isinstance(i, (int, bool)) for i in idx):
+        return _LOST
+    adv = [k for k, i in enumerate(idx) if isinstance(i, (torch.Tensor, list))]
+    if adv != list(range(adv[0], adv[-1] + 1)) or ax not in adv:
+        return _LOST
+    B = src.shape[ax]
+    try:
+        tens = {k: (idx[k] if isinstance(idx[k], torch.Tensor) else torch.as_tensor(idx[k])) for k in adv}
+    except (TypeError, ValueError, RuntimeError):
+        return _LOST
+    for k, t in tens.items():
+        if t.dtype == torch.bool or t.is_floating_point() or not (t.dim() == 1 and t.numel() == B or
+                                                                  (k != ax and t.dim() == 0)):
+            return _LOST
+    if not torch.equal(tens[ax], torch.arange(B, device=tens[ax].device, dtype=tens[ax].dtype)):
+        return _LOST
+    pos = adv[0]  # every index before the advanced ones is a slice: each keeps its axis
+    return pos if out.dim() > pos and out.shape[pos] == B else _LOST
 
 
 def _is_lost(t, fid):
