@@ -500,3 +500,31 @@ def test_a_loss_reduced_otherwise_than_declared_gives_one_warning(told, loss_of,
         assert len(msgs) == 1 and f"looks like a {warns} over the batch" in msgs[0]
         assert f"loss_reduction={warns!r}" in msgs[0] and "B^2 = 64" in msgs[0]
     mon.close()
+
+
+def test_a_loss_regulariser_keeps_its_parameters_out_until_a_check_passes():
+    """An L2 term on the weights in the loss adds a gradient no sample has: the first (checking) step finds it,
+    and the weights stay out on the steps between checks (they used to come back, with tr_sigma biased by a few
+    percent); the biases, which the term does not touch, are exact on every step."""
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1, check_every=10)
+    biases = [m.bias for m in model if isinstance(m, nn.Linear)]
+    for step in range(4):
+        x, y = data(seed=step + 1)
+        G = []
+        for i in range(8):  # per-sample gradients of the biases (the L2 term does not touch them)
+            G.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(lf(model(x[i:i + 1]), y[i:i + 1]), biases)]))
+        G = torch.stack(G)
+        tr = float(((G - G.mean(0)) ** 2).sum() / 7)
+        opt.zero_grad()
+        loss = lf(model(x), y) + 0.05 * sum((m.weight ** 2).sum() for m in model if isinstance(m, nn.Linear))
+        loss.backward()
+        opt.step()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            row = mon.step(loss)
+        assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9), step
+        unc = mon.uncovered_parameters()
+        assert set(unc) == {"0.weight", "2.weight"} and all("regulariser" in r for r in unc.values()), step
+    mon.close()

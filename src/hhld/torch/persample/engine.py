@@ -338,6 +338,7 @@ class PerSampleSqNorms:
         self._step_idx = 0
         self._measured_in_step = False
         self._sum_acc: dict = {}
+        self._sum_failed: dict = {}  # name -> why, from the last sum check that failed (kept until one passes)
         self._mha = None
         self._reset_pass()
 
@@ -1297,6 +1298,11 @@ class PerSampleSqNorms:
             error = error or HIGHER_ORDER_NOTE
             for name in self._reduced:
                 self._failed.setdefault(name, HIGHER_ORDER_NOTE)
+        if not self._checking:  # a failed sum check holds until a later check passes (a loss regulariser stays)
+            for name, why in self._sum_failed.items():
+                if name in self._reduced:
+                    self._failed.setdefault(name, why + " (found by the last sum check; rechecked every "
+                                                        f"{self.check_every} measured steps)")
         reduced = {n: sq for n, sq in self._reduced.items() if n not in self._failed and n not in self._coupled_now}
         sizes = {int(sq.shape[0]) for sq in reduced.values()}
         if len(sizes) > 1:
@@ -1358,6 +1364,9 @@ class PerSampleSqNorms:
                 self._failed[name] = (f"its per-sample gradients sum to something else than its gradient (relative "
                                       f"difference {err / max(ref, 1e-300):.2g}): it is also used outside the model's "
                                       "forward (a regulariser in the loss?), or the gradients were not zeroed")
+                self._sum_failed[name] = self._failed[name]
+            else:
+                self._sum_failed.pop(name, None)
 
 
 _NORM_ARGS = {"layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
