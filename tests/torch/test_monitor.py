@@ -528,3 +528,38 @@ def test_a_loss_regulariser_keeps_its_parameters_out_until_a_check_passes():
         unc = mon.uncovered_parameters()
         assert set(unc) == {"0.weight", "2.weight"} and all("regulariser" in r for r in unc.values()), step
     mon.close()
+
+
+def _two_views(model, x, y):
+    """A consistency objective over two views of the same samples, one backward pass through both forwards."""
+    o1, o2 = model(x), model(x * 0.9)
+    return nn.functional.cross_entropy(o1, y) + nn.functional.cross_entropy(o2, y) + nn.functional.mse_loss(o1, o2)
+
+
+def test_two_views_in_one_backward_warn_and_batch_size_makes_them_exact():
+    model = tiny()
+    x, y = data()
+    ps = list(model.parameters())
+    G = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(_two_views(model, x[i:i + 1], y[i:i + 1]),
+                                                                           ps)]) for i in range(8)])
+    tr = float(((G - G.mean(0)) ** 2).sum() / 7)
+    gb = float((G.mean(0) ** 2).sum())
+    for batch_size in (None, 8):
+        m = tiny()
+        opt = torch.optim.SGD(m.parameters(), lr=0.05)
+        mon = Monitor(m, opt, log_every=1, tier1_every=1, batch_size=batch_size)
+        with warnings.catch_warnings(record=True) as ws:
+            warnings.simplefilter("always")
+            opt.zero_grad()
+            _two_views(m, x, y).backward()
+            opt.step()
+            row = mon.step()
+        views = [str(w.message) for w in ws if "views of the same samples" in str(w.message)]
+        if batch_size is None:  # counted as 16 different samples: said, and not measured at tier 1
+            assert len(views) == 2 and "2 forwards" in views[0] and "pass batch_size=8" in row["noise_note"]
+            assert row["C_sgd"] == pytest.approx(gb / (0.05 / 16), rel=1e-9) and row["tr_sigma"] is None
+        else:
+            assert views == []
+            assert row["C_sgd"] == pytest.approx(gb / (0.05 / 8), rel=1e-9)
+            assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
+        mon.close()

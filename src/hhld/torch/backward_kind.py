@@ -41,10 +41,16 @@ class AccumulationProbe:
         self._task = None
         self._answer = True
 
+    @property
+    def task(self):
+        """The id of the backward pass (graph task) the last call was made in."""
+        return self._task
+
     def __call__(self) -> bool:
         try:
             task = torch._C._current_graph_task_id()
         except Exception:  # noqa: BLE001 - a torch without it: every pass counts, as before
+            self._task = None
             return True
         if task == self._task and task >= 0:
             return self._answer

@@ -241,6 +241,7 @@ class Monitor:
         self.coverage_warning = coverage_warning
         self._warned_unmeasured = False
         self._warned_reduction = False
+        self._warned_views = False
         self.sinks = list(sinks)
         self.thresholds = thresholds or RegimeThresholds()
         self.regime = RegimeTracker(self.thresholds, regime_patience)
@@ -336,6 +337,7 @@ class Monitor:
         self._fwd_b = None
         self._fn_inputs = None
         self._model_losses: list = []
+        self._count_tasks: list = []  # the backward pass (graph task) that counted each forward
 
     def _tier1_due(self, step):
         return self.noise is not None and self.noise.due(step)
@@ -429,6 +431,20 @@ class Monitor:
     def _count_pass(self, n):
         self._n_micro += 1
         self._n_samples += n or 0
+        self._count_tasks.append(self._accumulates.task)
+
+    def _check_views(self):
+        """One warning when one backward pass went through several forwards: their samples are counted as
+        different samples (``B`` is their sum), which is wrong when they are views of the same samples."""
+        tasks = self._count_tasks
+        if self._warned_views or self.batch_size or len(tasks) == len(set(tasks)):
+            return
+        self._warned_views = True
+        warnings.warn(f"one backward pass went through {max(tasks.count(t) for t in set(tasks))} forwards of the model "
+                      f"({self._n_samples} samples in this step, counted as that many different samples for lr/B, "
+                      "C_sgd and D): if the forwards are views of the same samples (two augmentations, R-Drop, a "
+                      "consistency loss), pass batch_size= the number of samples; if they hold different samples, "
+                      "this is right (or call backward() once per forward)", RuntimeWarning, stacklevel=3)
 
     def _watch_functional(self, outs):
         """A compiled model on a tier-1 step: keep the output gradients, and once the backward pass ends
@@ -542,6 +558,7 @@ class Monitor:
                              "arguments included, has no batch axis, or the model's forward was not called): pass "
                              "batch_size= (and batch_axis=)")
         B = B_local * self.world_size
+        self._check_views()
         lr = float(optimizer.param_groups[0]["lr"])
         if grads[0].device.type == "cpu":  # host floats at no cost (no device to wait for): ||g||^2 on the host
             vals = robust_norm_values(grads)
@@ -627,6 +644,12 @@ class Monitor:
             return "no parameter is covered by the per-sample engine (see Monitor.uncovered_parameters())"
         n = sum(int(p.total.shape[0]) for p in passes)
         if n != B_local:
+            if self._n_micro > len(passes) and not self.batch_size:
+                return (f"{len(passes)} backward pass(es) went through {self._n_micro} forwards of {B_local} samples "
+                        f"in all, and their per-sample gradients line up {n} rows: if the forwards are views of the "
+                        f"same samples (two augmentations, R-Drop, a consistency loss), pass batch_size={n} (this "
+                        "also corrects lr/B and C_sgd); if they hold different samples, call backward() once per "
+                        "forward (gradient accumulation)")
             return (f"the per-sample engine saw {n} samples but the step has {B_local} (batch not on the "
                     "assumed axis? pass batch_size= and batch_axis=)")
         sizes = [int(p.total.shape[0]) for p in passes]
