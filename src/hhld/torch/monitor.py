@@ -229,7 +229,8 @@ class Monitor:
         self.not_optimized = [n for n in named if id(named[n]) not in opt_ids]
         self.dim = sum(p.numel() for p in self.params)
         self._accumulates = AccumulationProbe(self.params)  # inside a hook: does this backward write .grad?
-        self._all_idx, self._names_t, self._params_t = list(range(len(self.params))), tuple(self.names), tuple(self.params)
+        self._all_idx = list(range(len(self.params)))
+        self._names_t, self._params_t = tuple(self.names), tuple(self.params)
         self.log_every = log_every
         self.batch_size = batch_size
         self.batch_axis = batch_axis
@@ -406,8 +407,8 @@ class Monitor:
         factor = f"B^2 = {b * b}" if b else "B^2"
         warnings.warn(f"the loss looks like a {found} over the batch (its last operation is "
                       f"{type(loss.grad_fn).__name__}), but the monitor was told loss_reduction="
-                      f"{self.loss_reduction!r}: the per-sample statistics (tr_sigma, ||G||^2, D) would be off by a factor "
-                      f"{factor}; "
+                      f"{self.loss_reduction!r}: the per-sample statistics (tr_sigma, ||G||^2, D) would be off by "
+                      f"a factor {factor}; "
                       f"pass Monitor(..., loss_reduction={found!r})", RuntimeWarning, stacklevel=3)
 
     def _count_on_backward(self, outs, n):
