@@ -537,3 +537,74 @@ def test_last_token_gather_keeps_the_batch_axis():
     eng, got, ref = measure(model, _idx(B, 5, v=20), ce(torch.randint(0, 3, (B,))))
     assert eng.covered_last == {n for n, _ in model.named_parameters()}
     assert torch.allclose(got, ref, rtol=1e-9)
+
+
+class _CellLoop(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.cell = (nn.LSTMCell if kind == "lstm" else nn.GRUCell)(3, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        state = None
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+        return self.fc(state[0] if self.kind == "lstm" else state)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_recurrent_cells_stepped_in_a_loop(kind, dtype):
+    """``nn.LSTMCell`` / ``nn.GRUCell`` stepped by hand (as in RL policies): exact, and the engine leaves the
+    model's outputs and gradients bit for bit as they are without it (the LSTM cell is run as the same
+    operations ATen runs on the CPU)."""
+    torch.manual_seed(0)
+    model = _CellLoop(kind).to(dtype)
+    x = torch.randn(B, 4, 3, dtype=dtype)
+
+    def run(watch):
+        eng = PerSampleSqNorms(model).attach() if watch else None
+        model.zero_grad()
+        out = model(x)
+        out.pow(2).sum().backward()
+        if eng is not None:
+            eng.detach()
+        return out.detach(), [p.grad.clone() for p in model.parameters()], eng
+
+    out0, g0, _ = run(False)
+    out1, g1, eng = run(True)
+    assert torch.equal(out0, out1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
+    names = [n for n, _ in model.named_parameters()]
+    assert eng.covered_last == set(names)
+    ref = per_sample_reference(model, x, lambda out: out.pow(2).sum(1), names)
+    assert torch.allclose(eng.passes[-1] * 1.0, ref.to(eng.passes[-1].dtype), rtol=1e-4 if dtype == torch.float32
+                          else 1e-10)
+
+
+def _composite_pair(x, w):
+    """A torch-function-aware op with two outputs from different autograd nodes, the second computed from the
+    first (like a composite LSTM cell)."""
+    if torch.overrides.has_torch_function((x, w)):
+        return torch.overrides.handle_torch_function(_composite_pair, (x, w), x, w)
+    a = (x @ w).tanh()
+    return a, a * 2 + 1
+
+
+def test_an_op_whose_outputs_depend_on_each_other_is_not_covered():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(3, 4))
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            a, b = _composite_pair(x, self.w)
+            return self.fc(a + b)
+
+    torch.manual_seed(0)
+    model = Pair().double()
+    eng, got, ref = measure(model, torch.randn(B, 3, dtype=torch.float64), lambda out: out.pow(2).sum(1))
+    assert eng.covered_last == {"fc.weight", "fc.bias"}
+    assert "outputs are computed one from another" in eng.reasons["w"]
+    assert torch.allclose(got, ref, rtol=1e-9)

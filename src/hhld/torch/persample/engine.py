@@ -1022,6 +1022,25 @@ class PerSampleSqNorms:
         finally:
             self._hint = old
 
+    def _lstm_cell(self, func, args, kwargs):
+        """``nn.LSTMCell`` (``torch.lstm_cell``) on the CPU, where ATen computes it as a few operations, ``h'``
+        from ``c'``: the same operations in the same order (so the same numbers and gradients), run under the
+        engine, so that its two matrix products are Linear uses with their exact rule. Elsewhere (a fused kernel
+        on accelerators: one autograd node) the generic rule."""
+        a = dict(zip(("input", "hx", "w_ih", "w_hh", "b_ih", "b_hh"), args))
+        a.update(kwargs)
+        x, hx = a.get("input"), a.get("hx")
+        if (not isinstance(x, torch.Tensor) or x.device.type != "cpu" or not isinstance(hx, (list, tuple))
+                or len(hx) != 2):
+            return self._dispatch_generic(func, args, kwargs)
+        h, c = hx
+        with self._mode:
+            gates = F.linear(h, a["w_hh"], a.get("b_hh")) + F.linear(x, a["w_ih"], a.get("b_ih"))
+            i, f, g, o = gates.chunk(4, 1)
+            cy = f.sigmoid() * c + i.sigmoid() * g.tanh()
+            hy = o.sigmoid() * cy.tanh()
+        return hy, cy
+
     def _rnn(self, func, args, kwargs):
         kind = _RNN[func]
         out = func(*args, **kwargs)
@@ -1120,22 +1139,28 @@ class PerSampleSqNorms:
         if random:
             self._fail(tgs, f"used in the random op {_fname(func)} together with batched data")
             return out
-        if len(outs) != 1 or any(isinstance(ax, tuple) for _, ax in batched):
-            self._fail(tgs, f"used in {_fname(func)} (several outputs or a merged batch axis): no per-sample rule")
+        if any(isinstance(ax, tuple) for _, ax in batched):
+            self._fail(tgs, f"used in {_fname(func)} with a merged batch axis: no per-sample rule")
+            return out
+        if len(outs) > 1 and any(t.grad_fn is not outs[0].grad_fn for t in outs[1:]):
+            # a composite op: its outputs come from different autograd nodes, one computed from another, so an
+            # output's gradient already holds what flowed into it through the others
+            self._fail(tgs, f"used in {_fname(func)}, whose outputs are computed one from another inside the op: "
+                            "no per-sample rule")
             return out
         for tg in tgs:
             self._expect(tg, -1)
         o = outs[0]
-        if (func in _ADD or func in _SUB or func in _RSUB or func in _MUL or
-                (func in _EXPAND and _is_broadcast(func, targets[0][0], o))):
+        if len(outs) == 1 and (func in _ADD or func in _SUB or func in _RSUB or func in _MUL or
+                               (func in _EXPAND and _is_broadcast(func, targets[0][0], o))):
             kind = "broadcast"
         else:
-            kind = "vjp"
+            kind = "vjp"  # also an op of several outputs (e.g. an LSTM cell's (h, c)): one VJP over all of them
         oax = self.axis_of(o) if kind == "broadcast" else None
         if kind == "broadcast" and oax is None:
             kind = "vjp"
         self._record(kind, {"func": func, "args": args, "kwargs": kwargs, "batched": batched, "oax": oax},
-                     {k: tg for k, tg in enumerate(tgs)}, [o],
+                     {k: tg for k, tg in enumerate(tgs)}, list(outs),
                      {"watched": [t for t, _ in targets], "func_name": _fname(func)})
         return out
 
@@ -1251,7 +1276,7 @@ class PerSampleSqNorms:
                 out["bias"] = Dense(g3.sum(1) * inp["beta"])
             return out
         if kind == "vjp":
-            return _vjp_contribs(use, g, use.extra["B"])
+            return _vjp_contribs(use, use.grads, use.extra["B"])
         raise AssertionError(kind)  # pragma: no cover
 
     def _linear_rows(self, use, g):
@@ -1382,6 +1407,7 @@ _TABLE = {F.linear: PerSampleSqNorms._linear, F.embedding: PerSampleSqNorms._emb
 _TABLE.update({f: PerSampleSqNorms._norm for f in _NORMS})
 _TABLE.update({f: PerSampleSqNorms._matmul for f in _MATMUL | _ADDMM})
 _TABLE[F.scaled_dot_product_attention] = PerSampleSqNorms._sdpa
+_TABLE[torch._C._VariableFunctions.lstm_cell] = PerSampleSqNorms._lstm_cell
 _TABLE.update({f: PerSampleSqNorms._rnn for f in _RNN})
 _TABLE.update({f: PerSampleSqNorms._view for f in _TRANSPOSE | _RESHAPE | {torch.Tensor.__getitem__}})
 
@@ -1745,9 +1771,9 @@ def _substitute(x, idx, vals):
     return x
 
 
-def _vjp_contribs(use, g, B):
+def _vjp_contribs(use, gs, B):
     """Exact per-sample VJPs of an op that mixes batched inputs and parameters, through ``torch.func.vmap``,
-    checked against the op's output."""
+    checked against the op's outputs (``gs``: the gradient of each output, ``None`` for one that got none)."""
     from torch.func import vjp, vmap
 
     inp = use.inputs
@@ -1755,6 +1781,27 @@ def _vjp_contribs(use, g, B):
     ws = use.extra["watched"]
     bidx = {id(t): i for i, (t, _) in enumerate(batched)}
     widx = {id(t): i for i, t in enumerate(ws)}
+
+    # a tensor made in the forward with B equal rows and no tracked batch axis (nn.GRUCell's own zero state
+    # torch.zeros(B, H)) is batched along axis 0 here: exact whatever sample each row is taken for, because
+    # every row is the same (checked)
+    batched = list(batched)
+
+    def scan(x):
+        if isinstance(x, torch.Tensor):
+            if (id(x) not in widx and id(x) not in bidx and x.dim() >= 1 and x.shape[0] == B and B > 1
+                    and not x.requires_grad and torch.equal(x, x[:1].expand_as(x))):
+                bidx[id(x)] = len(batched)
+                batched.append((x, 0))
+        elif isinstance(x, (list, tuple)):
+            for a in x:
+                scan(a)
+        elif isinstance(x, dict):
+            for a in x.values():
+                scan(a)
+
+    scan(args)
+    scan(kwargs)
     in_axes = tuple(ax for _, ax in batched)
 
     def sub(x, bvals, wvals):
@@ -1775,6 +1822,14 @@ def _vjp_contribs(use, g, B):
     wprim = tuple(w.detach() for w in ws)
     bvals0 = tuple(t.detach() for t, _ in batched)
 
+    outs = list(use.outputs)
+    x0, ax0 = batched[0]
+    oaxs = [ax0 + (o.dim() - x0.dim()) for o in outs]
+    if not all(0 <= a < o.dim() and o.shape[a] == B for o, a in zip(outs, oaxs)):
+        raise RecomputeMismatch(f"cannot find the batch axis of the output of {_fname(func)}")
+    # an output that got no gradient contributes nothing: a zero cotangent
+    cots = tuple(g if g is not None else torch.zeros_like(o) for g, o in zip(gs, outs))
+
     def per_sample(bvals, gi):
         # each batched input arrives without its batch axis: give it back as a size-1 axis
         bv = [b.unsqueeze(ax) for b, ax in zip(bvals, in_axes)]
@@ -1783,18 +1838,17 @@ def _vjp_contribs(use, g, B):
             return func(*sub(args, bv, wvals), **sub(kwargs, bv, wvals))
 
         y, pull = vjp(f, *wprim)
-        return y, pull(gi.reshape(y.shape))
+        if isinstance(y, torch.Tensor):
+            return y, pull(gi[0].reshape(y.shape))
+        return tuple(y), pull(tuple(c.reshape(t.shape) for c, t in zip(gi, y)))
 
-    out = use.outputs[0]
-    x0, ax0 = batched[0]
-    oax = ax0 + (out.dim() - x0.dim())
-    if not (0 <= oax < out.dim() and out.shape[oax] == B):
-        raise RecomputeMismatch(f"cannot find the batch axis of the output of {_fname(func)}")
-    ys, grads = vmap(per_sample, in_dims=(in_axes, oax))(bvals0, g)
-    yref = out.detach().movedim(oax, 0)
-    if ys.numel() != yref.numel() or not torch.allclose(ys.reshape(yref.shape).to(yref.dtype), yref, rtol=1e-4,
-                                                         atol=1e-6 * max(1.0, float(yref.abs().max()))):
-        raise RecomputeMismatch(f"{_fname(func)} recomputed per sample differs from the batched op")
+    ys, grads = vmap(per_sample, in_dims=(in_axes, tuple(oaxs)))(bvals0, cots)
+    ys = (ys,) if isinstance(ys, torch.Tensor) else tuple(ys)
+    for y, o, a in zip(ys, outs, oaxs):
+        yref = o.detach().movedim(a, 0)
+        if y.numel() != yref.numel() or not torch.allclose(y.reshape(yref.shape).to(yref.dtype), yref, rtol=1e-4,
+                                                           atol=1e-6 * max(1.0, float(yref.abs().max()))):
+            raise RecomputeMismatch(f"{_fname(func)} recomputed per sample differs from the batched op")
     return {kk: Dense(gr) for kk, gr in enumerate(grads)}
 
 
