@@ -543,7 +543,7 @@ class _CellLoop(nn.Module):
     def __init__(self, kind):
         super().__init__()
         self.kind = kind
-        self.cell = (nn.LSTMCell if kind == "lstm" else nn.GRUCell)(3, 4)
+        self.cell = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}[kind](3, 4)
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
@@ -553,10 +553,10 @@ class _CellLoop(nn.Module):
         return self.fc(state[0] if self.kind == "lstm" else state)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_recurrent_cells_stepped_in_a_loop(kind, dtype):
-    """``nn.LSTMCell`` / ``nn.GRUCell`` stepped by hand (as in RL policies): exact, and the engine leaves the
+    """``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell`` stepped by hand (as in RL policies): exact, and the engine leaves the
     model's outputs and gradients bit for bit as they are without it (the LSTM cell is run as the same
     operations ATen runs on the CPU)."""
     torch.manual_seed(0)
