@@ -563,3 +563,27 @@ def test_two_views_in_one_backward_warn_and_batch_size_makes_them_exact():
             assert row["C_sgd"] == pytest.approx(gb / (0.05 / 8), rel=1e-9)
             assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
         mon.close()
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_model_moved_after_the_monitor_was_made(swap):
+    """``model.to(...)`` after ``Monitor(model, opt)`` (the optimizer keeps the same parameters; torch gives them
+    new data, or swaps them): every forward is still counted and the row is exact."""
+    model, lf = tiny().float(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    old = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(swap)
+    try:
+        model.to(torch.float64)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(old)
+    x, y = data()
+    tr, _, gb = reference(model, lf, x, y)
+    opt.zero_grad()
+    lf(model(x), y).backward()
+    opt.step()
+    row = mon.step()
+    assert row["C_sgd"] == pytest.approx(gb / (0.05 / 8), rel=1e-9)
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
+    mon.close()

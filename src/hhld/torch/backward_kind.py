@@ -31,15 +31,17 @@ class AccumulationProbe:
     when one of them is among the inputs). The answer is computed once per pass (graph task)."""
 
     def __init__(self, params):
-        self._nodes = []
-        with torch.enable_grad():
-            for p in params:
-                if isinstance(p, torch.Tensor) and p.requires_grad and p.is_leaf:
-                    fn = p.view_as(p).grad_fn
-                    if fn is not None and fn.next_functions and fn.next_functions[0][0] is not None:
-                        self._nodes.append(fn.next_functions[0][0])  # the parameter's AccumulateGrad node
+        self._params = [p for p in params if isinstance(p, torch.Tensor) and p.requires_grad and p.is_leaf]
         self._task = None
         self._answer = True
+
+    @staticmethod
+    def _node(p):
+        """``p``'s current ``AccumulateGrad`` node (fetched each time: ``p.data = ...``, as ``model.to()`` does,
+        gives the parameter a new one)."""
+        with torch.enable_grad():
+            fn = p.view_as(p).grad_fn
+        return fn.next_functions[0][0] if fn is not None and fn.next_functions else None
 
     @property
     def task(self):
@@ -55,7 +57,12 @@ class AccumulationProbe:
         if task == self._task and task >= 0:
             return self._answer
         try:
-            answer = any(torch._C._will_engine_execute_node(n) for n in self._nodes) if self._nodes else True
+            answer = True
+            for p in self._params:
+                node = self._node(p)
+                answer = node is not None and torch._C._will_engine_execute_node(node)
+                if answer:
+                    break
         except RuntimeError as exc:
             # torch.autograd.grad(): the engine executes no AccumulateGrad node (it says so for leaves); any
             # other refusal: unknown, counted as before
