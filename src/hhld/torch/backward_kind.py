@@ -32,13 +32,14 @@ class AccumulationProbe:
 
     def __init__(self, params):
         self._params = [p for p in params if isinstance(p, torch.Tensor) and p.requires_grad and p.is_leaf]
+        self._nodes: list = [None] * len(self._params)  # cached AccumulateGrad nodes, refreshed when stale
         self._task = None
         self._answer = True
 
     @staticmethod
     def _node(p):
-        """``p``'s current ``AccumulateGrad`` node (fetched each time: ``p.data = ...``, as ``model.to()`` does,
-        gives the parameter a new one)."""
+        """``p``'s current ``AccumulateGrad`` node (``p.data = ...``, as ``model.to()`` does, gives the parameter a
+        new one: a cached node that the pass does not run is checked against it)."""
         with torch.enable_grad():
             fn = p.view_as(p).grad_fn
         return fn.next_functions[0][0] if fn is not None and fn.next_functions else None
@@ -58,9 +59,14 @@ class AccumulationProbe:
             return self._answer
         try:
             answer = True
-            for p in self._params:
-                node = self._node(p)
+            for k, p in enumerate(self._params):
+                node = self._nodes[k]
                 answer = node is not None and torch._C._will_engine_execute_node(node)
+                if not answer:  # not in this pass, or a stale node: ask again with the parameter's current one
+                    fresh = self._node(p)
+                    if fresh is not node:
+                        self._nodes[k] = fresh
+                        answer = fresh is not None and torch._C._will_engine_execute_node(fresh)
                 if answer:
                     break
         except RuntimeError as exc:
