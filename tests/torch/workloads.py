@@ -204,6 +204,14 @@ class RNNNet(nn.Module):
         return self.head(out[:, -1] if self.batch_first else out[-1])
 
 
+def cnn_gn():
+    """GroupNorm, a grouped convolution and an affine InstanceNorm (whose preceding bias gets a gradient of pure
+    rounding noise: the sum check must not take it for a mismatch)."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.InstanceNorm2d(8, affine=True), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+
 def cnn_bn():
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Dropout(0.2),
@@ -386,6 +394,8 @@ _W = [
              stochastic=True, coupled=("0.weight", "0.bias"), max_norm=0.1,
              note="BatchNorm2d (train mode) + Dropout: reference with the batch statistics held fixed; "
                   "conv 0 (upstream of the BatchNorm) expected excluded with a warning"),
+    Workload("cnn_gn", "d", _seeded(cnn_gn), img_data, cls_loss, cls_per_sample, batch=16, reference="func",
+             max_norm=0.1, note="GroupNorm, grouped conv, affine InstanceNorm (no batch coupling)"),
     Workload("vit", "e", _seeded(ViT), img_data, cls_loss, cls_per_sample, batch=16, reference="func", max_norm=0.1,
              note="patch Conv2d, cls token + pos_embed raw nn.Parameters"),
     Workload("frozen_sparse", "f", _seeded(FrozenSparse), ids_data, cls_loss, cls_per_sample, reference="func",
@@ -462,6 +472,7 @@ _CELLS = {
     "gru_tbf_tag": ["sgd", "accum2"],
     "gru_bf_cls": ["adamw", "fp16_scaler"],
     "cnn_bn": ["sgd", "momentum", "clip", "accum2", "bf16", "fp16_scaler"],
+    "cnn_gn": ["sgd", "clip"],
     "vit": ["sgd", "adamw", "clip", "bf16", "fp16_scaler"],
     "frozen_sparse": ["sgd", "accum2"],
     "compiled_mlp": ["sgd", "adamw"],

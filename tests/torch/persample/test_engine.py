@@ -608,3 +608,70 @@ def test_an_op_whose_outputs_depend_on_each_other_is_not_covered():
     assert eng.covered_last == {"fc.weight", "fc.bias"}
     assert "outputs are computed one from another" in eng.reasons["w"]
     assert torch.allclose(got, ref, rtol=1e-9)
+
+
+_MIXING = {
+    "batch centring": (lambda h: h - h.mean(0, keepdim=True), "reduction over the batch axis"),
+    "softmax over the batch": (lambda h: h * h.softmax(0), "softmax along the batch axis"),
+    "in-batch pair logits a @ b.T": (lambda h: (h @ h.T)[:, :4], "pairs every sample with every other"),
+    "in-batch pair logits a @ b.mT": (lambda h: (h @ h.mT)[:, :4], "pairs every sample with every other"),
+    "gram of the batch h.T @ h": (lambda h: h @ (h.T @ h), "reduction over the batch axis"),
+    "sort over the batch": (lambda h: h.sort(0).values, "sort along the batch axis"),
+    "cumsum over the batch": (lambda h: h.cumsum(dim=0), "cumsum along the batch axis"),
+    "roll over the batch": (lambda h: h + h.roll(1, 0), "roll along the batch axis"),
+    "flip over the batch": (lambda h: h * h.flip(0), "flip along the batch axis"),
+    "softmax per sample": (lambda h: h * h.softmax(1), None),
+    "sort per sample": (lambda h: h.sort(1).values, None),
+    "attention-style q @ k^T per sample": (lambda h: (h[:, :, None] @ h[:, None, :]).sum(1), None),
+}
+
+
+@pytest.mark.parametrize("case", list(_MIXING))
+def test_ops_that_mix_the_samples_couple_what_is_upstream(case):
+    """An op on activations that lets one sample's output depend on others couples every parameter upstream
+    of it (said, never measured: per-sample gradients are not defined there), as a train-mode batch norm does;
+    the parameters downstream stay exact with the mixing held fixed."""
+    f, why = _MIXING[case]
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.l2(f(self.l1(x).tanh()))
+
+    torch.manual_seed(0)
+    model = M().double()
+    eng = PerSampleSqNorms(model).attach()
+    model(torch.randn(B, 3, dtype=torch.float64)).pow(2).sum().backward()
+    eng.detach()
+    if why is None:
+        assert eng.covered_last == {"l1.weight", "l1.bias", "l2.weight", "l2.bias"} and not eng.coupled
+    else:
+        assert eng.covered_last == {"l2.weight", "l2.bias"} and eng.coupled == {"l1.weight", "l1.bias"}
+        assert eng.reasons["l1.weight"].startswith("coupled: ") and why in eng.reasons["l1.weight"]
+
+
+def test_clip_style_contrastive_model_is_coupled_not_measured():
+    """A CLIP-style model: two encoders and the in-batch logits ``scale * a @ b.T`` inside the forward. Every
+    sample's loss depends on every other: nothing is reported as per-sample (it used to be, with coverage 1)."""
+    class Clip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fi, self.ft = nn.Linear(5, 6), nn.Linear(4, 6)
+            self.logit_scale = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, xi, xt):
+            a, b = F.normalize(self.fi(xi), dim=-1), F.normalize(self.ft(xt), dim=-1)
+            return self.logit_scale.exp() * a @ b.T
+
+    torch.manual_seed(0)
+    model = Clip().double()
+    eng = PerSampleSqNorms(model).attach()
+    logits = model(torch.randn(B, 5, dtype=torch.float64), torch.randn(B, 4, dtype=torch.float64))
+    t = torch.arange(B)
+    (F.cross_entropy(logits, t) + F.cross_entropy(logits.T, t)).backward()
+    eng.detach()
+    assert eng.covered_last == set()
+    assert eng.coupled == {"fi.weight", "fi.bias", "ft.weight", "ft.bias", "logit_scale"}

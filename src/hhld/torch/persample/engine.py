@@ -131,6 +131,8 @@ _ADDMM = {torch.addmm, torch.Tensor.addmm}
 _TRANSPOSE = {torch.transpose, torch.Tensor.transpose, torch.swapaxes, torch.Tensor.swapaxes, torch.swapdims,
               torch.Tensor.swapdims, torch.t, torch.Tensor.t, torch.permute, torch.Tensor.permute, torch.movedim,
               torch.Tensor.movedim}
+_T_GET, _MT_GET = torch.Tensor.T.__get__, torch.Tensor.mT.__get__  # x.T, x.mT (properties: method wrappers)
+_TRANSPOSE |= {_T_GET, _MT_GET}
 _RESHAPE = {torch.reshape, torch.Tensor.reshape, torch.Tensor.view, torch.flatten, torch.Tensor.flatten,
             torch.Tensor.unflatten, torch.unflatten, torch.squeeze, torch.Tensor.squeeze, torch.unsqueeze,
             torch.Tensor.unsqueeze, torch.Tensor.view_as, torch.Tensor.reshape_as}
@@ -140,6 +142,13 @@ _REDUCE = {torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum, torch.var
            torch.Tensor.min, torch.min, torch.norm, torch.Tensor.norm, torch.prod, torch.Tensor.prod,
            torch.cumsum, torch.Tensor.cumsum, torch.linalg.vector_norm}
 _RNN = {getattr(torch._C._VariableFunctions, k): k for k in RNN_OPS}
+#: ops along one axis that keep its length but mix its entries: along the batch axis they mix the samples
+_ALONG = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.Tensor.softmax, torch.Tensor.log_softmax,
+          torch.cumsum, torch.Tensor.cumsum, torch.cumprod, torch.Tensor.cumprod, torch.cummax, torch.Tensor.cummax,
+          torch.cummin, torch.Tensor.cummin, torch.logcumsumexp, torch.Tensor.logcumsumexp, torch.sort,
+          torch.Tensor.sort, torch.roll, torch.Tensor.roll, torch.flip, torch.Tensor.flip}
+_BATCH_MATMUL = _MATMUL | {torch.bmm, torch.Tensor.bmm}
+
 _NO_TENSOR_OUT = {torch.Tensor.dim, torch.Tensor.size, torch.Tensor.numel, torch.Tensor.__len__,
                   torch.Tensor.stride, torch.Tensor.is_contiguous, torch.Tensor.element_size, torch.Tensor.item,
                   torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.data_ptr}
@@ -867,6 +876,8 @@ class PerSampleSqNorms:
         ax = self.axis_of(x, feature_last=True) if isinstance(x, torch.Tensor) else None
         self._set_axis(out, ax if ax is not None else (_LOST if _is_lost(x, self._fid) else None))
         if tw is None and tb is None and not self._is_watched(x):
+            if not add:
+                self._find_batch_mixing(func, args, kwargs, out)
             return out
         if not self._is_watched(x) and self._refuse_lost([tw, tb], x):
             return out
@@ -979,8 +990,61 @@ class PerSampleSqNorms:
             out = func(*args, **kwargs)
             if func not in _NO_TENSOR_OUT:
                 self._propagate(func, args, kwargs, out)
+                self._find_batch_mixing(func, args, kwargs, out)
             return out
         return self._generic(func, args, kwargs, watched)
+
+    def _find_batch_mixing(self, func, args, kwargs, out):
+        """Ops on activations that make one sample's output depend on other samples: a statistic over the batch
+        (marked; combined with the batch again, it couples what is upstream), an op along the batch axis
+        (softmax, cumsum, sort, roll, flip over samples), a product of two batched tensors whose batch axes meet
+        (``a @ b.T``: CLIP-style logits of in-batch pairs). The parameters upstream are coupled, as under a
+        train-mode batch norm; the ones downstream keep their per-sample gradients with the mixing held fixed."""
+        if self._B is None or not (func in _REDUCE or func in _ALONG or func in _BATCH_MATMUL):
+            return
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input")
+        if not isinstance(x, torch.Tensor) or x.dim() == 0:
+            return
+        ax = self.axis_of(x) if not _is_lost(x, self._fid) else None
+        if func in _BATCH_MATMUL:
+            y = args[1] if len(args) > 1 else kwargs.get("other", kwargs.get("mat2"))
+            if not isinstance(y, torch.Tensor) or x.dim() < 2 or y.dim() < 2 or not isinstance(out, torch.Tensor):
+                return
+            ay = self.axis_of(y) if not _is_lost(y, self._fid) else None
+            for m, other in ((x, ay), (y, ax)):  # a batch statistic multiplied with batched data
+                if id(m) in self._mixed and other is not None:
+                    self._couple_upstream(m, "a reduction over the batch axis is combined with the batch again")
+            if isinstance(ax, tuple) or isinstance(ay, tuple) or (ax is None and ay is None):
+                return
+            # where each operand's batch axis lands in (..., n, m); None: summed over (the contracted axis)
+            px = None if ax is None else (None if ax == x.dim() - 1 else
+                                          out.dim() - 2 if ax == x.dim() - 2 else out.dim() - (x.dim() - ax))
+            py = None if ay is None else (None if ay == y.dim() - 2 else
+                                          out.dim() - 1 if ay == y.dim() - 1 else out.dim() - (y.dim() - ay))
+            if ax is not None and ay is not None and px != py:
+                why = f"{_fname(func)} of two batched tensors pairs every sample with every other"
+                self._couple_upstream(x, why)
+                self._couple_upstream(y, why)
+            elif (ax is not None and px is None) or (ay is not None and py is None):
+                self._mark_mixed([out])  # a sum over the samples: a batch statistic
+            return
+        if ax is None or isinstance(ax, tuple):
+            return
+        if func in _ALONG:
+            if func in (torch.roll, torch.Tensor.roll):  # roll(input, shifts, dims=None): None rolls the flat tensor
+                dim = kwargs.get("dims", args[2] if len(args) > 2 else None)
+            elif func in (torch.flip, torch.Tensor.flip):  # flip(input, dims)
+                dim = kwargs.get("dims", args[1] if len(args) > 1 else None)
+            else:  # (input, dim, ...); sort's dim defaults to the last axis
+                dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+                if dim is None and func in (torch.sort, torch.Tensor.sort):
+                    dim = -1
+            dims = [dim] if isinstance(dim, int) else (list(dim) if isinstance(dim, (list, tuple)) else None)
+            if dims is None or any(isinstance(d, int) and d % x.dim() == ax for d in dims):
+                self._couple_upstream(x, f"{_fname(func)} along the batch axis mixes the samples")
+            return
+        if _reduces_axis(args, kwargs, ax, x.dim()):
+            self._mark_mixed(_flat_tensors(out))
 
     def _conv(self, func, args, kwargs):
         a = dict(zip(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), args))
@@ -1384,7 +1448,10 @@ class PerSampleSqNorms:
             # half-precision factors (autocast) round to ~3 digits; float32 sums differ in the order of summation
             tol = 2e-2 if (name in self._lowp or p.dtype in (torch.float16, torch.bfloat16)) else (
                 1e-3 if acc.dtype != torch.float64 else 1e-6)
-            if err > tol * ref and not (ref == 0 and err == 0):
+            # an error at the rounding level of the step's gradients passes whatever this gradient's own size (a
+            # bias that a following instance norm makes exactly zero has a gradient of rounding noise)
+            noise = floor * (1.0 if acc.dtype != torch.float64 else 1e-6)
+            if err > max(tol * ref, noise) and not (ref == 0 and err == 0):
                 del reduced[name]
                 self._failed[name] = (f"its per-sample gradients sum to something else than its gradient (relative "
                                       f"difference {err / max(ref, 1e-300):.2g}): it is also used outside the model's "
@@ -1567,6 +1634,10 @@ def _permuted_axis(func, n, ax, rest):
     """Where axis ``ax`` of an ``n``-dim tensor goes under a transpose / permute / movedim."""
     name = getattr(func, "__name__", "")
     try:
+        if func == _T_GET:  # reverses every axis
+            return n - 1 - ax
+        if func == _MT_GET:  # swaps the last two
+            return {n - 2: n - 1, n - 1: n - 2}.get(ax, ax)
         if name == "t":
             return n - 1 - ax
         if name == "permute":
