@@ -441,9 +441,9 @@ class Monitor:
         if self._warned_views or self.batch_size or len(tasks) == len(set(tasks)):
             return
         self._warned_views = True
-        warnings.warn(f"one backward pass went through {max(tasks.count(t) for t in set(tasks))} forwards of the model "
-                      f"({self._n_samples} samples in this step, counted as that many different samples for lr/B, "
-                      "C_sgd and D): if the forwards are views of the same samples (two augmentations, R-Drop, a "
+        most = max(tasks.count(t) for t in set(tasks))
+        warnings.warn(f"one backward pass went through {most} forwards of the model ({self._n_samples} samples in "
+                      "this step, counted as that many different samples for lr/B, C_sgd and D): if the forwards are views of the same samples (two augmentations, R-Drop, a "
                       "consistency loss), pass batch_size= the number of samples; if they hold different samples, "
                       "this is right (or call backward() once per forward)", RuntimeWarning, stacklevel=3)
 

@@ -556,8 +556,8 @@ class _CellLoop(nn.Module):
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_recurrent_cells_stepped_in_a_loop(kind, dtype):
-    """``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell`` stepped by hand (as in RL policies): exact, and the engine leaves the
-    model's outputs and gradients bit for bit as they are without it (the LSTM cell is run as the same
+    """``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell`` stepped by hand (as in RL policies): exact, and the
+    engine leaves the model's outputs and gradients bit for bit as they are without it (the LSTM cell is run as the same
     operations ATen runs on the CPU)."""
     torch.manual_seed(0)
     model = _CellLoop(kind).to(dtype)
