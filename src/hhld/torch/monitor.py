@@ -443,9 +443,10 @@ class Monitor:
         self._warned_views = True
         most = max(tasks.count(t) for t in set(tasks))
         warnings.warn(f"one backward pass went through {most} forwards of the model ({self._n_samples} samples in "
-                      "this step, counted as that many different samples for lr/B, C_sgd and D): if the forwards are views of the same samples (two augmentations, R-Drop, a "
-                      "consistency loss), pass batch_size= the number of samples; if they hold different samples, "
-                      "this is right (or call backward() once per forward)", RuntimeWarning, stacklevel=3)
+                      "this step, counted as that many different samples for lr/B, C_sgd and D): if the forwards are "
+                      "views of the same samples (two augmentations, R-Drop, a consistency loss), pass batch_size= the "
+                      "number of samples; if they hold different samples, this is right (or call backward() once per "
+                      "forward)", RuntimeWarning, stacklevel=3)
 
     def _watch_functional(self, outs):
         """A compiled model on a tier-1 step: keep the output gradients, and once the backward pass ends
