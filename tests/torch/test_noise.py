@@ -230,3 +230,26 @@ def test_hooks_record_one_pass_per_backward():
         model(torch.randn(5, 3)).sum().backward()
     h.detach()
     assert len(h.passes) == 3 and all(p.shape == (5,) for p in h.passes)
+
+
+def test_a_coupling_other_than_batch_norm_falls_back_to_half_batches():
+    """Centring over the batch couples the samples upstream; torch.func would take each sample alone (its centred
+    activation would be zero), so the 'auto' fallback uses half batches there, and 'func' refuses."""
+    class Centred(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.l1(x).tanh()
+            return self.l2(h - h.mean(0, keepdim=True))
+
+    torch.manual_seed(0)
+    model = Centred().double()
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 2, (16,))
+    st = gradient_noise_stats(model, nn.functional.cross_entropy, x, y)
+    assert st.estimator == {"l1.weight": "half_batch", "l1.bias": "half_batch", "l2.weight": "exact:linear",
+                            "l2.bias": "exact:linear"}
+    assert "coupled" in st.fallback_reasons["l1.weight"] and "used half_batch" in st.fallback_reasons["l1.weight"]
+    with pytest.raises(ValueError, match="not defined for 'l1.weight'.*use fallback='half_batch'"):
+        gradient_noise_stats(model, nn.functional.cross_entropy, x, y, fallback="func")

@@ -235,7 +235,16 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
             raise ValueError("no per-sample estimator for parameters " +
                              ", ".join(f"{n!r} ({reasons[n]})" for n in uncovered))
         done = False
-        if fallback in ("auto", "func"):
+        # a coupling other than a batch norm's (whose statistics the func estimator holds fixed): each sample alone
+        # is not the model's computation, so no per-sample estimator applies; half batches still measure the noise
+        alone = [n for n in uncovered if reasons[n].startswith("coupled:") and "batch norm" not in reasons[n]]
+        if alone and fallback == "func":
+            raise ValueError("torch.func per-sample gradients are not defined for " + ", ".join(
+                f"{n!r} ({reasons[n]})" for n in alone) + ": use fallback='half_batch' (or 'auto')")
+        if alone:
+            for n in uncovered:
+                reasons[n] += "; torch.func would take each sample alone, which this coupling forbids: used half_batch"
+        if fallback in ("auto", "func") and not alone:
             try:
                 sq, mean = _per_sample_func(model, loss_fn, inputs, targets, uncovered, params, bn_stats)
                 # with the batch statistics held fixed, the per-sample gradients average to their own mean, not
