@@ -66,3 +66,20 @@ def test_transition_observer_counts_crossings_with_hysteresis():
     assert np.all(np.diff(r["events"][:, 0]) >= 0) and set(np.unique(r["events"][:, 2])) <= {-1, 1}
     fp = r["first_passage"]
     assert np.nanmin(fp) > 0 and np.isnan(fp).any()  # some particles never left in t = 20
+
+
+def test_an_observer_must_say_what_it_observes_and_returns():
+    from hhld.dynamics.observers import Observer
+
+    class Partial(Observer):
+        def observe(self, state, ctx):
+            pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()
+
+    class Whole(Partial):
+        def result(self):
+            return {}
+
+    assert Whole(every=2).due(4) and not Whole(every=2).due(3)

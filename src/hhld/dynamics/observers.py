@@ -13,6 +13,7 @@ passage times, escape-rate estimate).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 import numpy as np
@@ -66,9 +67,9 @@ class Series:
         self.stride, self._seen = d["stride"], d["seen"]
 
 
-class Observer:
+class Observer(ABC):
     """Base observer: ``every`` is the schedule in steps; subclasses implement
-    :meth:`observe` and :meth:`result`."""
+    :meth:`observe` and :meth:`result` (abstract: a subclass without them cannot be made)."""
 
     name = "observer"
 
@@ -83,14 +84,16 @@ class Observer:
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
+    @abstractmethod
     def observe(self, state, ctx) -> None:
-        raise NotImplementedError
+        """Record what this observer measures from ``state`` at a due step."""
 
     def select(self, keep) -> None:
         """Called when the driver removes particles (``keep``: boolean mask of survivors)."""
 
+    @abstractmethod
     def result(self) -> dict:
-        raise NotImplementedError
+        """The recorded series, as arrays."""
 
     def state_dict(self) -> dict:
         return {k: (v.state_dict() if isinstance(v, Series) else v) for k, v in self.__dict__.items()
