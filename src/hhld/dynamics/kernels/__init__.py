@@ -110,10 +110,6 @@ def chunk_rows(n: int, d: int) -> list[tuple[int, int]]:
     return out
 
 
-def _flat(a, lo, hi):
-    return a[lo:hi].reshape(-1)
-
-
 class Kernel:
     """One fused step (integrator x gradient form x dtype), called like the reference step:
     ``kernel(rng, state, landscape, **params) -> (state, StepInfo)``; ``StepInfo.finite`` is
@@ -179,15 +175,20 @@ class Kernel:
         a = np.empty(like.shape, dtype=like.dtype)
         return a, a
 
-    def _fill(self, rng, target, view, lo, hi):
-        """Standard normals into rows ``lo:hi`` of ``target`` (``view``: its numpy view)."""
+    def _filler(self, rng, target, view, rows):
+        """``fill(i)``: standard normals into the ``i``-th row range of ``target`` (``view``: its
+        numpy view), drawn by the run's generator. The torch chunks are made in one ``split`` per
+        step (a tensor slice costs microseconds of Python per chunk)."""
         if is_torch(target):
-            target[lo:hi].normal_(generator=rng)
-        else:
-            rng.standard_normal(out=view[lo:hi], dtype=self.dtype)
+            d = target.shape[1]
+            parts = target.view(-1).split([(hi - lo) * d for lo, hi in rows])
+            return lambda i: parts[i].normal_(generator=rng)
+        flat, d = view.reshape(-1), view.shape[1]
+        return lambda i: rng.standard_normal(out=flat[rows[i][0] * d: rows[i][1] * d], dtype=self.dtype)
 
     def _consts(self, d: int, length: int):
-        """The per-coordinate constants tiled to ``length`` entries (rows of ``d``)."""
+        """The per-coordinate constants tiled to at least ``length`` entries (rows of ``d``); a
+        chunk starts on a row, so entry ``k`` of a chunk takes constant ``k % d``."""
         t = self._tiles.get(d)
         if t is None or t[0].size < length:
             reps = -(-length // d)
@@ -207,15 +208,22 @@ class Kernel:
         gradient ``gnew`` (for a full matrix: ``th' - center`` in a scratch buffer, times ``A`` after,
         then ``after(lo, hi)``). True when every new position is finite."""
         n, d = gnew.shape
+        rows = chunk_rows(n, d)
+        fill = self._filler(rng, *noise, rows)
+        flats = [a.reshape(-1) for a in arrays]
         scratch = self._scratch(gnew)
+        gflat = gnew.reshape(-1) if scratch is None else scratch.reshape(-1)
+        tail = (*scalars, self.big, *self._consts(d, max(hi - lo for lo, hi in rows) * d))
+        loop = self.loop
         ok = True
-        for lo, hi in chunk_rows(n, d):
-            self._fill(rng, *noise, lo, hi)
-            gout = gnew[lo:hi] if scratch is None else scratch[: hi - lo]
-            ok &= self.loop(*(_flat(a, lo, hi) for a in arrays), gout.reshape(-1), *scalars, self.big,
-                            *self._consts(d, (hi - lo) * d))
-            if scratch is not None:
-                self._matmul_rows(gout, gnew[lo:hi])
+        for i, (lo, hi) in enumerate(rows):
+            fill(i)
+            a, b = lo * d, hi * d
+            if scratch is None:
+                ok &= loop(*[f[a:b] for f in flats], gflat[a:b], *tail)
+            else:
+                ok &= loop(*[f[a:b] for f in flats], gflat[: b - a], *tail)
+                self._matmul_rows(scratch[: hi - lo], gnew[lo:hi])
                 if after is not None:
                     after(lo, hi)
         return bool(ok)
@@ -234,8 +242,10 @@ class Kernel:
         th, g = self._views(state.theta, state.grad)
         if state.noise is None:  # xi_0, drawn whole before xi_1 as the reference step does
             prev_t, prev = self._empty(state.theta)
-            for lo, hi in chunk_rows(*th.shape):
-                self._fill(rng, prev_t, prev, lo, hi)
+            rows = chunk_rows(*th.shape)
+            fill = self._filler(rng, prev_t, prev, rows)
+            for i in range(len(rows)):
+                fill(i)
         else:
             (prev,) = self._views(state.noise)
         nxt_t, nxt = self._empty(state.theta)

@@ -47,15 +47,19 @@ def _make(grad, kick):
 
     The arrays are one chunk of rows, flattened (C order); the per-coordinate constants
     ``k1, k2, k3`` are tiled to the chunk's length, so the loop is one flat loop that the
-    compiler vectorises (an inner loop over a few coordinates would not be)."""
+    compiler vectorises (an inner loop over a few coordinates would not be).
+
+    The finiteness flag is accumulated as a 32-bit integer, truncated back to 32 bits at every
+    step: numba widens ``int32 | int32`` to 64 bits, and a 64-bit accumulator makes LLVM vectorise
+    the float32 loops 4 lanes wide instead of 8 (measured 0.6 against 0.85 ns per entry)."""
 
     @numba.njit(nogil=True)
     def em(out, th, g, gout, sigma, drift, big, k1, k2, k3):
         # out: standard normals on entry; (out sigma + g drift) + th on exit; gout: its gradient
-        bad = 0
+        bad = numba.int32(0)
         for k in range(out.size):
             x = (out[k] * sigma + g[k] * drift) + th[k]
-            bad |= numba.int32(not abs(x) <= big)
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
             out[k] = x
             gout[k] = grad(x, k, k1, k2, k3)
         return bad == 0
@@ -63,10 +67,10 @@ def _make(grad, kick):
     @numba.njit(nogil=True)
     def lm(new, prev, nxt, th, g, gout, half_sigma, drift, big, k1, k2, k3):
         # new = ((prev + nxt) half_sigma + g drift) + th; gout: its gradient
-        bad = 0
+        bad = numba.int32(0)
         for k in range(new.size):
             x = ((prev[k] + nxt[k]) * half_sigma + g[k] * drift) + th[k]
-            bad |= numba.int32(not abs(x) <= big)
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
             new[k] = x
             gout[k] = grad(x, k, k1, k2, k3)
         return bad == 0
@@ -74,13 +78,13 @@ def _make(grad, kick):
     @numba.njit(nogil=True)
     def baoab(out, th, p, g, pout, gout, half, drift, c, s, big, k1, k2, k3):
         # out: standard normals on entry, the new positions on exit; pout, gout: new momenta, gradient
-        bad = 0
+        bad = numba.int32(0)
         for k in range(out.size):
             m = p[k] - g[k] * half
             x = th[k] + m * drift
             m = m * c + out[k] * s
             x = x + m * drift
-            bad |= numba.int32(not abs(x) <= big)
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
             gx = grad(x, k, k1, k2, k3)
             out[k] = x
             gout[k] = gx
