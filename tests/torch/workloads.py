@@ -251,6 +251,21 @@ class FrozenSparse(nn.Module):
         return self.head(torch.tanh(self.frozen(self.emb(ids).mean(1))))
 
 
+class PairDistance(nn.Module):
+    """Metric learning: an embedding net, the in-batch distance matrix ``torch.cdist(e, e)``, and a head on each
+    sample's row of distances. The embedding net is coupled across samples (each sample's output depends on every
+    other's embedding); the head keeps exact per-sample gradients with the distances held fixed."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(6, 16), nn.Linear(16, 8), nn.Linear(2, 3)
+
+    def forward(self, x):
+        e = self.b(self.a(x).relu())
+        d = torch.cdist(e, e)
+        return self.head(torch.stack([d.mean(1), d.amax(1)], 1))
+
+
 def small_mlp():
     return nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 3))
 
@@ -330,7 +345,7 @@ def feat_data(B, seed, n_out=3):
 @dataclass(frozen=True)
 class Workload:
     name: str
-    letter: str                      # the issue's (a) ... (g)
+    letter: str                      # the issue's (a) ... (g); (h) in-batch pairings
     build: Callable[[], nn.Module]   # float32, train mode; seeded by the caller
     data: Callable[[int, int], tuple]  # (samples, seed) -> (inputs tuple, targets), batch on batch_dim
     loss: Callable                   # the batch loss training uses (a mean over batch elements)
@@ -400,6 +415,10 @@ _W = [
              note="patch Conv2d, cls token + pos_embed raw nn.Parameters"),
     Workload("frozen_sparse", "f", _seeded(FrozenSparse), ids_data, cls_loss, cls_per_sample, reference="func",
              note="a frozen Linear and nn.Embedding(sparse=True); SGD only (sparse gradients)"),
+    Workload("pair_cdist", "h", _seeded(PairDistance), feat_data, cls_loss, cls_per_sample, reference="graph",
+             coupled=("a.weight", "a.bias", "b.weight", "b.bias"),
+             note="in-batch distances torch.cdist(e, e) (metric learning): the embedding net expected coupled, with "
+                  "a warning (was reported covered, tr_sigma 17x)"),
     Workload("compiled_mlp", "g", _seeded(small_mlp), feat_data, cls_loss, cls_per_sample, batch=32, reference="func",
              compiled=True, note="torch.compile(backend='aot_eager'), 10 steps (above dynamo's recompile limit 8)"),
 ]
@@ -476,6 +495,7 @@ _CELLS = {
     "vit": ["sgd", "adamw", "clip", "bf16", "fp16_scaler"],
     "frozen_sparse": ["sgd", "accum2"],
     "compiled_mlp": ["sgd", "adamw"],
+    "pair_cdist": ["sgd", "clip"],
 }
 CELLS = [Cell(w, p, steps=10 if WORKLOADS[w].compiled else 2) for w, ps in _CELLS.items() for p in ps]
 HF_CELL = "hf_gpt2-hf_trainer"  # the Hugging Face cell: its own model (a tiny GPT2 from a config)

@@ -623,6 +623,25 @@ _MIXING = {
     "softmax per sample": (lambda h: h * h.softmax(1), None),
     "sort per sample": (lambda h: h.sort(1).values, None),
     "attention-style q @ k^T per sample": (lambda h: (h[:, :, None] @ h[:, None, :]).sum(1), None),
+    # pairings by other ops than a matrix product (triplet / prototype / contrastive losses)
+    "cdist of the batch with itself": (lambda h: torch.cdist(h, h)[:, :4], "cdist pairs every sample"),
+    "pdist of the batch": (lambda h: h + F.pdist(h).sum(), "pdist pairs every sample"),
+    "einsum id,jd->ij": (lambda h: torch.einsum("id,jd->ij", h, h)[:, :4], "einsum 'id,jd->ij' pairs"),
+    "einsum with an ellipsis ...d,jd->...j": (lambda h: torch.einsum("...d,jd->...j", h, h)[:, :4], "pairs"),
+    "einsum bi,bj->ij (a sum over the batch) recombined": (
+        lambda h: h @ torch.einsum("bi,bj->ij", h, h), "reduction over the batch axis"),
+    "tensordot over the features": (lambda h: torch.tensordot(h, h, dims=([1], [1]))[:, :4], "tensordot pairs"),
+    "inner of the batch with itself": (lambda h: torch.inner(h, h)[:, :4], "inner pairs every sample"),
+    "outer of a batched column": (lambda h: h + torch.outer(h[:, 0], h[:, 1])[:, :4], "outer pairs every sample"),
+    "broadcast difference h[:, None] - h[None]": (lambda h: (h[:, None] - h[None]).norm(dim=-1)[:, :4],
+                                                  "broadcasts two batched tensors against each other"),
+    "cosine similarity of h[:, None] and h[None]": (
+        lambda h: F.cosine_similarity(h[:, None], h[None], dim=-1)[:, :4], "broadcasts two batched tensors"),
+    "einsum bi,bj->bij per sample": (lambda h: torch.einsum("bi,bj->bij", h, h).sum(1), None),
+    "einsum with the batch in the ellipsis": (lambda h: torch.einsum("...i,...i->...", h, h)[:, None] * h, None),
+    "cdist to fixed centres": (lambda h: torch.cdist(h, torch.ones(4, 4, dtype=h.dtype)), None),
+    "broadcast of aligned batched tensors": (lambda h: (h[:, None] * h[:, :, None]).sum(1), None),
+    "tensordot per sample with a constant": (lambda h: torch.tensordot(h, torch.eye(4, dtype=h.dtype), dims=1), None),
 }
 
 
@@ -651,6 +670,51 @@ def test_ops_that_mix_the_samples_couple_what_is_upstream(case):
     else:
         assert eng.covered_last == {"l2.weight", "l2.bias"} and eng.coupled == {"l1.weight", "l1.bias"}
         assert eng.reasons["l1.weight"].startswith("coupled: ") and why in eng.reasons["l1.weight"]
+
+
+_AUX = {
+    # the importance (CV^2) load-balancing loss: a nonlinear function of a per-expert sum over the batch
+    "importance variance": (lambda g: g.sum(0).var() / g.sum(0).mean() ** 2, True),
+    "squared norm of the batch-mean gate": (lambda g: g.mean(0).pow(2).sum(), True),
+    # Switch-style: fractions routed (no gradient) times the mean gate, linear in the statistic
+    "switch f * P": (lambda g: 4 * (torch.bincount(g.argmax(1), minlength=4).to(g.dtype) / g.shape[0] * g.mean(0)).sum(),
+                     False),
+    # a function of a whole-batch scalar rescales every sample alike (as clipping does)
+    "log of the batch-mean gate": (lambda g: g.mean().log(), False),
+}
+
+
+@pytest.mark.parametrize("case", list(_AUX))
+def test_a_nonlinear_function_of_a_batch_statistic_couples_what_is_upstream(case):
+    """A soft mixture of experts whose auxiliary loss is computed in the forward from statistics over the batch
+    and added to the loss without meeting the batch again: a nonlinear function of a per-expert statistic couples
+    the router (its per-sample pieces would miss the statistic's own fluctuation); a linear one, or a function of
+    a whole-batch scalar, does not."""
+    aux_of, coupled = _AUX[case]
+
+    class SoftMoE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.router = nn.Linear(3, 4)
+            self.experts = nn.ModuleList(nn.Linear(3, 2) for _ in range(4))
+
+        def forward(self, x):
+            g = self.router(x).softmax(-1)
+            self.aux = aux_of(g)
+            return sum(g[:, e:e + 1] * self.experts[e](x) for e in range(4))
+
+    torch.manual_seed(0)
+    model = SoftMoE().double()
+    eng = PerSampleSqNorms(model).attach()
+    out = model(torch.randn(B, 3, dtype=torch.float64))
+    (out.pow(2).sum() + 0.3 * model.aux).backward()
+    eng.detach()
+    experts = {f"experts.{e}.{k}" for e in range(4) for k in ("weight", "bias")}
+    if coupled:
+        assert eng.coupled == {"router.weight", "router.bias"} and eng.covered_last == experts
+        assert "statistic over the batch" in eng.reasons["router.weight"]
+    else:
+        assert not eng.coupled and eng.covered_last == experts | {"router.weight", "router.bias"}
 
 
 def test_clip_style_contrastive_model_is_coupled_not_measured():

@@ -148,6 +148,26 @@ _ALONG = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.Tens
           torch.cummin, torch.Tensor.cummin, torch.logcumsumexp, torch.Tensor.logcumsumexp, torch.sort,
           torch.Tensor.sort, torch.roll, torch.Tensor.roll, torch.flip, torch.Tensor.flip}
 _BATCH_MATMUL = _MATMUL | {torch.bmm, torch.Tensor.bmm}
+#: elementwise ops that broadcast their tensor operands against each other (right-aligned): two batched operands
+#: whose batch axes land on different axes of the broadcast shape pair every sample with every other
+#: (``e[:, None] - e[None]``, ``cosine_similarity(a[:, None], b[None], dim=-1)``)
+_BROADCASTING = (_ADD | _SUB | _RSUB | _MUL | {
+    torch.div, torch.Tensor.div, torch.Tensor.__truediv__, torch.Tensor.__rtruediv__, torch.true_divide,
+    torch.Tensor.div_, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__, torch.Tensor.__rpow__, torch.maximum,
+    torch.minimum, torch.fmax, torch.fmin, torch.atan2, torch.hypot, torch.where, torch.lerp, torch.Tensor.lerp,
+    torch.addcmul, torch.addcdiv, torch.Tensor.addcmul, torch.Tensor.addcdiv, F.cosine_similarity,
+    F.pairwise_distance, torch.dist, torch.Tensor.dist, torch.clamp, torch.Tensor.clamp,
+    torch.clip, torch.Tensor.clip})
+#: ops linear in a statistic over the batch (a sum, a mean, a rescaling, a rearrangement): the statistic's
+#: gradient reaches every sample with a weight that does not depend on the batch
+_LINEAR_IN_STAT = (_ADD | _SUB | _RSUB | _MUL | _RESHAPE | _TRANSPOSE | _EXPAND | {
+    torch.Tensor.__getitem__, torch.neg, torch.Tensor.neg, torch.Tensor.__neg__, torch.div, torch.Tensor.div,
+    torch.Tensor.__truediv__, torch.true_divide, torch.sum, torch.Tensor.sum, torch.mean, torch.Tensor.mean,
+    torch.cat, torch.concat, torch.stack, torch.Tensor.clone, torch.Tensor.contiguous, torch.Tensor.to,
+    torch.Tensor.float, torch.Tensor.double, torch.Tensor.type_as, torch.Tensor.detach})
+#: ops that pair the rows of their operands by construction (a distance or inner-product matrix, an outer product)
+_PAIRING = {torch.cdist, torch.inner, torch.Tensor.inner, torch.outer, torch.Tensor.outer, torch.ger,
+            torch.Tensor.ger, F.pdist, torch.tensordot, torch.einsum}
 
 _NO_TENSOR_OUT = {torch.Tensor.dim, torch.Tensor.size, torch.Tensor.numel, torch.Tensor.__len__,
                   torch.Tensor.stride, torch.Tensor.is_contiguous, torch.Tensor.element_size, torch.Tensor.item,
@@ -1000,7 +1020,13 @@ class PerSampleSqNorms:
         (softmax, cumsum, sort, roll, flip over samples), a product of two batched tensors whose batch axes meet
         (``a @ b.T``: CLIP-style logits of in-batch pairs). The parameters upstream are coupled, as under a
         train-mode batch norm; the ones downstream keep their per-sample gradients with the mixing held fixed."""
-        if self._B is None or not (func in _REDUCE or func in _ALONG or func in _BATCH_MATMUL):
+        if self._B is None:
+            return
+        if func in _PAIRING:
+            return self._find_pairing(func, args, kwargs, out)
+        if func in _BROADCASTING:
+            return self._find_misaligned(func, args, kwargs)
+        if not (func in _REDUCE or func in _ALONG or func in _BATCH_MATMUL):
             return
         x = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input")
         if not isinstance(x, torch.Tensor) or x.dim() == 0:
@@ -1045,6 +1071,132 @@ class PerSampleSqNorms:
             return
         if _reduces_axis(args, kwargs, ax, x.dim()):
             self._mark_mixed(_flat_tensors(out))
+
+    def _batched_operands(self, args, kwargs):
+        """``[(tensor, batch axis)]`` of an op's tensor operands that hold samples on one known axis."""
+        found = []
+        for a in tuple(args) + tuple(kwargs.values()):
+            for t in _flat_tensors(a):
+                if _is_lost(t, self._fid):
+                    continue
+                ax = self.axis_of(t)
+                if ax is not None and not isinstance(ax, tuple):
+                    found.append((t, ax))
+        return found
+
+    def _find_misaligned(self, func, args, kwargs):
+        """A broadcasting op whose batched operands put their samples on different axes of the broadcast shape
+        (``e[:, None] - e[None]``): every sample meets every other, so what is upstream is coupled."""
+        ops = self._batched_operands(args, kwargs)
+        if len(ops) < 2:
+            return
+        rank = max(t.dim() for a in tuple(args) + tuple(kwargs.values()) for t in _flat_tensors(a))
+        where = {rank - (t.dim() - ax) for t, ax in ops}
+        if len(where) > 1:
+            why = f"{_fname(func)} broadcasts two batched tensors against each other, pairing every sample with every other"
+            for t, _ in ops:
+                self._couple_upstream(t, why)
+
+    def _find_pairing(self, func, args, kwargs, out):
+        """Ops that pair rows by construction: ``cdist(x1, x2)`` (rows of ``x1`` against rows of ``x2``),
+        ``inner``, ``outer`` / ``ger``, ``pdist`` (rows against rows), ``tensordot`` and ``einsum`` (read from
+        their contraction). Samples paired with samples couple what is upstream; a contraction over the samples
+        (the same batch index summed) is a batch statistic, like a sum over the batch."""
+        if func is torch.einsum:
+            return self._find_einsum_pairing(args, kwargs, out)
+        why = f"{_fname(func)} pairs every sample with every other"
+        if func is F.pdist:  # pdist(x): the distances between the rows of one tensor
+            for t, ax in self._batched_operands(args, kwargs):
+                if ax == 0:
+                    self._couple_upstream(t, why)
+            return
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        y = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else kwargs.get("x2", kwargs.get("other"))
+        ax = self.axis_of(x) if isinstance(x, torch.Tensor) and not _is_lost(x, self._fid) else None
+        ay = self.axis_of(y) if isinstance(y, torch.Tensor) and not _is_lost(y, self._fid) else None
+        if isinstance(ax, tuple) or isinstance(ay, tuple) or ax is None or ay is None:
+            return  # one batched operand (distances to fixed centres, a batch against a parameter): per sample
+        if func is torch.cdist:  # (..., P, M) x (..., R, M) -> (..., P, R): the leading axes broadcast
+            if ax == x.dim() - 2 or ay == y.dim() - 2 or ax == x.dim() - 1 or ay == y.dim() - 1:
+                if ax == x.dim() - 1 and ay == y.dim() - 1:
+                    self._mark_mixed(_flat_tensors(out))
+                    return
+                self._couple_upstream(x, why)
+                self._couple_upstream(y, why)
+            return
+        if func is torch.tensordot:
+            dims = kwargs.get("dims", args[2] if len(args) > 2 else 2)
+            if isinstance(dims, int):
+                cx, cy = list(range(x.dim() - dims, x.dim())), list(range(dims))
+            else:
+                cx, cy = ([d] if isinstance(d, int) else list(d) for d in dims)
+            inx, iny = ax in [d % x.dim() for d in cx], ay in [d % y.dim() for d in cy]
+            if inx and iny and [d % x.dim() for d in cx].index(ax) == [d % y.dim() for d in cy].index(ay):
+                self._mark_mixed(_flat_tensors(out))  # the same sample index summed: a batch statistic
+                return
+            self._couple_upstream(x, why)
+            self._couple_upstream(y, why)
+            return
+        # inner (contracts the last axes), outer / ger (1-D): two batched operands meet sample against sample
+        if func in (torch.inner, torch.Tensor.inner) and ax == x.dim() - 1 and ay == y.dim() - 1:
+            self._mark_mixed(_flat_tensors(out))
+            return
+        self._couple_upstream(x, why)
+        self._couple_upstream(y, why)
+
+    def _find_einsum_pairing(self, args, kwargs, out):
+        """``einsum(eq, *operands)``: the letter of each operand's batch axis; two batched operands with different
+        letters that both reach the output pair the samples; a batch letter summed away is a batch statistic."""
+        if not args or not isinstance(args[0], str):
+            return
+        eq = args[0].replace(" ", "")
+        ops = list(args[1:])
+        if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+            ops = list(ops[0])
+        lhs, _, rhs = eq.partition("->")
+        specs = lhs.split(",")
+        if len(specs) != len(ops):
+            return
+
+        def names(spec, ndim):
+            if "..." not in spec:
+                return list(spec)
+            pre, post = spec.split("...")
+            k = ndim - len(pre) - len(post)
+            return list(pre) + [f"...{k - 1 - j}" for j in range(k)] + list(post)
+
+        letters = []
+        for spec, t in zip(specs, ops):
+            if not isinstance(t, torch.Tensor) or _is_lost(t, self._fid):
+                continue
+            ax = self.axis_of(t)
+            if ax is None or isinstance(ax, tuple):
+                continue
+            nm = names(spec, t.dim())
+            if len(nm) != t.dim():
+                return
+            letters.append((t, nm[ax]))
+        if not letters:
+            return
+        if "->" in eq:
+            out_names = set(names(rhs, max((len(names(s, t.dim())) for s, t in zip(specs, ops)
+                                           if isinstance(t, torch.Tensor)), default=0)) if "..." in rhs else rhs)
+            if "..." in rhs:  # every ellipsis axis reaches the output
+                out_names |= {n for s, t in zip(specs, ops) if isinstance(t, torch.Tensor)
+                              for n in names(s, t.dim()) if n.startswith("...")}
+        else:  # implicit output: the letters that occur once, and the ellipsis
+            flat = [c for s in specs for c in s.replace("...", "")]
+            out_names = {c for c in flat if flat.count(c) == 1} | {
+                n for s, t in zip(specs, ops) if isinstance(t, torch.Tensor) for n in names(s, t.dim())
+                if n.startswith("...")}
+        distinct = {nm for _, nm in letters}
+        kept = {nm for nm in distinct if nm in out_names}
+        if len(kept) > 1 or (len(distinct) > 1 and kept):
+            why = f"einsum {args[0]!r} pairs every sample with every other"
+            for t, _ in letters:
+                self._couple_upstream(t, why)
+        elif not kept:
+            self._mark_mixed(_flat_tensors(out))  # the batch letter summed away: a statistic over the batch
 
     def _conv(self, func, args, kwargs):
         a = dict(zip(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), args))
@@ -1173,6 +1325,10 @@ class PerSampleSqNorms:
                 for t in mixed_in:
                     self._couple_upstream(t, "a reduction over the batch axis is combined with the batch again")
             else:
+                if self._nonlinear_in_stat(func, args, mixed_in):
+                    for t in mixed_in:
+                        self._couple_upstream(t, f"{_fname(func)} of a statistic over the batch (e.g. a load-balancing "
+                                                 "loss on the experts' importance) weighs each sample by the others")
                 self._mark_mixed(outs)
                 return out
         if not targets:
@@ -1227,6 +1383,19 @@ class PerSampleSqNorms:
                      {k: tg for k, tg in enumerate(tgs)}, list(outs),
                      {"watched": [t for t, _ in targets], "func_name": _fname(func)})
         return out
+
+    def _nonlinear_in_stat(self, func, args, mixed_in):
+        """A nonlinear function of a per-feature statistic over the batch (``importance = gates.sum(0)`` then its
+        variance): its gradient weighs each sample by the whole batch, and the per-sample pieces miss the term
+        from the statistic's own fluctuation (as under a train-mode batch norm). A function of a whole-batch
+        scalar (``loss.log()``) only rescales every sample's gradient alike, as clipping does: not counted."""
+        if not any(t.numel() > 1 for t in mixed_in):
+            return False
+        if func in (torch.div, torch.Tensor.div, torch.Tensor.__truediv__, torch.true_divide):
+            return len(args) > 1 and isinstance(args[1], torch.Tensor) and id(args[1]) in self._mixed
+        if func in _MUL:
+            return len(mixed_in) > 1
+        return func not in _LINEAR_IN_STAT
 
     def _mark_mixed(self, outs):
         for o in outs:
