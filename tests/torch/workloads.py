@@ -266,6 +266,26 @@ class PairDistance(nn.Module):
         return self.head(torch.stack([d.mean(1), d.amax(1)], 1))
 
 
+class Encoder(nn.Module):
+    """An embedding net (normalised outputs) for a contrastive loss computed in the training loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(16, 8)
+
+    def forward(self, x):
+        return F.normalize(self.b(self.a(x).relu()), dim=-1)
+
+
+def infonce_loss(e, y):
+    """InfoNCE over in-batch pairs (each sample against the next one's embedding), outside the model."""
+    return F.cross_entropy(e @ e.roll(1, 0).T / 0.5, torch.arange(e.shape[0]))
+
+
+def infonce_per_sample(e, y):
+    return F.cross_entropy(e @ e.roll(1, 0).T / 0.5, torch.arange(e.shape[0]), reduction="none")
+
+
 def small_mlp():
     return nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 3))
 
@@ -419,6 +439,10 @@ _W = [
              coupled=("a.weight", "a.bias", "b.weight", "b.bias"),
              note="in-batch distances torch.cdist(e, e) (metric learning): the embedding net expected coupled, with "
                   "a warning (was reported covered, tr_sigma 17x)"),
+    Workload("infonce_outside", "h", _seeded(Encoder), feat_data, infonce_loss, infonce_per_sample,
+             reference="graph", coupled=("a.weight", "a.bias", "b.weight", "b.bias"),
+             note="a contrastive loss over in-batch pairs computed in the training loop, from the model's outputs: "
+                  "every parameter expected coupled, with a warning (was reported covered, tr_sigma +43%)"),
     Workload("compiled_mlp", "g", _seeded(small_mlp), feat_data, cls_loss, cls_per_sample, batch=32, reference="func",
              compiled=True, note="torch.compile(backend='aot_eager'), 10 steps (above dynamo's recompile limit 8)"),
 ]
@@ -496,6 +520,7 @@ _CELLS = {
     "frozen_sparse": ["sgd", "accum2"],
     "compiled_mlp": ["sgd", "adamw"],
     "pair_cdist": ["sgd", "clip"],
+    "infonce_outside": ["sgd", "accum2"],
 }
 CELLS = [Cell(w, p, steps=10 if WORKLOADS[w].compiled else 2) for w, ps in _CELLS.items() for p in ps]
 HF_CELL = "hf_gpt2-hf_trainer"  # the Hugging Face cell: its own model (a tiny GPT2 from a config)

@@ -515,6 +515,8 @@ class Monitor:
     def _opt_pre_hook(self, optimizer, args, kwargs):
         if self._internal:
             return None
+        if self.engine is not None:
+            self.engine.end_trailing()  # the backward passes are done: the loss-side watch can leave at once
         closure = kwargs.get("closure") if kwargs else None
         i0 = 1 if args and args[0] is optimizer else 0  # torch passes (self, closure, ...) as args
         in_args = closure is None and len(args) > i0 and callable(args[i0])

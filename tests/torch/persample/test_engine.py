@@ -717,6 +717,71 @@ def test_a_nonlinear_function_of_a_batch_statistic_couples_what_is_upstream(case
         assert not eng.coupled and eng.covered_last == experts | {"router.weight", "router.bias"}
 
 
+_LOSS_OUTSIDE = {
+    # the loss computed from the model's outputs in the training loop, not in the forward
+    "InfoNCE logits e @ e.T": (lambda e, y: F.cross_entropy(e @ e.roll(1, 0).T / 0.5, torch.arange(e.shape[0])), True),
+    "batch-hard triplet through cdist": (lambda e, y: (torch.cdist(e, e) * (y[:, None] == y[None])).amax(1).mean(),
+                                         True),
+    "centred against the batch mean": (lambda e, y: (e - e.mean(0)).pow(2).sum(1).mean(), True),
+    "a (B, 1) output minus (B,) targets (broadcast to B x B)": (lambda e, y: (e[:, :1] - y.to(e.dtype)).pow(2).mean(),
+                                                               True),
+    "cross-entropy per sample": (lambda e, y: F.cross_entropy(e[:, :3], y), False),
+    "mean squared error per sample, then log": (lambda e, y: (e[:, 0] - y.to(e.dtype)).pow(2).mean().log(), False),
+}
+
+
+@pytest.mark.parametrize("case", list(_LOSS_OUTSIDE))
+def test_a_loss_that_mixes_the_samples_outside_the_forward_couples_the_model(case):
+    """The watch goes on after the forward until the backward pass starts: a loss that pairs the samples or
+    recombines a batch statistic in the training loop (SimCLR, triplet, centring) couples every parameter
+    upstream (it used to be reported covered: tr_sigma 27x on a triplet loss); a per-sample loss stays exact.
+    The function mode leaves the stack once the step is over."""
+    loss_of, coupled = _LOSS_OUTSIDE[case]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).double()
+    eng = PerSampleSqNorms(model).attach()
+    x, y = torch.randn(B, 3, dtype=torch.float64), torch.arange(B) % 3
+    loss_of(model(x), y).backward()
+    covered = set(eng.covered_last)
+    assert torch.overrides._get_current_function_mode_stack()  # inert until a safe point
+    eng.reset()
+    assert not torch.overrides._get_current_function_mode_stack()
+    eng.detach()
+    names = {"0.weight", "0.bias", "2.weight", "2.bias"}
+    if coupled:
+        assert eng.coupled == names and covered == set()
+        assert eng.reasons["0.weight"].startswith("coupled: ")
+    else:
+        assert not eng.coupled and covered == names
+
+
+def test_the_loss_side_watch_never_unbalances_the_function_mode_stack():
+    """A forward inside ``with torch.device(...)`` (a function mode that closes before the backward pass): no
+    watch after the forward (taking the engine's mode off later would take the device mode off instead); a
+    forward without a backward, then another: the mode of the first leaves first; after the backward pass the
+    optimizer's ops pass through untouched."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    eng = PerSampleSqNorms(model).attach()
+    x = torch.randn(B, 3, dtype=torch.float64)
+    with torch.device("cpu"):
+        out = model(x)
+    assert not torch.overrides._get_current_function_mode_stack()
+    (out @ out.T).sum().backward()  # not seen: said in the docs
+    eng.reset()
+    model(x)  # no backward
+    depth = len(torch.overrides._get_current_function_mode_stack())
+    out = model(x)
+    assert len(torch.overrides._get_current_function_mode_stack()) == depth == 1
+    out.pow(2).sum().backward()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.step()
+    assert eng.covered_last == {"weight", "bias"} and not eng.coupled
+    eng.reset()
+    assert not torch.overrides._get_current_function_mode_stack()
+    eng.detach()
+
+
 def test_clip_style_contrastive_model_is_coupled_not_measured():
     """A CLIP-style model: two encoders and the in-batch logits ``scale * a @ b.T`` inside the forward. Every
     sample's loss depends on every other: nothing is reported as per-sample (it used to be, with coverage 1)."""

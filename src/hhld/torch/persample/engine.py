@@ -241,12 +241,43 @@ class _Use:
 
 
 class _Mode(TorchFunctionMode):
+    """The engine's function mode: on from the model's forward until the backward pass starts.
+
+    ``trailing``: the forward has returned and the loss is being computed from its outputs (only batch
+    mixing is looked for); ``live`` False: the backward pass has started, every call passes through until the
+    engine takes the mode off the stack at a safe point (it is never taken off out of order)."""
+
     def __init__(self, engine):
         super().__init__()
         self.engine = engine
+        self.trailing = False
+        self.live = True
 
     def __torch_function__(self, func, types_, args=(), kwargs=None):
-        return self.engine._dispatch(func, args, kwargs or {})
+        kwargs = kwargs or {}
+        if not self.live:
+            return func(*args, **kwargs)
+        if self.trailing:
+            return self.engine._dispatch_trailing(self, func, args, kwargs)
+        return self.engine._dispatch(func, args, kwargs)
+
+
+def _pop_inert_modes() -> None:
+    """Take the engines' inert function modes (their backward pass has started) off the top of this thread's
+    mode stack; a mode pushed after one and still open keeps it there (passing every call through)."""
+    try:
+        stack = torch.overrides._get_current_function_mode_stack()
+    except Exception:  # noqa: BLE001 - a torch without the accessor: they stay inert
+        return
+    while stack and isinstance(stack[-1], _Mode) and not stack[-1].live:
+        top = stack[-1]
+        top.__exit__(None, None, None)
+        top.trailing = False
+        stack = torch.overrides._get_current_function_mode_stack()
+
+
+#: calls that start a backward pass: the loss is complete, the trailing watch ends
+_BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 
 
 # ------------------------------------------------------------ reentrant activation checkpointing
@@ -414,7 +445,16 @@ class PerSampleSqNorms:
         if self._in_mode:
             self._mode.__exit__(None, None, None)
             self._in_mode = False
+        self.end_trailing()
         self._reset_pass()
+
+    def end_trailing(self) -> None:
+        """Stop watching the loss computed after the forward (the monitor calls this when the optimizer steps;
+        the next forward and :meth:`reset` do too): the function mode leaves the stack if it is on top (never
+        out of order: a mode pushed after it, still open, keeps it there, passing every call through)."""
+        if self._mode.trailing:
+            self._mode.live = False
+        _pop_inert_modes()
 
     def __enter__(self):
         return self.attach()
@@ -424,6 +464,7 @@ class PerSampleSqNorms:
 
     def reset(self) -> None:
         """Forget the passes of the current step."""
+        self.end_trailing()
         self.passes = []
         self.covered_last = set()
         self._reset_pass()
@@ -488,6 +529,7 @@ class PerSampleSqNorms:
             self._pass_error = ("the model's first argument is not a tensor with a batch axis: pass batch_size= "
                                 "(and batch_axis=)")
             return None
+        self.end_trailing()  # the loss of an earlier forward was never backpropagated
         self._B = int(x.shape[axis])
         self._x_dim = x.dim()
         _PerForward.counter += 1
@@ -497,6 +539,7 @@ class PerSampleSqNorms:
                 self._set_axis(t, axis)
             elif not self._is_watched(t):
                 self._set_axis(t, self._shape_axis(t))
+        self._mode = _Mode(self)
         self._mode.__enter__()
         self._in_mode = True
         return None
@@ -507,9 +550,24 @@ class PerSampleSqNorms:
         self._depth -= 1
         if self._depth > 0:
             return None
+        trail = False
         if self._in_mode:
-            self._mode.__exit__(None, None, None)
             self._in_mode = False
+            # the loss is often computed outside the model (a contrastive or triplet loss over the batch of
+            # outputs): keep watching, for batch mixing only, until the backward pass starts
+            trail = self._may_trail(output)
+            if not trail:
+                self._mode.__exit__(None, None, None)
+            else:
+                self._mode.trailing = True
+        try:
+            return self._post_checks(args, kwargs, output)
+        except BaseException:
+            if trail:
+                self.end_trailing()
+            raise
+
+    def _post_checks(self, args, kwargs, output):
         # every backward pass through the model's outputs ends with the pass bookkeeping
         for o in _output_tensors(output):
             if o.requires_grad:
@@ -535,6 +593,35 @@ class PerSampleSqNorms:
                                     "measured; later passes use the learned axis")
         self._maybe = {}
         return None
+
+    def _may_trail(self, output) -> bool:
+        """Whether the mode may stay on after the forward: an output with a gradient, the batch known, and no
+        function mode under the engine's (a ``with torch.device(...)`` block around the forward could close
+        before the backward pass and would then take the engine's mode off instead of its own)."""
+        if self._B is None or not any(o.requires_grad for o in _output_tensors(output)):
+            return False
+        try:
+            stack = torch.overrides._get_current_function_mode_stack()
+        except Exception:  # noqa: BLE001
+            return False
+        return bool(stack) and stack[-1] is self._mode and all(isinstance(m, _Mode) and not m.live
+                                                                for m in stack[:-1])
+
+    def _dispatch_trailing(self, mode, func, args, kwargs):
+        """An op after the forward, while the loss is computed: look for batch mixing (pairs of samples, a
+        statistic over the batch recombined) among the outputs' descendants. Parameters used here are not
+        per-sample-tracked (the sum check catches their gradient); a backward pass ends the watch."""
+        if func in _BACKWARD_CALLS or torch._C._current_graph_task_id() != -1:
+            mode.live = False
+            return func(*args, **kwargs)
+        if not torch.is_grad_enabled() or func in _NO_TENSOR_OUT:
+            return func(*args, **kwargs)
+        if any(id(t) in self._pid or id(t) in self._watch
+               for a in tuple(args) + tuple(kwargs.values()) for t in _flat_tensors(a)):
+            out = func(*args, **kwargs)
+            self._propagate(func, args, kwargs, out)
+            return out
+        return self._dispatch(func, args, kwargs)
 
     def _this_pass_counts(self) -> bool:
         """Inside a hook: note a pass with ``create_graph=True``, and say whether the pass writes the parameters'
