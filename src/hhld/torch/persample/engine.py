@@ -262,9 +262,14 @@ class _Mode(TorchFunctionMode):
         return self.engine._dispatch(func, args, kwargs)
 
 
+_STACK_LEN = getattr(torch._C, "_len_torch_function_stack", None)
+
+
 def _pop_inert_modes() -> None:
     """Take the engines' inert function modes (their backward pass has started) off the top of this thread's
     mode stack; a mode pushed after one and still open keeps it there (passing every call through)."""
+    if _STACK_LEN is not None and _STACK_LEN() == 0:  # the common case, every step: no mode at all
+        return
     try:
         stack = torch.overrides._get_current_function_mode_stack()
     except Exception:  # noqa: BLE001 - a torch without the accessor: they stay inert
@@ -1265,17 +1270,12 @@ class PerSampleSqNorms:
             letters.append((t, nm[ax]))
         if not letters:
             return
-        if "->" in eq:
-            out_names = set(names(rhs, max((len(names(s, t.dim())) for s, t in zip(specs, ops)
-                                           if isinstance(t, torch.Tensor)), default=0)) if "..." in rhs else rhs)
-            if "..." in rhs:  # every ellipsis axis reaches the output
-                out_names |= {n for s, t in zip(specs, ops) if isinstance(t, torch.Tensor)
-                              for n in names(s, t.dim()) if n.startswith("...")}
-        else:  # implicit output: the letters that occur once, and the ellipsis
-            flat = [c for s in specs for c in s.replace("...", "")]
-            out_names = {c for c in flat if flat.count(c) == 1} | {
-                n for s, t in zip(specs, ops) if isinstance(t, torch.Tensor) for n in names(s, t.dim())
-                if n.startswith("...")}
+        # the output's letters (explicit, or implicit: those that occur once); the ellipsis axes always reach it
+        flat = [c for sp in specs for c in sp.replace("...", "")]
+        out_names = set(rhs.replace("...", "")) if "->" in eq else {c for c in flat if flat.count(c) == 1}
+        if "->" not in eq or "..." in rhs:
+            out_names |= {n for sp, t in zip(specs, ops) if isinstance(t, torch.Tensor)
+                          for n in names(sp, t.dim()) if n.startswith("...")}
         distinct = {nm for _, nm in letters}
         kept = {nm for nm in distinct if nm in out_names}
         if len(kept) > 1 or (len(distinct) > 1 and kept):
