@@ -52,7 +52,8 @@ def test_cell(cell_id, tmp_path):
 # ---------------------------------------------------------------------- the table itself
 def test_matrix_covers_every_workload_and_practice():
     letters = {W.WORKLOADS[c.workload].letter for c in W.CELLS}
-    assert letters == set("abcdefgh")  # the (a)-(g), and (h): in-batch pairings (metric learning)
+    # the (a)-(g); (h) in-batch pairings and mixings (metric learning, mixup); (i) other layers
+    assert letters == set("abcdefghi")
     used = {c.practice for c in W.CELLS} | {"hf_trainer"}
     assert used == set(W.PRACTICES)
     ids = {c.id for c in W.CELLS}

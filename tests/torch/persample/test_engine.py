@@ -642,7 +642,32 @@ _MIXING = {
     "cdist to fixed centres": (lambda h: torch.cdist(h, torch.ones(4, 4, dtype=h.dtype)), None),
     "broadcast of aligned batched tensors": (lambda h: (h[:, None] * h[:, :, None]).sum(1), None),
     "tensordot per sample with a constant": (lambda h: torch.tensordot(h, torch.eye(4, dtype=h.dtype), dims=1), None),
+    # rows of other samples (a lost batch axis) combined with the batch (manifold mixup, a reference sample)
+    "manifold mixup h + h[perm]": (lambda h: 0.7 * h + 0.3 * h[_shift(h)], "combines rows of other samples"),
+    "index_select over the batch recombined": (lambda h: h * h.index_select(0, _shift(h)), "combines rows of other"),
+    "one sample's row against the batch h - h[0]": (lambda h: h - h[0], "combines rows of other samples"),
+    "where between the batch and gathered rows": (lambda h: torch.where(h > 0, h, h[_shift(h)]), "combines rows"),
+    "concatenation with gathered rows": (lambda h: torch.cat([h, h[_shift(h)]], 1)[:, :4], "combines rows"),
+    "gather over the batch recombined": (
+        lambda h: h * h.gather(0, _shift(h)[:, None].expand_as(h)), "combines rows of other samples"),
+    "take_along_dim over the batch recombined": (
+        lambda h: h * torch.take_along_dim(h, _shift(h)[:, None], 0), "combines rows of other samples"),
+    "rows gathered in order h[arange(B)]": (lambda h: h[torch.arange(h.shape[0])] + h, None),
+    "rows permuted, no mixing": (lambda h: h[_shift(h)], None),
+    "rows permuted and put back (sort / unsort)": (
+        lambda h: (2 * h.index_select(0, _shift(h)))[_shift(h).argsort()] + h, None),
+    "permuted gradient-free data with the batch": (
+        lambda h: h * h.detach()[_shift(h)], None),
+    "index_select of the rows in order": (lambda h: h * h.index_select(0, torch.arange(h.shape[0])), None),
+    "gather along the features": (lambda h: h * h.gather(1, torch.arange(4).roll(1).expand_as(h)), None),
+    "take_along_dim along the features": (lambda h: h * h.take_along_dim(torch.arange(4).flip(0)[None], 1), None),
+    "rows routed and put back in place": (
+        lambda h: torch.zeros_like(h).index_add(0, _shift(h), h[_shift(h)] * 2) + h, None),
 }
+
+
+def _shift(h):
+    return torch.arange(h.shape[0]).roll(1)
 
 
 @pytest.mark.parametrize("case", list(_MIXING))
@@ -670,6 +695,37 @@ def test_ops_that_mix_the_samples_couple_what_is_upstream(case):
     else:
         assert eng.covered_last == {"l2.weight", "l2.bias"} and eng.coupled == {"l1.weight", "l1.bias"}
         assert eng.reasons["l1.weight"].startswith("coupled: ") and why in eng.reasons["l1.weight"]
+
+
+def test_rows_permuted_inside_the_forward():
+    """A permutation of the samples inside the forward (``h[perm]``): every per-sample entry is that of one input
+    sample, against per-sample autograd (row ``j`` of the output is input sample ``perm[j]``); a layer applied to
+    the rows in both orders is not covered (its per-sample pieces would add different samples' rows)."""
+    perm = torch.tensor([2, 0, 3, 1, 5, 4])
+
+    class M(nn.Module):
+        def __init__(self, both=False):
+            super().__init__()
+            self.l1, self.l2, self.both = nn.Linear(3, 4), nn.Linear(4, 2), both
+
+        def forward(self, x):
+            h = self.l1(x).tanh()
+            return (self.l2(h), self.l2(h[perm])) if self.both else self.l2(h[perm])
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randint(0, 2, (6,))
+    model = M().double()
+    eng, got, ref = measure(model, x, lambda o: F.cross_entropy(o, y, reduction="none"))
+    assert eng.covered_last == {"l1.weight", "l1.bias", "l2.weight", "l2.bias"} and not eng.coupled
+    torch.testing.assert_close(got[perm], ref, rtol=1e-10, atol=0)
+
+    both = M(both=True).double()
+    eng = PerSampleSqNorms(both).attach()
+    o1, o2 = both(x)
+    (o1.pow(2).sum() + o2.pow(2).sum()).backward()  # two losses, summed as scalars: no op meets the two orders
+    eng.detach()
+    assert eng.covered_last == {"l1.weight", "l1.bias"}
+    assert "different orders" in eng.reasons["l2.weight"]
 
 
 _AUX = {

@@ -79,6 +79,23 @@ def test_norm_affine_parameters(kind):
     check(norm_contribs(kind, x, g, args, True, True, p["weight"].shape), p, sq, tot)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_rms_norm_default_eps_is_that_of_the_compute_type(dtype):
+    """``rms_norm(eps=None)`` uses the epsilon of its compute type (float32 for half inputs, not the half type's
+    own, which is 6e4 times larger in bfloat16): on small activations the rule must match torch's op."""
+    x = (0.02 * torch.randn(4, 3, 9, dtype=torch.float64)).to(dtype)
+    w = torch.randn(9, dtype=torch.float64)
+    out = F.rms_norm(x, (9,), w.to(dtype), None)
+    cdt = torch.float64 if dtype == torch.float64 else torch.float32
+    xhat = x.to(cdt) * torch.rsqrt(x.to(cdt).square().mean(-1, keepdim=True) + torch.finfo(cdt).eps)
+    tol = 2 * torch.finfo(dtype).eps  # one rounding of the half type
+    torch.testing.assert_close(out.to(cdt), (xhat * w.to(cdt)).to(dtype).to(cdt), rtol=tol, atol=tol)  # torch's
+    g = torch.randn(4, 3, 9, dtype=torch.float64)
+    got = norm_contribs("rms_norm", x, g.to(dtype), dict(normalized_shape=(9,), eps=None), True, False, (9,))
+    want = (g.to(dtype).to(cdt) * xhat).sum(1)
+    torch.testing.assert_close(got["weight"].g, want, rtol=1e-5, atol=1e-6)
+
+
 def test_a_wrong_rule_is_caught():
     """Negative control: the linear rule given the input of another sample fails the same comparison."""
     p = {"weight": torch.randn(3, 6, dtype=torch.float64)}

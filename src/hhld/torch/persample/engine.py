@@ -47,8 +47,10 @@ loss's reduction factor (``1/B`` for a mean); the caller rescales.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import types
+import warnings
 import weakref
 from collections import defaultdict
 
@@ -168,6 +170,17 @@ _LINEAR_IN_STAT = (_ADD | _SUB | _RSUB | _MUL | _RESHAPE | _TRANSPOSE | _EXPAND 
 #: ops that pair the rows of their operands by construction (a distance or inner-product matrix, an outer product)
 _PAIRING = {torch.cdist, torch.inner, torch.Tensor.inner, torch.outer, torch.Tensor.outer, torch.ger,
             torch.Tensor.ger, F.pdist, torch.tensordot, torch.einsum}
+
+#: ops that gather entries along one axis by an index tensor: along the batch axis the rows are of unknown samples
+_GATHER = {getattr(owner, name) for owner in (torch, torch.Tensor)
+           for name in ("index_select", "gather", "take_along_dim") if hasattr(owner, name)}
+_TAKE_ALONG = {f for f in _GATHER if f.__name__ == "take_along_dim"}
+#: ops that put rows back in place by an index or a mask (``out.index_add(0, idx, y)``, ``out[m] = y``, ``scatter``):
+#: token routing writes each routed row back where it came from, so their rows of unknown samples are not a mixing
+_PLACING = {getattr(owner, name) for owner in (torch, torch.Tensor)
+            for name in ("index_add", "index_add_", "index_copy", "index_copy_", "index_put", "index_put_", "scatter",
+                         "scatter_", "scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_",
+                         "masked_scatter", "masked_scatter_", "__setitem__") if hasattr(owner, name)}
 
 _NO_TENSOR_OUT = {torch.Tensor.dim, torch.Tensor.size, torch.Tensor.numel, torch.Tensor.__len__,
                   torch.Tensor.stride, torch.Tensor.is_contiguous, torch.Tensor.element_size, torch.Tensor.item,
@@ -516,6 +529,8 @@ class PerSampleSqNorms:
         self._lowp: set = set()
         self._x_dim = 0
         self._fid = -1
+        self._ordered = False  # a tensor of this pass holds its samples in another order (see _order_of)
+        self._use_orders: dict = defaultdict(set)  # parameter -> the orders of the rows its ops read
 
     # ------------------------------------------------------------------ forward hooks
     def _pre(self, module, args, kwargs):
@@ -647,9 +662,10 @@ class PerSampleSqNorms:
         if not torch.is_grad_enabled():
             return func(*args, **kwargs)
         h = _TABLE.get(func)
-        if h is not None:
-            return h(self, func, args, kwargs)
-        return self._dispatch_generic(func, args, kwargs)
+        out = h(self, func, args, kwargs) if h is not None else self._dispatch_generic(func, args, kwargs)
+        if self._ordered:  # an op that puts rows in place keeps the order of the tensor it writes into
+            self._carry_order(args[:1], {}, out) if func in _PLACING else self._carry_order(args, kwargs, out)
+        return out
 
     def _is_watched(self, t):
         i = id(t)
@@ -729,6 +745,57 @@ class PerSampleSqNorms:
         except (AttributeError, TypeError):  # pragma: no cover - a tensor type without a __dict__
             pass
 
+    def _order_of(self, t):
+        """The order of ``t``'s samples along its batch axis: ``None`` (row ``j`` is sample ``j``) or a tuple
+        ``k`` (row ``j`` holds sample ``k[j]``), made by a permutation of the rows (``h[perm]``,
+        ``index_select``, the sorting of a packed sequence) and carried by the ops after it."""
+        if not self._ordered:
+            return None
+        o = t.__dict__.get("_hhld_ord") if hasattr(t, "__dict__") else None
+        return o[1] if o is not None and o[0] == self._fid else None
+
+    def _set_order(self, t, key):
+        """Record the order of ``t``'s rows (``None``: the natural order, recorded so that nothing overrides it)."""
+        if key is not None and not self._ordered:
+            self._ordered = True
+            for use in self._uses:  # the ops recorded so far read their rows in the natural order
+                for name in self._tag_params(use.targets.values()):
+                    self._use_orders[name].add(None)
+        if self._ordered:
+            try:
+                t.__dict__["_hhld_ord"] = (self._fid, key)
+            except (AttributeError, TypeError):  # pragma: no cover - a tensor type without a __dict__
+                pass
+
+    def _permute(self, out, src, perm):
+        """``out``'s rows are ``src``'s rows taken in the order ``perm``."""
+        k = self._order_of(src)
+        key = perm if k is None else tuple(k[i] for i in perm)
+        self._set_order(out, None if key == tuple(range(len(key))) else key)
+
+    def _carry_order(self, args, kwargs, out):
+        """An op's outputs hold their samples in the order of its floating-point inputs, those that carry a
+        gradient first; inputs with a gradient in different orders (a mixing, coupled by
+        :meth:`_find_lost_rows`) leave the natural order."""
+        grad_keys, data_keys = set(), set()
+        for a in (args if not kwargs else tuple(args) + tuple(kwargs.values())):
+            for t in ((a,) if isinstance(a, torch.Tensor) else _flat_tensors(a)):
+                if not t.is_floating_point():
+                    continue
+                key = self._order_of(t)
+                if t.requires_grad:
+                    if key is not None or self.axis_of(t) is not None:
+                        grad_keys.add(key)
+                elif key is not None:
+                    data_keys.add(key)
+        keys = grad_keys or data_keys
+        if not keys or keys == {None}:
+            return
+        key = next(iter(keys)) if len(keys) == 1 else None
+        for o in ((out,) if isinstance(out, torch.Tensor) else _flat_tensors(out)):
+            if not (hasattr(o, "__dict__") and o.__dict__.get("_hhld_ord", (None,))[0] == self._fid):
+                self._set_order(o, key)
+
     def _propagate(self, func, args, kwargs, out):
         """The batch axis of an op's outputs, from its inputs' (right-aligned as broadcasting does, else at the
         same index); none when no input is batched."""
@@ -760,6 +827,9 @@ class PerSampleSqNorms:
             t, ax = src
             if isinstance(ax, tuple):
                 _, k, sizes, pos = ax
+                if func in _GATHER and _gathered_rows(func, args, kwargs, k, math.prod(sizes)) is not None:
+                    self._set_axis(o, _LOST)  # tokens reordered or routed: rows of unknown samples
+                    continue
                 n = math.prod(sizes)
                 right = o.dim() - (t.dim() - k)
                 if 0 <= right < o.dim() and o.shape[right] == n:
@@ -770,7 +840,13 @@ class PerSampleSqNorms:
                     self._set_axis(o, _LOST)
                 continue
             right = o.dim() - (t.dim() - ax)
-            if 0 <= right < o.dim() and o.shape[right] == B:
+            rows = _gathered_rows(func, args, kwargs, ax, B) if func in _GATHER else None
+            if rows is _LOST:
+                self._set_axis(o, _LOST)
+            elif rows is not None and o.dim() > ax and o.shape[ax] == B:
+                self._set_axis(o, ax)
+                self._permute(o, t, rows)
+            elif 0 <= right < o.dim() and o.shape[right] == B:
                 self._set_axis(o, right)
             elif ax < o.dim() and o.shape[ax] == B:
                 self._set_axis(o, ax)
@@ -797,7 +873,14 @@ class PerSampleSqNorms:
         if ax is None or B is None or out.dim() == 0:
             return out
         if func is torch.Tensor.__getitem__:
-            self._set_axis(out, _indexed_axis(src, args[1] if len(args) > 1 else None, ax, out))
+            index = args[1] if len(args) > 1 else None
+            oax = _indexed_axis(src, index, ax, out)
+            perm = _permuted_rows(src, index, ax, out) if oax is _LOST else None
+            if perm is not None:  # h[perm]: the same samples in another order
+                self._set_axis(out, ax)
+                self._permute(out, src, perm)
+            else:
+                self._set_axis(out, oax)
             return out
         if func in _TRANSPOSE:
             k = ax[1] if isinstance(ax, tuple) else ax
@@ -858,8 +941,17 @@ class PerSampleSqNorms:
         if not cs or name in self._failed:
             return
         p = self.params[name]
+        orders = self._use_orders.get(name)
+        if orders and len(orders) > 1:
+            self._failed[name] = ("used on the batch's rows in different orders (before and after a permutation of "
+                                  "the samples, e.g. h and h[perm]): its per-sample gradients would add rows of "
+                                  "different samples")
+            return
         try:
             sq = per_sample_sq_norms(cs, p.shape)
+            if orders and None not in orders:  # rows read in a permuted order: back to the order of the samples
+                key = torch.tensor(next(iter(orders)), device=sq.device)
+                sq = torch.empty_like(sq).index_copy_(0, key, sq)
             if name in self._reduced:
                 raise RuntimeError("contributions arrived after the parameter was reduced")
             self._reduced[name] = sq
@@ -879,6 +971,11 @@ class PerSampleSqNorms:
         use = _Use(kind, inputs, targets, outputs, extra)
         use.extra.setdefault("B", self._B)
         self._uses.append(use)
+        if self._ordered:  # the order of the rows this op reads (its per-sample contributions come in that order)
+            key = next((k for t in _flat_all(list(inputs.values())) for k in (self._order_of(t),) if k is not None),
+                       None)
+            for name in self._tag_params(targets.values()):
+                self._use_orders[name].add(key)
         for t in targets.values():
             self._expect(t)
         for k, o in enumerate(outputs):
@@ -1114,6 +1211,7 @@ class PerSampleSqNorms:
         train-mode batch norm; the ones downstream keep their per-sample gradients with the mixing held fixed."""
         if self._B is None:
             return
+        self._find_lost_rows(func, args, kwargs)
         if func in _PAIRING:
             return self._find_pairing(func, args, kwargs, out)
         if func in _BROADCASTING:
@@ -1163,6 +1261,33 @@ class PerSampleSqNorms:
             return
         if _reduces_axis(args, kwargs, ax, x.dim()):
             self._mark_mixed(_flat_tensors(out))
+
+    def _find_lost_rows(self, func, args, kwargs):
+        """An op that combines rows of unknown samples (``h[perm]``, ``h[0]``, an ``index_select`` over the batch:
+        a lost batch axis) with batched data (``lam * h + (1 - lam) * h[perm]``: manifold mixup): each output row
+        then holds other samples' rows, so what is upstream of those rows is coupled. Ops that put rows back in
+        place (:data:`_PLACING`: token routing) are not counted."""
+        if func in _PLACING:
+            return
+        lost, batched, orders = [], [], set()
+        for a in (args if not kwargs else tuple(args) + tuple(kwargs.values())):
+            for t in ((a,) if isinstance(a, torch.Tensor) else _flat_tensors(a)):
+                if _is_lost(t, self._fid):
+                    if t.requires_grad and id(t) not in self._mixed:  # a batch statistic: its own rule
+                        lost.append(t)
+                elif self.axis_of(t) is not None:
+                    batched.append(t)
+                    if self._ordered and t.requires_grad:
+                        orders.add(self._order_of(t))
+        why = (f"{_fname(func)} combines rows of other samples (indexing or gathering over the batch, e.g. "
+               "h[perm] in manifold mixup) with the batch")
+        if lost and batched:
+            for t in lost:
+                self._couple_upstream(t, why)
+        if len(orders) > 1:  # the same rows of two operands with a gradient hold different samples
+            for t in batched:
+                if t.requires_grad:
+                    self._couple_upstream(t, why)
 
     def _batched_operands(self, args, kwargs):
         """``[(tensor, batch axis)]`` of an op's tensor operands that hold samples on one known axis."""
@@ -1400,6 +1525,8 @@ class PerSampleSqNorms:
             ax = self.axis_of(t)
             if ax is not None:
                 batched.append((t, ax))
+        if self._B is not None:
+            self._find_lost_rows(func, args, kwargs)
         name = getattr(func, "__name__", "")
         random = func in _RANDOM or name in _RANDOM_NAMES
         if func in _REDUCE and batched and not targets and not mixed_in:
@@ -1468,7 +1595,7 @@ class PerSampleSqNorms:
             kind = "vjp"
         self._record(kind, {"func": func, "args": args, "kwargs": kwargs, "batched": batched, "oax": oax},
                      {k: tg for k, tg in enumerate(tgs)}, list(outs),
-                     {"watched": [t for t, _ in targets], "func_name": _fname(func)})
+                     {"watched": [t for t, _ in targets], "func_name": _fname(func), "autocast": _autocast_state(o)})
         return out
 
     def _nonlinear_in_stat(self, func, args, mixed_in):
@@ -1596,6 +1723,9 @@ class PerSampleSqNorms:
                 out["bias"] = Dense(g3.sum(1) * inp["beta"])
             return out
         if kind == "vjp":
+            ac = use.extra.get("autocast")
+            if ac is not None and ac[1] in (torch.float16, torch.bfloat16):  # replayed in a half type: compare sums
+                self._lowp.update(self._tag_params(use.targets.values()))  # at that precision
             return _vjp_contribs(use, use.grads, use.extra["B"])
         raise AssertionError(kind)  # pragma: no cover
 
@@ -1851,6 +1981,65 @@ def _gathered_axis(src, idx, ax, out):
         return _LOST
     pos = adv[0]  # every index before the advanced ones is a slice: each keeps its axis
     return pos if out.dim() > pos and out.shape[pos] == B else _LOST
+
+
+def _gathered_rows(func, args, kwargs, ax, n):
+    """Which rows ``index_select`` / ``gather`` / ``take_along_dim`` takes along axis ``ax`` (of length ``n``):
+    ``None`` for each row its own (or another axis), a tuple for a permutation of the ``n`` rows (the same for
+    every column), :data:`_LOST` for anything else (a subset, a repeated row, a different order per column)."""
+    names = ("input", "indices", "dim") if func in _TAKE_ALONG else ("input", "dim", "index")
+    a = dict(zip(names, args))
+    a.update(kwargs)
+    x, dim, index = a.get("input"), a.get("dim"), a.get("index", a.get("indices"))
+    if not isinstance(x, torch.Tensor) or not isinstance(index, torch.Tensor):
+        return _LOST
+    if dim is None:  # take_along_dim without dim: over the flattened input
+        return _LOST
+    if dim % max(x.dim(), 1) != ax:
+        return None
+    k = ax if index.dim() > 1 else 0
+    if index.dim() > 1 and index.dim() != x.dim() or index.shape[k] != n:
+        return _LOST
+    rows = index if index.dim() == 1 else index.movedim(k, 0).reshape(n, -1)[:, 0]
+    if index.dim() > 1:
+        shape = [n if j == k else 1 for j in range(index.dim())]
+        if not torch.equal(index, rows.view(shape).expand_as(index)):
+            return _LOST
+    perm = _permutation(rows, n)
+    if perm is None:
+        return _LOST
+    return None if perm == tuple(range(n)) else perm
+
+
+def _permutation(index, n):
+    """``index`` (1-D integers) as a tuple when it takes each of ``n`` rows once, else ``None``."""
+    if index.dim() != 1 or index.numel() != n or index.dtype == torch.bool or index.is_floating_point():
+        return None
+    if not torch.equal(index.sort().values, torch.arange(n, device=index.device, dtype=index.dtype)):
+        return None
+    return tuple(index.tolist())
+
+
+def _permuted_rows(src, index, ax, out):
+    """``h[perm]`` / ``h[:, perm]``: one integer index of the batch's length on the batch axis (every other index
+    a full slice) that takes each sample once: the permutation, else ``None``."""
+    if isinstance(ax, tuple):
+        return None
+    idx = index if isinstance(index, tuple) else (index,)
+    if len(idx) <= ax or any(not (isinstance(i, slice) and i == slice(None)) for k, i in enumerate(idx) if k != ax):
+        return None
+    i = idx[ax]
+    if isinstance(i, list):
+        try:
+            i = torch.as_tensor(i)
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    if not isinstance(i, torch.Tensor):
+        return None
+    n = src.shape[ax]
+    if out.dim() != src.dim() or out.shape[ax] != n:
+        return None
+    return _permutation(i, n)
 
 
 def _is_lost(t, fid):
@@ -2169,11 +2358,19 @@ def _vjp_contribs(use, gs, B):
             return y, pull(gi[0].reshape(y.shape))
         return tuple(y), pull(tuple(c.reshape(t.shape) for c, t in zip(gi, y)))
 
-    ys, grads = vmap(per_sample, in_dims=(in_axes, tuple(oaxs)))(bvals0, cots)
+    # the op ran under autocast: replayed under the same autocast (the same casts, the same output dtypes)
+    ac = use.extra.get("autocast")
+    with torch.autocast(ac[0], dtype=ac[1]) if ac is not None else contextlib.nullcontext(), \
+            warnings.catch_warnings():
+        # vmap's fallback for an op without a batching rule (a loop: slower, same numbers) is not the user's concern
+        warnings.filterwarnings("ignore", message=".*performance drop because we have not yet implemented")
+        ys, grads = vmap(per_sample, in_dims=(in_axes, tuple(oaxs)))(bvals0, cots)
     ys = (ys,) if isinstance(ys, torch.Tensor) else tuple(ys)
     for y, o, a in zip(ys, outs, oaxs):
         yref = o.detach().movedim(a, 0)
-        if y.numel() != yref.numel() or not torch.allclose(y.reshape(yref.shape).to(yref.dtype), yref, rtol=1e-4,
+        # a half-precision output may round differently by one unit in the last place (summation order)
+        rtol = 2 * torch.finfo(yref.dtype).eps if yref.dtype in (torch.float16, torch.bfloat16) else 1e-4
+        if y.numel() != yref.numel() or not torch.allclose(y.reshape(yref.shape).to(yref.dtype), yref, rtol=rtol,
                                                            atol=1e-6 * max(1.0, float(yref.abs().max()))):
             raise RecomputeMismatch(f"{_fname(func)} recomputed per sample differs from the batched op")
     return {kk: Dense(gr) for kk, gr in enumerate(grads)}
@@ -2198,8 +2395,8 @@ class _flush_subnormals:
             torch.set_flush_denormal(False)
 
 
-def _autocast_half(x):
-    """Whether autocast to a half type is on for ``x``'s device."""
+def _autocast_state(x):
+    """``(device type, dtype)`` of the autocast on for ``x``'s device, ``None`` when it is off."""
     dev = x.device.type
     try:
         on = torch.is_autocast_enabled(dev)
@@ -2207,7 +2404,13 @@ def _autocast_half(x):
     except TypeError:  # pragma: no cover - torch < 2.4
         on = torch.is_autocast_cpu_enabled() if dev == "cpu" else torch.is_autocast_enabled()
         dt = torch.get_autocast_cpu_dtype() if dev == "cpu" else torch.get_autocast_gpu_dtype()
-    return bool(on) and dt in (torch.float16, torch.bfloat16)
+    return (dev, dt) if on else None
+
+
+def _autocast_half(x):
+    """Whether autocast to a half type is on for ``x``'s device."""
+    st = _autocast_state(x)
+    return st is not None and st[1] in (torch.float16, torch.bfloat16)
 
 
 def _lowp(c):

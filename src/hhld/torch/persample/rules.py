@@ -169,8 +169,8 @@ def norm_contribs(kind, x, g, args, has_w, has_b, param_shape):
             var = xd.var(dims, unbiased=False, keepdim=True)
             xhat = (xd - mean) * torch.rsqrt(var + eps)
         else:
-            if eps is None:
-                eps = torch.finfo(x.dtype).eps
+            if eps is None:  # torch's default: the epsilon of the op's compute type (float32 for half inputs)
+                eps = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps
             xhat = xd * torch.rsqrt(xd.square().mean(dims, keepdim=True) + eps)
         return _affine(g, xhat, dims, has_w, has_b, param_shape)
     if kind == "group_norm":
