@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hhld import NonFiniteError
@@ -586,4 +587,41 @@ def test_model_moved_after_the_monitor_was_made(swap):
     row = mon.step()
     assert row["C_sgd"] == pytest.approx(gb / (0.05 / 8), rel=1e-9)
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
+    mon.close()
+
+
+def test_a_packed_sequence_as_the_model_input():
+    """``model(pack_padded_sequence(x, lengths, enforce_sorted=False))``: B is the packed batch's (not its number
+    of rows), every parameter covered, and tr_sigma that of per-sample autograd."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.LSTM(4, 8, batch_first=True), nn.Linear(8, 3)
+
+        def forward(self, p):
+            return self.fc(self.rnn(p)[1][0][-1])
+
+    torch.manual_seed(0)
+    model = M()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        x, y = torch.randn(8, 6, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+        p = pack_padded_sequence(x, torch.randint(1, 7, (8,), generator=g), batch_first=True, enforce_sorted=False)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(p), y)
+        loss.backward()
+        losses = F.cross_entropy(model(p), y, reduction="none")
+        G = torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(losses[i], list(model.parameters()),
+                                                                                retain_graph=True)])
+                         for i in range(8)]).double()
+        opt.step()
+        row = mon.step(loss)
+    tr = 8 / 7 * (float((G ** 2).sum(1).mean()) - float((G.mean(0) ** 2).sum()))
+    assert row["noise_coverage"] == 1.0
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4)
+    assert row["C_sgd"] == pytest.approx(float((G.mean(0) ** 2).sum()) / (0.05 / 8), rel=1e-4)
     mon.close()

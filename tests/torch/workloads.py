@@ -204,6 +204,24 @@ class RNNNet(nn.Module):
         return self.head(out[:, -1] if self.batch_first else out[-1])
 
 
+class PackedRNN(nn.Module):
+    """Variable-length sequences packed in the forward (``pack_padded_sequence(enforce_sorted=False)``), a 2-layer
+    bidirectional LSTM/GRU, then ``h_n`` and the mean of the unpacked outputs (``pad_packed_sequence``)."""
+
+    def __init__(self, kind="lstm"):
+        super().__init__()
+        cls = nn.LSTM if kind == "lstm" else nn.GRU
+        self.kind = kind
+        self.rnn = cls(4, 8, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, x, lengths):
+        out, st = self.rnn(nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        hn = st[0] if self.kind == "lstm" else st
+        o, lens = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return self.fc(torch.cat([hn[-2], hn[-1], o.sum(1) / lens[:, None].to(o.dtype)], -1))
+
+
 def cnn_gn():
     """GroupNorm, a grouped convolution and an affine InstanceNorm (whose preceding bias gets a gradient of pure
     rounding noise: the sum check must not take it for a mismatch)."""
@@ -366,6 +384,12 @@ def seq_data(B, seed, *, time_first, task, T=5, n_in=4, n_out=3):
     return (x,), y
 
 
+def packed_data(B, seed, T=6):
+    """Sequences of lengths 1..T (unsorted) for :class:`PackedRNN`: inputs ``(x, lengths)``."""
+    (x,), y = seq_data(B, seed, time_first=False, task="classify", T=T)
+    return (x, torch.randint(1, T + 1, (B,), generator=_gen(seed + 7))), y
+
+
 def _prototypes(n_classes, shape, seed=0):
     """Fixed class prototypes: inputs ``x = P_y + noise`` (learnable data, a common gradient direction that
     survives the first steps)."""
@@ -454,6 +478,11 @@ _W = [
     Workload("gru_bf_cls", "c", _seeded(lambda: RNNNet("gru", batch_first=True)),
              lambda B, s: seq_data(B, s, time_first=False, task="classify"), cls_loss, cls_per_sample,
              batch=16, reference="graph", note="batch_first=True classifier"),
+    Workload("lstm_packed", "c", _seeded(PackedRNN), packed_data, cls_loss, cls_per_sample, reference="graph",
+             note="pack_padded_sequence(enforce_sorted=False) in the forward, 2-layer bidirectional LSTM, h_n and "
+                  "pad_packed_sequence (was not covered: coverage 2%)"),
+    Workload("gru_packed", "c", _seeded(lambda: PackedRNN("gru")), packed_data, cls_loss, cls_per_sample,
+             reference="graph", note="the same with a GRU"),
     Workload("cnn_bn", "d", _seeded(cnn_bn), img_data, cls_loss, cls_per_sample, batch=16, reference="graph",
              stochastic=True, coupled=("0.weight", "0.bias"), max_norm=0.1,
              note="BatchNorm2d (train mode) + Dropout: reference with the batch statistics held fixed; "
@@ -550,6 +579,8 @@ _CELLS = {
     "lstm_bf_tag": ["sgd", "momentum", "accum4", "bf16", "ddp_gloo", "ddp_gloo_nosync_accum2"],
     "gru_tbf_tag": ["sgd", "accum2"],
     "gru_bf_cls": ["adamw", "fp16_scaler"],
+    "lstm_packed": ["sgd", "accum2", "clip", "bf16"],
+    "gru_packed": ["sgd", "momentum"],
     "cnn_bn": ["sgd", "momentum", "clip", "accum2", "bf16", "fp16_scaler"],
     "cnn_gn": ["sgd", "clip"],
     "vit": ["sgd", "adamw", "clip", "bf16", "fp16_scaler"],

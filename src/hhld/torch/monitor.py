@@ -369,6 +369,11 @@ class Monitor:
         x = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0 else _first_tensor(args, kwargs)
         ax = self._input_axis()
         self._fwd_b = int(x.shape[ax]) if x is not None and x.dim() > ax else None
+        if x is not None and not (args and x is args[0]):
+            ps = next((a for a in tuple(args) + tuple(kwargs.values()) if isinstance(a, nn.utils.rnn.PackedSequence)),
+                      None)
+            if ps is not None and x is ps.data:  # a packed batch (its rows are steps): B is its first batch size
+                self._fwd_b = int(ps.batch_sizes[0])
         if self.compiled and self._needs_per_sample and self._tier1_due(self.step_count):
             self._fn_inputs = (args, kwargs, self._fwd_b)
         return None

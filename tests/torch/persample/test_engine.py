@@ -860,3 +860,42 @@ def test_clip_style_contrastive_model_is_coupled_not_measured():
     eng.detach()
     assert eng.covered_last == set()
     assert eng.coupled == {"fi.weight", "fi.bias", "ft.weight", "ft.bias", "logit_scale"}
+
+
+@pytest.mark.parametrize("where", ["model input", "inside the model"])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_packed_sequences(where, kind):
+    """``pack_padded_sequence(..., enforce_sorted=False)`` as the model's input or inside its forward, then
+    ``pad_packed_sequence`` and ``h_n``: every parameter exact, each per-sample entry that of its own sample
+    (the packed order, sorted by length, is followed and undone), against per-sample autograd."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            cls = nn.LSTM if kind == "lstm" else nn.GRU
+            self.rnn, self.fc = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True), nn.Linear(16, 2)
+
+        def forward(self, x, lengths=None):
+            p = x if lengths is None else pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, st = self.rnn(p)
+            hn = st[0] if kind == "lstm" else st
+            o, lens = pad_packed_sequence(out, batch_first=True)
+            return self.fc(torch.cat([hn[-2], hn[-1], o.sum(1) / lens[:, None].to(o.dtype)], -1))
+
+    torch.manual_seed(0)
+    model = M().double()
+    lengths = torch.tensor([2, 5, 1, 4, 5, 3])
+    x, y = torch.randn(6, 5, 3, dtype=torch.float64), torch.randint(0, 2, (6,))
+    args = (pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False),) if where == "model input" \
+        else (x, lengths)
+    eng = PerSampleSqNorms(model).attach()
+    F.cross_entropy(model(*args), y).backward()
+    eng.detach()
+    names = [n for n, _ in model.named_parameters()]
+    assert eng.covered_last == set(names), eng.reasons
+    got = eng.passes[-1] * 36
+    losses = F.cross_entropy(model(*args), y, reduction="none")
+    ref = torch.stack([sum((g ** 2).sum() for g in torch.autograd.grad(losses[i], list(model.parameters()),
+                                                                        retain_graph=True)) for i in range(6)])
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=0)

@@ -53,3 +53,42 @@ def test_a_recomputation_that_differs_is_refused():
     with pytest.raises(RecomputeMismatch, match="differ from the training step"):
         rnn_contribs("gru", x, None, list(rnn._flat_weights), True, 1, False, False, wrong,
                      [torch.ones_like(out), None])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("layers,bidir", [(1, False), (2, True)])
+def test_packed_sequences_match_each_sequence_alone(kind, layers, bidir):
+    """A packed batch of sequences of different lengths (the op's own sorted order): each sample's gradients
+    against the sequence run alone, unpadded (its state held over the padded steps, as the op does)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(kind, nn.RNN)
+    kw = {"nonlinearity": kind[4:]} if cls is nn.RNN else {}
+    rnn = cls(3, 4, num_layers=layers, bidirectional=bidir, **kw).double()
+    D = 2 if bidir else 1
+    lengths = torch.tensor([5, 4, 4, 2, 1])  # sorted, as the op receives them
+    B = len(lengths)
+    x = torch.randn(5, B, 3, dtype=torch.float64)
+    h0 = torch.randn(layers * D, B, 4, dtype=torch.float64)
+    hx = (h0, torch.randn_like(h0)) if kind == "lstm" else h0
+
+    def loss_of(out_rows, st):
+        s = st[0] if isinstance(st, tuple) else st
+        return out_rows.sin().sum() + s.cos().sum() + (st[1].square().sum() if isinstance(st, tuple) else 0)
+
+    ref = []
+    for i in range(B):
+        hi = tuple(h[:, i:i + 1] for h in hx) if isinstance(hx, tuple) else hx[:, i:i + 1]
+        out, st = rnn(x[:lengths[i], i:i + 1], hi)
+        ref.append([(g ** 2).sum() for g in torch.autograd.grad(loss_of(out, st), list(rnn.parameters()))])
+    ref = torch.tensor(ref, dtype=torch.float64)
+    packed = pack_padded_sequence(x, lengths)
+    out, st = rnn(packed, hx)
+    outs = [out.data] + (list(st) if isinstance(st, tuple) else [st])
+    grads = torch.autograd.grad(loss_of(out.data, st), outs)
+    cs = rnn_contribs(kind, packed.data, hx, list(rnn._flat_weights), True, layers, bidir, False, outs, list(grads),
+                      batch_sizes=packed.batch_sizes)
+    shapes = [w.shape for w in rnn._flat_weights]
+    got = torch.stack([per_sample_sq_norms([cs[k]], shapes[k]) for k in range(len(shapes))], 1)
+    assert torch.allclose(got, ref, rtol=1e-9), (got - ref).abs().max()

@@ -544,21 +544,26 @@ class PerSampleSqNorms:
             self._learned_axis if self._learned_axis is not None else (self._declared_axis or 0))
         self._pref_axis = axis
         self._observed_B = set()
-        if x is None or x.dim() <= axis:
+        ps = next((a for a in tuple(args) + tuple(kwargs.values()) if isinstance(a, nn.utils.rnn.PackedSequence)),
+                  None)
+        packed = ps is not None and x is ps.data  # a packed batch: its rows are steps of every sample
+        if not packed and (x is None or x.dim() <= axis):
             self._B = None
             self._pass_error = ("the model's first argument is not a tensor with a batch axis: pass batch_size= "
                                 "(and batch_axis=)")
             return None
         self.end_trailing()  # the loss of an earlier forward was never backpropagated
-        self._B = int(x.shape[axis])
+        self._B = int(ps.batch_sizes[0]) if packed else int(x.shape[axis])
         self._x_dim = x.dim()
         _PerForward.counter += 1
         self._fid = _PerForward.counter
         for t in _flat_all(args) + _flat_all(list(kwargs.values())):
             if t is x:
-                self._set_axis(t, axis)
+                self._set_axis(t, _LOST if packed else axis)
             elif not self._is_watched(t):
                 self._set_axis(t, self._shape_axis(t))
+        if packed and ps.sorted_indices is not None:  # the packed order: the samples sorted by length
+            self._set_order(x, tuple(ps.sorted_indices.tolist()))
         self._mode = _Mode(self)
         self._mode.__enter__()
         self._in_mode = True
@@ -1472,13 +1477,14 @@ class PerSampleSqNorms:
     def _rnn(self, func, args, kwargs):
         kind = _RNN[func]
         out = func(*args, **kwargs)
-        bf = args[8] if len(args) > 8 and isinstance(args[8], bool) else False
-        for k, o in enumerate(out if isinstance(out, (tuple, list)) else [out]):
-            if isinstance(o, torch.Tensor):
-                self._set_axis(o, (0 if bf else 1) if k == 0 else 1)
         packed = len(args) > 3 and isinstance(args[3], (list, tuple))  # (data, batch_sizes, hx, params, ...)
+        bf = (not packed) and len(args) > 8 and isinstance(args[8], bool) and args[8]
+        for k, o in enumerate(out if isinstance(out, (tuple, list)) else [out]):
+            if isinstance(o, torch.Tensor):  # a packed output's rows are steps of all samples: no batch axis
+                self._set_axis(o, (_LOST if packed else (0 if bf else 1)) if k == 0 else 1)
+        batch_sizes = None
         if packed:
-            x, _, hx, weights, has_b, nl, dropout, train, bidir = args[:9]
+            x, batch_sizes, hx, weights, has_b, nl, dropout, train, bidir = args[:9]
             batch_first = False
         else:
             x, hx, weights, has_b, nl, dropout, train, bidir, batch_first = args[:9]
@@ -1487,19 +1493,26 @@ class PerSampleSqNorms:
             return out
         for t in targets.values():
             self._expect(t)
-        if packed:
-            self._fail(targets.values(), "packed sequences are not supported by the per-sample estimator")
-            return out
         if dropout > 0 and train and nl > 1:
             self._fail(targets.values(), "dropout between recurrent layers cannot be replayed")
             return out
         for t in targets.values():
             self._expect(t, -1)
-        self._observed_B.add(int(x.shape[0 if batch_first else 1]))
+        self._observed_B.add(int(batch_sizes[0]) if packed else int(x.shape[0 if batch_first else 1]))
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         self._record("rnn", {"x": x, "hx": hx, "weights": list(weights)}, targets, outs,
-                     dict(kind=kind, has_b=has_b, nl=nl, bidir=bidir, batch_first=batch_first,
+                     dict(kind=kind, has_b=has_b, nl=nl, bidir=bidir, batch_first=batch_first, batch_sizes=batch_sizes,
                           lowp=_autocast_half(x) or outs[0].dtype in (torch.float16, torch.bfloat16)))
+        return out
+
+    def _pad_packed(self, func, args, kwargs):
+        """``pad_packed_sequence``'s op: packed rows back to ``(T, B, .)`` (or ``(B, T, .)``), in the order of the
+        packed samples (followed by :meth:`_carry_order`; the unsorting ``index_select`` after it restores it)."""
+        out = func(*args, **kwargs)
+        a = dict(zip(("data", "batch_sizes", "batch_first"), args))
+        a.update(kwargs)
+        if isinstance(out, (tuple, list)) and isinstance(out[0], torch.Tensor):
+            self._set_axis(out[0], 0 if a.get("batch_first") else 1)
         return out
 
     # ------------------------------------------------------------------ everything else
@@ -1707,7 +1720,8 @@ class PerSampleSqNorms:
             if lowp:  # the step's recurrence ran in a half type: compare sums at that precision
                 self._lowp.update(self._tag_params(use.targets.values()))
             cs = rnn_contribs(ex["kind"], inp["x"].detach(), inp["hx"], inp["weights"], ex["has_b"], ex["nl"],
-                              ex["bidir"], ex["batch_first"], use.outputs, use.grads, rtol=5e-2 if lowp else 1e-4)
+                              ex["bidir"], ex["batch_first"], use.outputs, use.grads, rtol=5e-2 if lowp else 1e-4,
+                              batch_sizes=ex.get("batch_sizes"))
             return cs
         if kind == "broadcast":
             return _broadcast_contribs(use, g)
@@ -1862,6 +1876,7 @@ _TABLE.update({f: PerSampleSqNorms._matmul for f in _MATMUL | _ADDMM})
 _TABLE[F.scaled_dot_product_attention] = PerSampleSqNorms._sdpa
 _TABLE[torch._C._VariableFunctions.lstm_cell] = PerSampleSqNorms._lstm_cell
 _TABLE.update({f: PerSampleSqNorms._rnn for f in _RNN})
+_TABLE[torch._C._VariableFunctions._pad_packed_sequence] = PerSampleSqNorms._pad_packed
 _TABLE.update({f: PerSampleSqNorms._view for f in _TRANSPOSE | _RESHAPE | {torch.Tensor.__getitem__}})
 
 

@@ -18,7 +18,12 @@ gradient of the candidate gate is ``r_t * dz_n``).
 The recomputed hidden states are compared with the training step's (relative Frobenius difference
 below 1e-4; 5e-2 when the step ran under autocast in a half type, whose recurrence rounds to about
 3 digits); a mismatch (e.g. inter-layer dropout, which cannot be replayed) leaves the weights
-uncovered with that reason. Projections (``proj_size``) and packed sequences are not supported.
+uncovered with that reason. Projections (``proj_size``) are not supported.
+
+Packed sequences (``pack_padded_sequence``): the op's rows are laid out as padded ``(T, B, .)`` steps with
+a mask of the valid ones; on a padded step each sample's state is held (``h_t = h_{t-1}``, ``c_t = c_{t-1}``),
+which is what the op does (a sequence's last state is its ``h_n``; the reverse direction starts at its own
+last step), so the gradient passes such a step unchanged and adds nothing to the weights.
 """
 from __future__ import annotations
 
@@ -66,22 +71,34 @@ def _gates(kind, x, hprev, w_ih, w_hh, b_ih, b_hh, H):
     return {"h": torch.tanh(pre) if kind == "rnn_tanh" else torch.relu(pre)}
 
 
-def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol):
+def _hold(hs, m, h0):
+    """``hs (T, B, H)`` with each masked step's state held from the step before (``h0`` before the first)."""
+    out = torch.empty_like(hs)
+    prev = h0
+    for t in range(hs.shape[0]):
+        prev = torch.where(m[t], hs[t], prev)
+        out[t] = prev
+    return out
+
+
+def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol, m=None):
     """One layer, one direction (in its own time order): ``(dz, dzh, hprev, dx_cot)``.
 
     ``x (T, B, F)``; ``hs_ref (T, B, H)`` the step's hidden states; ``g_out (T, B, H)`` / ``g_hn``, ``g_cn``
-    ``(B, H)`` the gradients they received (or None)."""
+    ``(B, H)`` the gradients they received (or None). ``m (T, B, 1)``: the valid steps of a packed batch (a
+    masked step holds the state: ``hs_ref`` holds it there too), ``None``: every step."""
     w_ih, w_hh, b_ih, b_hh = w
     T, B = x.shape[0], x.shape[1]
     hprev = torch.cat([h0.unsqueeze(0), hs_ref[:-1]], 0)
     gt = _gates(kind, x, hprev, w_ih, w_hh, b_ih, b_hh, H)
+    mf = m.to(x.dtype) if m is not None else None
     if kind == "lstm":
         i, f, g, o = gt["i"], gt["f"], gt["g"], gt["o"]
         ig = i * g
         cs = torch.empty_like(ig)
         c = c0
         for t in range(T):
-            c = torch.addcmul(ig[t], f[t], c)
+            c = torch.addcmul(ig[t], f[t], c) if m is None else torch.where(m[t], torch.addcmul(ig[t], f[t], c), c)
             cs[t] = c
         tc = torch.tanh(cs)
         h_re = o * tc
@@ -98,6 +115,15 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol):
     else:
         h_re = gt["h"]
         Dz = (1 - h_re * h_re) if kind == "rnn_tanh" else (h_re > 0).to(h_re.dtype)
+    if m is not None:  # a held step: no gate gets a gradient, and the state's gradient passes it unchanged
+        h_re = torch.where(m, h_re, hs_ref)
+        if kind == "lstm":
+            A, P, Po, f = A * mf, P * mf, Po * mf, torch.where(m, f, torch.ones_like(f))
+        elif kind == "gru":
+            Q1, Q2, zz = Q1 * mf, Q2 * mf, torch.where(m, zz, torch.ones_like(zz))
+        else:
+            Dz = Dz * mf
+        hold = (1 - mf).unbind(0)
     _check("hidden states", h_re, hs_ref, rtol)
     G = RNN_OPS[kind]
     dz = x.new_empty((T, B, G * H))
@@ -120,6 +146,8 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol):
             torch.mul(dh, Po_s[t], out=d[:, 3 * H:])
             torch.mul(dc, f_s[t], out=dc_next)
             torch.mm(d, w_hh, out=dh_next)
+            if m is not None:
+                dh_next.addcmul_(dh, hold[t])
     elif kind == "gru":
         Q1_s, Q2_s, Q3_s, r_s, z_s = Q1.unbind(0), Q2.unbind(0), Q3.unbind(0), r.unbind(0), zz.unbind(0)
         for t in range(T - 1, -1, -1):
@@ -139,24 +167,40 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol):
             torch.add(dh_next, g_steps[t], out=dh)
             torch.mul(dh, Dz_s[t], out=dz_steps[t])
             torch.mm(dz_steps[t], w_hh, out=dh_next)
+            if m is not None:
+                dh_next.addcmul_(dh, hold[t])
     dx = dz @ w_ih  # the gradient the layer's input received (the layer below's output gradient)
     return dz, dzh, hprev, dx
 
 
+def _padded(data, mask):
+    """Packed rows ``(N, .)`` as padded steps ``(T, B, .)`` (zeros where ``mask (T, B)`` is False)."""
+    out = data.new_zeros(mask.shape + data.shape[1:])
+    out[mask] = data
+    return out
+
+
 def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, batch_first, outs, grads,
-                 rtol=1e-4):
+                 rtol=1e-4, batch_sizes=None):
     """Contributions ``{index into weights: Contribution}``.
 
     ``x``: the op's input; ``hx``: initial state (tensor, or ``(h0, c0)`` for the LSTM, or None);
     ``weights``: the flat weight list as passed to the op; ``outs``: its outputs (output, h_n[, c_n]);
-    ``grads``: their gradients (``None`` for an output that received none).
+    ``grads``: their gradients (``None`` for an output that received none). ``batch_sizes``: a packed
+    sequence's (``x`` and the output are then its rows ``(N, .)``, in the op's sorted order of samples).
     """
     G = RNN_OPS[kind]
     D = 2 if bidirectional else 1
     per = 4 if has_biases else 2
     if len(weights) != num_layers * D * per:
         raise RecomputeMismatch("projection weights (proj_size > 0) are not supported")
-    xs = x.transpose(0, 1) if batch_first else x  # (T, B, F)
+    mask = None
+    if batch_sizes is not None:
+        bs = batch_sizes.to("cpu", torch.int64)
+        mask = (torch.arange(int(bs[0]))[None, :] < bs[:, None]).to(x.device)  # (T, B): the valid steps
+        xs = _padded(x, mask)
+    else:
+        xs = x.transpose(0, 1) if batch_first else x  # (T, B, F)
     T, B = xs.shape[0], xs.shape[1]
     H = weights[1].shape[1]
     dt = torch.float64 if xs.dtype == torch.float64 else torch.float32
@@ -176,7 +220,10 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
             return (ws[b], ws[b + 1], ws[b + 2] if has_biases else None, ws[b + 3] if has_biases else None)
 
         out_ref = outs[0].detach().to(dt)
-        out_ref = out_ref.transpose(0, 1) if batch_first else out_ref
+        if mask is not None:
+            out_ref = _padded(out_ref, mask)
+        elif batch_first:
+            out_ref = out_ref.transpose(0, 1)
         # the input of every layer: layer 0's is x; the others come from one fused forward per layer
         inputs = [xs.detach().to(dt)]
         layer_out = [None] * num_layers
@@ -186,12 +233,18 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
             sl = slice(layer * D, (layer + 1) * D)
             state = (h0[sl].contiguous(), c0[sl].contiguous()) if lstm else h0[sl].contiguous()
             lw = [t for d in range(D) for t in wl(layer, d) if t is not None]
-            o = op(inputs[-1], state, lw, has_biases, 1, 0.0, False, bidirectional, False)[0]
+            if mask is None:
+                o = op(inputs[-1], state, lw, has_biases, 1, 0.0, False, bidirectional, False)[0]
+            else:
+                o = _padded(op(inputs[-1][mask], batch_sizes, state, lw, has_biases, 1, 0.0, False, bidirectional)[0],
+                            mask)
             layer_out[layer] = o
             inputs.append(o)
         g_out = grads[0]
         if g_out is not None:
-            g_out = (g_out.transpose(0, 1) if batch_first else g_out).to(dt)
+            g_out = _padded(g_out.to(dt), mask) if mask is not None else (
+                g_out.transpose(0, 1) if batch_first else g_out).to(dt)
+        m3 = mask.unsqueeze(-1) if mask is not None else None
         g_hn = grads[1].to(dt) if len(grads) > 1 and grads[1] is not None else None
         g_cn = grads[2].to(dt) if lstm and len(grads) > 2 and grads[2] is not None else None
         contribs = {}
@@ -203,13 +256,16 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
                 k = layer * D + d
                 hs = layer_out[layer][:, :, d * H:(d + 1) * H]
                 g_o = cot[:, :, d * H:(d + 1) * H] if cot is not None else None
-                xi = xin
+                xi, mi = xin, m3
                 if d == 1:  # the reverse direction runs forward in reversed time
                     hs, xi = hs.flip(0), xin.flip(0)
                     g_o = g_o.flip(0) if g_o is not None else None
+                    mi = m3.flip(0) if m3 is not None else None
+                if mi is not None:  # a packed batch: each sample's state held over its padded steps
+                    hs = _hold(hs, mi, h0[k])
                 dz, dzh, hprev, dx = _direction(kind, xi, h0[k], c0[k] if lstm else None, wl(layer, d), H, hs, g_o,
                                                 g_hn[k] if g_hn is not None else None,
-                                                g_cn[k] if g_cn is not None else None, rtol)
+                                                g_cn[k] if g_cn is not None else None, rtol, mi)
                 if d == 1:
                     dz, dzh, hprev, dx, xi = dz.flip(0), dzh.flip(0), hprev.flip(0), dx.flip(0), xin
                 b = k * per
