@@ -625,3 +625,65 @@ def test_a_packed_sequence_as_the_model_input():
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4)
     assert row["C_sgd"] == pytest.approx(float((G.mean(0) ** 2).sum()) / (0.05 / 8), rel=1e-4)
     mon.close()
+
+
+def _per_sample(model, x, y):
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    G = torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(losses[i], list(model.parameters()),
+                                                                            retain_graph=True)])
+                     for i in range(len(y))]).double()
+    B = len(y)
+    return B / (B - 1) * (float((G ** 2).sum(1).mean()) - float((G.mean(0) ** 2).sum())), float((G.mean(0) ** 2).sum())
+
+
+def test_sharpness_aware_minimization_describes_the_applied_gradient():
+    """SAM: backward at w, zero_grad, backward at the perturbed w + e, restore w, step. The row describes the
+    gradient step() applies (the second pass's); the first pass leaves the row (it used to make the sum check
+    fail: coverage 0). A wrapper optimizer whose own step() never runs is said, with what to do."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        with torch.no_grad():
+            gn = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+            eps = [0.05 * p.grad / gn for p in model.parameters()]
+            for p, e in zip(model.parameters(), eps):
+                p.add_(e)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        tr, gsq = _per_sample(model, x, y)
+        with torch.no_grad():
+            for p, e in zip(model.parameters(), eps):
+                p.sub_(e)
+        opt.step()
+        row = mon.step(loss)
+    assert row["noise_coverage"] == 1.0
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4)
+    assert row["grad_sq_norm"] == pytest.approx(gsq, rel=1e-4)
+    mon.close()
+
+    class Wrapper(torch.optim.Optimizer):  # SAM's usual shape: base_optimizer.step() in second_step()
+        def __init__(self, params, **kw):
+            super().__init__(params, kw)
+            self.base = torch.optim.SGD(self.param_groups, **kw)
+
+    wrapped = Wrapper(model.parameters(), lr=0.05)
+    mon = Monitor(model, wrapped, log_every=1)
+    F.cross_entropy(model(x), y).backward()
+    wrapped.base.step()
+    with pytest.warns(RuntimeWarning, match="took no step.*give that one to Monitor"):
+        mon.step()
+    assert mon.events[-1]["event"] == "skipped_step"
+    mon.close()
+
+
+def test_lbfgs_is_refused_with_the_reason():
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="LBFGS.*closure several times"):
+        Monitor(model, torch.optim.LBFGS(model.parameters()))

@@ -243,6 +243,7 @@ class Monitor:
         self._warned_unmeasured = False
         self._warned_reduction = False
         self._warned_views = False
+        self._warned_no_step = False
         self.sinks = list(sinks)
         self.thresholds = thresholds or RegimeThresholds()
         self.regime = RegimeTracker(self.thresholds, regime_patience)
@@ -252,6 +253,10 @@ class Monitor:
         self.world_size = 1
         if self.ddp and torch.distributed.is_available() and torch.distributed.is_initialized():
             self.world_size = torch.distributed.get_world_size()
+        if isinstance(optimizer, torch.optim.LBFGS):
+            raise ValueError("Monitor does not support torch.optim.LBFGS: its step() re-evaluates the closure several "
+                             "times (a line search over several points), so a step has no one stochastic gradient for "
+                             "lr/B, D or C to describe; use a first-order optimizer (SGD, Adam, ...)")
         self.optimizer_kind = optimizer_kind(optimizer)
         if self.optimizer_kind == "adaptive":
             warnings.warn(f"{type(optimizer).__name__} preconditions each coordinate: the monitor's D = lr tr Sigma/(2 B d) "
@@ -435,6 +440,12 @@ class Monitor:
                 node.register_prehook(count)
 
     def _count_pass(self, n):
+        if self._n_micro and self._accumulates.task not in self._count_tasks and \
+                not any(p.grad is not None for p in self.params):
+            # the gradients were reset (zero_grad) since this step's earlier backward passes (SAM's second pass at
+            # the perturbed weights): step() applies this pass's gradient, so the earlier ones leave the row
+            self._n_micro = self._n_samples = 0
+            self._count_tasks, self._pass_norms = [], []
         self._n_micro += 1
         self._n_samples += n or 0
         self._count_tasks.append(self._accumulates.task)
@@ -723,6 +734,12 @@ class Monitor:
             self._skipped += 1
             self.events.append({"step": self.step_count, "event": "skipped_step",
                                 "reason": "optimizer.step did not run (e.g. GradScaler found inf/NaN gradients)"})
+            if self._n_micro and self.scaler is None and not self._warned_no_step:
+                self._warned_no_step = True
+                warnings.warn(f"backward() ran in step {self.step_count} but the monitored optimizer "
+                              f"({type(self.optimizer).__name__}) took no step: the step is recorded as skipped. If "
+                              "another optimizer applies the gradients (SAM's base_optimizer, a wrapper), give that "
+                              "one to Monitor; with a GradScaler, pass scaler=", RuntimeWarning, stacklevel=2)
         else:
             if loss is not None:
                 self._add({"loss": loss})

@@ -659,6 +659,8 @@ class PerSampleSqNorms:
         if not self._this_pass_counts():
             return
         if not self._callback_queued:
+            if self._sum_acc and not any(p.grad is not None for p in self.params.values()):
+                self._sum_acc = {}  # the gradients were reset since the last pass (SAM's second pass): a new sum
             self._callback_queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
 
