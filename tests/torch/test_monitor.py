@@ -221,7 +221,7 @@ def test_bad_input_errors():
     m.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         Monitor(m, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
-    with pytest.raises(ValueError, match="not trainable parameters of the model"):
+    with pytest.raises(ValueError, match="not parameters of the model"):
         Monitor(nn.Linear(2, 2), torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1))
     with pytest.raises(TypeError):
         Monitor(nn.Linear(2, 2), "sgd")
@@ -687,3 +687,36 @@ def test_lbfgs_is_refused_with_the_reason():
     model = nn.Linear(3, 2)
     with pytest.raises(ValueError, match="LBFGS.*closure several times"):
         Monitor(model, torch.optim.LBFGS(model.parameters()))
+
+
+def test_progressive_unfreezing():
+    """An optimizer built over every parameter while some are frozen (transfer learning), the first layer unfrozen
+    at step 2 and the head frozen at step 4: each row describes the trainable parameters of its step (d counts
+    them), against per-sample autograd. It used to refuse the optimizer at construction."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    model[0].requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    g = torch.Generator().manual_seed(1)
+    for step in range(6):
+        if step == 2:
+            model[0].requires_grad_(True)
+        if step == 4:
+            model[2].requires_grad_(False)
+        x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+        live = [p for p in model.parameters() if p.requires_grad]
+        losses = F.cross_entropy(model(x), y, reduction="none")
+        G = torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(losses[i], live, retain_graph=True)])
+                         for i in range(8)]).double()
+        tr = 8 / 7 * (float((G ** 2).sum(1).mean()) - float((G.mean(0) ** 2).sum()))
+        d = sum(p.numel() for p in live)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        row = mon.step(loss)
+        assert row["noise_coverage"] == 1.0, step
+        assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4), step
+        assert row["D"] == pytest.approx(0.05 * tr / (2 * 8 * d), rel=1e-4), step
+    mon.close()

@@ -196,7 +196,7 @@ def test_no_trainable_parameters_and_foreign_optimizer():
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         Monitor(frozen, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
-    with pytest.raises(ValueError, match=r"optimizer holds 2 parameter\(s\) that are not trainable"):
+    with pytest.raises(ValueError, match=r"optimizer holds 2 parameter\(s\) that are not parameters of the model"):
         Monitor(nn.Linear(2, 2), torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1))
     # an optimizer over a subset is fine: only its parameters are monitored, the rest is listed
     model = tiny()

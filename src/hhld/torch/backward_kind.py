@@ -31,7 +31,8 @@ class AccumulationProbe:
     when one of them is among the inputs). The answer is computed once per pass (graph task)."""
 
     def __init__(self, params):
-        self._params = [p for p in params if isinstance(p, torch.Tensor) and p.requires_grad and p.is_leaf]
+        # frozen ones too: a parameter unfrozen later (its node is looked up when the pass runs)
+        self._params = [p for p in params if isinstance(p, torch.Tensor) and p.is_leaf]
         self._nodes: list = [None] * len(self._params)  # cached AccumulateGrad nodes, refreshed when stale
         self._task = None
         self._answer = True

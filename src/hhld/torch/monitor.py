@@ -211,8 +211,10 @@ class Monitor:
         self.model = model
         self.inner = unwrap_model(model)
         self.optimizer = optimizer
-        named = {n: p for n, p in self.inner.named_parameters() if p.requires_grad}
-        if not named:
+        # every parameter of the model the optimizer holds, frozen ones included (progressive unfreezing: a
+        # parameter enters a step's statistics when it gets a gradient, and d counts the trainable ones)
+        named = dict(self.inner.named_parameters())
+        if not any(p.requires_grad for p in named.values()):
             raise ValueError(f"model {type(self.inner).__name__} has no trainable parameters "
                              "(no parameter with requires_grad=True); nothing to monitor")
         by_id = {id(p): n for n, p in named.items()}
@@ -220,14 +222,18 @@ class Monitor:
         foreign = [p for p in opt_params if id(p) not in by_id]
         if foreign:
             shapes = ", ".join(str(tuple(p.shape)) for p in foreign[:3])
-            raise ValueError(f"the optimizer holds {len(foreign)} parameter(s) that are not trainable parameters of "
+            raise ValueError(f"the optimizer holds {len(foreign)} parameter(s) that are not parameters of "
                              f"the model (shapes {shapes}{', ...' if len(foreign) > 3 else ''}); build the optimizer "
                              "over model.parameters()")
         opt_ids = {id(p) for p in opt_params}
         self.names = [n for n, p in named.items() if id(p) in opt_ids]
+        if not any(named[n].requires_grad for n in self.names):
+            raise ValueError(f"model {type(self.inner).__name__} has no trainable parameters in the optimizer "
+                             "(no parameter with requires_grad=True); nothing to monitor")
         self.params = [named[n] for n in self.names]
-        self.not_optimized = [n for n in named if id(named[n]) not in opt_ids]
+        self.not_optimized = [n for n, p in named.items() if p.requires_grad and id(p) not in opt_ids]
         self.dim = sum(p.numel() for p in self.params)
+        self._step_dim = sum(p.numel() for p in self.params if p.requires_grad)
         self._accumulates = AccumulationProbe(self.params)  # inside a hook: does this backward write .grad?
         self._all_idx = list(range(len(self.params)))
         self._names_t, self._params_t = tuple(self.names), tuple(self.params)
@@ -565,8 +571,11 @@ class Monitor:
             names = tuple(self.names[i] for i in idx)
             params = tuple(self.params[i] for i in idx)
             grads = tuple(grads[i] for i in idx)
+            # d: the trainable parameters (one unused in this step counts, with its zero gradient; a frozen one not)
+            self._step_dim = sum(p.numel() for p in self.params if p.requires_grad)
         else:  # every parameter has a gradient (the common case): no per-step bookkeeping
             idx, names, params = self._all_idx, self._names_t, self._params_t
+            self._step_dim = self.dim
         B_local = self.batch_size or self._n_samples
         if not B_local and self._pass_norms:
             # the model's own forward hook did not fire (e.g. a LightningModule whose training_step calls a
@@ -595,7 +604,7 @@ class Monitor:
             if note:
                 self._notes.append(note)
         ctx = StepContext(step=self.step_count, names=names, params=params, grads=grads, lr=lr, batch_size=B,
-                          n_micro=max(self._n_micro, 1), dim=self.dim, grad_norms=norms, grad_sq=grad_sq,
+                          n_micro=max(self._n_micro, 1), dim=self._step_dim, grad_norms=norms, grad_sq=grad_sq,
                           model=self.inner, per_sample=per_sample, per_sample_note=note, clip=clip)
         for q in self.quantities:
             if q.tier == 2 or not q.due(self.step_count):
@@ -807,7 +816,7 @@ class Monitor:
                "lr_kind": "sgd_equivalent" if self.optimizer_kind == "adaptive" else self.optimizer_kind}
         if counts.get("loss"):
             row["loss"] = sums["loss"] / counts["loss"]
-        ictx = IntervalContext(step=row["step"], sums=sums, counts=counts, values=vals, dim=self.dim,
+        ictx = IntervalContext(step=row["step"], sums=sums, counts=counts, values=vals, dim=self._step_dim,
                                D_given=self.D, D_last=self.last_measured_D,
                                D_last_rel_se=self.last_measured_D_rel_se, optimizer_kind=self.optimizer_kind,
                                extra={"per_sample_note": self._notes[-1] if self._notes else None})

@@ -907,8 +907,8 @@ class PerSampleSqNorms:
             return None
         i = id(t)
         name = self._pid.get(i)
-        if name is not None:
-            return _Target(name=name)
+        if name is not None:  # a frozen parameter (requires_grad=False) is a constant here
+            return _Target(name=name) if t.requires_grad else None
         tag = self._watch.get(i)
         if tag is not None:
             return _Target(tag=tag)
