@@ -318,6 +318,7 @@ class Monitor:
                                            on_pass_end=self._on_pass_end, conv_estimator=conv_estimator,
                                            conv_probes=conv_probes, batch_axis=batch_axis,
                                            check_every=None if self.ddp else check_every, passes="accumulating")
+            self.engine.shared_terms = not self.ddp  # DDP's gradients are all-reduced: no split against them
             self.engine.attach()
             self.engine.enabled = self._tier1_due(0)
         # the root hooks go on the outermost module that runs eagerly (the compiled wrapper itself)
@@ -704,6 +705,17 @@ class Monitor:
             alpha = (1.0 / b if mean_red else 1.0) * acc * (scale or 1.0)
             v = s.sum() / (alpha * alpha)
             tot = v if tot is None else tot + v
+        shared = self.engine.shared_last if self.engine is not None else {}
+        terms = [shared[nm] for nm in cov if nm in shared]
+        if terms:
+            # a loss term of the parameters alone (a regulariser) adds the same R to every sample's gradient:
+            # sum_i |g_i + R|^2 = sum_i |g_i|^2 + n (2 R.gbar - |R|^2), gbar the step's mean gradient (R in the
+            # gradients' units: a mean over micro-batches, GradScaler's scale divided out)
+            if not mean_red:
+                return ("a loss term of the parameters alone (a regulariser) with loss_reduction='sum': its share of "
+                        "each sample's gradient is not defined")
+            m = (1.0 if self.accumulation == "mean" else 1.0 / k) / (scale or 1.0)
+            tot = tot + n * m * m * sum(2.0 * dot - sq for dot, sq in terms)
         return tot, cov, None
 
     def _opt_post_hook(self, optimizer, args, kwargs):

@@ -162,19 +162,26 @@ def test_sparse_embedding_and_frozen_parameter():
     assert torch.allclose(got, ref, rtol=1e-5)
 
 
-def test_a_regulariser_in_the_loss_is_caught_by_the_sum_check():
+def test_a_regulariser_in_the_loss_is_split_and_a_per_sample_use_outside_caught_by_the_sum_check():
+    """A term of the parameters alone in the loss (``0.1 * |W|^2``): every sample shares its gradient ``R``; the
+    engine reports ``R . grad`` and ``|R|^2`` (``shared_last``) and keeps the parameter. A parameter used with
+    the batch after the forward (``x @ W.T``, a per-sample term the engine does not see) fails the sum check."""
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(5, 3))
     eng = PerSampleSqNorms(m).attach()
-    loss = F.cross_entropy(m(torch.randn(B, 5)), torch.randint(0, 3, (B,))) + 0.1 * m[0].weight.square().sum()
+    x = torch.randn(B, 5)
+    loss = F.cross_entropy(m(x), torch.randint(0, 3, (B,))) + 0.1 * m[0].weight.square().sum()
     loss.backward()
-    assert eng.covered_last == {"0.bias"}
-    assert "per-sample gradients sum to something else" in eng.reasons["0.weight"]
-    # negative control: the same loss without the regulariser passes the check
+    assert eng.covered_last == {"0.weight", "0.bias"} and set(eng.shared_last) == {"0.weight"}
+    R = 0.2 * m[0].weight.detach()
+    dot, sq = eng.shared_last["0.weight"]
+    assert dot == pytest.approx(float((R * m[0].weight.grad).sum()), rel=1e-5)
+    assert sq == pytest.approx(float((R * R).sum()), rel=1e-5)
     m.zero_grad()
     eng2 = PerSampleSqNorms(m).attach()
-    F.cross_entropy(m(torch.randn(B, 5)), torch.randint(0, 3, (B,))).backward()
-    assert eng2.covered_last == {"0.weight", "0.bias"}
+    (F.cross_entropy(m(x), torch.randint(0, 3, (B,))) + (x @ m[0].weight.T).pow(2).mean()).backward()
+    assert eng2.covered_last == {"0.bias"} and not eng2.shared_last
+    assert "per-sample gradients sum to something else" in eng2.reasons["0.weight"]
 
 
 def test_one_pass_per_backward_under_accumulation():

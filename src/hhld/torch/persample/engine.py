@@ -410,6 +410,14 @@ class PerSampleSqNorms:
         self.estimator: dict[str, str] = {}
         self.notes: list[str] = []
         self.last_reduced: dict = {}
+        #: a parameter also in a loss term of its own (``loss = ce + lam * sum(p.pow(2).sum() ...)``, computed after
+        #: the forward from the parameters alone): every sample's gradient holds that term's gradient ``R`` (the
+        #: same for all), which is what autograd's gradient has beyond the per-sample pieces. ``shared_last``:
+        #: ``{name: (R . grad, |R|^2)}`` for the step so far (what a sum over the samples of ``|g_i + R|^2`` needs;
+        #: the per-sample entries in ``passes`` are without it). ``shared_terms=False``: such a parameter fails the
+        #: sum check instead (the monitor under DDP, whose gradients are all-reduced)
+        self.shared_last: dict = {}
+        self.shared_terms = True
         self.last_error = None
         self._mode = _Mode(self)
         self._in_mode = False
@@ -495,6 +503,7 @@ class PerSampleSqNorms:
         self._measured_in_step = False
         self._higher_order = False
         self._sum_acc = {}
+        self.shared_last = {}
 
     @property
     def _checking(self) -> bool:
@@ -530,6 +539,9 @@ class PerSampleSqNorms:
         self._x_dim = 0
         self._fid = -1
         self._ordered = False  # a tensor of this pass holds its samples in another order (see _order_of)
+        self._shared_use: set = set()   # parameters in ops after the forward with no batched operand (a regulariser)
+        self._outside_use: set = set()  # parameters in ops after the forward with batched data
+        self._derived: dict = {}        # id -> (tensor, parameter names): made after the forward from those alone
         self._use_orders: dict = defaultdict(set)  # parameter -> the orders of the rows its ops read
 
     # ------------------------------------------------------------------ forward hooks
@@ -553,6 +565,10 @@ class PerSampleSqNorms:
                                 "(and batch_axis=)")
             return None
         self.end_trailing()  # the loss of an earlier forward was never backpropagated
+        # what the loss after an earlier forward did with the parameters is that loss's (a forward without backward:
+        # an evaluation under grad mode); a term computed before this forward is not seen (its parameters fail the
+        # sum check, as any use the engine does not see)
+        self._shared_use, self._outside_use, self._derived = set(), set(), {}
         self._B = int(ps.batch_sizes[0]) if packed else int(x.shape[axis])
         self._x_dim = x.dim()
         _PerForward.counter += 1
@@ -641,8 +657,33 @@ class PerSampleSqNorms:
             return func(*args, **kwargs)
         if not torch.is_grad_enabled() or func in _NO_TENSOR_OUT:
             return func(*args, **kwargs)
-        if any(id(t) in self._pid or id(t) in self._watch
-               for a in tuple(args) + tuple(kwargs.values()) for t in _flat_tensors(a)):
+        tensors = [t for a in tuple(args) + tuple(kwargs.values()) for t in _flat_tensors(a)]
+        names, data = set(), []
+        for t in tensors:
+            if id(t) in self._pid:
+                names.add(self._pid[id(t)])
+            elif id(t) in self._derived:
+                names |= self._derived[id(t)][1]
+            else:
+                data.append(t)
+        if names:
+            # the parameters in a term of their own (a regulariser): shared by every sample as long as it meets
+            # only constants and scalars (the batch-mean loss); met with per-sample data it is a per-sample use
+            out = func(*args, **kwargs)
+            self._propagate(func, args, kwargs, out)
+            if not any(o.requires_grad for o in _flat_tensors(out)):
+                return out  # no gradient reaches the parameters through it (p.grad, p.detach(), a norm for logging)
+            per_sample = any(t.dim() > 0 and (_is_lost(t, self._fid) or id(t) in self._mixed or id(t) in self._watch
+                                              or self.axis_of(t) is not None) for t in data)
+            if per_sample:
+                self._outside_use |= names
+            else:
+                self._shared_use |= names
+                for o in _flat_tensors(out):
+                    if o.requires_grad:
+                        self._derived[id(o)] = (o, frozenset(names))
+            return out
+        if any(id(t) in self._watch for t in tensors):
             out = func(*args, **kwargs)
             self._propagate(func, args, kwargs, out)
             return out
@@ -964,7 +1005,7 @@ class PerSampleSqNorms:
             self._reduced[name] = sq
             if any(_lowp(c) for c in cs):
                 self._lowp.add(name)
-            if self._checking:
+            if self._checking or name in self._shared_use:
                 s = sum_of_contribs_all(cs, tuple(p.shape))
                 if s is not None:
                     prev = self._sum_acc.get(name)
@@ -1753,8 +1794,8 @@ class PerSampleSqNorms:
         x = inp["x"]
         if x.dim() != 2 or inp["ax"] != 0 or x.device.type != "cpu" or self._checking:
             return None
-        for t in tg.values():
-            if t is not None and (t.name is None or self._expected.get(t.name) != 1):
+        for t in tg.values():  # (a parameter also in a loss term of its own needs its factors' sum: not here)
+            if t is not None and (t.name is None or self._expected.get(t.name) != 1 or t.name in self._shared_use):
                 return None
         dt = torch.float64 if x.dtype == torch.float64 else torch.float32
         gn = torch.linalg.vector_norm(g, dim=1, dtype=dt)
@@ -1831,11 +1872,30 @@ class PerSampleSqNorms:
 
     def _check_sums(self, reduced):
         """On checking steps: the per-sample gradients of every covered parameter must sum to the gradient
-        autograd accumulated in this step (with the gradients zeroed before the step)."""
+        autograd accumulated in this step (with the gradients zeroed before the step). A parameter also in a loss
+        term of its own (:attr:`shared_last`) is not checked: what its sum lacks is that term, on every step."""
+        shared = self._shared_use - self._outside_use
+        if not self.shared_terms:
+            for name in shared & set(reduced):
+                del reduced[name]
+                self._failed[name] = ("also in a loss term of its own (a regulariser), which every sample's gradient "
+                                      "shares: not split here (gradients all-reduced across workers)")
+            shared = set()
+        for name in shared & set(reduced):
+            acc, p = self._sum_acc.get(name), self.params[name]
+            if acc is None or p.grad is None or p.grad.is_sparse:
+                del reduced[name]
+                self._failed[name] = "also in a loss term of its own, but its gradient could not be split"
+                continue
+            g = p.grad.detach().to(acc.dtype)
+            r = g - acc
+            self.shared_last[name] = (float((r * g).sum()), float((r * r).sum()))
         if not self._checking:
             return
         grads = {}
         for name in reduced:
+            if name in shared:
+                continue
             acc = self._sum_acc.get(name)
             p = self.params[name]
             if acc is not None and p.grad is not None:
