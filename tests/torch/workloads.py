@@ -222,6 +222,18 @@ class PackedRNN(nn.Module):
         return self.fc(torch.cat([hn[-2], hn[-1], o.sum(1) / lens[:, None].to(o.dtype)], -1))
 
 
+class ProjLSTM(nn.Module):
+    """A 2-layer bidirectional LSTM with projections (``proj_size``), batch first, classifying the last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 8, num_layers=2, proj_size=3, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
 def cnn_gn():
     """GroupNorm, a grouped convolution and an affine InstanceNorm (whose preceding bias gets a gradient of pure
     rounding noise: the sum check must not take it for a mismatch)."""
@@ -483,6 +495,9 @@ _W = [
                   "pad_packed_sequence (was not covered: coverage 2%)"),
     Workload("gru_packed", "c", _seeded(lambda: PackedRNN("gru")), packed_data, cls_loss, cls_per_sample,
              reference="graph", note="the same with a GRU"),
+    Workload("lstm_proj", "c", _seeded(ProjLSTM), lambda B, s: seq_data(B, s, time_first=False, task="classify"),
+             cls_loss, cls_per_sample, reference="graph",
+             note="nn.LSTM(proj_size=3), 2 layers, bidirectional (was not covered: coverage 1.5%)"),
     Workload("cnn_bn", "d", _seeded(cnn_bn), img_data, cls_loss, cls_per_sample, batch=16, reference="graph",
              stochastic=True, coupled=("0.weight", "0.bias"), max_norm=0.1,
              note="BatchNorm2d (train mode) + Dropout: reference with the batch statistics held fixed; "
@@ -581,6 +596,7 @@ _CELLS = {
     "gru_bf_cls": ["adamw", "fp16_scaler"],
     "lstm_packed": ["sgd", "accum2", "clip", "bf16"],
     "gru_packed": ["sgd", "momentum"],
+    "lstm_proj": ["sgd", "accum2"],
     "cnn_bn": ["sgd", "momentum", "clip", "accum2", "bf16", "fp16_scaler"],
     "cnn_gn": ["sgd", "clip"],
     "vit": ["sgd", "adamw", "clip", "bf16", "fp16_scaler"],

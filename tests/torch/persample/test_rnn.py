@@ -92,3 +92,44 @@ def test_packed_sequences_match_each_sequence_alone(kind, layers, bidir):
     shapes = [w.shape for w in rnn._flat_weights]
     got = torch.stack([per_sample_sq_norms([cs[k]], shapes[k]) for k in range(len(shapes))], 1)
     assert torch.allclose(got, ref, rtol=1e-9), (got - ref).abs().max()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("layers,bidir", [(1, False), (2, True)])
+def test_lstm_with_projections(layers, bidir, packed):
+    """``nn.LSTM(proj_size=P)``: the projection ``W_hr`` and every other weight, per sample, against each
+    sequence run alone (also packed, of different lengths)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    rnn = nn.LSTM(3, 5, num_layers=layers, bidirectional=bidir, proj_size=2).double()
+    D = 2 if bidir else 1
+    lengths = torch.tensor([5, 4, 4, 2, 1]) if packed else torch.tensor([5] * 5)
+    B = len(lengths)
+    x = torch.randn(5, B, 3, dtype=torch.float64)
+    hx = (torch.randn(layers * D, B, 2, dtype=torch.float64), torch.randn(layers * D, B, 5, dtype=torch.float64))
+
+    def loss_of(out_rows, st):
+        return out_rows.sin().sum() + st[0].cos().sum() + st[1].square().sum()
+
+    ref = []
+    for i in range(B):
+        out, st = rnn(x[:lengths[i], i:i + 1], tuple(h[:, i:i + 1] for h in hx))
+        ref.append([(g ** 2).sum() for g in torch.autograd.grad(loss_of(out, st), list(rnn.parameters()))])
+    ref = torch.tensor(ref, dtype=torch.float64)
+    if packed:
+        p = pack_padded_sequence(x, lengths)
+        out, st = rnn(p, hx)
+        data, bs = p.data, p.batch_sizes
+        out = out.data
+    else:
+        out, st = rnn(x, hx)
+        data, bs = x, None
+    outs = [out, st[0], st[1]]
+    grads = torch.autograd.grad(loss_of(out, st), outs)
+    cs = rnn_contribs("lstm", data, hx, list(rnn._flat_weights), True, layers, bidir, False, outs, list(grads),
+                      batch_sizes=bs)
+    shapes = [w.shape for w in rnn._flat_weights]
+    assert len(cs) == len(shapes) == layers * D * 5
+    got = torch.stack([per_sample_sq_norms([cs[k]], shapes[k]) for k in range(len(shapes))], 1)
+    assert torch.allclose(got, ref, rtol=1e-9), (got - ref).abs().max()

@@ -18,7 +18,10 @@ gradient of the candidate gate is ``r_t * dz_n``).
 The recomputed hidden states are compared with the training step's (relative Frobenius difference
 below 1e-4; 5e-2 when the step ran under autocast in a half type, whose recurrence rounds to about
 3 digits); a mismatch (e.g. inter-layer dropout, which cannot be replayed) leaves the weights
-uncovered with that reason. Projections (``proj_size``) are not supported.
+uncovered with that reason.
+
+An LSTM with projections (``proj_size``) carries ``h_t = W_hr (o_t * tanh(c_t))``: the sweep takes the
+gradient of ``h_t`` through ``W_hr`` to the cell, and ``dW_hr_i = sum_t dh_it (o_it * tanh(c_it))^T``.
 
 Packed sequences (``pack_padded_sequence``): the op's rows are laid out as padded ``(T, B, .)`` steps with
 a mask of the valid ones; on a padded step each sample's state is held (``h_t = h_{t-1}``, ``c_t = c_{t-1}``),
@@ -87,8 +90,10 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol, m=None):
     ``x (T, B, F)``; ``hs_ref (T, B, H)`` the step's hidden states; ``g_out (T, B, H)`` / ``g_hn``, ``g_cn``
     ``(B, H)`` the gradients they received (or None). ``m (T, B, 1)``: the valid steps of a packed batch (a
     masked step holds the state: ``hs_ref`` holds it there too), ``None``: every step."""
-    w_ih, w_hh, b_ih, b_hh = w
+    w_ih, w_hh, b_ih, b_hh = w[:4]
+    w_hr = w[4] if len(w) > 4 else None  # an LSTM's projection (proj_size): h = W_hr (o * tanh(c))
     T, B = x.shape[0], x.shape[1]
+    Ph = w_hh.shape[1]  # the hidden state's size (proj_size, else H)
     hprev = torch.cat([h0.unsqueeze(0), hs_ref[:-1]], 0)
     gt = _gates(kind, x, hprev, w_ih, w_hh, b_ih, b_hh, H)
     mf = m.to(x.dtype) if m is not None else None
@@ -101,7 +106,8 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol, m=None):
             c = torch.addcmul(ig[t], f[t], c) if m is None else torch.where(m[t], torch.addcmul(ig[t], f[t], c), c)
             cs[t] = c
         tc = torch.tanh(cs)
-        h_re = o * tc
+        htil = o * tc
+        h_re = htil if w_hr is None else htil @ w_hr.t()
         cprev = torch.cat([c0.unsqueeze(0), cs[:-1]], 0)
         A = o * (1 - tc * tc)                                        # dc from dh
         P = torch.cat([g * i * (1 - i), cprev * f * (1 - f), i * (1 - g * g)], 2)  # dz_{i,f,g} = dc * P
@@ -128,22 +134,31 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol, m=None):
     G = RNN_OPS[kind]
     dz = x.new_empty((T, B, G * H))
     dzh = dz if kind != "gru" else x.new_empty((T, B, G * H))
-    dh_next = g_hn.clone() if g_hn is not None else x.new_zeros((B, H))
+    dh_next = g_hn.clone() if g_hn is not None else x.new_zeros((B, Ph))
     dc_next = g_cn.clone() if (kind == "lstm" and g_cn is not None) else x.new_zeros((B, H))
     # the sweep writes into preallocated buffers and per-step views made once (no allocation per step)
-    dh = x.new_empty((B, H))
-    zero = x.new_zeros((B, H))
+    dh = x.new_empty((B, Ph))
+    zero = x.new_zeros((B, Ph))
+    proj = None
     g_steps = g_out.unbind(0) if g_out is not None else [zero] * T
     dz_steps, dzh_steps = dz.unbind(0), dzh.unbind(0)
     if kind == "lstm":
         dc = x.new_empty((B, H))
         A_s, P_s, Po_s, f_s = A.unbind(0), P.unbind(0), Po.unbind(0), f.unbind(0)
+        if w_hr is not None:  # the gradient of o * tanh(c), through the projection, and each step's dh kept
+            dht, dhs = x.new_empty((B, H)), x.new_empty((T, B, Ph))
+            dhs_s = dhs.unbind(0)
         for t in range(T - 1, -1, -1):
             torch.add(dh_next, g_steps[t], out=dh)
-            torch.addcmul(dc_next, dh, A_s[t], out=dc)
+            dhc = dh
+            if w_hr is not None:
+                torch.mm(dh, w_hr, out=dht)
+                dhs_s[t].copy_(dh if m is None else dh * mf[t])
+                dhc = dht
+            torch.addcmul(dc_next, dhc, A_s[t], out=dc)
             d = dz_steps[t]
             torch.mul(P_s[t].view(B, 3, H), dc.unsqueeze(1), out=d[:, :3 * H].view(B, 3, H))
-            torch.mul(dh, Po_s[t], out=d[:, 3 * H:])
+            torch.mul(dhc, Po_s[t], out=d[:, 3 * H:])
             torch.mul(dc, f_s[t], out=dc_next)
             torch.mm(d, w_hh, out=dh_next)
             if m is not None:
@@ -169,8 +184,10 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol, m=None):
             torch.mm(dz_steps[t], w_hh, out=dh_next)
             if m is not None:
                 dh_next.addcmul_(dh, hold[t])
+    if w_hr is not None:
+        proj = (dhs, htil)
     dx = dz @ w_ih  # the gradient the layer's input received (the layer below's output gradient)
-    return dz, dzh, hprev, dx
+    return dz, dzh, hprev, dx, proj
 
 
 def _padded(data, mask):
@@ -192,8 +209,11 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
     G = RNN_OPS[kind]
     D = 2 if bidirectional else 1
     per = 4 if has_biases else 2
-    if len(weights) != num_layers * D * per:
-        raise RecomputeMismatch("projection weights (proj_size > 0) are not supported")
+    if kind == "lstm" and len(weights) == num_layers * D * (per + 1):
+        per += 1  # each layer and direction also has W_hr (proj_size > 0)
+    elif len(weights) != num_layers * D * per:
+        raise RecomputeMismatch(f"{len(weights)} weights for {num_layers} layer(s) of {kind}: not understood")
+    has_proj = per in (3, 5)
     mask = None
     if batch_sizes is not None:
         bs = batch_sizes.to("cpu", torch.int64)
@@ -202,13 +222,14 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
     else:
         xs = x.transpose(0, 1) if batch_first else x  # (T, B, F)
     T, B = xs.shape[0], xs.shape[1]
-    H = weights[1].shape[1]
+    H = weights[0].shape[0] // G   # the gates' hidden size
+    Ph = weights[1].shape[1]       # the hidden state's (proj_size with projections)
     dt = torch.float64 if xs.dtype == torch.float64 else torch.float32
     lstm = kind == "lstm"
     with torch.no_grad():
         if hx is None:
-            h0 = xs.new_zeros((num_layers * D, B, H), dtype=dt)
-            c0 = h0 if lstm else None
+            h0 = xs.new_zeros((num_layers * D, B, Ph), dtype=dt)
+            c0 = xs.new_zeros((num_layers * D, B, H), dtype=dt) if lstm else None
         elif lstm:
             h0, c0 = hx[0].to(dt), hx[1].to(dt)
         else:
@@ -217,7 +238,8 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
 
         def wl(layer, d):
             b = (layer * D + d) * per
-            return (ws[b], ws[b + 1], ws[b + 2] if has_biases else None, ws[b + 3] if has_biases else None)
+            return (ws[b], ws[b + 1], ws[b + 2] if has_biases else None, ws[b + 3] if has_biases else None) + (
+                (ws[b + per - 1],) if has_proj else ())
 
         out_ref = outs[0].detach().to(dt)
         if mask is not None:
@@ -254,8 +276,8 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
             dx_total = None
             for d in range(D):
                 k = layer * D + d
-                hs = layer_out[layer][:, :, d * H:(d + 1) * H]
-                g_o = cot[:, :, d * H:(d + 1) * H] if cot is not None else None
+                hs = layer_out[layer][:, :, d * Ph:(d + 1) * Ph]
+                g_o = cot[:, :, d * Ph:(d + 1) * Ph] if cot is not None else None
                 xi, mi = xin, m3
                 if d == 1:  # the reverse direction runs forward in reversed time
                     hs, xi = hs.flip(0), xin.flip(0)
@@ -263,11 +285,12 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
                     mi = m3.flip(0) if m3 is not None else None
                 if mi is not None:  # a packed batch: each sample's state held over its padded steps
                     hs = _hold(hs, mi, h0[k])
-                dz, dzh, hprev, dx = _direction(kind, xi, h0[k], c0[k] if lstm else None, wl(layer, d), H, hs, g_o,
-                                                g_hn[k] if g_hn is not None else None,
-                                                g_cn[k] if g_cn is not None else None, rtol, mi)
+                dz, dzh, hprev, dx, proj = _direction(kind, xi, h0[k], c0[k] if lstm else None, wl(layer, d), H, hs,
+                                                      g_o, g_hn[k] if g_hn is not None else None,
+                                                      g_cn[k] if g_cn is not None else None, rtol, mi)
                 if d == 1:
                     dz, dzh, hprev, dx, xi = dz.flip(0), dzh.flip(0), hprev.flip(0), dx.flip(0), xin
+                    proj = tuple(t.flip(0) for t in proj) if proj is not None else None
                 b = k * per
                 dzB, dzhB = dz.transpose(0, 1), dzh.transpose(0, 1)
                 contribs[b] = Outer(dzB, xi.transpose(0, 1), G * H)
@@ -275,6 +298,8 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
                 if has_biases:
                     contribs[b + 2] = Dense(dzB.sum(1))
                     contribs[b + 3] = Dense(dzhB.sum(1))
+                if proj is not None:
+                    contribs[b + per - 1] = Outer(proj[0].transpose(0, 1), proj[1].transpose(0, 1), Ph)
                 dx_total = dx if dx_total is None else dx_total + dx
             cot = dx_total
         if not any(gr is not None for gr in grads[:3]):
