@@ -1519,8 +1519,11 @@ class PerSampleSqNorms:
 
     def _rnn(self, func, args, kwargs):
         kind = _RNN[func]
-        out = func(*args, **kwargs)
         packed = len(args) > 3 and isinstance(args[3], (list, tuple))  # (data, batch_sizes, hx, params, ...)
+        # dropout between layers draws from the CPU generator inside the op: its state now replays the masks
+        a = args[6:8] if packed else args[5:7]
+        rng = torch.get_rng_state() if (len(a) == 2 and a[0] and a[1] and args[0].device.type == "cpu") else None
+        out = func(*args, **kwargs)
         bf = (not packed) and len(args) > 8 and isinstance(args[8], bool) and args[8]
         for k, o in enumerate(out if isinstance(out, (tuple, list)) else [out]):
             if isinstance(o, torch.Tensor):  # a packed output's rows are steps of all samples: no batch axis
@@ -1536,8 +1539,8 @@ class PerSampleSqNorms:
             return out
         for t in targets.values():
             self._expect(t)
-        if dropout > 0 and train and nl > 1:
-            self._fail(targets.values(), "dropout between recurrent layers cannot be replayed")
+        if dropout > 0 and train and nl > 1 and rng is None:
+            self._fail(targets.values(), "dropout between recurrent layers cannot be replayed off the CPU")
             return out
         for t in targets.values():
             self._expect(t, -1)
@@ -1545,6 +1548,7 @@ class PerSampleSqNorms:
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         self._record("rnn", {"x": x, "hx": hx, "weights": list(weights)}, targets, outs,
                      dict(kind=kind, has_b=has_b, nl=nl, bidir=bidir, batch_first=batch_first, batch_sizes=batch_sizes,
+                          dropout=(float(dropout), rng) if rng is not None and nl > 1 else None,
                           lowp=_autocast_half(x) or outs[0].dtype in (torch.float16, torch.bfloat16)))
         return out
 
@@ -1697,7 +1701,7 @@ class PerSampleSqNorms:
         if use.done:
             return
         use.done = True
-        with _flush_subnormals():
+        with _flush_subnormals(), _no_autocast():
             self._process_inner(use)
 
     def _process_inner(self, use):
@@ -1764,7 +1768,7 @@ class PerSampleSqNorms:
                 self._lowp.update(self._tag_params(use.targets.values()))
             cs = rnn_contribs(ex["kind"], inp["x"].detach(), inp["hx"], inp["weights"], ex["has_b"], ex["nl"],
                               ex["bidir"], ex["batch_first"], use.outputs, use.grads, rtol=5e-2 if lowp else 1e-4,
-                              batch_sizes=ex.get("batch_sizes"))
+                              batch_sizes=ex.get("batch_sizes"), dropout=ex.get("dropout"))
             return cs
         if kind == "broadcast":
             return _broadcast_contribs(use, g)
@@ -2451,6 +2455,25 @@ def _vjp_contribs(use, gs, B):
                                                            atol=1e-6 * max(1.0, float(yref.abs().max()))):
             raise RecomputeMismatch(f"{_fname(func)} recomputed per sample differs from the batched op")
     return {kk: Dense(gr) for kk, gr in enumerate(grads)}
+
+
+def _no_autocast():
+    """The rules compute in the factors' own dtypes, also when ``backward()`` is called inside an autocast block
+    (a replayed op runs under the autocast it was recorded with, explicitly)."""
+    on = [dev for dev in ("cpu", "cuda") if _autocast_on(dev)]
+    if not on:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    for dev in on:
+        stack.enter_context(torch.autocast(dev, enabled=False))
+    return stack
+
+
+def _autocast_on(dev):
+    try:
+        return bool(torch.is_autocast_enabled(dev))
+    except TypeError:  # pragma: no cover - torch < 2.4
+        return torch.is_autocast_cpu_enabled() if dev == "cpu" else torch.is_autocast_enabled()
 
 
 class _flush_subnormals:

@@ -17,8 +17,10 @@ gradient of the candidate gate is ``r_t * dz_n``).
 
 The recomputed hidden states are compared with the training step's (relative Frobenius difference
 below 1e-4; 5e-2 when the step ran under autocast in a half type, whose recurrence rounds to about
-3 digits); a mismatch (e.g. inter-layer dropout, which cannot be replayed) leaves the weights
-uncovered with that reason.
+3 digits); a mismatch (e.g. dropout masks drawn otherwise than replayed) leaves the weights
+uncovered with that reason. Dropout between layers (training, CPU) is replayed: the op draws each mask
+from the CPU generator on the layer's output (time-major, or the packed rows); the engine keeps the
+generator's state from just before the op and draws the same masks again.
 
 An LSTM with projections (``proj_size``) carries ``h_t = W_hr (o_t * tanh(c_t))``: the sweep takes the
 gradient of ``h_t`` through ``W_hr`` to the cell, and ``dW_hr_i = sum_t dh_it (o_it * tanh(c_it))^T``.
@@ -29,6 +31,8 @@ which is what the op does (a sequence's last state is its ``h_n``; the reverse d
 last step), so the gradient passes such a step unchanged and adds nothing to the weights.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -50,7 +54,7 @@ def _check(name, a, b, rtol):
     ref = float(b.norm())
     if not err <= rtol * max(ref, 1e-30):
         raise RecomputeMismatch(f"the recomputed {name} differ from the training step's by {err / max(ref, 1e-300):.2g} "
-                                "(relative; dropout between layers, or another random op inside the recurrent layer?)")
+                                "(relative; dropout masks drawn otherwise, or another random op inside the recurrent layer?)")
 
 
 def _gates(kind, x, hprev, w_ih, w_hh, b_ih, b_hh, H):
@@ -190,6 +194,31 @@ def _direction(kind, x, h0, c0, w, H, hs_ref, g_out, g_hn, g_cn, rtol, m=None):
     return dz, dzh, hprev, dx, proj
 
 
+def _layer_inputs(op, inputs, layer_out, masks, num_layers, D, h0, c0, lstm, wl, has_biases, bidirectional, mask,
+                  batch_sizes, dropout, op_dtype):
+    """The outputs of the layers below the last (one fused forward each) and the inputs of the layers above
+    them, through dropout's masks when ``dropout`` is given (drawn as the op draws them: on the packed rows, or
+    on the time-major steps)."""
+    for layer in range(num_layers - 1):
+        sl = slice(layer * D, (layer + 1) * D)
+        state = (h0[sl].contiguous(), c0[sl].contiguous()) if lstm else h0[sl].contiguous()
+        lw = [t for d in range(D) for t in wl(layer, d) if t is not None]
+        if mask is None:
+            o = op(inputs[-1], state, lw, has_biases, 1, 0.0, False, bidirectional, False)[0]
+        else:
+            o = op(inputs[-1][mask], batch_sizes, state, lw, has_biases, 1, 0.0, False, bidirectional)[0]
+        nxt = o
+        if dropout is not None:
+            # drawn on a tensor of the op's own dtype and shape, as it drew them
+            mult = torch.dropout(torch.ones_like(o, dtype=op_dtype), dropout[0], True).to(o.dtype)
+            nxt = o * mult
+            masks[layer] = _padded(mult, mask) if mask is not None else mult
+        if mask is not None:
+            o, nxt = _padded(o, mask), _padded(nxt, mask)
+        layer_out[layer] = o
+        inputs.append(nxt)
+
+
 def _padded(data, mask):
     """Packed rows ``(N, .)`` as padded steps ``(T, B, .)`` (zeros where ``mask (T, B)`` is False)."""
     out = data.new_zeros(mask.shape + data.shape[1:])
@@ -198,13 +227,15 @@ def _padded(data, mask):
 
 
 def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, batch_first, outs, grads,
-                 rtol=1e-4, batch_sizes=None):
+                 rtol=1e-4, batch_sizes=None, dropout=None):
     """Contributions ``{index into weights: Contribution}``.
 
     ``x``: the op's input; ``hx``: initial state (tensor, or ``(h0, c0)`` for the LSTM, or None);
     ``weights``: the flat weight list as passed to the op; ``outs``: its outputs (output, h_n[, c_n]);
     ``grads``: their gradients (``None`` for an output that received none). ``batch_sizes``: a packed
     sequence's (``x`` and the output are then its rows ``(N, .)``, in the op's sorted order of samples).
+    ``dropout``: ``(p, state)`` of dropout between layers in training, ``state`` the CPU generator's state
+    just before the op: the masks are drawn again from it, as the op drew them (checked by the hidden states).
     """
     G = RNN_OPS[kind]
     D = 2 if bidirectional else 1
@@ -251,17 +282,13 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
         layer_out = [None] * num_layers
         layer_out[-1] = out_ref
         op = getattr(torch, kind)
-        for layer in range(num_layers - 1):
-            sl = slice(layer * D, (layer + 1) * D)
-            state = (h0[sl].contiguous(), c0[sl].contiguous()) if lstm else h0[sl].contiguous()
-            lw = [t for d in range(D) for t in wl(layer, d) if t is not None]
-            if mask is None:
-                o = op(inputs[-1], state, lw, has_biases, 1, 0.0, False, bidirectional, False)[0]
-            else:
-                o = _padded(op(inputs[-1][mask], batch_sizes, state, lw, has_biases, 1, 0.0, False, bidirectional)[0],
-                            mask)
-            layer_out[layer] = o
-            inputs.append(o)
+        masks = [None] * num_layers  # masks[l]: dropout's multiplier on layer l's output (the input of l + 1)
+        replay = torch.random.fork_rng(devices=[]) if dropout is not None else contextlib.nullcontext()
+        with replay:
+            if dropout is not None:
+                torch.set_rng_state(dropout[1])
+            _layer_inputs(op, inputs, layer_out, masks, num_layers, D, h0, c0, lstm, wl, has_biases, bidirectional,
+                          mask, batch_sizes, dropout, outs[0].dtype)
         g_out = grads[0]
         if g_out is not None:
             g_out = _padded(g_out.to(dt), mask) if mask is not None else (
@@ -301,7 +328,7 @@ def rnn_contribs(kind, x, hx, weights, has_biases, num_layers, bidirectional, ba
                 if proj is not None:
                     contribs[b + per - 1] = Outer(proj[0].transpose(0, 1), proj[1].transpose(0, 1), Ph)
                 dx_total = dx if dx_total is None else dx_total + dx
-            cot = dx_total
+            cot = dx_total if layer == 0 or masks[layer - 1] is None else dx_total * masks[layer - 1]
         if not any(gr is not None for gr in grads[:3]):
             return {}
     return contribs
