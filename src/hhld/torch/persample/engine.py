@@ -2038,10 +2038,12 @@ def _indexed_axis(src, index, ax, out):
 
 
 def _gathered_axis(src, idx, ax, out):
-    """Advanced indexing that keeps one row per sample, in order: the batch axis indexed by ``arange(B)`` (e.g.
-    ``h[torch.arange(B), last]``, each sequence's last token), every other tensor index a length-``B`` vector
-    or a scalar tensor, all of them adjacent, no int, ``None`` or ``Ellipsis``: the batch axis is where their
-    result goes (numpy's rule for adjacent advanced indices). Anything else: lost."""
+    """Advanced indexing that keeps one row per sample, in order: the batch axis indexed by ``arange(B)`` along one
+    axis of its index (``h[torch.arange(B), last]``, each sequence's last token; Hugging Face's mask functions'
+    ``mask[arange(B)[:, None, None, None], kv_idx]``), the other tensor indices of any shape that broadcasts
+    with it (a column per sample), all of them adjacent, no int, ``None`` or ``Ellipsis``: the batch axis is
+    where that axis lands in their broadcast result (numpy's rule for adjacent advanced indices). Anything else:
+    lost."""
     if isinstance(ax, tuple) or len(idx) <= ax:
         return _LOST
     if any(i is None or i is Ellipsis or isinstance(i, (int, bool)) for i in idx):
@@ -2052,15 +2054,18 @@ def _gathered_axis(src, idx, ax, out):
     B = src.shape[ax]
     try:
         tens = {k: (idx[k] if isinstance(idx[k], torch.Tensor) else torch.as_tensor(idx[k])) for k in adv}
+        shape = torch.broadcast_shapes(*(t.shape for t in tens.values()))
     except (TypeError, ValueError, RuntimeError):
         return _LOST
-    for k, t in tens.items():
-        if t.dtype == torch.bool or t.is_floating_point() or not (t.dim() == 1 and t.numel() == B or
-                                                                  (k != ax and t.dim() == 0)):
-            return _LOST
-    if not torch.equal(tens[ax], torch.arange(B, device=tens[ax].device, dtype=tens[ax].dtype)):
+    if any(t.dtype == torch.bool or t.is_floating_point() for t in tens.values()):
         return _LOST
-    pos = adv[0]  # every index before the advanced ones is a slice: each keeps its axis
+    tb = tens[ax]
+    along = [a for a, n in enumerate(tb.shape) if n != 1] or ([tb.dim() - 1] if tb.dim() and B == 1 else [])
+    if tb.numel() != B or len(along) != 1 or tb.shape[along[0]] != B:
+        return _LOST
+    if not torch.equal(tb.reshape(-1), torch.arange(B, device=tb.device, dtype=tb.dtype)):
+        return _LOST
+    pos = adv[0] + (len(shape) - tb.dim()) + along[0]  # every index before the advanced ones is a slice
     return pos if out.dim() > pos and out.shape[pos] == B else _LOST
 
 
