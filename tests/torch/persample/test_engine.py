@@ -913,3 +913,31 @@ def test_packed_sequences(where, kind):
     ref = torch.stack([sum((g ** 2).sum() for g in torch.autograd.grad(losses[i], list(model.parameters()),
                                                                         retain_graph=True)) for i in range(6)])
     torch.testing.assert_close(got, ref, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_bias_table_over_windows_of_each_sample(attention):
+    """Swin-style window attention: the samples' windows merged into the batch axis ``(B * nW, heads, N, N)`` and a
+    learned relative-position bias (no batch axis) added to the scores, through SDPA's ``attn_mask`` or in eager
+    code. Until 2026-12-01 the bias was not covered ("merged batch axis")."""
+
+    class Windows(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.out = nn.Linear(4, 12), nn.Linear(8 * 4, 3)
+            self.bias = nn.Parameter(0.1 * torch.randn(2, 4, 4))
+
+        def forward(self, x):                      # x: (B, 2 windows, 4 tokens, 4)
+            b = x.shape[0]
+            q, k, v = self.qkv(x.reshape(b * 2, 4, 4)).view(b * 2, 4, 3, 2, 2).permute(2, 0, 3, 1, 4)
+            if attention == "sdpa":
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+            else:
+                o = ((q @ k.transpose(-1, -2)) * 0.5 ** 0.5 + self.bias.unsqueeze(0)).softmax(-1) @ v
+            return self.out(o.transpose(1, 2).reshape(b, -1))
+
+    torch.manual_seed(0)
+    model = Windows().double()
+    eng, got, ref = measure(model, torch.randn(B, 2, 4, 4, dtype=torch.float64), ce(torch.randint(0, 3, (B,))))
+    assert eng.covered_last == {"qkv.weight", "qkv.bias", "out.weight", "out.bias", "bias"}, eng.reasons
+    assert torch.allclose(got, ref, rtol=1e-9)

@@ -1222,16 +1222,17 @@ class PerSampleSqNorms:
         q, k, m = a.get("query"), a.get("key"), a.get("attn_mask")
         tm = self._target_of(m) if isinstance(m, torch.Tensor) and m.requires_grad else None
         qax = self.axis_of(q) if isinstance(q, torch.Tensor) and tm is not None and not self._is_watched(q) else None
-        if tm is None or qax != 0 or not isinstance(k, torch.Tensor) or m.dim() > q.dim():
+        folded = isinstance(qax, tuple) and qax[1] == 0  # windows of each sample on the batch axis (Swin)
+        if tm is None or (qax != 0 and not folded) or not isinstance(k, torch.Tensor) or m.dim() > q.dim():
             return self._dispatch_generic(func, args, kwargs)
         shape = tuple(q.shape[:-2]) + (q.shape[-2], k.shape[-2])
         try:
             mb = m.expand(shape)
         except RuntimeError:
             return self._dispatch_generic(func, args, kwargs)
-        self._set_axis(mb, 0)
+        self._set_axis(mb, qax)
         self._record("broadcast", {"func": torch.Tensor.expand, "args": (m, shape), "kwargs": {}, "batched": [],
-                                   "oax": 0}, {0: tm}, [mb], {"watched": [m], "func_name": "expand"})
+                                   "oax": qax}, {0: tm}, [mb], {"watched": [m], "func_name": "expand"})
         if "attn_mask" in kwargs:
             kwargs = dict(kwargs, attn_mask=mb)
         else:
@@ -1633,7 +1634,9 @@ class PerSampleSqNorms:
         if random:
             self._fail(tgs, f"used in the random op {_fname(func)} together with batched data")
             return out
-        if any(isinstance(ax, tuple) for _, ax in batched):
+        elementwise = len(outs) == 1 and (func in _ADD or func in _SUB or func in _RSUB or func in _MUL)
+        if any(isinstance(ax, tuple) for _, ax in batched) and not (
+                elementwise and isinstance(self.axis_of(outs[0]), tuple)):
             self._fail(tgs, f"used in {_fname(func)} with a merged batch axis: no per-sample rule")
             return out
         if len(outs) > 1 and any(t.grad_fn is not outs[0].grad_fn for t in outs[1:]):
@@ -2324,7 +2327,12 @@ def _broadcast_contribs(use, g):
             alpha = kwargs.get("alpha", 1)
             if alpha != 1 and len(args) > 1 and args[1] is t:
                 gt = alpha * gt
-        out[k] = Dense(_sum_to_per_sample(gt, tuple(t.shape), oax))
+        ax = oax
+        if isinstance(oax, tuple):  # axis k merges the batch (at pos) with other axes: split it, those summed over
+            _, kk, sizes, pos = oax
+            gt = gt.reshape(tuple(gt.shape[:kk]) + tuple(sizes) + tuple(gt.shape[kk + 1:]))
+            ax = kk + pos
+        out[k] = Dense(_sum_to_per_sample(gt, tuple(t.shape), ax))
     return out
 
 
