@@ -752,3 +752,43 @@ def test_a_parameter_used_with_batched_data_outside_the_forward_stays_uncovered(
     assert set(unc) == {"0.weight"} and "sum to something else" in unc["0.weight"]
     assert row["noise_coverage"] == pytest.approx(1 - 96 / 163)
     mon.close()
+
+
+def test_clipping_per_parameter_group():
+    """``clip_grad_norm_`` on the body and on the head separately rescales each group by its own factor: the row
+    describes the applied gradient, whose per-sample gradients are the backward ones rescaled alike (found by
+    each parameter's L1 and L2 norms changing by one factor), against per-sample autograd. It used to leave the
+    step unmeasured; ``clip_grad_value_`` (not a rescaling) still does, with the reason."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    G = torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(losses[i], list(model.parameters()),
+                                                                            retain_graph=True)])
+                     for i in range(8)]).double()
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    factors = []
+    for part, max_norm in ((model[0], 0.05), (model[2], 0.3)):
+        norm = float(torch.nn.utils.clip_grad_norm_(part.parameters(), max_norm))
+        factors += [min(1.0, max_norm / (norm + 1e-6))] * sum(p.numel() for p in part.parameters())
+    assert max(factors) < 1.0 and min(factors) != max(factors)
+    Gs = G * torch.tensor(factors, dtype=torch.float64)
+    opt.step()
+    row = mon.step(loss)
+    assert row["tr_sigma"] == pytest.approx(8 / 7 * (float((Gs ** 2).sum(1).mean()) - float((Gs.mean(0) ** 2).sum())),
+                                            rel=1e-5)
+    assert row["noise_coverage"] == 1.0
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    torch.nn.utils.clip_grad_value_(model.parameters(), 0.01)
+    opt.step()
+    with pytest.warns(RuntimeWarning, match="clip_grad_value_"):
+        row = mon.step(loss)
+    assert row["tr_sigma"] is None and "no per-sample decomposition" in row["noise_note"]
+    mon.close()

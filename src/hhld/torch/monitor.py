@@ -138,6 +138,12 @@ def loss_reduction_of(loss, batch: int | None) -> str | None:
     return None
 
 
+def _l1_norms(grads) -> list:
+    """Per-tensor L1 norms (float64 sums) as host floats; sparse tensors by their values."""
+    dense = [g.coalesce().values() if g.is_sparse else g for g in grads]
+    return [float(v) for v in torch._foreach_norm(dense, 1, dtype=torch.float64)] if dense else []
+
+
 def optimizer_kind(optimizer) -> str:
     """``"adaptive"`` (Adam-like preconditioning), ``"sgd_momentum"``, ``"sgd"`` or ``"other"``."""
     if isinstance(optimizer, ADAPTIVE_OPTIMIZERS) or any("exp_avg_sq" in s for s in optimizer.state.values()):
@@ -346,6 +352,7 @@ class Monitor:
         self._ctx = None
         self._pass_norms: list = []
         self._bw_norms = None
+        self._bw_l1 = None
         self._bw_scale = None
         self._fwd_b = None
         self._fn_inputs = None
@@ -527,6 +534,9 @@ class Monitor:
         if all(g is not None for g in grads):
             self._bw_norms = robust_norms(grads).tolist()
             self._bw_scale = self._scaler_scale()
+            # on a tier-1 step also the L1 norms: a parameter's gradient only rescaled before step() keeps the
+            # ratio of its two norms (per-group clipping), any other change (clip_grad_value_) does not
+            self._bw_l1 = _l1_norms(grads) if self._tier1_due(self.step_count) else None
 
     def _scaler_scale(self):
         s = self.scaler
@@ -600,7 +610,7 @@ class Monitor:
         tier1 = self._tier1_due(self.step_count)
         clip = per_sample = note = None
         if tier1:
-            clip = self._clip_info(idx, norms)
+            clip = self._clip_info(idx, norms, grads)
             per_sample, note = self._per_sample_stats(names, params, idx, norms, B_local, B, clip)
             if note:
                 self._notes.append(note)
@@ -615,7 +625,7 @@ class Monitor:
         self._ctx = ctx
         self._captured = True
 
-    def _clip_info(self, idx, norms):
+    def _clip_info(self, idx, norms, grads):
         """Compare the applied gradient with the one right after backward (per parameter; a handful of numbers,
         compared on the host: one synchronisation on a tier-1 step)."""
         bw = self._bw_norms
@@ -628,7 +638,25 @@ class Monitor:
         if not ratios:
             return ClipInfo(1.0, True)
         c = sum(ratios) / len(ratios)
-        return ClipInfo(c, all(abs(r - c) <= 1e-5 * max(c, 1e-30) for r in ratios))
+        if all(abs(r - c) <= 1e-5 * max(c, 1e-30) for r in ratios):
+            return ClipInfo(c, True)
+        l1_bw = self._bw_l1
+        if l1_bw is None or len(l1_bw) != len(self.params):
+            return ClipInfo(c, False)
+        l1_ap = _l1_norms(grads)
+        scales = []
+        for j, i in enumerate(idx):  # each parameter only rescaled: both norms by one factor
+            b2, a2, b1, a1 = bw[j], ap[j], l1_bw[i] / scale, l1_ap[j]
+            if b2 <= 0 or b1 <= 0:
+                if a2 > 0:
+                    return ClipInfo(c, False)
+                scales.append(1.0)
+                continue
+            r2, r1 = a2 / b2, a1 / b1
+            if abs(r1 - r2) > 1e-4 * max(r2, 1e-30):
+                return ClipInfo(c, False)
+            scales.append(r2)
+        return ClipInfo(c, False, tuple(scales))
 
     def _per_sample_stats(self, names, params, idx, norms, B_local, B, clip):
         """The step's :class:`PerSampleStats` at the true per-sample scale of the applied gradient, or
@@ -649,7 +677,7 @@ class Monitor:
         if tot is None:
             return None, note
         mean_red = self.loss_reduction == "mean"
-        c2 = (clip.coef ** 2) if clip is not None else 1.0
+        c2 = (clip.coef ** 2) if clip is not None and clip.uniform else 1.0  # per-parameter factors: applied above
         # the applied gradient is the batch mean (loss "mean") or the batch sum ("sum") of the per-sample gradients
         gmul = 1.0 if mean_red else 1.0 / B
         pos = {nm: i for i, nm in enumerate(names)}
@@ -687,9 +715,12 @@ class Monitor:
             return (f"micro-batches of unequal sizes {sizes}, each loss a mean over its own samples: the step weights "
                     "its samples unequally, so its gradient is no mean of per-sample gradients (this step is not "
                     "measured; equal micro-batches, e.g. drop_last=True, keep every step measured)")
-        if clip is not None and not clip.uniform:
+        if clip is not None and not clip.uniform and clip.scales is None:
             return ("the gradients were changed non-uniformly between backward() and step() (e.g. "
                     "clip_grad_value_): the applied gradient has no per-sample decomposition")
+        # per-parameter factors of the applied gradient (per-group clipping): each parameter's per-sample
+        # gradients rescaled alike (a uniform factor is applied to the total by the caller)
+        w2 = {nm: f * f for nm, f in zip(names, clip.scales)} if clip is not None and clip.scales else None
         common = set.intersection(*[p.covered for p in passes])
         cov = [nm for nm in names if nm in common]
         if not cov:
@@ -701,7 +732,8 @@ class Monitor:
         tot = None
         for sq, _, per, _ in passes:
             b = int(sq.shape[0])
-            s = sum(per[nm] for nm in cov) if len(cov) != len(per) else sq
+            s = sum(w2[nm] * per[nm] for nm in cov) if w2 is not None else (
+                sum(per[nm] for nm in cov) if len(cov) != len(per) else sq)
             alpha = (1.0 / b if mean_red else 1.0) * acc * (scale or 1.0)
             v = s.sum() / (alpha * alpha)
             tot = v if tot is None else tot + v
@@ -715,7 +747,8 @@ class Monitor:
                 return ("a loss term of the parameters alone (a regulariser) with loss_reduction='sum': its share of "
                         "each sample's gradient is not defined")
             m = (1.0 if self.accumulation == "mean" else 1.0 / k) / (scale or 1.0)
-            tot = tot + n * m * m * sum(2.0 * dot - sq for dot, sq in terms)
+            tot = tot + n * m * m * sum((w2[nm] if w2 is not None else 1.0) * (2.0 * shared[nm][0] - shared[nm][1])
+                                        for nm in cov if nm in shared)
         return tot, cov, None
 
     def _opt_post_hook(self, optimizer, args, kwargs):

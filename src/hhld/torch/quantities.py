@@ -71,11 +71,15 @@ class ClipInfo:
 
     ``coef``: ``||g_applied|| / ||g_backward||`` (1.0 when untouched); ``uniform``: the same factor for
     every parameter (``clip_grad_norm_``); else the gradients were changed non-uniformly
-    (``clip_grad_value_``, per-parameter clipping) and per-sample statistics of the applied gradient
-    are not defined for this step."""
+    (``clip_grad_value_``, per-parameter clipping). ``scales``: when each parameter's gradient was only
+    rescaled (per-group or per-parameter clipping: its L1 and L2 norms changed by the same factor), the factor
+    of each parameter of the step (in the order of its names); the per-sample gradients of the applied
+    gradient are then the backward ones rescaled alike. ``None`` with ``uniform`` False: not a rescaling
+    (``clip_grad_value_``), and per-sample statistics of the applied gradient are not defined for this step."""
 
     coef: float
     uniform: bool
+    scales: tuple | None = None
 
 
 @dataclass(frozen=True)
