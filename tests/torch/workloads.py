@@ -222,25 +222,14 @@ class PackedRNN(nn.Module):
         return self.fc(torch.cat([hn[-2], hn[-1], o.sum(1) / lens[:, None].to(o.dtype)], -1))
 
 
-class DropoutLSTM(nn.Module):
-    """A 3-layer bidirectional LSTM with dropout between its layers (``nn.LSTM(dropout=0.3)``), batch first."""
+class DeepLSTM(nn.Module):
+    """A stacked bidirectional LSTM, batch first, classifying the last step: ``nn.LSTM(**kw)`` (dropout between
+    layers, projections)."""
 
-    def __init__(self):
+    def __init__(self, **kw):
         super().__init__()
-        self.rnn = nn.LSTM(4, 8, num_layers=3, dropout=0.3, bidirectional=True, batch_first=True)
-        self.fc = nn.Linear(16, 3)
-
-    def forward(self, x):
-        return self.fc(self.rnn(x)[0][:, -1])
-
-
-class ProjLSTM(nn.Module):
-    """A 2-layer bidirectional LSTM with projections (``proj_size``), batch first, classifying the last step."""
-
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.LSTM(4, 8, num_layers=2, proj_size=3, bidirectional=True, batch_first=True)
-        self.fc = nn.Linear(6, 3)
+        self.rnn = nn.LSTM(4, 8, bidirectional=True, batch_first=True, **kw)
+        self.fc = nn.Linear(2 * (kw.get("proj_size") or 8), 3)
 
     def forward(self, x):
         return self.fc(self.rnn(x)[0][:, -1])
@@ -507,11 +496,11 @@ _W = [
                   "pad_packed_sequence (was not covered: coverage 2%)"),
     Workload("gru_packed", "c", _seeded(lambda: PackedRNN("gru")), packed_data, cls_loss, cls_per_sample,
              reference="graph", note="the same with a GRU"),
-    Workload("lstm_dropout", "c", _seeded(DropoutLSTM), lambda B, s: seq_data(B, s, time_first=False, task="classify"),
+    Workload("lstm_dropout", "c", _seeded(lambda: DeepLSTM(num_layers=3, dropout=0.3)), lambda B, s: seq_data(B, s, time_first=False, task="classify"),
              cls_loss, cls_per_sample, reference="graph", stochastic=True,
              note="nn.LSTM(num_layers=3, dropout=0.3): the masks between layers replayed from the generator's state "
                   "(was not covered: coverage 1%)"),
-    Workload("lstm_proj", "c", _seeded(ProjLSTM), lambda B, s: seq_data(B, s, time_first=False, task="classify"),
+    Workload("lstm_proj", "c", _seeded(lambda: DeepLSTM(num_layers=2, proj_size=3)), lambda B, s: seq_data(B, s, time_first=False, task="classify"),
              cls_loss, cls_per_sample, reference="graph",
              note="nn.LSTM(proj_size=3), 2 layers, bidirectional (was not covered: coverage 1.5%)"),
     Workload("cnn_bn", "d", _seeded(cnn_bn), img_data, cls_loss, cls_per_sample, batch=16, reference="graph",
