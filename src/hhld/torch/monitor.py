@@ -738,8 +738,7 @@ class Monitor:
             v = s.sum() / (alpha * alpha)
             tot = v if tot is None else tot + v
         shared = self.engine.shared_last if self.engine is not None else {}
-        terms = [shared[nm] for nm in cov if nm in shared]
-        if terms:
+        if any(nm in shared for nm in cov):
             # a loss term of the parameters alone (a regulariser) adds the same R to every sample's gradient:
             # sum_i |g_i + R|^2 = sum_i |g_i|^2 + n (2 R.gbar - |R|^2), gbar the step's mean gradient (R in the
             # gradients' units: a mean over micro-batches, GradScaler's scale divided out)
