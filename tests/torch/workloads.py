@@ -336,6 +336,22 @@ class OtherLayers(nn.Module):
         return self.fc(self.rms(h))
 
 
+class Reparametrized(nn.Module):
+    """Weights made from parameters inside the forward: ``weight_norm`` (``torch.nn.utils.parametrizations``) and
+    a LoRA-style adapter written as raw matrix products beside a frozen layer (``x @ A.T @ B.T``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.utils.parametrizations.weight_norm(nn.Linear(6, 16))
+        self.base = nn.Linear(16, 16).requires_grad_(False)
+        self.A, self.B = nn.Parameter(0.3 * torch.randn(4, 16)), nn.Parameter(0.3 * torch.randn(16, 4))
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.a(x).tanh()
+        return self.fc((self.base(h) + 2.0 * (h @ self.A.T @ self.B.T)).tanh())
+
+
 def infonce_loss(e, y):
     """InfoNCE over in-batch pairs (each sample against the next one's embedding), outside the model."""
     return F.cross_entropy(e @ e.roll(1, 0).T / 0.5, torch.arange(e.shape[0]))
@@ -528,6 +544,9 @@ _W = [
     Workload("other_layers", "i", _seeded(OtherLayers), feat_data, cls_loss, cls_per_sample, reference="func",
              note="Bilinear, PReLU, ConvTranspose2d, RMSNorm(eps=None) (under bf16 autocast these were uncovered; "
                   "RMSNorm's default eps was taken from the half type)"),
+    Workload("reparametrized", "i", _seeded(Reparametrized), feat_data, cls_loss, cls_per_sample, reference="graph",
+             note="weight_norm and a raw-matmul LoRA adapter (under bf16/fp16 autocast the weights' half copies made "
+                  "their sums fail the float32 check: uncovered)"),
     Workload("compiled_mlp", "g", _seeded(small_mlp), feat_data, cls_loss, cls_per_sample, batch=32, reference="func",
              compiled=True, note="torch.compile(backend='aot_eager'), 10 steps (above dynamo's recompile limit 8)"),
 ]
@@ -612,6 +631,7 @@ _CELLS = {
     "infonce_outside": ["sgd", "accum2"],
     "mixup_hidden": ["sgd"],
     "other_layers": ["sgd", "bf16", "fp16_scaler"],
+    "reparametrized": ["sgd", "bf16", "fp16_scaler"],
 }
 CELLS = [Cell(w, p, steps=10 if WORKLOADS[w].compiled else 2) for w, ps in _CELLS.items() for p in ps]
 HF_CELL = "hf_gpt2-hf_trainer"  # the Hugging Face cell: its own model (a tiny GPT2 from a config)

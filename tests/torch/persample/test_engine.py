@@ -941,3 +941,15 @@ def test_a_bias_table_over_windows_of_each_sample(attention):
     eng, got, ref = measure(model, torch.randn(B, 2, 4, 4, dtype=torch.float64), ce(torch.randint(0, 3, (B,))))
     assert eng.covered_last == {"qkv.weight", "qkv.bias", "out.weight", "out.bias", "bias"}, eng.reasons
     assert torch.allclose(got, ref, rtol=1e-9)
+
+
+def test_weight_norm_parametrization_is_exact_and_quiet():
+    """``weight_norm``'s backward has no vmap batching rule: the per-sample VJP runs vmap's fallback (a loop, the same
+    numbers). Its "performance drop" warning is vmap's business, not the user's: none reaches the training loop."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(5, 7)), nn.Tanh(), nn.Linear(7, 3)).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eng, got, ref = measure(model, torch.randn(B, 5, dtype=torch.float64), ce(torch.randint(0, 3, (B,))))
+    assert eng.covered_last == {n for n, _ in model.named_parameters()}, eng.reasons
+    assert torch.allclose(got, ref, rtol=1e-9)

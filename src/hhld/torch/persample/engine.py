@@ -974,6 +974,10 @@ class PerSampleSqNorms:
         if target is None or c is None:
             return
         if target.tag is not None:
+            if _lowp(c) or target.tag.tensor.dtype in (torch.float16, torch.bfloat16):
+                # a half-precision copy of the parameters on the way (autocast's cast of a derived weight, a LoRA
+                # factor): their gradients were summed over the batch in that type, so is their sum checked
+                self._lowp.update(target.tag.params)
             for t2, c2 in target.tag.backprop(c):
                 self._contribute(t2, c2)
             return
@@ -2336,6 +2340,15 @@ def _broadcast_contribs(use, g):
     return out
 
 
+@contextlib.contextmanager
+def _quiet_vmap():
+    """vmap's fallback for an op without a batching rule (a loop: slower, same numbers) is not the user's concern:
+    its "performance drop" warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*performance drop because we have not yet implemented")
+        yield
+
+
 def _vjp_backprop(func, args, kwargs, targets, k, n_out, out_shape):
     """Backprop of a tag made by an op on unbatched inputs: ``vmap`` over samples of the op's VJP."""
     from torch.func import vjp, vmap
@@ -2354,7 +2367,8 @@ def _vjp_backprop(func, args, kwargs, targets, k, n_out, out_shape):
     def backprop(c):
         gs = _dense(c, tuple(out_shape))
         _, pull = vjp(f, *prim)
-        grads = vmap(pull)(gs)
+        with _quiet_vmap():
+            grads = vmap(pull)(gs)
         return [(tg, Dense(gr)) for tg, gr in zip(tgs, grads)]
 
     return backprop
@@ -2454,10 +2468,7 @@ def _vjp_contribs(use, gs, B):
 
     # the op ran under autocast: replayed under the same autocast (the same casts, the same output dtypes)
     ac = use.extra.get("autocast")
-    with torch.autocast(ac[0], dtype=ac[1]) if ac is not None else contextlib.nullcontext(), \
-            warnings.catch_warnings():
-        # vmap's fallback for an op without a batching rule (a loop: slower, same numbers) is not the user's concern
-        warnings.filterwarnings("ignore", message=".*performance drop because we have not yet implemented")
+    with torch.autocast(ac[0], dtype=ac[1]) if ac is not None else contextlib.nullcontext(), _quiet_vmap():
         ys, grads = vmap(per_sample, in_dims=(in_axes, tuple(oaxs)))(bvals0, cots)
     ys = (ys,) if isinstance(ys, torch.Tensor) else tuple(ys)
     for y, o, a in zip(ys, outs, oaxs):
