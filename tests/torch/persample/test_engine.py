@@ -953,3 +953,46 @@ def test_weight_norm_parametrization_is_exact_and_quiet():
         eng, got, ref = measure(model, torch.randn(B, 5, dtype=torch.float64), ce(torch.randint(0, 3, (B,))))
     assert eng.covered_last == {n for n, _ in model.named_parameters()}, eng.reasons
     assert torch.allclose(got, ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["mul_", "imul", "div_", "idiv", "addcmul_", "lerp_", "twice"])
+def test_in_place_ops_with_parameters(kind):
+    """An in-place op that combines the data with a parameter overwrites the factor of that parameter's per-sample
+    gradient (``h.mul_(s)``: ``ds_i = h_i * g_i`` with the ``h`` from before the op). Until 2026-12-01 the engine read
+    ``h`` after the op: silently off by the change (float32 with ``s`` near 1), or left out by the sum check."""
+
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Linear(5, 8), nn.Linear(8, 3)
+            self.s, self.t = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.randn(8))
+
+        def forward(self, x):
+            h = self.a(x)
+            if kind == "mul_":
+                h.mul_(self.s)
+                h.add_(self.t)
+            elif kind == "imul":
+                h *= self.s
+                h += self.t
+            elif kind == "div_":
+                h.div_(self.s)
+                h.add_(self.t)
+            elif kind == "idiv":
+                h /= self.s
+            elif kind == "addcmul_":
+                h.addcmul_(self.s, self.t)
+            elif kind == "lerp_":
+                h.lerp_(self.t, 0.3)
+            else:
+                h.mul_(self.s)
+                h.mul_(self.s)
+            return self.c(h.tanh())
+
+    torch.manual_seed(0)
+    model = InPlace().double()
+    eng, got, ref = measure(model, torch.randn(B, 5, dtype=torch.float64), ce(torch.randint(0, 3, (B,))))
+    used = {"a.weight", "a.bias", "c.weight", "c.bias", "s", "t"} - ({"t"} if kind in ("idiv", "twice") else
+                                                                    {"s"} if kind == "lerp_" else set())
+    assert eng.covered_last >= used, eng.reasons
+    assert torch.allclose(got, ref, rtol=1e-9)

@@ -1569,8 +1569,22 @@ class PerSampleSqNorms:
 
     # ------------------------------------------------------------------ everything else
     def _generic(self, func, args, kwargs, watched):
+        before = None
+        if _in_place(func) and args and isinstance(args[0], torch.Tensor) and not self._is_watched(args[0]):
+            # h.mul_(s): the op overwrites the data its per-sample rule reads (the factor h of s's gradient); autograd
+            # keeps the original for its own formula, and so does the engine
+            before = args[0].detach().clone()
         out = func(*args, **kwargs)
         self._propagate(func, args, kwargs, out)
+        if before is not None:
+            self._set_axis(before, self.axis_of(args[0]))
+            rec = self._generic_after(func, (before,) + tuple(args[1:]), kwargs, out, watched)
+            use = self._uses[-1] if self._uses else None
+            if use is not None and use.inputs is not None and use.inputs.get("args", (None,))[:1] == (before,):
+                use.inputs["func"] = _out_of_place(func)  # replayed per sample on the original values
+                # and checked against the values it wrote (a later in-place op may overwrite them too)
+                use.extra["out_values"] = [o.detach().clone() for o in _flat_tensors(out)]
+            return rec
         return self._generic_after(func, args, kwargs, out, watched)
 
     def _generic_after(self, func, args, kwargs, out, watched):
@@ -2340,6 +2354,24 @@ def _broadcast_contribs(use, g):
     return out
 
 
+_IN_PLACE_DUNDERS = {"__iadd__": "__add__", "__isub__": "__sub__", "__imul__": "__mul__", "__itruediv__": "__truediv__",
+                     "__ifloordiv__": "__floordiv__", "__imod__": "__mod__", "__ipow__": "__pow__",
+                     "__imatmul__": "__matmul__"}
+
+
+def _in_place(func) -> bool:
+    """``Tensor.mul_``, ``h *= s`` and the like: the op writes into its first argument."""
+    name = getattr(func, "__name__", "")
+    return name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__") and not name.startswith("_"))
+
+
+def _out_of_place(func):
+    """The out-of-place form of an in-place op (``mul_`` -> ``mul``, ``__imul__`` -> ``__mul__``), else ``func``."""
+    name = getattr(func, "__name__", "")
+    other = _IN_PLACE_DUNDERS.get(name, name[:-1] if name.endswith("_") else None)
+    return getattr(torch.Tensor, other, func) if other else func
+
+
 @contextlib.contextmanager
 def _quiet_vmap():
     """vmap's fallback for an op without a batching rule (a loop: slower, same numbers) is not the user's concern:
@@ -2471,7 +2503,7 @@ def _vjp_contribs(use, gs, B):
     with torch.autocast(ac[0], dtype=ac[1]) if ac is not None else contextlib.nullcontext(), _quiet_vmap():
         ys, grads = vmap(per_sample, in_dims=(in_axes, tuple(oaxs)))(bvals0, cots)
     ys = (ys,) if isinstance(ys, torch.Tensor) else tuple(ys)
-    for y, o, a in zip(ys, outs, oaxs):
+    for y, o, a in zip(ys, use.extra.get("out_values", outs), oaxs):
         yref = o.detach().movedim(a, 0)
         # a half-precision output may round differently by one unit in the last place (summation order)
         rtol = 2 * torch.finfo(yref.dtype).eps if yref.dtype in (torch.float16, torch.bfloat16) else 1e-4
