@@ -32,7 +32,7 @@ LANDSCAPES = {
     "quartic": (lambda: QuadraticQuartic(4, kappa=0.5, q=2.0), "cubic"),
     "quadratic_diagonal": (lambda: anisotropic_quadratic(50), "diagonal"),
     "quadratic_diagonal_centred": (lambda: Quadratic(np.array([1.0, 2.0, 3.0]), center=[0.1, -0.3, 0.5]), "diagonal"),
-    "quadratic_full": (lambda: _full(6), "shift"),
+    "quadratic_full": (lambda: _full(6), "full"),
 }
 BACKENDS = ["numpy32", "numpy64", "torch32", "torch64"]
 
@@ -70,10 +70,13 @@ def test_kernel_against_reference_step(land, integrator, backend):
     landscape = make()
     info = INTEGRATORS[integrator]
     params = {"eta": 1.3, "friction": 0.7} if integrator == "baoab" else {}
-    n = max(MIN_ELEMENTS // landscape.dim, 16) + 4 * kernels.CHUNK_ELEMENTS // landscape.dim + 7  # several chunks
+    chunk = kernels.CHUNK_RANGE[0]  # the smallest chunk a kernel takes: several chunks, a small test
+    n = max(MIN_ELEMENTS // landscape.dim, 16) + 4 * chunk // landscape.dim + 7
     theta = _theta(backend, n, landscape.dim)
     kernel = find_kernel(info, landscape, theta, params)
     assert kernel is not None and kernel.kind == kind
+    kernel.chunk = chunk
+    assert len(chunk_rows(n, landscape.dim, chunk)) >= 4
     fused, finite = _run(kernel, info, landscape, theta, backend, **params)
     ref, ref_finite = _run(info.step, info, landscape, theta, backend, **params)
     assert finite == [True] * 3 and ref_finite == [None] * 3
@@ -84,7 +87,7 @@ def test_kernel_against_reference_step(land, integrator, backend):
         a, b = getattr(fused, f), getattr(ref, f)
         assert type(a) is type(b) and a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape), f
         a, b = _np(a), _np(b)
-        if kind == "shift":
+        if kind == "full":
             eps = np.finfo(a.dtype).eps
             np.testing.assert_array_less(np.abs(a.astype(np.float64) - b), 64 * eps * (1 + np.abs(b)), err_msg=f)
         else:
@@ -116,6 +119,94 @@ def test_chunks_cover_rows_in_blocks_of_16_entries(n, d):
     assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
     assert all((hi - lo) * d % 16 == 0 for lo, hi in rows[:-1])
     assert (rows[-1][1] - rows[-1][0]) * d >= 16 or len(rows) == 1
+
+
+@pytest.mark.parametrize("backend", ["numpy64", "torch32"])
+@pytest.mark.parametrize("integrator", sorted(kernels.SUPPORTED))
+@pytest.mark.parametrize("land", ["double_well_2d", "quadratic_full"])
+def test_advance_is_n_single_steps(land, integrator, backend):
+    """``advance(n)`` (two alternating buffer sets, no states between) gives the numbers of n
+    calls of the step, bit for bit, without writing into the state it started from."""
+    landscape = LANDSCAPES[land][0]()
+    info = INTEGRATORS[integrator]
+    params = {"eta": 1.3, "friction": 0.7} if integrator == "baoab" else {}
+    theta = _theta(backend, 3000, landscape.dim)
+    kernel = find_kernel(info, landscape, theta, params)
+    kernel.chunk = kernels.CHUNK_RANGE[0]
+    for n_steps in (1, 2, 5):
+        rng_a, rng_b = _rng(backend, 4), _rng(backend, 4)
+        start = info.init(landscape, theta, rng=rng_a, D=0.1, **params)
+        info.init(landscape, theta, rng=rng_b, D=0.1, **params)
+        kept = {f: _np(getattr(start, f)).copy() for f in start._fields if hasattr(getattr(start, f), "shape")}
+        a, a_info = kernel.advance(rng_a, start, landscape, n_steps, dt=0.01, D=0.1, **params)
+        b = start
+        for _ in range(n_steps):
+            b, _ = kernel(rng_b, b, landscape, dt=0.01, D=0.1, **params)
+        assert a_info.finite is True and a.step == b.step == n_steps and a.time == b.time
+        for f in b._fields:
+            x, y = getattr(a, f), getattr(b, f)
+            if hasattr(y, "shape"):
+                assert np.array_equal(_np(x), _np(y)), (f, n_steps)
+        for f, v in kept.items():  # the input state is never written
+            assert np.array_equal(_np(getattr(start, f)), v), f
+    # the spare buffers the kernel keeps between calls never belong to a state it returned
+    rng = _rng(backend, 5)
+    states = [info.init(landscape, theta, rng=rng, D=0.1, **params)]
+    for n_steps in (3, 1, 2, 4, 1, 1, 3):
+        states.append(kernel.advance(rng, states[-1], landscape, n_steps, dt=0.01, D=0.1, **params)[0])
+    copies = [[_np(x).copy() for x in st if hasattr(x, "shape")] for st in states]
+    for n_steps in (2, 3, 1, 2):
+        kernel.advance(rng, states[-1], landscape, n_steps, dt=0.01, D=0.1, **params)
+    assert kernel._spare is not None
+    for st, kept in zip(states, copies):
+        assert all(np.array_equal(_np(x), c) for x, c in zip([x for x in st if hasattr(x, "shape")], kept))
+    with pytest.raises(ValueError, match="n_steps must be >= 1, got 0"):
+        kernel.advance(rng_a, start, landscape, 0, dt=0.01, D=0.1, **params)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_advance_stops_after_the_first_non_finite_step():
+    landscape = double_well_2d()
+    info = INTEGRATORS["euler_maruyama"]
+    theta = _theta("torch32", 5000, 2)
+    theta[77, 0] = 1e15  # its gradient overflows: non-finite after step 1
+    kernel = find_kernel(info, landscape, theta)
+    state, step_info = kernel.advance(_rng("torch32", 0), info.init(landscape, theta), landscape, 10,
+                                      dt=0.01, D=0.1)
+    assert step_info.finite is False and state.step == 1
+    assert not bool(torch.isfinite(state.theta[77]).all())
+
+
+def test_chunks_are_sized_to_the_l2_cache(monkeypatch):
+    lo, hi = kernels.CHUNK_RANGE
+    monkeypatch.setattr(kernels, "l2_cache_bytes", lambda: 1024 ** 2)
+    assert kernels.chunk_elements(16) == 131072  # twice 1 MiB / 16 B
+    assert kernels.chunk_elements(24) == 65536   # largest power of two <= 87381
+    assert kernels.chunk_elements(48) == 32768
+    assert kernels.chunk_elements(4) == hi
+    monkeypatch.setattr(kernels, "l2_cache_bytes", lambda: 32 * 1024)
+    assert kernels.chunk_elements(48) == lo
+    monkeypatch.setattr(kernels, "l2_cache_bytes", lambda: None)
+    assert kernels.chunk_elements(16) == kernels.CHUNK_ELEMENTS
+    k = find_kernel(INTEGRATORS["baoab"], double_well_2d(), np.zeros((5000, 2)))
+    assert k.chunk == kernels.CHUNK_ELEMENTS and k.chunk % 16 == 0
+
+
+def test_l2_cache_bytes_reads_sysfs_sizes(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    f = tmp_path / "size"
+
+    def fake_open(path, *a, **k):
+        return real_open(f, *a, **k) if "index2/size" in str(path) else real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    for text, value in [("1024K\n", 1024 ** 2), ("2M", 2 * 1024 ** 2), ("512", 512), ("?", None)]:
+        f.write_text(text)
+        kernels.l2_cache_bytes.cache_clear()
+        assert kernels.l2_cache_bytes() == value, text
+    kernels.l2_cache_bytes.cache_clear()
 
 
 @pytest.mark.parametrize("backend", ["numpy32", "torch32", "torch64"])
@@ -152,15 +243,28 @@ def test_driver_names_the_non_finite_particle_after_a_fused_step(mode):
         assert sim.state.theta.shape == (n - 1, 2) and bool(torch.isfinite(sim.state.theta).all())
 
 
-def test_simulation_with_and_without_kernels_gives_the_same_run():
+@pytest.mark.parametrize("progress", [False, True])
+def test_simulation_with_and_without_kernels_gives_the_same_run(progress):
+    """The driver hands the kernel every step up to the next observer's (``advance``): the
+    observers still see every state they are due at, the same as step by step."""
+    from hhld.dynamics import LossObserver, MomentsObserver
+
     def run(kernels_on):
         sim = Simulation(double_well_2d(), torch.zeros(6000, 2), dt=0.01, D=0.05, integrator="leimkuhler_matthews",
-                         rng=torch.Generator().manual_seed(3), kernels=kernels_on)
-        return sim, sim.run(20).state
+                         rng=torch.Generator().manual_seed(3), kernels=kernels_on,
+                         observers=[LossObserver(every=3), MomentsObserver(every=7)])
+        sim.run(20, progress=progress).run(9)
+        return sim, sim.state, sim.results()
 
-    (sk, a), (sr, b) = run(True), run(False)
+    (sk, a, ra), (sr, b, rb) = run(True), run(False)
     assert sk.kernel is not None and sr.kernel is None
     assert torch.equal(a.theta, b.theta) and torch.equal(a.grad, b.grad) and torch.equal(a.noise, b.noise)
+    assert a.step == b.step == 29
+    la, lb = ra["loss"], rb["loss"]
+    assert list(la["steps"]) == list(lb["steps"]) == list(range(3, 30, 3))
+    assert np.array_equal(la["mean"], lb["mean"]) and np.array_equal(la["std"], lb["std"])
+    assert ra["moments"]["n"] == rb["moments"]["n"] == 4 * 6000  # steps 7, 14, 21, 28 x 6000 particles
+    assert np.array_equal(ra["moments"]["mean_theta"], rb["moments"]["mean_theta"])
 
 
 class _Shifted(DoubleWell):

@@ -221,8 +221,18 @@ class Simulation:
         bar = _progress(progress, n_steps, description)
         update_every = max(1, n_steps // 200)
         try:
-            for i in range(n_steps):
-                self.state, info = step_fn(self.rng, self.state, self.landscape, **params)
+            i = 0
+            while i < n_steps:
+                if self.kernel is not None and self.tunneling is None:
+                    # a fused kernel takes every step up to the next one anything looks at (an
+                    # observer due, a progress update) in one call; the states between are not made
+                    stretch = self._stretch(n_steps - i, update_every - i % update_every if bar else n_steps)
+                    before = self.state.step
+                    self.state, info = self.kernel.advance(self.rng, self.state, self.landscape, stretch, **params)
+                    i += self.state.step - before
+                else:
+                    self.state, info = step_fn(self.rng, self.state, self.landscape, **params)
+                    i += 1
                 step = self.state.step
                 if step % self.check_every == 0 and info.finite is not True:  # True: checked by the step
                     self._check_finite(self.state)
@@ -231,12 +241,22 @@ class Simulation:
                         obs.observe(self.state, self.ctx)
                 if self.tunneling is not None:
                     self._apply_tunneling()
-                if bar is not None and (i + 1) % update_every == 0:
+                if bar is not None and i % update_every == 0:
                     bar[0].update(bar[1], advance=update_every)
         finally:
             if bar is not None:
                 bar[0].stop()
         return self
+
+    def _stretch(self, left: int, limit: int) -> int:
+        """Steps until (and including) the next one an observer is due at, at most ``min(left,
+        limit)``."""
+        n, step = min(left, limit), self.state.step
+        if self.observers:
+            for k in range(1, n + 1):
+                if any(obs.due(step + k) for obs in self.observers):
+                    return k
+        return n
 
     def _apply_tunneling(self):
         st = self.state

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("numba")
-from hhld.dynamics.kernels.loops import LOOPS  # noqa: E402
+from hhld.dynamics.kernels.loops import LOOPS, last_half_kick  # noqa: E402
 
 N = 24
 
@@ -48,8 +48,11 @@ def test_baoab_loop_and_its_last_half_kick(form, kick):
     x = x + m * drift
     gx = _grad(form, x, *ks)
     assert np.array_equal(out, x) and np.array_equal(gout, gx)
-    # "shift" leaves the matrix product and the kick to the caller
+    # "shift" leaves the matrix product and the kick to the caller: last_half_kick, same numbers
     assert np.array_equal(pout, m - gx * half if kick else m)
+    if not kick:
+        last_half_kick(pout, gout, half)
+        assert np.array_equal(pout, m - gx * half)
 
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan, 2e3])

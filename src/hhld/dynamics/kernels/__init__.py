@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -42,9 +43,42 @@ __all__ = ["Kernel", "find_kernel", "numba_available", "SUPPORTED", "MIN_ELEMENT
 SUPPORTED = ("euler_maruyama", "leimkuhler_matthews", "baoab")
 #: smaller ensembles keep the reference step (no compilation for them)
 MIN_ELEMENTS = 4096
-#: elements per chunk (a multiple of 16: torch draws normals in blocks of 16, so chunked draws
-#: equal one whole-array draw)
+#: elements per chunk when the L2 cache size is unknown (a power of two, so a multiple of 16:
+#: torch draws normals in blocks of 16, so chunked draws equal one whole-array draw)
 CHUNK_ELEMENTS = 16384
+#: bounds of the chunk a kernel sizes to the cache (:func:`chunk_elements`)
+CHUNK_RANGE = (4096, 262144)
+
+
+@functools.lru_cache(maxsize=None)
+def l2_cache_bytes() -> int | None:
+    """The per-core L2 cache size (Linux sysfs), or None when unknown."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
+            text = f.read().strip().upper()
+    except OSError:
+        return None
+    scale = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(text[-1:], 1)
+    try:
+        return int(text.rstrip("KMG")) * scale
+    except ValueError:
+        return None
+
+
+def chunk_elements(bytes_per_entry: int) -> int:
+    """Entries per chunk for a loop that touches ``bytes_per_entry`` bytes per entry (its
+    arrays' itemsizes summed): the largest power of two whose chunks of every array fill at most
+    twice the L2 cache, within :data:`CHUNK_RANGE` (:data:`CHUNK_ELEMENTS` when the cache size is
+    unknown). Fewer, larger chunks mean fewer calls per step; a chunk near the cache keeps the
+    loop from re-reading the fresh noise from memory. Twice the cache was the best of 16384 to
+    524288 entries on the machine of ``docs/benchmarks/ensemble.md`` (2026-12-02). The numbers
+    do not depend on it."""
+    cache = l2_cache_bytes()
+    if not cache:
+        return CHUNK_ELEMENTS
+    lo, hi = CHUNK_RANGE
+    n = 1 << max(0, int(2 * cache // max(1, bytes_per_entry)).bit_length() - 1)
+    return int(min(hi, max(lo, n)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,7 +95,7 @@ def _form_kind(form) -> str | None:
     if isinstance(form, CubicGradient):
         return "cubic"
     if isinstance(form, LinearGradient):
-        return "diagonal" if form.diagonal else "shift"
+        return "diagonal" if form.diagonal else "full"
     return None
 
 
@@ -99,11 +133,12 @@ def find_kernel(info, landscape, theta, params: dict | None = None) -> "Kernel |
     return Kernel(info, form, kind, dtype)
 
 
-def chunk_rows(n: int, d: int) -> list[tuple[int, int]]:
-    """Row ranges ``[(lo, hi), ...]`` covering ``n`` rows of ``d`` entries: every range but the
-    last a multiple of 16 entries, and the last at least 16 entries (merged into the one before
-    otherwise), so that drawing the noise range by range gives one whole-array draw's numbers."""
-    rows = max(16, (CHUNK_ELEMENTS // d) // 16 * 16)
+def chunk_rows(n: int, d: int, chunk: int = CHUNK_ELEMENTS) -> list[tuple[int, int]]:
+    """Row ranges ``[(lo, hi), ...]`` of about ``chunk`` entries covering ``n`` rows of ``d``
+    entries: every range but the last a multiple of 16 entries, and the last at least 16 entries
+    (merged into the one before otherwise), so that drawing the noise range by range gives one
+    whole-array draw's numbers."""
+    rows = max(16, (chunk // d) // 16 * 16)
     out = [(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
     if len(out) > 1 and (out[-1][1] - out[-1][0]) * d < 16:
         out[-2:] = [(out[-2][0], n)]
@@ -119,18 +154,22 @@ class Kernel:
         from .loops import LOOPS
 
         self.info, self.form, self.kind, self.dtype = info, form, kind, np.dtype(dtype)
-        self.loop = LOOPS[kind][info.name]
+        self.loop = LOOPS["shift" if kind == "full" else kind][info.name]
         cast = [np.ascontiguousarray(a, dtype=self.dtype) for a in form.constants()]
         if kind == "cubic":
             per_coord = cast
         else:  # (A or a placeholder, center, placeholder)
             A, center = cast
-            self.matrix = A if kind == "shift" else None
             per_coord = (A if kind == "diagonal" else center, center, center)
+        # full matrix: the loop leaves th' - center in a scratch chunk, BLAS multiplies it by A
+        self.matrix = np.ascontiguousarray(cast[0]) if kind == "full" else None
         self._per_coord = per_coord
+        #: entries per chunk, sized to the L2 cache for the arrays this loop touches
+        n_arrays = 2 * len(_SPECS[info.name].arrays) + (kind == "full")
+        self.chunk = chunk_elements(n_arrays * self.dtype.itemsize)
         self._tiles: dict = {}
+        self._spare = None  # a set of buffers no state owns (see advance)
         self.big = np.finfo(self.dtype).max.astype(self.dtype)
-        self._step = {"euler_maruyama": self._em, "leimkuhler_matthews": self._lm, "baoab": self._baoab}[info.name]
 
     def __repr__(self) -> str:
         return f"Kernel({self.info.name}, {self.kind}, {self.dtype.name})"
@@ -142,10 +181,98 @@ class Kernel:
 
     # ------------------------------------------------------------------ call
     def __call__(self, rng, state, landscape, **params):
+        """One step: ``(state, StepInfo)``, the reference step's numbers."""
+        return self.advance(rng, state, landscape, 1, **params)
+
+    def advance(self, rng, state, landscape, n_steps: int, **params):
+        """Up to ``n_steps`` steps in one call: ``(state, StepInfo)`` of the last step taken.
+
+        The same numbers as ``n_steps`` calls of the step (the same draws in the same order, the
+        same loop), without the states in between: the steps alternate between two sets of
+        buffers. The returned state owns the last step's set; the other set held only states
+        nobody saw, and the kernel keeps it as a spare for its next call (new memory costs page
+        faults, measured 3 % of a step at 20 steps per call). The input state is never written,
+        and no array of a returned state is ever written again. It stops early, after
+        the first step that leaves a non-finite position (``StepInfo.finite`` False; the
+        returned state is that step's), so a caller's check sees the step where it happened.
+        A state the kernel cannot take gets one reference step."""
+        n_steps = int(n_steps)
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         if not self._accepts(rng, state):
             return self.info.step(rng, state, landscape, **params)
-        return self._step(rng, state, **params)
+        spec = _SPECS[self.info.name]
+        dt, scalars = self._scalars(**params)
+        th = state.theta
+        n, d = th.shape
+        rows = chunk_rows(n, d, self.chunk)
+        tail = (*scalars, self.big, *self._consts(d, max(hi - lo for lo, hi in rows) * d))
+        cur = _Buffers.of(state, spec.arrays, rows)
+        if spec.name == "leimkuhler_matthews" and state.noise is None:
+            cur = cur.with_noise(self._fresh(th))  # xi_0, drawn whole before xi_1 (reference order)
+            cur.draw(rng, "noise", self.dtype)
+        spare, self._spare = self._spare, None
+        if spare is None or not spare.fits(th, spec.arrays, rows):
+            spare = None
+        sets = [spare or self._fresh_set(th, spec.arrays, rows)]
+        if n_steps > 1:
+            sets.append(self._fresh_set(th, spec.arrays, rows))
+        plans: dict = {}  # (from, to) -> the chunks' fills and loop arguments: at most three pairs
+        step, time, ok = state.step, state.time, True
+        for k in range(n_steps):
+            new = sets[k % len(sets)]
+            plan = plans.get((id(cur), id(new)))
+            if plan is None:
+                plan = plans[id(cur), id(new)] = self._plan(rng, spec, cur, new, tail, scalars[0])
+            ok = self._one(plan)
+            cur, step, time = new, step + 1, time + dt
+            if not ok:
+                break
+        if len(sets) == 2:
+            self._spare = sets[0] if cur is sets[1] else sets[1]
+        return spec.state(cur, step, time), StepInfo(ok)
 
+    def _plan(self, rng, spec, cur, new, tail, half):
+        """For a step from the buffers ``cur`` into ``new``: per chunk, the noise draw into the
+        chunk of ``new``'s noise array, the compiled loop's full argument tuple, and what follows
+        the loop (full matrix only: the scratch chunk times ``A`` into the new gradient, then,
+        for BAOAB, the last half-kick with it; ``half``: BAOAB's half-kick factor)."""
+        fill = new.filler(rng, spec.noise, self.dtype)
+        loop_arrays = spec.loop_arrays(cur.chunks, new.chunks)
+        if self.matrix is None:
+            gout = new.chunks["grad"]
+            return [(fill, i, tuple(a[i] for a in loop_arrays) + (gout[i],) + tail, None)
+                    for i in range(len(new.rows))]
+        from .loops import last_half_kick
+
+        scratch = np.empty(max(hi - lo for lo, hi in new.rows) * new.d, dtype=self.dtype)
+        plan = []
+        for i, (lo, hi) in enumerate(new.rows):
+            y = scratch[: (hi - lo) * new.d]
+            g2, y2 = new.rows2d("grad", lo, hi), y.reshape(hi - lo, new.d)
+            kick = (new.chunks["momentum"][i], new.chunks["grad"][i], half) if spec.name == "baoab" else None
+
+            def post(y2=y2, g2=g2, kick=kick, A=self.matrix):
+                np.matmul(y2, A, out=g2)
+                if kick is not None:
+                    last_half_kick(*kick)
+
+            plan.append((fill, i, tuple(a[i] for a in loop_arrays) + (y,) + tail, post))
+        return plan
+
+    def _one(self, plan) -> bool:
+        """One step, chunk by chunk: the chunk's noise drawn by the run's generator, then the
+        compiled loop on the chunk (then, for a full matrix, its product). True when every new
+        position is finite."""
+        loop, ok = self.loop, True
+        for fill, i, args, post in plan:
+            fill(i)
+            ok &= loop(*args)
+            if post is not None:
+                post()
+        return bool(ok)
+
+    # ------------------------------------------------------------ helpers
     def _accepts(self, rng, state) -> bool:
         th = state.theta
         if not _eligible(th) or th.shape[0] * th.shape[1] < MIN_ELEMENTS or str(th.dtype)[-7:] != self.dtype.name:
@@ -163,28 +290,22 @@ class Kernel:
             return isinstance(rng, torch.Generator) and rng.device.type == "cpu"
         return isinstance(rng, np.random.Generator)
 
-    def _views(self, *arrays):
-        return [a.numpy() if is_torch(a) else a for a in arrays]
+    def _scalars(self, *, dt, D, mu=1.0, eta=1.0, friction=1.0, extra_force=None):
+        """``(dt, loop scalars)`` for this integrator, the parameters checked as the reference
+        step checks them."""
+        dt, D, mu = check_step_params(dt, D, mu)
+        name = self.info.name
+        if name == "baoab":
+            from ..._validation import check_nonnegative, check_positive
 
-    def _empty(self, like):
-        if is_torch(like):
-            import torch
-
-            t = torch.empty(like.shape, dtype=like.dtype)
-            return t, t.numpy()
-        a = np.empty(like.shape, dtype=like.dtype)
-        return a, a
-
-    def _filler(self, rng, target, view, rows):
-        """``fill(i)``: standard normals into the ``i``-th row range of ``target`` (``view``: its
-        numpy view), drawn by the run's generator. The torch chunks are made in one ``split`` per
-        step (a tensor slice costs microseconds of Python per chunk)."""
-        if is_torch(target):
-            d = target.shape[1]
-            parts = target.view(-1).split([(hi - lo) * d for lo, hi in rows])
-            return lambda i: parts[i].normal_(generator=rng)
-        flat, d = view.reshape(-1), view.shape[1]
-        return lambda i: rng.standard_normal(out=flat[rows[i][0] * d: rows[i][1] * d], dtype=self.dtype)
+            eta = check_positive("eta", eta)
+            friction = check_nonnegative("friction", friction)
+            values = baoab_coefficients(dt, D, mu, eta, friction)
+        elif name == "leimkuhler_matthews":
+            values = (0.5 * math.sqrt(2.0 * D * dt), -mu * dt)
+        else:
+            values = (math.sqrt(2.0 * D * dt), -mu * dt)
+        return dt, tuple(self.dtype.type(v) for v in values)
 
     def _consts(self, d: int, length: int):
         """The per-coordinate constants tiled to at least ``length`` entries (rows of ``d``); a
@@ -195,86 +316,104 @@ class Kernel:
             t = self._tiles[d] = tuple(np.tile(c, reps) for c in self._per_coord)
         return t
 
-    def _scalar(self, x):
-        return self.dtype.type(x)
+    def _fresh(self, like):
+        """A new array like ``like`` (same backend, shape, dtype)."""
+        if is_torch(like):
+            import torch
 
-    def _matmul_rows(self, y, out):
-        np.matmul(y, self.matrix, out=out)
+            return torch.empty(like.shape, dtype=like.dtype)
+        return np.empty(like.shape, dtype=like.dtype)
 
-    # ------------------------------------------------------------ the steps
-    def _sweep(self, rng, noise, arrays, gnew, scalars, after=None) -> bool:
-        """The chunk loop every step shares: per chunk of rows, the noise drawn into ``noise`` (a
-        ``(target, numpy view)`` pair), then the compiled loop on the chunk of ``arrays`` and the new
-        gradient ``gnew`` (for a full matrix: ``th' - center`` in a scratch buffer, times ``A`` after,
-        then ``after(lo, hi)``). True when every new position is finite."""
-        n, d = gnew.shape
-        rows = chunk_rows(n, d)
-        fill = self._filler(rng, *noise, rows)
-        flats = [a.reshape(-1) for a in arrays]
-        scratch = self._scratch(gnew)
-        gflat = gnew.reshape(-1) if scratch is None else scratch.reshape(-1)
-        tail = (*scalars, self.big, *self._consts(d, max(hi - lo for lo, hi in rows) * d))
-        loop = self.loop
-        ok = True
-        for i, (lo, hi) in enumerate(rows):
+    def _fresh_set(self, like, names, rows):
+        return _Buffers({name: self._fresh(like) for name in names}, rows)
+
+
+class _Buffers:
+    """One set of state arrays (torch tensors or numpy arrays, by name) with their chunk views:
+    ``chunks[name][i]`` is the flat numpy view of chunk ``i`` (rows ``rows[i]``). Built once
+    per set and call, so a step costs no slicing."""
+
+    def __init__(self, arrays: dict, rows):
+        self.arrays, self.rows = arrays, rows
+        self.d = next(iter(arrays.values())).shape[1]
+        self.chunks = {name: self._split(a) for name, a in arrays.items()}
+        self._parts: dict = {}
+
+    @classmethod
+    def of(cls, state, names, rows):
+        return cls({name: getattr(state, name) for name in names if getattr(state, name) is not None}, rows)
+
+    def with_noise(self, noise):
+        return _Buffers({**self.arrays, "noise": noise}, self.rows)
+
+    def fits(self, like, names, rows) -> bool:
+        """Whether this set can serve as arrays ``names`` like ``like`` in ``rows`` chunks."""
+        if self.rows != rows or set(self.arrays) != set(names):
+            return False
+        return all(type(a) is type(like) and a.shape == like.shape and a.dtype == like.dtype
+                   for a in self.arrays.values())
+
+    def rows2d(self, name, lo, hi):
+        """Rows ``lo:hi`` of array ``name`` as a 2-D numpy view."""
+        a = self.arrays[name]
+        return (a.numpy() if is_torch(a) else a)[lo:hi]
+
+    def _split(self, a):
+        flat = (a.numpy() if is_torch(a) else a).reshape(-1)
+        d = a.shape[1]
+        return [flat[lo * d: hi * d] for lo, hi in self.rows]
+
+    def filler(self, rng, name, dtype):
+        """``fill(i)``: standard normals into chunk ``i`` of array ``name``, drawn by the run's
+        generator (chunk by chunk: the numbers of one whole-array draw, see :func:`chunk_rows`).
+        For torch the chunks are made once by one ``split`` (a tensor slice costs microseconds)."""
+        a = self.arrays[name]
+        if is_torch(a):
+            parts = self._parts.get(name)
+            if parts is None:
+                d = a.shape[1]
+                parts = self._parts[name] = a.view(-1).split([(hi - lo) * d for lo, hi in self.rows])
+            return lambda i: parts[i].normal_(generator=rng)
+        views = self.chunks[name]
+        return lambda i: rng.standard_normal(out=views[i], dtype=dtype)
+
+    def draw(self, rng, name, dtype):
+        fill = self.filler(rng, name, dtype)
+        for i in range(len(self.rows)):
             fill(i)
-            a, b = lo * d, hi * d
-            if scratch is None:
-                ok &= loop(*[f[a:b] for f in flats], gflat[a:b], *tail)
-            else:
-                ok &= loop(*[f[a:b] for f in flats], gflat[: b - a], *tail)
-                self._matmul_rows(scratch[: hi - lo], gnew[lo:hi])
-                if after is not None:
-                    after(lo, hi)
-        return bool(ok)
 
-    def _em(self, rng, state, *, dt, D, mu=1.0):
-        dt, D, mu = check_step_params(dt, D, mu)
-        th, g = self._views(state.theta, state.grad)
-        new_t, new = self._empty(state.theta)
-        gnew_t, gnew = self._empty(state.theta)
-        scalars = (self._scalar(math.sqrt(2.0 * D * dt)), self._scalar(-mu * dt))
-        ok = self._sweep(rng, (new_t, new), (new, th, g), gnew, scalars)
-        return OverdampedState(new_t, gnew_t, state.step + 1, state.time + dt, None), StepInfo(ok)
 
-    def _lm(self, rng, state, *, dt, D, mu=1.0):
-        dt, D, mu = check_step_params(dt, D, mu)
-        th, g = self._views(state.theta, state.grad)
-        if state.noise is None:  # xi_0, drawn whole before xi_1 as the reference step does
-            prev_t, prev = self._empty(state.theta)
-            rows = chunk_rows(*th.shape)
-            fill = self._filler(rng, prev_t, prev, rows)
-            for i in range(len(rows)):
-                fill(i)
-        else:
-            (prev,) = self._views(state.noise)
-        nxt_t, nxt = self._empty(state.theta)
-        new_t, new = self._empty(state.theta)
-        gnew_t, gnew = self._empty(state.theta)
-        scalars = (self._scalar(0.5 * math.sqrt(2.0 * D * dt)), self._scalar(-mu * dt))
-        ok = self._sweep(rng, (nxt_t, nxt), (new, prev, nxt, th, g), gnew, scalars)
-        return OverdampedState(new_t, gnew_t, state.step + 1, state.time + dt, nxt_t), StepInfo(ok)
+class _Spec(NamedTuple):
+    """How one integrator's fused loop maps onto the state: the state arrays it carries, the
+    array its noise is drawn into, the loop's array arguments before the new gradient (from the
+    current and new chunk views), and how the new state is built."""
 
-    def _baoab(self, rng, state, *, dt, D, mu=1.0, eta=1.0, friction=1.0, extra_force=None):
-        from ..._validation import check_nonnegative, check_positive
+    name: str
+    arrays: tuple
+    noise: str
+    loop_arrays: Callable
+    state: Callable
 
-        dt, D, mu = check_step_params(dt, D, mu)
-        eta = check_positive("eta", eta)
-        friction = check_nonnegative("friction", friction)
-        scalars = tuple(self._scalar(v) for v in baoab_coefficients(dt, D, mu, eta, friction))
-        th, p, g = self._views(state.theta, state.momentum, state.grad)
-        new_t, new = self._empty(state.theta)
-        pnew_t, pnew = self._empty(state.theta)
-        gnew_t, gnew = self._empty(state.theta)
 
-        def last_half_kick(lo, hi):  # full matrix: the loop left it, the gradient needed A first
-            pnew[lo:hi] -= gnew[lo:hi] * scalars[0]
+def _overdamped(buf, step, time):
+    a = buf.arrays
+    return OverdampedState(a["theta"], a["grad"], step, time, a.get("noise"))
 
-        ok = self._sweep(rng, (new_t, new), (new, th, p, g, pnew), gnew, scalars, after=last_half_kick)
-        return UnderdampedState(new_t, pnew_t, gnew_t, state.step + 1, state.time + dt, None), StepInfo(ok)
 
-    def _scratch(self, th):
-        if self.kind != "shift":
-            return None
-        rows = chunk_rows(*th.shape)
-        return np.empty((max(hi - lo for lo, hi in rows), th.shape[1]), dtype=self.dtype)
+def _underdamped(buf, step, time):
+    a = buf.arrays
+    return UnderdampedState(a["theta"], a["momentum"], a["grad"], step, time, None)
+
+
+_SPECS = {
+    # em(out = noise -> new theta, th, g, gout)
+    "euler_maruyama": _Spec("euler_maruyama", ("theta", "grad"), "theta",
+                            lambda c, n: (n["theta"], c["theta"], c["grad"]), _overdamped),
+    # lm(new theta, prev noise, next noise, th, g, gout)
+    "leimkuhler_matthews": _Spec("leimkuhler_matthews", ("theta", "grad", "noise"), "noise",
+                                 lambda c, n: (n["theta"], c["noise"], n["noise"], c["theta"], c["grad"]),
+                                 _overdamped),
+    # baoab(out = noise -> new theta, th, p, g, pout, gout)
+    "baoab": _Spec("baoab", ("theta", "momentum", "grad"), "theta",
+                   lambda c, n: (n["theta"], c["theta"], c["momentum"], c["grad"], n["momentum"]), _underdamped),
+}

@@ -9,8 +9,10 @@ form in the order of :func:`hhld.landscapes.form_gradient`:
 
 * ``"cubic"`` (:class:`~hhld.landscapes.CubicGradient`): ``((a x) x + b) x + c`` per coordinate;
 * ``"diagonal"`` (diagonal :class:`~hhld.landscapes.LinearGradient`): ``A (x - center)``;
-* ``"shift"`` (full ``LinearGradient``): ``x - center`` is left in the gradient buffer and the
-  caller multiplies it by ``A`` (a matrix product, done by BLAS).
+* ``"shift"`` (full ``LinearGradient``): ``x - center`` is left in a scratch buffer and the
+  caller multiplies it by ``A`` (a matrix product, done by BLAS: measured 3-40x faster than
+  the same product written as a loop here, for d = 3-20), then does BAOAB's last half-kick
+  (:func:`last_half_kick`).
 
 Every loop returns True when every new position is finite (``|x| <= max``, false for NaN and
 infinities), so the driver needs no second pass over the ensemble to check.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numba
 
-__all__ = ["LOOPS"]
+__all__ = ["LOOPS", "last_half_kick"]
 
 
 @numba.njit(inline="always")
@@ -92,6 +94,14 @@ def _make(grad, kick):
         return bad == 0
 
     return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab}
+
+
+@numba.njit(nogil=True)
+def last_half_kick(pout, gout, half):
+    """BAOAB's last half-kick ``pout = pout - gout half`` (the reference step's ``m - g' half``),
+    for the ``"shift"`` loops, whose gradient needs the matrix product first."""
+    for k in range(pout.size):
+        pout[k] = pout[k] - gout[k] * half
 
 
 #: ``LOOPS[form][integrator]``: the compiled loop (compiled lazily, per dtype, at its first call)
