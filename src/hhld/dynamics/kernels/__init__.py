@@ -6,7 +6,9 @@ the same scheme in row chunks small enough to stay in cache: the chunk's noise i
 run's own generator (``torch.Generator.normal_`` / ``numpy.random.Generator.standard_normal``,
 chunk by chunk, which gives the numbers of one whole-array draw), then one compiled loop
 (:mod:`.loops`, numba) updates the positions (and momenta), evaluates the new gradient and checks
-finiteness in the same pass.
+finiteness in the same pass. :meth:`Kernel.advance` takes many steps in one call (what
+:meth:`hhld.dynamics.Simulation.run` uses between observations), so a step costs no Python
+bookkeeping and no new arrays; the chunks are sized to the L2 cache (:func:`chunk_elements`).
 
 How a kernel is chosen (:func:`find_kernel`, called once by :class:`hhld.dynamics.Simulation`):
 
