@@ -72,9 +72,10 @@ def chunk_elements(bytes_per_entry: int) -> int:
     arrays' itemsizes summed): the largest power of two whose chunks of every array fill at most
     twice the L2 cache, within :data:`CHUNK_RANGE` (:data:`CHUNK_ELEMENTS` when the cache size is
     unknown). Fewer, larger chunks mean fewer calls per step; a chunk near the cache keeps the
-    loop from re-reading the fresh noise from memory. Twice the cache was the best of 16384 to
-    524288 entries on the machine of ``docs/benchmarks/ensemble.md`` (2026-12-02). The numbers
-    do not depend on it."""
+    loop from re-reading the fresh noise from memory. On the machine of
+    ``docs/benchmarks/ensemble.md`` (2026-12-02, N d = 2e5) chunks up to 131072 entries gained
+    1-4 points over 16384 and larger ones were within noise; twice the cache is the rule chosen
+    from that, not a measured optimum per loop. The numbers do not depend on it."""
     cache = l2_cache_bytes()
     if not cache:
         return CHUNK_ELEMENTS
@@ -164,7 +165,7 @@ class Kernel:
             A, center = cast
             per_coord = (A if kind == "diagonal" else center, center, center)
         # full matrix: the loop leaves th' - center in a scratch chunk, BLAS multiplies it by A
-        self.matrix = np.ascontiguousarray(cast[0]) if kind == "full" else None
+        self.matrix = cast[0] if kind == "full" else None
         self._per_coord = per_coord
         #: entries per chunk, sized to the L2 cache for the arrays this loop touches
         n_arrays = 2 * len(_SPECS[info.name].arrays) + (kind == "full")
