@@ -62,6 +62,19 @@ def _run(step, info, landscape, theta, backend, n_steps=3, **params):
     return state, finite
 
 
+def _assert_reference_numbers(got, ref, fields, kind):
+    """Bit for bit, or within 64 eps (1 + |x|) for a full matrix (BLAS's summation order)."""
+    for f in fields:
+        a, b = getattr(got, f), getattr(ref, f)
+        assert type(a) is type(b) and a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape), f
+        a, b = _np(a), _np(b)
+        if kind == "full":
+            eps = np.finfo(a.dtype).eps
+            np.testing.assert_array_less(np.abs(a.astype(np.float64) - b), 64 * eps * (1 + np.abs(b)), err_msg=f)
+        else:
+            assert np.array_equal(a, b), f"{f} differs from the reference step (max {np.abs(a - b).max()})"
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("integrator", sorted(kernels.SUPPORTED))
 @pytest.mark.parametrize("land", sorted(LANDSCAPES))
@@ -77,21 +90,19 @@ def test_kernel_against_reference_step(land, integrator, backend):
     assert kernel is not None and kernel.kind == kind
     kernel.chunk = chunk
     assert len(chunk_rows(n, landscape.dim, chunk)) >= 4
+    kernel.in_place_chunk = chunk // 2  # the in-place steps of advance() in chunks of their own
     fused, finite = _run(kernel, info, landscape, theta, backend, **params)
     ref, ref_finite = _run(info.step, info, landscape, theta, backend, **params)
-    assert finite == [True] * 3 and ref_finite == [None] * 3
-    assert type(fused) is type(ref) and fused.step == ref.step == 3 and math.isclose(fused.time, ref.time)
+    rng = _rng(backend, 9)  # the same three steps in one advance() call: steps 2 and 3 in place
+    multi, multi_info = kernel.advance(rng, info.init(landscape, theta, rng=rng, D=0.1, **params), landscape, 3,
+                                       dt=0.01, D=0.1, **params)
+    assert finite == [True] * 3 and ref_finite == [None] * 3 and multi_info.finite is True
+    assert type(fused) is type(ref) and fused.step == ref.step == multi.step == 3
+    assert math.isclose(fused.time, ref.time) and multi.time == fused.time
     fields = [f for f in ref._fields if isinstance(getattr(ref, f), (np.ndarray, torch.Tensor))]
     assert "grad" in fields
-    for f in fields:
-        a, b = getattr(fused, f), getattr(ref, f)
-        assert type(a) is type(b) and a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape), f
-        a, b = _np(a), _np(b)
-        if kind == "full":
-            eps = np.finfo(a.dtype).eps
-            np.testing.assert_array_less(np.abs(a.astype(np.float64) - b), 64 * eps * (1 + np.abs(b)), err_msg=f)
-        else:
-            assert np.array_equal(a, b), f"{f} differs from the reference step (max {np.abs(a - b).max()})"
+    for got in (fused, multi):
+        _assert_reference_numbers(got, ref, fields, kind)
     # the new gradient is the landscape's own
     g = landscape.grad(fused.theta)
     assert np.allclose(_np(fused.grad), _np(g), rtol=1e-5, atol=1e-6)
@@ -123,16 +134,19 @@ def test_chunks_cover_rows_in_blocks_of_16_entries(n, d):
 
 @pytest.mark.parametrize("backend", ["numpy64", "torch32"])
 @pytest.mark.parametrize("integrator", sorted(kernels.SUPPORTED))
-@pytest.mark.parametrize("land", ["double_well_2d", "quadratic_full"])
+@pytest.mark.parametrize("land", ["double_well_2d", "double_well_5d", "quadratic_diagonal_centred", "quadratic_full"])
 def test_advance_is_n_single_steps(land, integrator, backend):
-    """``advance(n)`` (two alternating buffer sets, no states between) gives the numbers of n
-    calls of the step, bit for bit, without writing into the state it started from."""
+    """``advance(n)`` (the steps after the first in place, no states between) gives the numbers
+    of n calls of the step (bit for bit; a full matrix within rounding: its in-place chunks are
+    other rows for BLAS), without writing into the state it started from or into any state it
+    returned."""
     landscape = LANDSCAPES[land][0]()
     info = INTEGRATORS[integrator]
     params = {"eta": 1.3, "friction": 0.7} if integrator == "baoab" else {}
     theta = _theta(backend, 3000, landscape.dim)
     kernel = find_kernel(info, landscape, theta, params)
     kernel.chunk = kernels.CHUNK_RANGE[0]
+    kernel.in_place_chunk = 1024  # several chunks, the last one shorter
     for n_steps in (1, 2, 5):
         rng_a, rng_b = _rng(backend, 4), _rng(backend, 4)
         start = info.init(landscape, theta, rng=rng_a, D=0.1, **params)
@@ -143,13 +157,11 @@ def test_advance_is_n_single_steps(land, integrator, backend):
         for _ in range(n_steps):
             b, _ = kernel(rng_b, b, landscape, dt=0.01, D=0.1, **params)
         assert a_info.finite is True and a.step == b.step == n_steps and a.time == b.time
-        for f in b._fields:
-            x, y = getattr(a, f), getattr(b, f)
-            if hasattr(y, "shape"):
-                assert np.array_equal(_np(x), _np(y)), (f, n_steps)
+        _assert_reference_numbers(a, b, [f for f in b._fields if hasattr(getattr(b, f), "shape")],
+                                  LANDSCAPES[land][1])
         for f, v in kept.items():  # the input state is never written
             assert np.array_equal(_np(getattr(start, f)), v), f
-    # the spare buffers the kernel keeps between calls never belong to a state it returned
+    # the arrays the kernel keeps between calls (its scratch chunks) never belong to a state it returned
     rng = _rng(backend, 5)
     states = [info.init(landscape, theta, rng=rng, D=0.1, **params)]
     for n_steps in (3, 1, 2, 4, 1, 1, 3):
@@ -157,7 +169,6 @@ def test_advance_is_n_single_steps(land, integrator, backend):
     copies = [[_np(x).copy() for x in st if hasattr(x, "shape")] for st in states]
     for n_steps in (2, 3, 1, 2):
         kernel.advance(rng, states[-1], landscape, n_steps, dt=0.01, D=0.1, **params)
-    assert kernel._spare is not None
     for st, kept in zip(states, copies):
         assert all(np.array_equal(_np(x), c) for x, c in zip([x for x in st if hasattr(x, "shape")], kept))
     with pytest.raises(ValueError, match="n_steps must be >= 1, got 0"):
@@ -175,6 +186,31 @@ def test_advance_stops_after_the_first_non_finite_step():
                                       dt=0.01, D=0.1)
     assert step_info.finite is False and state.step == 1
     assert not bool(torch.isfinite(state.theta[77]).all())
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("integrator", sorted(kernels.SUPPORTED))
+def test_advance_stops_at_a_non_finite_step_in_place_with_the_reference_numbers(integrator):
+    """A particle that overflows at step 2 (an in-place step): advance stops there, and the
+    state it returns (positions, gradient, momenta, noise) is the reference steps' state."""
+    landscape = double_well_2d()
+    info = INTEGRATORS[integrator]
+    params = {"eta": 1.3, "friction": 0.7} if integrator == "baoab" else {}
+    theta = _theta("torch32", 5000, 2)
+    theta[77, 0] = 1e12  # step 1: about -4e34 (finite); step 2: its gradient overflows
+    kernel = find_kernel(info, landscape, theta, params)
+    kernel.in_place_chunk = 2048
+    rng_a, rng_b = _rng("torch32", 3), _rng("torch32", 3)
+    a, a_info = kernel.advance(rng_a, info.init(landscape, theta, rng=rng_a, D=0.1, **params), landscape, 10,
+                               dt=0.01, D=0.1, **params)
+    b = info.init(landscape, theta, rng=rng_b, D=0.1, **params)
+    while b.step == 0 or bool(torch.isfinite(b.theta).all()):
+        b, _ = info.step(rng_b, b, landscape, dt=0.01, D=0.1, **params)
+    assert a_info.finite is False and a.step == b.step == 2
+    for f in b._fields:
+        x, y = getattr(a, f), getattr(b, f)
+        if hasattr(y, "shape"):
+            assert np.array_equal(_np(x), _np(y), equal_nan=True), f
 
 
 def test_chunks_are_sized_to_the_l2_cache(monkeypatch):

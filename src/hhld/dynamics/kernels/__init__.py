@@ -7,8 +7,11 @@ run's own generator (``torch.Generator.normal_`` / ``numpy.random.Generator.stan
 chunk by chunk, which gives the numbers of one whole-array draw), then one compiled loop
 (:mod:`.loops`, numba) updates the positions (and momenta), evaluates the new gradient and checks
 finiteness in the same pass. :meth:`Kernel.advance` takes many steps in one call (what
-:meth:`hhld.dynamics.Simulation.run` uses between observations), so a step costs no Python
-bookkeeping and no new arrays; the chunks are sized to the L2 cache (:func:`chunk_elements`).
+:meth:`hhld.dynamics.Simulation.run` uses between observations): the first step writes a new
+set of arrays, and the others, whose states nobody sees, update that set in place, chunk by
+chunk, with the chunk's noise in a scratch chunk (:meth:`Kernel._in_place`), so that one step's
+arrays stay in cache and no step but the first allocates. The first step's chunks are sized to
+the L2 cache (:func:`chunk_elements`), the in-place ones are :data:`IN_PLACE_CHUNK` entries.
 
 How a kernel is chosen (:func:`find_kernel`, called once by :class:`hhld.dynamics.Simulation`):
 
@@ -50,6 +53,10 @@ MIN_ELEMENTS = 4096
 CHUNK_ELEMENTS = 16384
 #: bounds of the chunk a kernel sizes to the cache (:func:`chunk_elements`)
 CHUNK_RANGE = (4096, 262144)
+#: entries per chunk of the in-place steps of :meth:`Kernel.advance` (a multiple of 16): the
+#: chunk's noise and positions stay in the L2 cache. Chosen from interleaved runs of 16384-131072
+#: (docs/benchmarks/ensemble.md, run E): 32768 was best or within noise of it in every cell
+IN_PLACE_CHUNK = 32768
 
 
 @functools.lru_cache(maxsize=None)
@@ -171,7 +178,13 @@ class Kernel:
         n_arrays = 2 * len(_SPECS[info.name].arrays) + (kind == "full")
         self.chunk = chunk_elements(n_arrays * self.dtype.itemsize)
         self._tiles: dict = {}
-        self._spare = None  # a set of buffers no state owns (see advance)
+        # the steps after the first of advance(), in place (see _in_place)
+        loops = LOOPS["shift" if kind == "full" else kind]
+        self.in_place_loop = loops[f"{info.name}_in_place"]
+        self.gradient_loop = loops.get("gradient")
+        #: entries per chunk of the in-place steps (:data:`IN_PLACE_CHUNK`)
+        self.in_place_chunk = IN_PLACE_CHUNK
+        self._scratch = None  # the noise chunk of the in-place steps (no state owns it)
         self.big = np.finfo(self.dtype).max.astype(self.dtype)
 
     def __repr__(self) -> str:
@@ -191,14 +204,12 @@ class Kernel:
         """Up to ``n_steps`` steps in one call: ``(state, StepInfo)`` of the last step taken.
 
         The same numbers as ``n_steps`` calls of the step (the same draws in the same order, the
-        same loop), without the states in between: the steps alternate between two sets of
-        buffers. The returned state owns the last step's set; the other set held only states
-        nobody saw, and the kernel keeps it as a spare for its next call (new memory costs page
-        faults, measured 3 % of a step at 20 steps per call). The input state is never written,
-        and no array of a returned state is ever written again. It stops early, after
-        the first step that leaves a non-finite position (``StepInfo.finite`` False; the
-        returned state is that step's), so a caller's check sees the step where it happened.
-        A state the kernel cannot take gets one reference step."""
+        same expressions), without the states in between: the first step writes a new set of
+        arrays, the others update that set in place (:meth:`_in_place`), and the returned state
+        owns it. The input state is never written, and no array of a returned state is ever
+        written again. It stops early, after the first step that leaves a non-finite position
+        (``StepInfo.finite`` False; the returned state is that step's), so a caller's check sees
+        the step where it happened. A state the kernel cannot take gets one reference step."""
         n_steps = int(n_steps)
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
@@ -214,26 +225,14 @@ class Kernel:
         if spec.name == "leimkuhler_matthews" and state.noise is None:
             cur = cur.with_noise(self._fresh(th))  # xi_0, drawn whole before xi_1 (reference order)
             cur.draw(rng, "noise", self.dtype)
-        spare, self._spare = self._spare, None
-        if spare is None or not spare.fits(th, spec.arrays, rows):
-            spare = None
-        sets = [spare or self._fresh_set(th, spec.arrays, rows)]
-        if n_steps > 1:
-            sets.append(self._fresh_set(th, spec.arrays, rows))
-        plans: dict = {}  # (from, to) -> the chunks' fills and loop arguments: at most three pairs
-        step, time, ok = state.step, state.time, True
-        for k in range(n_steps):
-            new = sets[k % len(sets)]
-            plan = plans.get((id(cur), id(new)))
-            if plan is None:
-                plan = plans[id(cur), id(new)] = self._plan(rng, spec, cur, new, tail, scalars[0])
-            ok = self._one(plan)
-            cur, step, time = new, step + 1, time + dt
-            if not ok:
-                break
-        if len(sets) == 2:
-            self._spare = sets[0] if cur is sets[1] else sets[1]
-        return spec.state(cur, step, time), StepInfo(ok)
+        new = _Buffers({name: self._fresh(th) for name in spec.arrays}, rows)
+        ok = self._one(self._plan(rng, spec, cur, new, tail, scalars[0]))
+        step, time = state.step + 1, state.time + dt
+        if ok and n_steps > 1:
+            taken, ok = self._in_place(rng, new, n_steps - 1, scalars)
+            for _ in range(taken):  # the reference's clock: dt added once per step
+                step, time = step + 1, time + dt
+        return spec.state(new, step, time), StepInfo(ok)
 
     def _plan(self, rng, spec, cur, new, tail, half):
         """For a step from the buffers ``cur`` into ``new``: per chunk, the noise draw into the
@@ -274,6 +273,75 @@ class Kernel:
             if post is not None:
                 post()
         return bool(ok)
+
+    def _in_place(self, rng, buf, n_steps: int, scalars):
+        """Steps 2, 3, ... of :meth:`advance`: ``(steps taken, finite)``. Nobody sees the states
+        between, so each step updates the first step's arrays ``buf`` in place, chunk by chunk,
+        with the chunk's noise drawn into a scratch chunk: per entry a step touches one set of
+        arrays, which stays in cache, and no new memory. The cubic and diagonal forms run the
+        in-place loops of :func:`.loops._make_in_place` (the gradient at the current positions is
+        recomputed, not stored; the gradient array is filled once, at the end); a full matrix
+        runs its usual loop with the scratch chunk as the new positions, copies them back and
+        multiplies by ``A`` into the gradient rows (then BAOAB's last half-kick). The same
+        numbers as the reference steps: the same draws in the same order (chunks of multiples of
+        16 entries), the same expressions on the same stored values. Stops after the first step
+        that leaves a non-finite position."""
+        th = buf.arrays["theta"]
+        n, d = th.shape
+        rows = chunk_rows(n, d, self.in_place_chunk)
+        longest = max(hi - lo for lo, hi in rows) * d
+        consts = self._consts(d, longest)
+        full = self.matrix is not None
+        if self._scratch is None or type(self._scratch) is not type(th) or self._scratch.dtype != th.dtype \
+                or self._scratch.shape[0] < (2 if full else 1) * longest:
+            self._scratch = self._fresh_flat(th, (2 if full else 1) * longest)
+        zs = [self._scratch[: (hi - lo) * d] for lo, hi in rows]
+        if is_torch(th):
+            fills = [lambda z=z: z.normal_(generator=rng) for z in zs]
+            zs = [z.numpy() for z in zs]
+        else:
+            fills = [lambda z=z: rng.standard_normal(out=z, dtype=self.dtype) for z in zs]
+        ths, gs = _split(th, rows), _split(buf.arrays["grad"], rows)
+        name = self.info.name
+        others = _split(buf.arrays["noise" if name == "leimkuhler_matthews" else "momentum"], rows) \
+            if name != "euler_maruyama" else [None] * len(rows)
+        tail = (*scalars, self.big, *consts)
+        plan = []
+        for t, g, o, z in zip(ths, gs, others, zs):
+            if not full:
+                lead = {"euler_maruyama": (t,), "leimkuhler_matthews": (t, o), "baoab": (t, o)}[name]
+                plan.append((fills[len(plan)], lead + (z,) + tail, None))
+                continue
+            y = (self._scratch.numpy() if is_torch(th) else self._scratch)[longest: longest + t.size]
+            lead = (t, g) if name == "euler_maruyama" else (t, o, g)
+            plan.append((fills[len(plan)], lead + (z, y) + tail, self._full_post(name, o, g, y, d, scalars[0])))
+        loop, taken, ok = self.in_place_loop, 0, True
+        while taken < n_steps and ok:
+            for fill, args, post in plan:
+                fill()
+                ok &= loop(*args)
+                if post is not None:
+                    post()
+            taken += 1
+        if not full:
+            for t, g in zip(ths, gs):
+                self.gradient_loop(t, g, *consts)
+        return taken, bool(ok)
+
+    def _full_post(self, name, p, g, y, d, half):
+        """What follows the loop on one chunk of an in-place step with a full matrix: the product
+        ``y A`` into the gradient rows, then, for BAOAB, the last half-kick of the momenta ``p``."""
+        from .loops import last_half_kick
+
+        y2, g2, A = y.reshape(-1, d), g.reshape(-1, d), self.matrix
+        if name == "baoab":
+            def post():
+                np.matmul(y2, A, out=g2)
+                last_half_kick(p, g, half)
+        else:
+            def post():
+                np.matmul(y2, A, out=g2)
+        return post
 
     # ------------------------------------------------------------ helpers
     def _accepts(self, rng, state) -> bool:
@@ -327,8 +395,20 @@ class Kernel:
             return torch.empty(like.shape, dtype=like.dtype)
         return np.empty(like.shape, dtype=like.dtype)
 
-    def _fresh_set(self, like, names, rows):
-        return _Buffers({name: self._fresh(like) for name in names}, rows)
+    def _fresh_flat(self, like, size: int):
+        """A new 1-D array of ``size`` entries like ``like`` (same backend and dtype)."""
+        if is_torch(like):
+            import torch
+
+            return torch.empty(size, dtype=like.dtype)
+        return np.empty(size, dtype=like.dtype)
+
+
+def _split(a, rows):
+    """Flat numpy views of rows ``rows`` (``[(lo, hi), ...]``) of the 2-D array or tensor ``a``."""
+    flat = (a.numpy() if is_torch(a) else a).reshape(-1)
+    d = a.shape[1]
+    return [flat[lo * d: hi * d] for lo, hi in rows]
 
 
 class _Buffers:
@@ -349,22 +429,13 @@ class _Buffers:
     def with_noise(self, noise):
         return _Buffers({**self.arrays, "noise": noise}, self.rows)
 
-    def fits(self, like, names, rows) -> bool:
-        """Whether this set can serve as arrays ``names`` like ``like`` in ``rows`` chunks."""
-        if self.rows != rows or set(self.arrays) != set(names):
-            return False
-        return all(type(a) is type(like) and a.shape == like.shape and a.dtype == like.dtype
-                   for a in self.arrays.values())
-
     def rows2d(self, name, lo, hi):
         """Rows ``lo:hi`` of array ``name`` as a 2-D numpy view."""
         a = self.arrays[name]
         return (a.numpy() if is_torch(a) else a)[lo:hi]
 
     def _split(self, a):
-        flat = (a.numpy() if is_torch(a) else a).reshape(-1)
-        d = a.shape[1]
-        return [flat[lo * d: hi * d] for lo, hi in self.rows]
+        return _split(a, self.rows)
 
     def filler(self, rng, name, dtype):
         """``fill(i)``: standard normals into chunk ``i`` of array ``name``, drawn by the run's

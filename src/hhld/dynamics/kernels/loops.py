@@ -14,6 +14,10 @@ form in the order of :func:`hhld.landscapes.form_gradient`:
   the same product written as a loop here, for d = 3-20), then does BAOAB's last half-kick
   (:func:`last_half_kick`).
 
+:meth:`~hhld.dynamics.kernels.Kernel.advance` runs these loops for its first step only; the
+steps after it, whose states nobody sees, run in-place variants (``"<integrator>_in_place"``,
+:func:`_make_in_place`, :func:`_make_in_place_stored`) on one set of arrays.
+
 Every loop returns True when every new position is finite (``|x| <= max``, false for NaN and
 infinities), so the driver needs no second pass over the ensemble to check.
 """
@@ -93,7 +97,63 @@ def _make(grad, kick):
             pout[k] = m - gx * half if kick else m
         return bad == 0
 
-    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab}
+    loops = {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab}
+    loops.update(_make_in_place(grad) if kick else _make_in_place_stored(grad))
+    return loops
+
+
+def _make_in_place(grad):
+    """The steps after the first of :meth:`Kernel.advance` (the states between are never seen):
+    the same expressions as the loops above, in place on one set of arrays, with the gradient
+    at the current positions recomputed (the same function of the same stored value: the bits
+    the previous step would have stored) instead of read, and the fresh noise ``z`` in a small
+    scratch chunk. Per entry a step then touches only the positions (and momenta, and the
+    previous noise for Leimkuhler-Matthews): the arrays of one step stay in cache. The gradient
+    array is filled once, after the last step, by ``gradient``."""
+
+    @numba.njit(nogil=True)
+    def em(th, z, sigma, drift, big, k1, k2, k3):
+        bad = numba.int32(0)
+        for k in range(th.size):
+            t = th[k]
+            x = (z[k] * sigma + grad(t, k, k1, k2, k3) * drift) + t
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            th[k] = x
+        return bad == 0
+
+    @numba.njit(nogil=True)
+    def lm(th, prev, z, half_sigma, drift, big, k1, k2, k3):
+        # prev: the previous step's noise on entry, this step's (z) on exit
+        bad = numba.int32(0)
+        for k in range(th.size):
+            t = th[k]
+            x = ((prev[k] + z[k]) * half_sigma + grad(t, k, k1, k2, k3) * drift) + t
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            th[k] = x
+            prev[k] = z[k]
+        return bad == 0
+
+    @numba.njit(nogil=True)
+    def baoab(th, p, z, half, drift, c, s, big, k1, k2, k3):
+        bad = numba.int32(0)
+        for k in range(th.size):
+            t = th[k]
+            m = p[k] - grad(t, k, k1, k2, k3) * half
+            x = t + m * drift
+            m = m * c + z[k] * s
+            x = x + m * drift
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            th[k] = x
+            p[k] = m - grad(x, k, k1, k2, k3) * half
+        return bad == 0
+
+    @numba.njit(nogil=True)
+    def gradient(th, gout, k1, k2, k3):
+        for k in range(th.size):
+            gout[k] = grad(th[k], k, k1, k2, k3)
+
+    return {"euler_maruyama_in_place": em, "leimkuhler_matthews_in_place": lm, "baoab_in_place": baoab,
+            "gradient": gradient}
 
 
 @numba.njit(nogil=True)
@@ -102,6 +162,52 @@ def last_half_kick(pout, gout, half):
     for the ``"shift"`` loops, whose gradient needs the matrix product first."""
     for k in range(pout.size):
         pout[k] = pout[k] - gout[k] * half
+
+
+def _make_in_place_stored(grad):
+    """The in-place steps for the ``"shift"`` form (a full matrix): the gradient at the current
+    positions is read from ``g`` (the matrix product's, stored by the previous step), and
+    ``grad(x)`` (``x - center``) goes to the scratch ``y`` for the caller's product into ``g``
+    (and, for BAOAB, the last half-kick). Every array argument is a different array: aliased
+    arguments would make LLVM's run-time overlap check fall back to a scalar loop."""
+
+    @numba.njit(nogil=True)
+    def em(th, g, z, y, sigma, drift, big, k1, k2, k3):
+        bad = numba.int32(0)
+        for k in range(th.size):
+            x = (z[k] * sigma + g[k] * drift) + th[k]
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            th[k] = x
+            y[k] = grad(x, k, k1, k2, k3)
+        return bad == 0
+
+    @numba.njit(nogil=True)
+    def lm(th, prev, g, z, y, half_sigma, drift, big, k1, k2, k3):
+        bad = numba.int32(0)
+        for k in range(th.size):
+            x = ((prev[k] + z[k]) * half_sigma + g[k] * drift) + th[k]
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            th[k] = x
+            prev[k] = z[k]
+            y[k] = grad(x, k, k1, k2, k3)
+        return bad == 0
+
+    @numba.njit(nogil=True)
+    def baoab(th, p, g, z, y, half, drift, c, s, big, k1, k2, k3):
+        # p: the momenta before the last half-kick on exit (the caller kicks with the new gradient)
+        bad = numba.int32(0)
+        for k in range(th.size):
+            m = p[k] - g[k] * half
+            x = th[k] + m * drift
+            m = m * c + z[k] * s
+            x = x + m * drift
+            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            th[k] = x
+            p[k] = m
+            y[k] = grad(x, k, k1, k2, k3)
+        return bad == 0
+
+    return {"euler_maruyama_in_place": em, "leimkuhler_matthews_in_place": lm, "baoab_in_place": baoab}
 
 
 #: ``LOOPS[form][integrator]``: the compiled loop (compiled lazily, per dtype, at its first call)
