@@ -54,8 +54,9 @@ CHUNK_ELEMENTS = 16384
 #: bounds of the chunk a kernel sizes to the cache (:func:`chunk_elements`)
 CHUNK_RANGE = (4096, 262144)
 #: entries per chunk of the in-place steps of :meth:`Kernel.advance` (a multiple of 16): the
-#: chunk's noise and positions stay in the L2 cache. Chosen from interleaved runs of 16384-131072
-#: (docs/benchmarks/ensemble.md, run E): 32768 was best or within noise of it in every cell
+#: chunk's noise and positions stay in the L2 cache. Chosen from interleaved runs of 8192-262144
+#: on the double well (d = 2), the diagonal (d = 50) and the full (d = 8) quadratic, all three
+#: integrators (docs/benchmarks/ensemble.md, run E): 32768 was best or within noise of the best
 IN_PLACE_CHUNK = 32768
 
 
