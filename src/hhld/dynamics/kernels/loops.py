@@ -47,9 +47,40 @@ def _shift(x, k, k1, k2, k3):
     return x - k2[k]
 
 
+# ------------------------------------------------------------------ one entry of one step
+# The reference steps' expressions, in their order, written once and inlined into every loop
+# below (numba inlines at its own IR level, so each loop compiles to the same arithmetic).
+
+@numba.njit(inline="always")
+def _em(z, g, t, sigma, drift):
+    """Euler-Maruyama: ``(z sigma + g drift) + t``."""
+    return (z * sigma + g * drift) + t
+
+
+@numba.njit(inline="always")
+def _lm(prev, nxt, g, t, half_sigma, drift):
+    """Leimkuhler-Matthews: ``((prev + nxt) half_sigma + g drift) + t``."""
+    return ((prev + nxt) * half_sigma + g * drift) + t
+
+
+@numba.njit(inline="always")
+def _baoab(p, g, t, z, half, drift, c, s):
+    """BAOAB up to the last half-kick: ``(x', m)``, the new position and the momentum before it."""
+    m = p - g * half
+    x = t + m * drift
+    m = m * c + z * s
+    return x + m * drift, m
+
+
+@numba.njit(inline="always")
+def _bad(x, big):
+    """1 when ``x`` is not finite (``|x| <= big`` is false for NaN and infinities), as int32."""
+    return numba.int32(not abs(x) <= big)
+
+
 def _make(grad, kick):
-    """The three loops for one gradient form (``grad``); ``kick``: whether the loop can do
-    BAOAB's last half-kick itself (not when the gradient still needs a matrix product).
+    """The loops for one gradient form (``grad``); ``kick``: whether the loop can do BAOAB's last
+    half-kick itself (not when the gradient still needs a matrix product).
 
     The arrays are one chunk of rows, flattened (C order); the per-coordinate constants
     ``k1, k2, k3`` are tiled to the chunk's length, so the loop is one flat loop that the
@@ -61,22 +92,21 @@ def _make(grad, kick):
 
     @numba.njit(nogil=True)
     def em(out, th, g, gout, sigma, drift, big, k1, k2, k3):
-        # out: standard normals on entry; (out sigma + g drift) + th on exit; gout: its gradient
+        # out: standard normals on entry, the new positions on exit; gout: their gradient
         bad = numba.int32(0)
         for k in range(out.size):
-            x = (out[k] * sigma + g[k] * drift) + th[k]
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x = _em(out[k], g[k], th[k], sigma, drift)
+            bad = numba.int32(bad | _bad(x, big))
             out[k] = x
             gout[k] = grad(x, k, k1, k2, k3)
         return bad == 0
 
     @numba.njit(nogil=True)
     def lm(new, prev, nxt, th, g, gout, half_sigma, drift, big, k1, k2, k3):
-        # new = ((prev + nxt) half_sigma + g drift) + th; gout: its gradient
         bad = numba.int32(0)
         for k in range(new.size):
-            x = ((prev[k] + nxt[k]) * half_sigma + g[k] * drift) + th[k]
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x = _lm(prev[k], nxt[k], g[k], th[k], half_sigma, drift)
+            bad = numba.int32(bad | _bad(x, big))
             new[k] = x
             gout[k] = grad(x, k, k1, k2, k3)
         return bad == 0
@@ -86,11 +116,8 @@ def _make(grad, kick):
         # out: standard normals on entry, the new positions on exit; pout, gout: new momenta, gradient
         bad = numba.int32(0)
         for k in range(out.size):
-            m = p[k] - g[k] * half
-            x = th[k] + m * drift
-            m = m * c + out[k] * s
-            x = x + m * drift
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x, m = _baoab(p[k], g[k], th[k], out[k], half, drift, c, s)
+            bad = numba.int32(bad | _bad(x, big))
             gx = grad(x, k, k1, k2, k3)
             out[k] = x
             gout[k] = gx
@@ -103,21 +130,21 @@ def _make(grad, kick):
 
 
 def _make_in_place(grad):
-    """The steps after the first of :meth:`Kernel.advance` (the states between are never seen):
-    the same expressions as the loops above, in place on one set of arrays, with the gradient
-    at the current positions recomputed (the same function of the same stored value: the bits
-    the previous step would have stored) instead of read, and the fresh noise ``z`` in a small
-    scratch chunk. Per entry a step then touches only the positions (and momenta, and the
-    previous noise for Leimkuhler-Matthews): the arrays of one step stay in cache. The gradient
-    array is filled once, after the last step, by ``gradient``."""
+    """The steps after the first of :meth:`~hhld.dynamics.kernels.Kernel.advance` (the states
+    between are never seen), in place on one set of arrays, with the fresh noise ``z`` in a small
+    scratch chunk and the gradient at the current positions recomputed (the same function of the
+    same stored value: the bits the previous step would have stored) instead of read. Per entry a
+    step then touches only the positions (and momenta, and the previous noise for
+    Leimkuhler-Matthews): the arrays of one step stay in cache. The gradient array is filled
+    once, after the last step, by ``gradient``."""
 
     @numba.njit(nogil=True)
     def em(th, z, sigma, drift, big, k1, k2, k3):
         bad = numba.int32(0)
         for k in range(th.size):
             t = th[k]
-            x = (z[k] * sigma + grad(t, k, k1, k2, k3) * drift) + t
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x = _em(z[k], grad(t, k, k1, k2, k3), t, sigma, drift)
+            bad = numba.int32(bad | _bad(x, big))
             th[k] = x
         return bad == 0
 
@@ -127,8 +154,8 @@ def _make_in_place(grad):
         bad = numba.int32(0)
         for k in range(th.size):
             t = th[k]
-            x = ((prev[k] + z[k]) * half_sigma + grad(t, k, k1, k2, k3) * drift) + t
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x = _lm(prev[k], z[k], grad(t, k, k1, k2, k3), t, half_sigma, drift)
+            bad = numba.int32(bad | _bad(x, big))
             th[k] = x
             prev[k] = z[k]
         return bad == 0
@@ -138,11 +165,8 @@ def _make_in_place(grad):
         bad = numba.int32(0)
         for k in range(th.size):
             t = th[k]
-            m = p[k] - grad(t, k, k1, k2, k3) * half
-            x = t + m * drift
-            m = m * c + z[k] * s
-            x = x + m * drift
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x, m = _baoab(p[k], grad(t, k, k1, k2, k3), t, z[k], half, drift, c, s)
+            bad = numba.int32(bad | _bad(x, big))
             th[k] = x
             p[k] = m - grad(x, k, k1, k2, k3) * half
         return bad == 0
@@ -156,14 +180,6 @@ def _make_in_place(grad):
             "gradient": gradient}
 
 
-@numba.njit(nogil=True)
-def last_half_kick(pout, gout, half):
-    """BAOAB's last half-kick ``pout = pout - gout half`` (the reference step's ``m - g' half``),
-    for the ``"shift"`` loops, whose gradient needs the matrix product first."""
-    for k in range(pout.size):
-        pout[k] = pout[k] - gout[k] * half
-
-
 def _make_in_place_stored(grad):
     """The in-place steps for the ``"shift"`` form (a full matrix): the gradient at the current
     positions is read from ``g`` (the matrix product's, stored by the previous step), and
@@ -175,8 +191,8 @@ def _make_in_place_stored(grad):
     def em(th, g, z, y, sigma, drift, big, k1, k2, k3):
         bad = numba.int32(0)
         for k in range(th.size):
-            x = (z[k] * sigma + g[k] * drift) + th[k]
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x = _em(z[k], g[k], th[k], sigma, drift)
+            bad = numba.int32(bad | _bad(x, big))
             th[k] = x
             y[k] = grad(x, k, k1, k2, k3)
         return bad == 0
@@ -185,8 +201,8 @@ def _make_in_place_stored(grad):
     def lm(th, prev, g, z, y, half_sigma, drift, big, k1, k2, k3):
         bad = numba.int32(0)
         for k in range(th.size):
-            x = ((prev[k] + z[k]) * half_sigma + g[k] * drift) + th[k]
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x = _lm(prev[k], z[k], g[k], th[k], half_sigma, drift)
+            bad = numba.int32(bad | _bad(x, big))
             th[k] = x
             prev[k] = z[k]
             y[k] = grad(x, k, k1, k2, k3)
@@ -197,17 +213,22 @@ def _make_in_place_stored(grad):
         # p: the momenta before the last half-kick on exit (the caller kicks with the new gradient)
         bad = numba.int32(0)
         for k in range(th.size):
-            m = p[k] - g[k] * half
-            x = th[k] + m * drift
-            m = m * c + z[k] * s
-            x = x + m * drift
-            bad = numba.int32(bad | numba.int32(not abs(x) <= big))
+            x, m = _baoab(p[k], g[k], th[k], z[k], half, drift, c, s)
+            bad = numba.int32(bad | _bad(x, big))
             th[k] = x
             p[k] = m
             y[k] = grad(x, k, k1, k2, k3)
         return bad == 0
 
     return {"euler_maruyama_in_place": em, "leimkuhler_matthews_in_place": lm, "baoab_in_place": baoab}
+
+
+@numba.njit(nogil=True)
+def last_half_kick(pout, gout, half):
+    """BAOAB's last half-kick ``pout = pout - gout half`` (the reference step's ``m - g' half``),
+    for the ``"shift"`` loops, whose gradient needs the matrix product first."""
+    for k in range(pout.size):
+        pout[k] = pout[k] - gout[k] * half
 
 
 #: ``LOOPS[form][integrator]``: the compiled loop (compiled lazily, per dtype, at its first call)
