@@ -41,6 +41,15 @@ def test_regimes_follow_the_table():
                             "intermediate", "intermediate", "classical"]
     t = RegimeThresholds(quantum_below=2.0, classical_above=10.0)
     assert classify_regime(6.0, t) == "intermediate"
+    # one float (the monitor's path, no arrays) gives the array path's label, boundaries included
+    for thr in (None, t):
+        tt = thr or RegimeThresholds()
+        cs = [0.0, 1e-300, tt.transition_low, np.nextafter(tt.transition_low, 0), tt.quantum_below,
+              np.nextafter(tt.quantum_below, 0), tt.classical_above, np.nextafter(tt.classical_above, np.inf),
+              0.3, 2.5, 7.0, 1e300, np.inf]
+        assert [classify_regime(float(c), thr) for c in cs] == list(classify_regime(np.array(cs), thr))
+    with pytest.raises(ValueError, match="C contains NaN"):
+        classify_regime(float("nan"))
     with pytest.raises(ValueError):
         RegimeThresholds(quantum_below=6, classical_above=5)
 

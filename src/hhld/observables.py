@@ -178,6 +178,13 @@ def classify_regime(C, thresholds: RegimeThresholds | None = None):
     A scalar gives a ``str``; an array gives an array of labels.
     """
     t = thresholds or RegimeThresholds()
+    if isinstance(C, float):  # one host float (the training monitor's rows): the same labels, no arrays
+        if C != C:
+            raise ValueError("classify_regime: C contains NaN")
+        if C < 0:
+            raise ValueError(f"classify_regime: C = ||grad L||^2 / (D d) must be >= 0, got {float(C)!r}")
+        return ("classical" if C > t.classical_above else "intermediate" if C >= t.quantum_below
+                else "transition" if C >= t.transition_low else "quantum")
     c = to_numpy(C).astype(np.float64)
     if np.isnan(c).any():
         raise ValueError("classify_regime: C contains NaN")

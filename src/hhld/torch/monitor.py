@@ -52,7 +52,7 @@ from .backward_kind import AccumulationProbe, builds_graph
 from .persample.engine import HIGHER_ORDER_NOTE, _first_tensor, _output_tensors
 from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
                          PhaseTransitionDetector, ProbeNoise, Quantity, RegimeTracker, StepContext,
-                         UncertaintyWindow, robust_norm_values, robust_norms)
+                         UncertaintyWindow, robust_norm_pair, robust_norm_values, robust_norms)
 
 __all__ = ["Monitor", "unwrap_model", "DEFAULT_TIER1_EVERY", "ADAPTIVE_OPTIMIZERS"]
 
@@ -601,8 +601,7 @@ class Monitor:
         self._check_views()
         lr = float(optimizer.param_groups[0]["lr"])
         if grads[0].device.type == "cpu":  # host floats at no cost (no device to wait for): ||g||^2 on the host
-            vals = robust_norm_values(grads)
-            norms = torch.tensor(vals, dtype=torch.float64)
+            vals, norms = robust_norm_pair(grads)
             grad_sq = sum(v * v for v in vals)
         else:  # stays on the device: no synchronisation per step
             norms = robust_norms(grads)

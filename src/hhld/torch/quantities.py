@@ -36,7 +36,7 @@ from .noise import diffusion_from_noise, noise_from_moments
 
 __all__ = ["NEEDS", "StepContext", "PerSampleStats", "ClipInfo", "IntervalContext", "Quantity", "GradientStats",
            "UncertaintyWindow", "NoiseScale", "Curvature", "ProbeNoise", "RegimeTracker", "PhaseTransitionDetector",
-           "QUANTITY_TABLE", "robust_norms", "robust_norm_values"]
+           "QUANTITY_TABLE", "robust_norms", "robust_norm_values", "robust_norm_pair"]
 
 #: what a quantity can ask the monitor for
 NEEDS = frozenset({
@@ -162,18 +162,28 @@ def robust_norms(ts) -> torch.Tensor:
     dev = dense[0].device
     if dev.type != "cpu":
         return torch.stack(torch._foreach_norm(dense, 2, dtype=torch.float64))
-    return torch.tensor(robust_norm_values(dense), dtype=torch.float64)
+    return robust_norm_pair(dense)[1]
 
 
 def robust_norm_values(ts) -> list:
     """:func:`robust_norms` of CPU tensors as host floats (what it computes on CPU, before the tensor)."""
+    return robust_norm_pair(ts)[0]
+
+
+def robust_norm_pair(ts) -> tuple[list, torch.Tensor]:
+    """:func:`robust_norms` of CPU tensors both as host floats and as the float64 tensor, from one
+    fused pass (the tensor is the fused result widened, not rebuilt from the floats)."""
     dense = [t.coalesce().values() if t.is_sparse else t for t in ts]
+    if not dense:
+        return [], torch.zeros(0, dtype=torch.float64)
     if any(t.dtype in (torch.float16, torch.bfloat16) for t in dense):
         dense = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in dense]
-    vals = torch.stack(torch._foreach_norm(dense)).tolist() if dense else []
+    fused = torch.stack(torch._foreach_norm(dense))
+    vals = fused.tolist()
     if all(1e-18 < v < 1e18 for v in vals):
-        return vals
-    return [v if 1e-18 < v < 1e18 else float(torch.linalg.vector_norm(t.double())) for v, t in zip(vals, dense)]
+        return vals, fused.to(torch.float64)
+    vals = [v if 1e-18 < v < 1e18 else float(torch.linalg.vector_norm(t.double())) for v, t in zip(vals, dense)]
+    return vals, torch.tensor(vals, dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------- tier 0
