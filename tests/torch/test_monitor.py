@@ -792,3 +792,20 @@ def test_clipping_per_parameter_group():
         row = mon.step(loss)
     assert row["tr_sigma"] is None and "no per-sample decomposition" in row["noise_note"]
     mon.close()
+
+
+def test_l1_norms_match_float64_sums_at_every_scale():
+    """The clipping test's L1 norms (float32 sums, float64 where they leave [1e-18, 1e18]) against float64 sums."""
+    from hhld.torch.monitor import _l1_norms
+
+    g = torch.Generator().manual_seed(0)
+    ts = [torch.randn(256, 784, generator=g), torch.randn(300, generator=g) * 1e-25,
+          torch.randn(50, generator=g) * 1e30, torch.zeros(7), torch.randn(64, generator=g).to(torch.bfloat16),
+          torch.randn(8, 8, dtype=torch.float64, generator=g), torch.randn(6, 4, generator=g).to_sparse(),
+          torch.full((300,), -1e37)]  # its float32 sum overflows: redone in float64
+    got = _l1_norms(ts)
+    ref = [float((t.to_dense() if t.is_sparse else t).double().abs().sum()) for t in ts]
+    assert got[3] == 0.0 and got[-1] == pytest.approx(3e39, rel=1e-6)
+    for a, b in zip(got, ref):
+        assert a == pytest.approx(b, rel=1e-6, abs=0.0)
+    assert _l1_norms([]) == []
