@@ -246,20 +246,13 @@ class Kernel:
             gout = new.chunks["grad"]
             return [(fill, i, tuple(a[i] for a in loop_arrays) + (gout[i],) + tail, None)
                     for i in range(len(new.rows))]
-        from .loops import last_half_kick
-
         scratch = np.empty(max(hi - lo for lo, hi in new.rows) * new.d, dtype=self.dtype)
+        use_torch = is_torch(new.arrays["theta"])
         plan = []
         for i, (lo, hi) in enumerate(new.rows):
             y = scratch[: (hi - lo) * new.d]
-            g2, y2 = new.rows2d("grad", lo, hi), y.reshape(hi - lo, new.d)
-            kick = (new.chunks["momentum"][i], new.chunks["grad"][i], half) if spec.name == "baoab" else None
-
-            def post(y2=y2, g2=g2, kick=kick, A=self.matrix):
-                np.matmul(y2, A, out=g2)
-                if kick is not None:
-                    last_half_kick(*kick)
-
+            p = new.chunks["momentum"][i] if spec.name == "baoab" else None
+            post = self._full_post(spec.name, p, new.chunks["grad"][i], y, new.d, half, use_torch)
             plan.append((fill, i, tuple(a[i] for a in loop_arrays) + (y,) + tail, post))
         return plan
 
@@ -282,8 +275,9 @@ class Kernel:
         arrays, which stays in cache, and no new memory. The cubic and diagonal forms run the
         in-place loops of :func:`.loops._make_in_place` (the gradient at the current positions is
         recomputed, not stored; the gradient array is filled once, at the end); a full matrix
-        runs its usual loop with the scratch chunk as the new positions, copies them back and
-        multiplies by ``A`` into the gradient rows (then BAOAB's last half-kick). The same
+        runs those of :func:`.loops._make_in_place_stored` (the stored gradient is read, ``x -
+        center`` goes to a second scratch chunk) and BLAS multiplies that by ``A`` into the
+        gradient rows (then BAOAB's last half-kick, :meth:`_full_post`). The same
         numbers as the reference steps: the same draws in the same order (chunks of multiples of
         16 entries), the same expressions on the same stored values. Stops after the first step
         that leaves a non-finite position."""
@@ -296,26 +290,29 @@ class Kernel:
         if self._scratch is None or type(self._scratch) is not type(th) or self._scratch.dtype != th.dtype \
                 or self._scratch.shape[0] < (2 if full else 1) * longest:
             self._scratch = self._fresh_flat(th, (2 if full else 1) * longest)
-        zs = [self._scratch[: (hi - lo) * d] for lo, hi in rows]
+        sizes = [(hi - lo) * d for lo, hi in rows]
+        zs = [self._scratch[:m] for m in sizes]  # the noise chunk (and, full matrix, y after it)
         if is_torch(th):
             fills = [lambda z=z: z.normal_(generator=rng) for z in zs]
             zs = [z.numpy() for z in zs]
         else:
             fills = [lambda z=z: rng.standard_normal(out=z, dtype=self.dtype) for z in zs]
-        ths, gs = _split(th, rows), _split(buf.arrays["grad"], rows)
+        flat = self._scratch.numpy() if is_torch(th) else self._scratch
+        ys = [flat[longest: longest + m] for m in sizes] if full else [None] * len(rows)
         name = self.info.name
-        others = _split(buf.arrays["noise" if name == "leimkuhler_matthews" else "momentum"], rows) \
-            if name != "euler_maruyama" else [None] * len(rows)
+        ths, gs = _split(th, rows), _split(buf.arrays["grad"], rows)
+        # the second array a step updates: Leimkuhler-Matthews' previous noise, BAOAB's momenta
+        others = [None] * len(rows) if name == "euler_maruyama" else \
+            _split(buf.arrays["noise" if name == "leimkuhler_matthews" else "momentum"], rows)
         tail = (*scalars, self.big, *consts)
         plan = []
-        for t, g, o, z in zip(ths, gs, others, zs):
-            if not full:
-                lead = {"euler_maruyama": (t,), "leimkuhler_matthews": (t, o), "baoab": (t, o)}[name]
-                plan.append((fills[len(plan)], lead + (z,) + tail, None))
-                continue
-            y = (self._scratch.numpy() if is_torch(th) else self._scratch)[longest: longest + t.size]
-            lead = (t, g) if name == "euler_maruyama" else (t, o, g)
-            plan.append((fills[len(plan)], lead + (z, y) + tail, self._full_post(name, o, g, y, d, scalars[0])))
+        for fill, t, g, o, z, y in zip(fills, ths, gs, others, zs, ys):
+            head = (t,) if o is None else (t, o)
+            if full:  # loops(th[, o], g, z, y, ...), then y A into g
+                post = self._full_post(name, o, g, y, d, scalars[0], is_torch(th))
+                plan.append((fill, head + (g, z, y) + tail, post))
+            else:  # loops(th[, o], z, ...)
+                plan.append((fill, head + (z,) + tail, None))
         loop, taken, ok = self.in_place_loop, 0, True
         while taken < n_steps and ok:
             for fill, args, post in plan:
@@ -329,20 +326,36 @@ class Kernel:
                 self.gradient_loop(t, g, *consts)
         return taken, bool(ok)
 
-    def _full_post(self, name, p, g, y, d, half):
-        """What follows the loop on one chunk of an in-place step with a full matrix: the product
-        ``y A`` into the gradient rows, then, for BAOAB, the last half-kick of the momenta ``p``."""
+    def _full_post(self, name, p, g, y, d, half, use_torch: bool):
+        """What follows the loop on one chunk of a step with a full matrix: the product ``y A``
+        into the gradient rows ``g`` (flat chunks), then, for BAOAB, the last half-kick of the
+        momenta ``p``. For a torch ensemble the product is torch's (``torch.mm`` on views of the
+        same memory), so it follows ``torch.set_num_threads``; numpy's BLAS would start its own
+        threads, which made the d = 8 product 1.5x slower on 2 cores (docs/benchmarks/ensemble.md)."""
         from .loops import last_half_kick
 
-        y2, g2, A = y.reshape(-1, d), g.reshape(-1, d), self.matrix
-        if name == "baoab":
-            def post():
-                np.matmul(y2, A, out=g2)
-                last_half_kick(p, g, half)
+        y2, g2 = y.reshape(-1, d), g.reshape(-1, d)
+        if use_torch:
+            import torch
+
+            yt, gt, At = torch.from_numpy(y2), torch.from_numpy(g2), torch.from_numpy(self.matrix)
+
+            def product():
+                torch.mm(yt, At, out=gt)
         else:
-            def post():
+            A = self.matrix
+
+            def product():
                 np.matmul(y2, A, out=g2)
-        return post
+
+        if name != "baoab":
+            return product
+
+        def product_and_kick():
+            product()
+            last_half_kick(p, g, half)
+
+        return product_and_kick
 
     # ------------------------------------------------------------ helpers
     def _accepts(self, rng, state) -> bool:
@@ -429,11 +442,6 @@ class _Buffers:
 
     def with_noise(self, noise):
         return _Buffers({**self.arrays, "noise": noise}, self.rows)
-
-    def rows2d(self, name, lo, hi):
-        """Rows ``lo:hi`` of array ``name`` as a 2-D numpy view."""
-        a = self.arrays[name]
-        return (a.numpy() if is_torch(a) else a)[lo:hi]
 
     def _split(self, a):
         return _split(a, self.rows)
