@@ -292,11 +292,9 @@ class Kernel:
             self._scratch = self._fresh_flat(th, (2 if full else 1) * longest)
         sizes = [(hi - lo) * d for lo, hi in rows]
         zs = [self._scratch[:m] for m in sizes]  # the noise chunk (and, full matrix, y after it)
+        fills = [_draw_into(rng, z, self.dtype) for z in zs]
         if is_torch(th):
-            fills = [lambda z=z: z.normal_(generator=rng) for z in zs]
             zs = [z.numpy() for z in zs]
-        else:
-            fills = [lambda z=z: rng.standard_normal(out=z, dtype=self.dtype) for z in zs]
         flat = self._scratch.numpy() if is_torch(th) else self._scratch
         ys = [flat[longest: longest + m] for m in sizes] if full else [None] * len(rows)
         name = self.info.name
@@ -418,6 +416,14 @@ class Kernel:
         return np.empty(size, dtype=like.dtype)
 
 
+def _draw_into(rng, out, dtype):
+    """``fill()``: standard normals into ``out`` (a flat torch tensor or numpy array) by the run's
+    generator (``normal_`` / ``standard_normal(out=)``)."""
+    if is_torch(out):
+        return lambda: out.normal_(generator=rng)
+    return lambda: rng.standard_normal(out=out, dtype=dtype)
+
+
 def _split(a, rows):
     """Flat numpy views of rows ``rows`` (``[(lo, hi), ...]``) of the 2-D array or tensor ``a``."""
     flat = (a.numpy() if is_torch(a) else a).reshape(-1)
@@ -433,7 +439,7 @@ class _Buffers:
     def __init__(self, arrays: dict, rows):
         self.arrays, self.rows = arrays, rows
         self.d = next(iter(arrays.values())).shape[1]
-        self.chunks = {name: self._split(a) for name, a in arrays.items()}
+        self.chunks = {name: _split(a, rows) for name, a in arrays.items()}
         self._parts: dict = {}
 
     @classmethod
@@ -442,9 +448,6 @@ class _Buffers:
 
     def with_noise(self, noise):
         return _Buffers({**self.arrays, "noise": noise}, self.rows)
-
-    def _split(self, a):
-        return _split(a, self.rows)
 
     def filler(self, rng, name, dtype):
         """``fill(i)``: standard normals into chunk ``i`` of array ``name``, drawn by the run's
@@ -456,9 +459,10 @@ class _Buffers:
             if parts is None:
                 d = a.shape[1]
                 parts = self._parts[name] = a.view(-1).split([(hi - lo) * d for lo, hi in self.rows])
-            return lambda i: parts[i].normal_(generator=rng)
-        views = self.chunks[name]
-        return lambda i: rng.standard_normal(out=views[i], dtype=dtype)
+        else:
+            parts = self.chunks[name]
+        fills = [_draw_into(rng, part, dtype) for part in parts]
+        return lambda i: fills[i]()
 
     def draw(self, rng, name, dtype):
         fill = self.filler(rng, name, dtype)
