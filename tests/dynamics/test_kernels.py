@@ -83,17 +83,16 @@ def test_kernel_against_reference_step(land, integrator, backend):
     landscape = make()
     info = INTEGRATORS[integrator]
     params = {"eta": 1.3, "friction": 0.7} if integrator == "baoab" else {}
-    chunk = kernels.CHUNK_RANGE[0]  # the smallest chunk a kernel takes: several chunks, a small test
+    chunk = 4096  # several chunks, a small test
     n = max(MIN_ELEMENTS // landscape.dim, 16) + 4 * chunk // landscape.dim + 7
     theta = _theta(backend, n, landscape.dim)
     kernel = find_kernel(info, landscape, theta, params)
     assert kernel is not None and kernel.kind == kind
     kernel.chunk = chunk
     assert len(chunk_rows(n, landscape.dim, chunk)) >= 4
-    kernel.in_place_chunk = chunk // 2  # the in-place steps of advance() in chunks of their own
     fused, finite = _run(kernel, info, landscape, theta, backend, **params)
     ref, ref_finite = _run(info.step, info, landscape, theta, backend, **params)
-    rng = _rng(backend, 9)  # the same three steps in one advance() call: steps 2 and 3 in place
+    rng = _rng(backend, 9)  # the same three steps in one advance() call
     multi, multi_info = kernel.advance(rng, info.init(landscape, theta, rng=rng, D=0.1, **params), landscape, 3,
                                        dt=0.01, D=0.1, **params)
     assert finite == [True] * 3 and ref_finite == [None] * 3 and multi_info.finite is True
@@ -136,17 +135,15 @@ def test_chunks_cover_rows_in_blocks_of_16_entries(n, d):
 @pytest.mark.parametrize("integrator", sorted(kernels.SUPPORTED))
 @pytest.mark.parametrize("land", ["double_well_2d", "double_well_5d", "quadratic_diagonal_centred", "quadratic_full"])
 def test_advance_is_n_single_steps(land, integrator, backend):
-    """``advance(n)`` (the steps after the first in place, no states between) gives the numbers
-    of n calls of the step (bit for bit; a full matrix within rounding: its in-place chunks are
-    other rows for BLAS), without writing into the state it started from or into any state it
-    returned."""
+    """``advance(n)`` (every step in place on a copy of the input, no states between) gives the
+    numbers of n calls of the step, bit for bit (a full matrix within rounding), without writing
+    into the state it started from or into any state it returned."""
     landscape = LANDSCAPES[land][0]()
     info = INTEGRATORS[integrator]
     params = {"eta": 1.3, "friction": 0.7} if integrator == "baoab" else {}
     theta = _theta(backend, 3000, landscape.dim)
     kernel = find_kernel(info, landscape, theta, params)
-    kernel.chunk = kernels.CHUNK_RANGE[0]
-    kernel.in_place_chunk = 1024  # several chunks, the last one shorter
+    kernel.chunk = 1024  # several chunks, the last one shorter
     for n_steps in (1, 2, 5):
         rng_a, rng_b = _rng(backend, 4), _rng(backend, 4)
         start = info.init(landscape, theta, rng=rng_a, D=0.1, **params)
@@ -190,8 +187,8 @@ def test_advance_stops_after_the_first_non_finite_step():
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")
 @pytest.mark.parametrize("integrator", sorted(kernels.SUPPORTED))
-def test_advance_stops_at_a_non_finite_step_in_place_with_the_reference_numbers(integrator):
-    """A particle that overflows at step 2 (an in-place step): advance stops there, and the
+def test_advance_stops_at_a_non_finite_step_with_the_reference_numbers(integrator):
+    """A particle that overflows at step 2 of a call: advance stops there, and the
     state it returns (positions, gradient, momenta, noise) is the reference steps' state."""
     landscape = double_well_2d()
     info = INTEGRATORS[integrator]
@@ -199,7 +196,7 @@ def test_advance_stops_at_a_non_finite_step_in_place_with_the_reference_numbers(
     theta = _theta("torch32", 5000, 2)
     theta[77, 0] = 1e12  # step 1: about -4e34 (finite); step 2: its gradient overflows
     kernel = find_kernel(info, landscape, theta, params)
-    kernel.in_place_chunk = 2048
+    kernel.chunk = 2048
     rng_a, rng_b = _rng("torch32", 3), _rng("torch32", 3)
     a, a_info = kernel.advance(rng_a, info.init(landscape, theta, rng=rng_a, D=0.1, **params), landscape, 10,
                                dt=0.01, D=0.1, **params)
@@ -213,36 +210,9 @@ def test_advance_stops_at_a_non_finite_step_in_place_with_the_reference_numbers(
             assert np.array_equal(_np(x), _np(y), equal_nan=True), f
 
 
-def test_chunks_are_sized_to_the_l2_cache(monkeypatch):
-    lo, hi = kernels.CHUNK_RANGE
-    monkeypatch.setattr(kernels, "l2_cache_bytes", lambda: 1024 ** 2)
-    assert kernels.chunk_elements(16) == 131072  # twice 1 MiB / 16 B
-    assert kernels.chunk_elements(24) == 65536   # largest power of two <= 87381
-    assert kernels.chunk_elements(48) == 32768
-    assert kernels.chunk_elements(4) == hi
-    monkeypatch.setattr(kernels, "l2_cache_bytes", lambda: 32 * 1024)
-    assert kernels.chunk_elements(48) == lo
-    monkeypatch.setattr(kernels, "l2_cache_bytes", lambda: None)
-    assert kernels.chunk_elements(16) == kernels.CHUNK_ELEMENTS
+def test_chunk_size_draws_like_one_whole_array():
     k = find_kernel(INTEGRATORS["baoab"], double_well_2d(), np.zeros((5000, 2)))
     assert k.chunk == kernels.CHUNK_ELEMENTS and k.chunk % 16 == 0
-
-
-def test_l2_cache_bytes_reads_sysfs_sizes(monkeypatch, tmp_path):
-    import builtins
-
-    real_open = builtins.open
-    f = tmp_path / "size"
-
-    def fake_open(path, *a, **k):
-        return real_open(f, *a, **k) if "index2/size" in str(path) else real_open(path, *a, **k)
-
-    monkeypatch.setattr(builtins, "open", fake_open)
-    for text, value in [("1024K\n", 1024 ** 2), ("2M", 2 * 1024 ** 2), ("512", 512), ("?", None)]:
-        f.write_text(text)
-        kernels.l2_cache_bytes.cache_clear()
-        assert kernels.l2_cache_bytes() == value, text
-    kernels.l2_cache_bytes.cache_clear()
 
 
 @pytest.mark.parametrize("backend", ["numpy32", "torch32", "torch64"])
@@ -283,7 +253,7 @@ def test_driver_names_the_non_finite_particle_after_a_fused_step(mode):
 @pytest.mark.parametrize("land,integrator", [("double_well_2d", "euler_maruyama"), ("quadratic_full", "baoab"),
                                              ("quadratic_diagonal_centred", "leimkuhler_matthews")])
 def test_dropped_particles_mid_call_then_a_smaller_ensemble_match_the_reference(land, integrator):
-    """A particle that overflows (at step 2, an in-place step, for the double well) is dropped; the
+    """A particle that overflows (at step 2 of a call, for the double well) is dropped; the
     kernel's later calls run a smaller ensemble with the scratch chunks of the larger one. Same run as the reference
     steps (bit for bit; a full matrix to rounding), same dropped particle."""
     make, kind = LANDSCAPES[land]
@@ -293,14 +263,14 @@ def test_dropped_particles_mid_call_then_a_smaller_ensemble_match_the_reference(
         landscape = make()
         theta = torch.as_tensor(np.random.default_rng(1).normal(size=(6000, landscape.dim)) * 0.5,
                                 dtype=torch.float32)
-        # finite, then not: the cubic gradient overflows at step 2 (an in-place step), the full matrix's
+        # finite, then not: the cubic gradient overflows at step 2, the full matrix's
         # product within two steps, the diagonal one at once (A = 3 times 1.5e38), so step 1
         col, x0 = {"cubic": (0, 1e12), "full": (0, 3e38), "diagonal": (2, 1.5e38)}[kind]
         theta[4321, col] = x0
         sim = Simulation(landscape, theta, dt=0.01, D=0.05, integrator=integrator, on_nonfinite="drop",
                          rng=torch.Generator().manual_seed(2), kernels=kernels_on, **params)
         if kernels_on:
-            sim.kernel.in_place_chunk = 2048  # several in-place chunks, so the scratch is reused smaller
+            sim.kernel.chunk = 2048  # several chunks, so the scratch is reused smaller
         sim.run(7).run(5)
         return sim
 

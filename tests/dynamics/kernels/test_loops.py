@@ -22,45 +22,62 @@ def _grad(form, x, k1, k2, k3):
     return x - k2
 
 
-@pytest.mark.parametrize("form", ["cubic", "diagonal", "shift"])
-def test_euler_maruyama_and_leimkuhler_matthews_loops(form):
-    (xi, th, g, prev, nxt), ks = _arrays()
+@pytest.mark.parametrize("form", ["cubic", "diagonal"])
+def test_in_place_loops_recompute_the_gradient(form):
+    """The cubic and diagonal loops read the gradient at the current positions from the form
+    (not from an array) and update positions (momenta, previous noise) in place."""
+    (z, th0, p0, prev0, _), ks = _arrays()
     sigma, drift = 0.3, -0.01
-    out, gout = xi.copy(), np.empty(N)
-    assert LOOPS[form]["euler_maruyama"](out, th, g, gout, sigma, drift, 1e300, *ks)
-    x = (xi * sigma + g * drift) + th
-    assert np.array_equal(out, x) and np.array_equal(gout, _grad(form, x, *ks))
-    new, gout = np.empty(N), np.empty(N)
-    assert LOOPS[form]["leimkuhler_matthews"](new, prev, nxt, th, g, gout, 0.5 * sigma, drift, 1e300, *ks)
-    x = ((prev + nxt) * (0.5 * sigma) + g * drift) + th
-    assert np.array_equal(new, x) and np.array_equal(gout, _grad(form, x, *ks))
+    g = _grad(form, th0, *ks)
+    th = th0.copy()
+    assert LOOPS[form]["euler_maruyama"](th, z, sigma, drift, 1e300, *ks)
+    assert np.array_equal(th, (z * sigma + g * drift) + th0)
+    th, prev = th0.copy(), prev0.copy()
+    assert LOOPS[form]["leimkuhler_matthews"](th, prev, z, 0.5 * sigma, drift, 1e300, *ks)
+    assert np.array_equal(th, ((prev0 + z) * (0.5 * sigma) + g * drift) + th0) and np.array_equal(prev, z)
+    half, c, s = 0.05, 0.9, 0.2
+    th, p = th0.copy(), p0.copy()
+    assert LOOPS[form]["baoab"](th, p, z, half, 0.05, c, s, 1e300, *ks)
+    m = p0 - g * half
+    x = th0 + m * 0.05
+    m = m * c + z * s
+    x = x + m * 0.05
+    assert np.array_equal(th, x) and np.array_equal(p, m - _grad(form, x, *ks) * half)
+    gout = np.empty(N)
+    LOOPS[form]["gradient"](th, gout, *ks)
+    assert np.array_equal(gout, _grad(form, th, *ks))
 
 
-@pytest.mark.parametrize("form, kick", [("cubic", True), ("shift", False)])
-def test_baoab_loop_and_its_last_half_kick(form, kick):
-    (xi, th, p, g, _), ks = _arrays(1)
-    half, drift, c, s = 0.05, 0.05, 0.9, 0.2
-    out, pout, gout = xi.copy(), np.empty(N), np.empty(N)
-    assert LOOPS[form]["baoab"](out, th, p, g, pout, gout, half, drift, c, s, 1e300, *ks)
-    m = p - g * half
-    x = th + m * drift
-    m = m * c + xi * s
-    x = x + m * drift
-    gx = _grad(form, x, *ks)
-    assert np.array_equal(out, x) and np.array_equal(gout, gx)
-    # "shift" leaves the matrix product and the kick to the caller: last_half_kick, same numbers
-    assert np.array_equal(pout, m - gx * half if kick else m)
-    if not kick:
-        last_half_kick(pout, gout, half)
-        assert np.array_equal(pout, m - gx * half)
+def test_full_matrix_loops_read_the_stored_gradient_and_leave_x_minus_center():
+    """The "shift" loops (a full matrix) read the gradient, write x - center for the caller's
+    product, and leave BAOAB's last half-kick to last_half_kick."""
+    (z, th0, p0, prev0, g), ks = _arrays(1)
+    sigma, drift = 0.3, -0.01
+    th, y = th0.copy(), np.empty(N)
+    assert LOOPS["shift"]["euler_maruyama"](th, g, z, y, sigma, drift, 1e300, *ks)
+    x = (z * sigma + g * drift) + th0
+    assert np.array_equal(th, x) and np.array_equal(y, x - ks[1])
+    th, prev = th0.copy(), prev0.copy()
+    assert LOOPS["shift"]["leimkuhler_matthews"](th, prev, g, z, y, 0.5 * sigma, drift, 1e300, *ks)
+    x = ((prev0 + z) * (0.5 * sigma) + g * drift) + th0
+    assert np.array_equal(th, x) and np.array_equal(prev, z) and np.array_equal(y, x - ks[1])
+    half, c, s = 0.05, 0.9, 0.2
+    th, p = th0.copy(), p0.copy()
+    assert LOOPS["shift"]["baoab"](th, p, g, z, y, half, 0.05, c, s, 1e300, *ks)
+    m = p0 - g * half
+    x = th0 + m * 0.05
+    m = m * c + z * s
+    x = x + m * 0.05
+    assert np.array_equal(th, x) and np.array_equal(p, m) and np.array_equal(y, x - ks[1])
+    gx = np.random.default_rng(3).standard_normal(N)  # the caller's product
+    last_half_kick(p, gx, half)
+    assert np.array_equal(p, m - gx * half)
 
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan, 2e3])
 def test_flag_is_false_when_a_position_leaves_the_bound(bad):
-    (xi, th, g, _, _), ks = _arrays(2)
+    (z, th, _, _, _), ks = _arrays(2)
     th[5] = bad
-    out, gout = xi.copy(), np.empty(N)
-    assert not LOOPS["diagonal"]["euler_maruyama"](out, th, g, gout, 0.1, -0.01, 1e3, *ks)
+    assert not LOOPS["diagonal"]["euler_maruyama"](th.copy(), z, 0.1, -0.01, 1e3, *ks)
     th[5] = 0.0                                    # the control: the same call with a finite start
-    out = xi.copy()
-    assert LOOPS["diagonal"]["euler_maruyama"](out, th, g, gout, 0.1, -0.01, 1e3, *ks)
+    assert LOOPS["diagonal"]["euler_maruyama"](th.copy(), z, 0.1, -0.01, 1e3, *ks)

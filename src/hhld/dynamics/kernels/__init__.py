@@ -1,17 +1,16 @@
 """Fused kernels beside the reference integrators: the same steps, faster, for large CPU ensembles.
 
 The reference steps (:mod:`hhld.dynamics.integrators`) are written as whole-array expressions:
-clear, backend-neutral, and several passes over memory per step. A kernel here does one step of
-the same scheme in row chunks small enough to stay in cache: the chunk's noise is drawn by the
-run's own generator (``torch.Generator.normal_`` / ``numpy.random.Generator.standard_normal``,
-chunk by chunk, which gives the numbers of one whole-array draw), then one compiled loop
-(:mod:`.loops`, numba) updates the positions (and momenta), evaluates the new gradient and checks
-finiteness in the same pass. :meth:`Kernel.advance` takes many steps in one call (what
-:meth:`hhld.dynamics.Simulation.run` uses between observations): the first step writes a new
-set of arrays, and the others, whose states nobody sees, update that set in place, chunk by
-chunk, with the chunk's noise in a scratch chunk (:meth:`Kernel._in_place`), so that one step's
-arrays stay in cache and no step but the first allocates. The first step's chunks are sized to
-the L2 cache (:func:`chunk_elements`), the in-place ones are :data:`IN_PLACE_CHUNK` entries.
+clear, backend-neutral, and several passes over memory per step. A kernel here takes steps of
+the same scheme in row chunks small enough to stay in cache. :meth:`Kernel.advance` takes many
+steps in one call (what :meth:`hhld.dynamics.Simulation.run` uses between observations): it
+copies the input state's arrays into a new set, which the returned state will own, and updates
+that set in place, step after step, chunk by chunk: the chunk's noise is drawn into a scratch
+chunk by the run's own generator (``torch.Generator.normal_`` /
+``numpy.random.Generator.standard_normal``, chunk by chunk, which gives the numbers of one
+whole-array draw), then one compiled loop (:mod:`.loops`, numba) updates the positions (and
+momenta), with the gradient, and checks finiteness in the same pass. Nobody sees the states
+between, so a step allocates nothing and one step's arrays stay in cache.
 
 How a kernel is chosen (:func:`find_kernel`, called once by :class:`hhld.dynamics.Simulation`):
 
@@ -25,8 +24,10 @@ How a kernel is chosen (:func:`find_kernel`, called once by :class:`hhld.dynamic
 * numba is installed (``pip install hhld[fast]``); without it the reference step runs.
 
 A kernel returns the reference step's numbers: bit for bit for the cubic and diagonal forms
-(the same operations in the same order, no fused multiply-adds), and to rounding for a full
-matrix ``A`` (the matrix product's summation order is BLAS's); ``tests/dynamics/test_kernels.py``
+(the same operations in the same order, no fused multiply-adds; the gradient at the current
+positions is the declared form's, recomputed from them, which for a landscape whose form is its
+gradient is the state's stored one), and to rounding for a full matrix ``A`` (the matrix
+product's summation order is BLAS's); ``tests/dynamics/test_kernels.py``
 checks every kernel against the reference step. A state the kernel cannot take (another dtype,
 a scripted random source, a non-contiguous array) is handed to the reference step.
 """
@@ -48,48 +49,12 @@ __all__ = ["Kernel", "find_kernel", "numba_available", "SUPPORTED", "MIN_ELEMENT
 SUPPORTED = ("euler_maruyama", "leimkuhler_matthews", "baoab")
 #: smaller ensembles keep the reference step (no compilation for them)
 MIN_ELEMENTS = 4096
-#: elements per chunk when the L2 cache size is unknown (a power of two, so a multiple of 16:
-#: torch draws normals in blocks of 16, so chunked draws equal one whole-array draw)
-CHUNK_ELEMENTS = 16384
-#: bounds of the chunk a kernel sizes to the cache (:func:`chunk_elements`)
-CHUNK_RANGE = (4096, 262144)
-#: entries per chunk of the in-place steps of :meth:`Kernel.advance` (a multiple of 16): the
-#: chunk's noise and positions stay in the L2 cache. Chosen from interleaved runs of 8192-262144
-#: on the double well (d = 2), the diagonal (d = 50) and the full (d = 8) quadratic, all three
-#: integrators (docs/benchmarks/ensemble.md, run E): 32768 was best or within noise of the best
-IN_PLACE_CHUNK = 32768
-
-
-@functools.lru_cache(maxsize=None)
-def l2_cache_bytes() -> int | None:
-    """The per-core L2 cache size (Linux sysfs), or None when unknown."""
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
-            text = f.read().strip().upper()
-    except OSError:
-        return None
-    scale = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(text[-1:], 1)
-    try:
-        return int(text.rstrip("KMG")) * scale
-    except ValueError:
-        return None
-
-
-def chunk_elements(bytes_per_entry: int) -> int:
-    """Entries per chunk for a loop that touches ``bytes_per_entry`` bytes per entry (its
-    arrays' itemsizes summed): the largest power of two whose chunks of every array fill at most
-    twice the L2 cache, within :data:`CHUNK_RANGE` (:data:`CHUNK_ELEMENTS` when the cache size is
-    unknown). Fewer, larger chunks mean fewer calls per step; a chunk near the cache keeps the
-    loop from re-reading the fresh noise from memory. On the machine of
-    ``docs/benchmarks/ensemble.md`` (2026-12-02, N d = 2e5) chunks up to 131072 entries gained
-    1-4 points over 16384 and larger ones were within noise; twice the cache is the rule chosen
-    from that, not a measured optimum per loop. The numbers do not depend on it."""
-    cache = l2_cache_bytes()
-    if not cache:
-        return CHUNK_ELEMENTS
-    lo, hi = CHUNK_RANGE
-    n = 1 << max(0, int(2 * cache // max(1, bytes_per_entry)).bit_length() - 1)
-    return int(min(hi, max(lo, n)))
+#: entries per chunk (a multiple of 16: torch draws normals in blocks of 16, so chunked draws
+#: equal one whole-array draw): the chunk's noise and positions stay in the L2 cache. Chosen from
+#: interleaved runs of 8192-262144 on the double well (d = 2), the diagonal (d = 50) and the full
+#: (d = 8) quadratic, all three integrators (docs/benchmarks/ensemble.md, run E): 32768 was best
+#: or within noise of the best
+CHUNK_ELEMENTS = 32768
 
 
 @functools.lru_cache(maxsize=None)
@@ -157,7 +122,7 @@ def chunk_rows(n: int, d: int, chunk: int = CHUNK_ELEMENTS) -> list[tuple[int, i
 
 
 class Kernel:
-    """One fused step (integrator x gradient form x dtype), called like the reference step:
+    """Fused steps (integrator x gradient form x dtype), called like the reference step:
     ``kernel(rng, state, landscape, **params) -> (state, StepInfo)``; ``StepInfo.finite`` is
     whether every new position is finite (checked in the same pass)."""
 
@@ -165,27 +130,23 @@ class Kernel:
         from .loops import LOOPS
 
         self.info, self.form, self.kind, self.dtype = info, form, kind, np.dtype(dtype)
-        self.loop = LOOPS["shift" if kind == "full" else kind][info.name]
         cast = [np.ascontiguousarray(a, dtype=self.dtype) for a in form.constants()]
         if kind == "cubic":
             per_coord = cast
         else:  # (A or a placeholder, center, placeholder)
             A, center = cast
             per_coord = (A if kind == "diagonal" else center, center, center)
-        # full matrix: the loop leaves th' - center in a scratch chunk, BLAS multiplies it by A
+        # full matrix: the loop leaves x - center in a scratch chunk, BLAS multiplies it by A
         self.matrix = cast[0] if kind == "full" else None
         self._per_coord = per_coord
-        #: entries per chunk, sized to the L2 cache for the arrays this loop touches
-        n_arrays = 2 * len(_SPECS[info.name].arrays) + (kind == "full")
-        self.chunk = chunk_elements(n_arrays * self.dtype.itemsize)
-        self._tiles: dict = {}
-        # the steps after the first of advance(), in place (see _in_place)
         loops = LOOPS["shift" if kind == "full" else kind]
-        self.in_place_loop = loops[f"{info.name}_in_place"]
-        self.gradient_loop = loops.get("gradient")
-        #: entries per chunk of the in-place steps (:data:`IN_PLACE_CHUNK`)
-        self.in_place_chunk = IN_PLACE_CHUNK
-        self._scratch = None  # the noise chunk of the in-place steps (no state owns it)
+        #: the compiled in-place step (:mod:`.loops`)
+        self.loop = loops[info.name]
+        self.gradient_loop = loops.get("gradient")  # the cubic and diagonal forms: the gradient array at the end
+        #: entries per chunk (:data:`CHUNK_ELEMENTS`)
+        self.chunk = CHUNK_ELEMENTS
+        self._tiles: dict = {}
+        self._scratch = None  # the noise chunk (and, full matrix, x - center): no state owns it
         self.big = np.finfo(self.dtype).max.astype(self.dtype)
 
     def __repr__(self) -> str:
@@ -205,12 +166,13 @@ class Kernel:
         """Up to ``n_steps`` steps in one call: ``(state, StepInfo)`` of the last step taken.
 
         The same numbers as ``n_steps`` calls of the step (the same draws in the same order, the
-        same expressions), without the states in between: the first step writes a new set of
-        arrays, the others update that set in place (:meth:`_in_place`), and the returned state
-        owns it. The input state is never written, and no array of a returned state is ever
-        written again. It stops early, after the first step that leaves a non-finite position
-        (``StepInfo.finite`` False; the returned state is that step's), so a caller's check sees
-        the step where it happened. A state the kernel cannot take gets one reference step."""
+        same expressions), without the states in between: the input state's arrays are copied
+        into a new set, which every step then updates in place (:meth:`_steps`) and the
+        returned state owns. The input state is never written, and no array of a returned state
+        is ever written again. It stops early, after the first step that leaves a non-finite
+        position (``StepInfo.finite`` False; the returned state is that step's), so a caller's
+        check sees the step where it happened. A state the kernel cannot take gets one reference
+        step."""
         n_steps = int(n_steps)
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
@@ -219,77 +181,42 @@ class Kernel:
         spec = _SPECS[self.info.name]
         dt, scalars = self._scalars(**params)
         th = state.theta
-        n, d = th.shape
-        rows = chunk_rows(n, d, self.chunk)
-        tail = (*scalars, self.big, *self._consts(d, max(hi - lo for lo, hi in rows) * d))
-        cur = _Buffers.of(state, spec.arrays, rows)
-        if spec.name == "leimkuhler_matthews" and state.noise is None:
-            cur = cur.with_noise(self._fresh(th))  # xi_0, drawn whole before xi_1 (reference order)
-            cur.draw(rng, "noise", self.dtype)
-        new = _Buffers({name: self._fresh(th) for name in spec.arrays}, rows)
-        ok = self._one(self._plan(rng, spec, cur, new, tail, scalars[0]))
-        step, time = state.step + 1, state.time + dt
-        if ok and n_steps > 1:
-            taken, ok = self._in_place(rng, new, n_steps - 1, scalars)
-            for _ in range(taken):  # the reference's clock: dt added once per step
-                step, time = step + 1, time + dt
+        # the new set: positions and momenta copied, the gradient too where the loop reads it (a
+        # full matrix; the other forms recompute it and fill it after the last step)
+        copied = {"theta", "momentum"} | ({"grad"} if self.matrix is not None else set())
+        new = {name: _copy(getattr(state, name)) if name in copied else _empty(th, th.shape) for name in spec.arrays}
+        if spec.name == "leimkuhler_matthews":
+            if state.noise is None:  # xi_0, drawn whole before xi_1 (the reference's order)
+                _draw_into(rng, new["noise"].reshape(-1), self.dtype)()
+            else:
+                new["noise"] = _copy(state.noise)
+        taken, ok = self._steps(rng, new, n_steps, scalars)
+        step, time = state.step, state.time
+        for _ in range(taken):  # the reference's clock: dt added once per step
+            step, time = step + 1, time + dt
         return spec.state(new, step, time), StepInfo(ok)
 
-    def _plan(self, rng, spec, cur, new, tail, half):
-        """For a step from the buffers ``cur`` into ``new``: per chunk, the noise draw into the
-        chunk of ``new``'s noise array, the compiled loop's full argument tuple, and what follows
-        the loop (full matrix only: the scratch chunk times ``A`` into the new gradient, then,
-        for BAOAB, the last half-kick with it; ``half``: BAOAB's half-kick factor)."""
-        fill = new.filler(rng, spec.noise, self.dtype)
-        loop_arrays = spec.loop_arrays(cur.chunks, new.chunks)
-        if self.matrix is None:
-            gout = new.chunks["grad"]
-            return [(fill, i, tuple(a[i] for a in loop_arrays) + (gout[i],) + tail, None)
-                    for i in range(len(new.rows))]
-        scratch = np.empty(max(hi - lo for lo, hi in new.rows) * new.d, dtype=self.dtype)
-        use_torch = is_torch(new.arrays["theta"])
-        plan = []
-        for i, (lo, hi) in enumerate(new.rows):
-            y = scratch[: (hi - lo) * new.d]
-            p = new.chunks["momentum"][i] if spec.name == "baoab" else None
-            post = self._full_post(spec.name, p, new.chunks["grad"][i], y, new.d, half, use_torch)
-            plan.append((fill, i, tuple(a[i] for a in loop_arrays) + (y,) + tail, post))
-        return plan
-
-    def _one(self, plan) -> bool:
-        """One step, chunk by chunk: the chunk's noise drawn by the run's generator, then the
-        compiled loop on the chunk (then, for a full matrix, its product). True when every new
-        position is finite."""
-        loop, ok = self.loop, True
-        for fill, i, args, post in plan:
-            fill(i)
-            ok &= loop(*args)
-            if post is not None:
-                post()
-        return bool(ok)
-
-    def _in_place(self, rng, buf, n_steps: int, scalars):
-        """Steps 2, 3, ... of :meth:`advance`: ``(steps taken, finite)``. Nobody sees the states
-        between, so each step updates the first step's arrays ``buf`` in place, chunk by chunk,
-        with the chunk's noise drawn into a scratch chunk: per entry a step touches one set of
-        arrays, which stays in cache, and no new memory. The cubic and diagonal forms run the
-        in-place loops of :func:`.loops._make_in_place` (the gradient at the current positions is
-        recomputed, not stored; the gradient array is filled once, at the end); a full matrix
-        runs those of :func:`.loops._make_in_place_stored` (the stored gradient is read, ``x -
-        center`` goes to a second scratch chunk) and BLAS multiplies that by ``A`` into the
-        gradient rows (then BAOAB's last half-kick, :meth:`_full_post`). The same
-        numbers as the reference steps: the same draws in the same order (chunks of multiples of
-        16 entries), the same expressions on the same stored values. Stops after the first step
-        that leaves a non-finite position."""
-        th = buf.arrays["theta"]
+    def _steps(self, rng, arrays: dict, n_steps: int, scalars):
+        """Up to ``n_steps`` steps in place on ``arrays`` (the new set, by name): ``(steps taken,
+        finite)``. Per chunk of rows (:data:`CHUNK_ELEMENTS` entries), the chunk's noise is drawn
+        into a scratch chunk, then the compiled loop updates the chunk. The cubic and diagonal
+        forms run the loops of :func:`.loops._make_in_place` (the gradient at the current
+        positions recomputed, not stored; the gradient array filled once, at the end); a full
+        matrix runs those of :func:`.loops._make_in_place_stored` (the stored gradient is read,
+        ``x - center`` goes to a second scratch chunk) and BLAS multiplies that by ``A`` into the
+        gradient rows (then BAOAB's last half-kick, :meth:`_full_post`). The same numbers as the
+        reference steps: the same draws in the same order (chunks of multiples of 16 entries),
+        the same expressions on the same stored values. Stops after the first step that leaves a
+        non-finite position."""
+        th = arrays["theta"]
         n, d = th.shape
-        rows = chunk_rows(n, d, self.in_place_chunk)
+        rows = chunk_rows(n, d, self.chunk)
         longest = max(hi - lo for lo, hi in rows) * d
         consts = self._consts(d, longest)
         full = self.matrix is not None
         if self._scratch is None or type(self._scratch) is not type(th) or self._scratch.dtype != th.dtype \
                 or self._scratch.shape[0] < (2 if full else 1) * longest:
-            self._scratch = self._fresh_flat(th, (2 if full else 1) * longest)
+            self._scratch = _empty(th, ((2 if full else 1) * longest,))
         sizes = [(hi - lo) * d for lo, hi in rows]
         zs = [self._scratch[:m] for m in sizes]  # the noise chunk (and, full matrix, y after it)
         fills = [_draw_into(rng, z, self.dtype) for z in zs]
@@ -298,10 +225,10 @@ class Kernel:
         flat = self._scratch.numpy() if is_torch(th) else self._scratch
         ys = [flat[longest: longest + m] for m in sizes] if full else [None] * len(rows)
         name = self.info.name
-        ths, gs = _split(th, rows), _split(buf.arrays["grad"], rows)
+        ths, gs = _split(th, rows), _split(arrays["grad"], rows)
         # the second array a step updates: Leimkuhler-Matthews' previous noise, BAOAB's momenta
         others = [None] * len(rows) if name == "euler_maruyama" else \
-            _split(buf.arrays["noise" if name == "leimkuhler_matthews" else "momentum"], rows)
+            _split(arrays["noise" if name == "leimkuhler_matthews" else "momentum"], rows)
         tail = (*scalars, self.big, *consts)
         plan = []
         for fill, t, g, o, z, y in zip(fills, ths, gs, others, zs, ys):
@@ -311,7 +238,7 @@ class Kernel:
                 plan.append((fill, head + (g, z, y) + tail, post))
             else:  # loops(th[, o], z, ...)
                 plan.append((fill, head + (z,) + tail, None))
-        loop, taken, ok = self.in_place_loop, 0, True
+        loop, taken, ok = self.loop, 0, True
         while taken < n_steps and ok:
             for fill, args, post in plan:
                 fill()
@@ -399,21 +326,14 @@ class Kernel:
             t = self._tiles[d] = tuple(np.tile(c, reps) for c in self._per_coord)
         return t
 
-    def _fresh(self, like):
-        """A new array like ``like`` (same backend, shape, dtype)."""
-        if is_torch(like):
-            import torch
 
-            return torch.empty(like.shape, dtype=like.dtype)
-        return np.empty(like.shape, dtype=like.dtype)
+def _empty(like, shape):
+    """A new uninitialised array of ``shape`` with ``like``'s backend and dtype."""
+    if is_torch(like):
+        import torch
 
-    def _fresh_flat(self, like, size: int):
-        """A new 1-D array of ``size`` entries like ``like`` (same backend and dtype)."""
-        if is_torch(like):
-            import torch
-
-            return torch.empty(size, dtype=like.dtype)
-        return np.empty(size, dtype=like.dtype)
+        return torch.empty(shape, dtype=like.dtype)
+    return np.empty(shape, dtype=like.dtype)
 
 
 def _draw_into(rng, out, dtype):
@@ -424,6 +344,11 @@ def _draw_into(rng, out, dtype):
     return lambda: rng.standard_normal(out=out, dtype=dtype)
 
 
+def _copy(a):
+    """A new array with ``a``'s values (same backend, dtype and C-contiguous layout)."""
+    return a.clone() if is_torch(a) else a.copy()
+
+
 def _split(a, rows):
     """Flat numpy views of rows ``rows`` (``[(lo, hi), ...]``) of the 2-D array or tensor ``a``."""
     flat = (a.numpy() if is_torch(a) else a).reshape(-1)
@@ -431,76 +356,25 @@ def _split(a, rows):
     return [flat[lo * d: hi * d] for lo, hi in rows]
 
 
-class _Buffers:
-    """One set of state arrays (torch tensors or numpy arrays, by name) with their chunk views:
-    ``chunks[name][i]`` is the flat numpy view of chunk ``i`` (rows ``rows[i]``). Built once
-    per set and call, so a step costs no slicing."""
-
-    def __init__(self, arrays: dict, rows):
-        self.arrays, self.rows = arrays, rows
-        self.d = next(iter(arrays.values())).shape[1]
-        self.chunks = {name: _split(a, rows) for name, a in arrays.items()}
-        self._parts: dict = {}
-
-    @classmethod
-    def of(cls, state, names, rows):
-        return cls({name: getattr(state, name) for name in names if getattr(state, name) is not None}, rows)
-
-    def with_noise(self, noise):
-        return _Buffers({**self.arrays, "noise": noise}, self.rows)
-
-    def filler(self, rng, name, dtype):
-        """``fill(i)``: standard normals into chunk ``i`` of array ``name``, drawn by the run's
-        generator (chunk by chunk: the numbers of one whole-array draw, see :func:`chunk_rows`).
-        For torch the chunks are made once by one ``split`` (a tensor slice costs microseconds)."""
-        a = self.arrays[name]
-        if is_torch(a):
-            parts = self._parts.get(name)
-            if parts is None:
-                d = a.shape[1]
-                parts = self._parts[name] = a.view(-1).split([(hi - lo) * d for lo, hi in self.rows])
-        else:
-            parts = self.chunks[name]
-        fills = [_draw_into(rng, part, dtype) for part in parts]
-        return lambda i: fills[i]()
-
-    def draw(self, rng, name, dtype):
-        fill = self.filler(rng, name, dtype)
-        for i in range(len(self.rows)):
-            fill(i)
-
-
 class _Spec(NamedTuple):
-    """How one integrator's fused loop maps onto the state: the state arrays it carries, the
-    array its noise is drawn into, the loop's array arguments before the new gradient (from the
-    current and new chunk views), and how the new state is built."""
+    """One integrator's state arrays as the kernel carries them (names of the state's fields)
+    and how the new state is built from them."""
 
     name: str
     arrays: tuple
-    noise: str
-    loop_arrays: Callable
     state: Callable
 
 
-def _overdamped(buf, step, time):
-    a = buf.arrays
+def _overdamped(a, step, time):
     return OverdampedState(a["theta"], a["grad"], step, time, a.get("noise"))
 
 
-def _underdamped(buf, step, time):
-    a = buf.arrays
+def _underdamped(a, step, time):
     return UnderdampedState(a["theta"], a["momentum"], a["grad"], step, time, None)
 
 
 _SPECS = {
-    # em(out = noise -> new theta, th, g, gout)
-    "euler_maruyama": _Spec("euler_maruyama", ("theta", "grad"), "theta",
-                            lambda c, n: (n["theta"], c["theta"], c["grad"]), _overdamped),
-    # lm(new theta, prev noise, next noise, th, g, gout)
-    "leimkuhler_matthews": _Spec("leimkuhler_matthews", ("theta", "grad", "noise"), "noise",
-                                 lambda c, n: (n["theta"], c["noise"], n["noise"], c["theta"], c["grad"]),
-                                 _overdamped),
-    # baoab(out = noise -> new theta, th, p, g, pout, gout)
-    "baoab": _Spec("baoab", ("theta", "momentum", "grad"), "theta",
-                   lambda c, n: (n["theta"], c["theta"], c["momentum"], c["grad"], n["momentum"]), _underdamped),
+    "euler_maruyama": _Spec("euler_maruyama", ("theta", "grad"), _overdamped),
+    "leimkuhler_matthews": _Spec("leimkuhler_matthews", ("theta", "grad", "noise"), _overdamped),
+    "baoab": _Spec("baoab", ("theta", "momentum", "grad"), _underdamped),
 }

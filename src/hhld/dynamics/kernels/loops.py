@@ -2,7 +2,9 @@
 from disk, and nothing needs a compiler at install or run time beyond numba's own LLVM).
 
 Each loop advances one chunk of rows ``(n, d)`` of an ensemble by one step of a reference
-integrator of :mod:`hhld.dynamics.integrators`, evaluating the reference step's expressions in
+integrator of :mod:`hhld.dynamics.integrators`, in place (the kernel's own copy of the state:
+nobody sees the states between the steps of one :meth:`~hhld.dynamics.kernels.Kernel.advance`),
+with the chunk's fresh noise ``z`` from a scratch chunk, evaluating the reference step's expressions in
 the reference step's order (numba does not contract ``a * b + c`` into a fused multiply-add and
 does not reorder floating-point operations), and the new gradient with the landscape's gradient
 form in the order of :func:`hhld.landscapes.form_gradient`:
@@ -14,9 +16,10 @@ form in the order of :func:`hhld.landscapes.form_gradient`:
   the same product written as a loop here, for d = 3-20), then does BAOAB's last half-kick
   (:func:`last_half_kick`).
 
-:meth:`~hhld.dynamics.kernels.Kernel.advance` runs these loops for its first step only; the
-steps after it, whose states nobody sees, run in-place variants (``"<integrator>_in_place"``,
-:func:`_make_in_place`, :func:`_make_in_place_stored`) on one set of arrays.
+For the cubic and diagonal forms (:func:`_make_in_place`) the gradient at the current
+positions is recomputed from them, not stored, and the gradient array is filled once after the
+last step (``"gradient"``); for a full matrix (:func:`_make_in_place_stored`) it is read from the
+state and the caller's product writes the new one.
 
 Every loop returns True when every new position is finite (``|x| <= max``, false for NaN and
 infinities), so the driver needs no second pass over the ensemble to check.
@@ -89,52 +92,14 @@ def _make(grad, kick):
     The finiteness flag is accumulated as a 32-bit integer, truncated back to 32 bits at every
     step: numba widens ``int32 | int32`` to 64 bits, and a 64-bit accumulator makes LLVM vectorise
     the float32 loops 4 lanes wide instead of 8 (measured 0.6 against 0.85 ns per entry)."""
-
-    @numba.njit(nogil=True)
-    def em(out, th, g, gout, sigma, drift, big, k1, k2, k3):
-        # out: standard normals on entry, the new positions on exit; gout: their gradient
-        bad = numba.int32(0)
-        for k in range(out.size):
-            x = _em(out[k], g[k], th[k], sigma, drift)
-            bad = numba.int32(bad | _bad(x, big))
-            out[k] = x
-            gout[k] = grad(x, k, k1, k2, k3)
-        return bad == 0
-
-    @numba.njit(nogil=True)
-    def lm(new, prev, nxt, th, g, gout, half_sigma, drift, big, k1, k2, k3):
-        bad = numba.int32(0)
-        for k in range(new.size):
-            x = _lm(prev[k], nxt[k], g[k], th[k], half_sigma, drift)
-            bad = numba.int32(bad | _bad(x, big))
-            new[k] = x
-            gout[k] = grad(x, k, k1, k2, k3)
-        return bad == 0
-
-    @numba.njit(nogil=True)
-    def baoab(out, th, p, g, pout, gout, half, drift, c, s, big, k1, k2, k3):
-        # out: standard normals on entry, the new positions on exit; pout, gout: new momenta, gradient
-        bad = numba.int32(0)
-        for k in range(out.size):
-            x, m = _baoab(p[k], g[k], th[k], out[k], half, drift, c, s)
-            bad = numba.int32(bad | _bad(x, big))
-            gx = grad(x, k, k1, k2, k3)
-            out[k] = x
-            gout[k] = gx
-            pout[k] = m - gx * half if kick else m
-        return bad == 0
-
-    loops = {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab}
-    loops.update(_make_in_place(grad) if kick else _make_in_place_stored(grad))
-    return loops
+    return _make_in_place(grad) if kick else _make_in_place_stored(grad)
 
 
 def _make_in_place(grad):
-    """The steps after the first of :meth:`~hhld.dynamics.kernels.Kernel.advance` (the states
-    between are never seen), in place on one set of arrays, with the fresh noise ``z`` in a small
+    """The steps for the cubic and diagonal forms, in place, with the fresh noise ``z`` in a small
     scratch chunk and the gradient at the current positions recomputed (the same function of the
-    same stored value: the bits the previous step would have stored) instead of read. Per entry a
-    step then touches only the positions (and momenta, and the previous noise for
+    same stored value: the bits a stored gradient would hold) instead of read. Per entry a step
+    then touches only the positions (and momenta, and the previous noise for
     Leimkuhler-Matthews): the arrays of one step stay in cache. The gradient array is filled
     once, after the last step, by ``gradient``."""
 
@@ -176,8 +141,7 @@ def _make_in_place(grad):
         for k in range(th.size):
             gout[k] = grad(th[k], k, k1, k2, k3)
 
-    return {"euler_maruyama_in_place": em, "leimkuhler_matthews_in_place": lm, "baoab_in_place": baoab,
-            "gradient": gradient}
+    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab, "gradient": gradient}
 
 
 def _make_in_place_stored(grad):
@@ -220,7 +184,7 @@ def _make_in_place_stored(grad):
             y[k] = grad(x, k, k1, k2, k3)
         return bad == 0
 
-    return {"euler_maruyama_in_place": em, "leimkuhler_matthews_in_place": lm, "baoab_in_place": baoab}
+    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab}
 
 
 @numba.njit(nogil=True)
