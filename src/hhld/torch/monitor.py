@@ -540,7 +540,9 @@ class Monitor:
     def _record_backward_norms(self):
         grads = [p.grad for p in self.params]
         if all(g is not None for g in grads):
-            self._bw_norms = robust_norms(grads).tolist()
+            # host floats (one synchronisation off the CPU); on the CPU straight from the fused pass
+            cpu = grads[0].device.type == "cpu"
+            self._bw_norms = robust_norm_values(grads) if cpu else robust_norms(grads).tolist()
             self._bw_scale = self._scaler_scale()
             # on a tier-1 step also the L1 norms: a parameter's gradient only rescaled before step() keeps the
             # ratio of its two norms (per-group clipping), any other change (clip_grad_value_) does not

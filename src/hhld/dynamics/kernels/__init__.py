@@ -185,7 +185,7 @@ class Kernel:
         # full matrix; the other forms recompute it and fill it after the last step)
         copied = {"theta", "momentum"} | ({"grad"} if self.matrix is not None else set())
         new = {name: _copy(getattr(state, name)) if name in copied else _empty(th, th.shape) for name in spec.arrays}
-        if spec.name == "leimkuhler_matthews":
+        if self.info.name == "leimkuhler_matthews":
             if state.noise is None:  # xi_0, drawn whole before xi_1 (the reference's order)
                 _draw_into(rng, new["noise"].reshape(-1), self.dtype)()
             else:
@@ -360,7 +360,6 @@ class _Spec(NamedTuple):
     """One integrator's state arrays as the kernel carries them (names of the state's fields)
     and how the new state is built from them."""
 
-    name: str
     arrays: tuple
     state: Callable
 
@@ -374,7 +373,7 @@ def _underdamped(a, step, time):
 
 
 _SPECS = {
-    "euler_maruyama": _Spec("euler_maruyama", ("theta", "grad"), _overdamped),
-    "leimkuhler_matthews": _Spec("leimkuhler_matthews", ("theta", "grad", "noise"), _overdamped),
-    "baoab": _Spec("baoab", ("theta", "momentum", "grad"), _underdamped),
+    "euler_maruyama": _Spec(("theta", "grad"), _overdamped),
+    "leimkuhler_matthews": _Spec(("theta", "grad", "noise"), _overdamped),
+    "baoab": _Spec(("theta", "momentum", "grad"), _underdamped),
 }
