@@ -1,6 +1,7 @@
 """DistributedNoiseStats under a real 2-process gloo DDP run vs the exact single-process values."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -34,29 +35,36 @@ def _worker(rank, port, out_path):
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        model, x, y = _problem()
-        ddp = nn.parallel.DistributedDataParallel(model)
-        loss_fn = nn.MSELoss()
-        results = {}
-        # b = B_LOCAL per worker, two identical steps (averaging over steps must not change it)
-        stats = register_noise_hook(ddp, DistributedNoiseStats(local_batch_size=B_LOCAL))
-        sl = slice(rank * B_LOCAL, (rank + 1) * B_LOCAL)
-        for _ in range(2):
-            ddp.zero_grad()
-            loss_fn(ddp(x[sl]), y[sl]).backward()
-        est = stats.compute()
-        results["grouped"] = est.__dict__
-        # b = 1 per worker: must coincide with the per-sample estimator of noise.py on x[:2]
-        stats.reset()
-        stats.local_batch_size = 1
-        ddp.zero_grad()
-        loss_fn(ddp(x[rank:rank + 1]), y[rank:rank + 1]).backward()
-        results["single"] = stats.compute().__dict__
-        if rank == 0:
-            with open(out_path, "w") as f:
-                json.dump(results, f)
+        _train_and_write(rank, out_path)
     finally:
+        # collect the DDP module (garbage in reference cycles) and its hold on the process group
+        # before the teardown; left to interpreter exit, gloo aborted a rank now and then
+        gc.collect()
         dist.destroy_process_group()
+
+
+def _train_and_write(rank, out_path):
+    model, x, y = _problem()
+    ddp = nn.parallel.DistributedDataParallel(model)
+    loss_fn = nn.MSELoss()
+    results = {}
+    # b = B_LOCAL per worker, two identical steps (averaging over steps must not change it)
+    stats = register_noise_hook(ddp, DistributedNoiseStats(local_batch_size=B_LOCAL))
+    sl = slice(rank * B_LOCAL, (rank + 1) * B_LOCAL)
+    for _ in range(2):
+        ddp.zero_grad()
+        loss_fn(ddp(x[sl]), y[sl]).backward()
+    est = stats.compute()
+    results["grouped"] = est.__dict__
+    # b = 1 per worker: must coincide with the per-sample estimator of noise.py on x[:2]
+    stats.reset()
+    stats.local_batch_size = 1
+    ddp.zero_grad()
+    loss_fn(ddp(x[rank:rank + 1]), y[rank:rank + 1]).backward()
+    results["single"] = stats.compute().__dict__
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump(results, f)
 
 
 def _free_port():
