@@ -809,3 +809,88 @@ def test_l1_norms_match_float64_sums_at_every_scale():
     for a, b in zip(got, ref):
         assert a == pytest.approx(b, rel=1e-6, abs=0.0)
     assert _l1_norms([]) == []
+
+
+def _exact_grad_sq_recorder(model, store):
+    def pre(opt, args, kwargs):
+        store.append(sum(float(p.grad.double().pow(2).sum()) for p in model.parameters()))
+    return pre
+
+
+@pytest.mark.parametrize("tier0_every", [1, 3, 4])
+def test_tier0_every_measures_every_kth_step_and_each_rows_last(tier0_every):
+    """tier0_every=k: the row's ||g||^2 and C_sgd are the means over steps 0, k, 2k, ... of the interval and its
+    last step (the update norm's sample), exactly; grad_sq_steps says how many; the loss is every step's."""
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    exact = []
+    opt.register_step_pre_hook(_exact_grad_sq_recorder(model, exact))
+    log_every = 10
+    mon = Monitor(model, opt, log_every=log_every, tier1_every=None, window=None, tier0_every=tier0_every)
+    losses, rows = [], []
+    for s in range(2 * log_every):
+        x, y = data(seed=s)
+        opt.zero_grad()
+        loss = lf(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        row = mon.step(loss)
+        if row is not None:
+            rows.append(row)
+    assert len(rows) == 2
+    for r, row in enumerate(rows):
+        steps = [s for s in range(r * log_every, (r + 1) * log_every)
+                 if s % tier0_every == 0 or (s + 1) % log_every == 0]
+        assert row["grad_sq_steps"] == len(steps)
+        g = sum(exact[s] for s in steps) / len(steps)
+        assert row["grad_sq_norm"] == pytest.approx(g, rel=1e-12)
+        assert row["C_sgd"] == pytest.approx(g / (0.05 / 8), rel=1e-12)
+        assert row["loss"] == pytest.approx(sum(losses[r * log_every:(r + 1) * log_every]) / log_every, rel=1e-12)
+        assert row["steps"] == log_every and row["update_norm"] is not None
+    mon.close()
+
+
+def test_tier0_every_a_nan_gradient_between_measured_steps_is_caught_at_the_next():
+    """A NaN gradient on a step tier 0 does not measure reaches the parameters (plain SGD), so the next measured
+    step's gradient is NaN: the row raises there, naming that step."""
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=6, tier1_every=None, window=None, tier0_every=3)
+    x, y = data()
+    with pytest.raises(NonFiniteError, match=r"at step 3"):
+        for s in range(6):
+            opt.zero_grad()
+            lf(model(x), y).backward()
+            if s == 1:
+                model[2].weight.grad[0, 0] = float("nan")
+            opt.step()
+            mon.step()
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, None])
+def test_tier0_every_bad_values_are_refused(bad):
+    m = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=f"tier0_every must be an integer >= 1.*got {bad!r}"):
+        Monitor(m, torch.optim.SGD(m.parameters(), lr=0.1), tier0_every=bad)
+
+
+def test_tier0_every_a_tier1_step_is_measured_whatever_tier0_every_says():
+    """tier1_every=5 with tier0_every=4: the tier-1 steps (0, 5) are measured on their own schedule, with the exact
+    per-sample numbers; the row's ||g||^2 stays tier 0's (steps 0, 4, 8, and the last of each row)."""
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=5, tier1_every=5, window=None, tier0_every=4, track_update=False)
+    for s in range(10):
+        x, y = data(seed=s)
+        if s == 5:
+            tr, gu, gb = reference(model, lf, x, y)
+        opt.zero_grad()
+        loss = lf(model(x), y)
+        loss.backward()
+        opt.step()
+        row = mon.step(loss)
+    # the second interval (steps 5..9): tier 1 at step 5, tier 0 at step 8
+    assert row["grad_sq_steps"] == 1
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
+    mon.close()

@@ -170,7 +170,11 @@ class Monitor:
       arguments included); ``batch_axis`` (0 or 1: where the batch is in that argument; default: found,
       see :mod:`hhld.torch.persample`); ``scaler`` a ``torch.amp.GradScaler``; ``D`` a known diffusion
       (e.g. injected noise) for ``C = ||g||^2/(D d)``, default the measured SGD diffusion of tier 1;
-      ``tier1_every`` (default :data:`DEFAULT_TIER1_EVERY`; ``None`` disables tier 1);
+      ``tier1_every`` (default :data:`DEFAULT_TIER1_EVERY`; ``None`` disables tier 1); ``tier0_every`` (default 1:
+      the exact ``||g||^2`` of every step) measures tier 0 on every ``k``-th step and each row's last, and the
+      row's ``||g||^2``, ``C_sgd`` and ``C`` are means over those (``grad_sq_steps`` of them): cheaper on small
+      models, at the price of rows averaged over fewer steps and a non-finite gradient seen at the next
+      measured step (the loss is recorded every step);
       ``window`` (steps, default 100) of the uncertainty product, sampled every ``uncertainty_every`` steps
       (default ``min(10, window // 2)``: 10 samples per window; ``window=None`` switches it off); ``loss_fn`` +
       ``hessian_batch=(inputs, targets)`` enable tier 2 (``tier2_every``, ``n_probes``, ``power_iters``,
@@ -188,7 +192,8 @@ class Monitor:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, log_every: int = DEFAULT_TIER1_EVERY,
                  batch_size: int | None = None, batch_axis: int | None = None, scaler=None, D: float | None = None,
                  loss_reduction: str = "mean", accumulation: str = "mean",
-                 tier1_every: int | None = DEFAULT_TIER1_EVERY, window: int | None = 100,
+                 tier1_every: int | None = DEFAULT_TIER1_EVERY, tier0_every: int = 1,
+                 window: int | None = 100,
                  uncertainty_every: int | None = None, loss_fn=None, hessian_batch=None, tier2_every: int = 250,
                  n_probes: int = 4, power_iters: int = 3, eta_opt_n: float | None = None, seed: int = 0,
                  thresholds: RegimeThresholds | None = None, regime_patience: int = 2, drop_factor: float = 3.0,
@@ -210,6 +215,9 @@ class Monitor:
         if tier1_every is not None and (isinstance(tier1_every, bool) or not isinstance(tier1_every, int)
                                         or tier1_every < 1):
             raise ValueError(f"tier1_every must be an integer >= 1 or None, got {tier1_every!r}")
+        if isinstance(tier0_every, bool) or not isinstance(tier0_every, int) or tier0_every < 1:
+            raise ValueError(f"tier0_every must be an integer >= 1 (1: the exact ||g||^2 of every step), "
+                             f"got {tier0_every!r}")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
@@ -288,7 +296,9 @@ class Monitor:
             warnings.warn(f"the optimizer's parameter groups have different learning rates {sorted(lrs)}: lr/B, D "
                           "and C_sgd use the first group's", RuntimeWarning, stacklevel=2)
 
-        self.quantities: list[Quantity] = [GradientStats(track_update=track_update, sample_every=log_every)]
+        self.tier0_every = tier0_every
+        self.quantities: list[Quantity] = [GradientStats(self.tier0_every, track_update=track_update,
+                                                         sample_every=log_every)]
         if window is not None:
             if uncertainty_every is None:
                 uncertainty_every = max(1, min(10, int(window) // 2))
@@ -325,6 +335,7 @@ class Monitor:
         self._last_covered = frozenset()
         self._reset_interval()
         self._reset_step()
+        self._measure = self._measured(0)
         self._handles = []
         self.engine = None
         if self._needs_per_sample and not self.compiled:
@@ -370,6 +381,11 @@ class Monitor:
     def _tier1_due(self, step):
         return self.noise is not None and self.noise.due(step)
 
+    def _measured(self, step):
+        """Whether step ``step`` is measured: some quantity is due (tier 0 every ``tier0_every`` steps, the
+        uncertainty window, tier 1, tier 2, ...). Other steps record the loss and whether the optimizer stepped."""
+        return any(q.due(step) for q in self.quantities)
+
     def _add(self, vals: dict):
         # append only (no device op): the interval's values are reduced in flush()
         store = self._vals
@@ -411,13 +427,15 @@ class Monitor:
             return None
         n = self._fwd_b
         if isinstance(output, torch.Tensor) and self._fn_inputs is None:  # the common case, cheaply (every step)
-            if output.requires_grad:
+            if output.requires_grad and self._measure:
                 self._count_on_backward((output,), n)
             return None
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if isinstance(loss, torch.Tensor) and loss.dim() == 0:
             self._check_reduction(loss)
             self._model_losses.append(loss.detach())  # e.g. a Hugging Face model's own loss
+        if not self._measure:
+            return None
         outs = [o for o in _output_tensors(output) if o.requires_grad]
         if not outs:
             return None
@@ -558,7 +576,7 @@ class Monitor:
     def _opt_pre_hook(self, optimizer, args, kwargs):
         if self._internal:
             return None
-        if self.engine is not None:
+        if self.engine is not None and self.engine.enabled:
             self.engine.end_trailing()  # the backward passes are done: the loss-side watch can leave at once
         closure = kwargs.get("closure") if kwargs else None
         i0 = 1 if args and args[0] is optimizer else 0  # torch passes (self, closure, ...) as args
@@ -584,6 +602,9 @@ class Monitor:
         return args, kwargs
 
     def _capture(self, optimizer):
+        if not self._measure:  # a step no quantity measures: only whether the optimizer stepped
+            self._captured = any(p.grad is not None for p in self.params)
+            return
         grads = tuple(p.grad for p in self.params)
         if any(g is None for g in grads):
             idx = [i for i, g in enumerate(grads) if g is not None]
@@ -782,7 +803,8 @@ class Monitor:
                 if loss.numel() != 1:
                     raise ValueError(f"Monitor.step(loss): loss must be a scalar (a 0-d tensor or a float), got a "
                                      f"tensor of shape {tuple(loss.shape)}; reduce it first (e.g. loss.mean())")
-                self._check_reduction(loss)
+                if not self._warned_reduction and (self.step_count == 0 or self._tier1_due(self.step_count)):
+                    self._check_reduction(loss)
                 loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
             else:
                 try:
@@ -804,7 +826,7 @@ class Monitor:
                               "one to Monitor; with a GradScaler, pass scaler=", RuntimeWarning, stacklevel=2)
         else:
             if loss is not None:
-                self._add({"loss": loss})
+                self._vals.setdefault("loss", []).append(loss)
             for q in (self.curvature, self.probe):
                 if q is None or not q.due(self.step_count):
                     continue
@@ -820,10 +842,15 @@ class Monitor:
                         self.engine.enabled = enabled
             self._steps_in_interval += 1
         self.step_count += 1
-        if self.engine is not None:
-            self.engine.reset()
-            self.engine.step_done()
-            self.engine.enabled = self._tier1_due(self.step_count)
+        self._measure = self._measured(self.step_count)
+        eng = self.engine
+        if eng is not None:
+            if eng.enabled:  # a watched step ends: forget its passes (a step it did not watch left none)
+                eng.reset()
+                eng.step_done()
+            due = self._tier1_due(self.step_count)
+            if due != eng.enabled:
+                eng.enabled = due
         self._reset_step()
         if self.step_count % self.log_every == 0:
             return self.flush()

@@ -212,6 +212,10 @@ class GradientStats(Quantity):
     def _sampled(self, step):
         return (step + 1) % self.sample_every == 0
 
+    def due(self, step: int) -> bool:
+        # every ``every``-th step (the monitor's ``tier0_every``), and each interval's last step (the norms)
+        return step % self.every == 0 or (self.track_update and self._sampled(step))
+
     def pre_step(self, ctx):
         out = {"grad_sq": ctx.grad_sq, "lr_over_B": ctx.lr / ctx.batch_size}
         self._snapped = False
@@ -244,6 +248,7 @@ class GradientStats(Quantity):
         if n:
             g = ictx.sums["grad_sq"] / n
             row["grad_sq_norm"] = g
+            row["grad_sq_steps"] = n  # the measured steps the interval's means are over
             hb = ictx.sums["lr_over_B"] / n
             # the interval's ratio of means: mean ||g||^2 / mean (lr/B), i.e. the documents' form with lr/B averaged
             if not math.isfinite(g):
