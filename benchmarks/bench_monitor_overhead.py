@@ -15,8 +15,9 @@ Workloads (each a plain ``torch.optim.SGD`` step, batch and sizes in the table i
 One runner per mode (same initial weights, its own optimizer and monitor) is built first; then
 ``--rounds`` rounds each run ``--block`` steps of every mode, the mode order rotating from round to
 round, so that load changes on a shared machine hit all modes alike. Modes: ``plain``; ``tier0``
-(``tier1_every=None``); ``default`` (the monitor's defaults: tier 0 every step, tier 1 every
-:data:`hhld.torch.monitor.DEFAULT_TIER1_EVERY` steps); ``every1`` (tier 1 every step: the cost of one
+(``tier1_every=None``); ``default`` (``Monitor(model, opt)``: tier 0 every step, a row and a tier-1 step every
+:data:`hhld.torch.monitor.DEFAULT_TIER1_EVERY` steps); ``light`` (:data:`LIGHT`: tier 0 on every 5th step, the
+uncertainty window sampled every 25 steps); ``every1`` (tier 1 every step: the cost of one
 tier-1 step, from which the default schedule was chosen); ``cockpit`` (``--cockpit``, MLP and CNN:
 Cockpit's "economy" configuration, cockpit-for-pytorch 1.0.2 on backpack-for-pytorch 1.7.1). Reported per
 mode: the median step time, its ratio to the plain step, the *paired* ratio (median over rounds of the
@@ -146,11 +147,13 @@ class Runner:
         if mode in BREAKDOWN:
             self.mon = Monitor(self.model, self.opt, **BREAKDOWN[mode]) if BREAKDOWN[mode] is not None else None
         elif mode == "tier0":
-            self.mon = Monitor(self.model, self.opt, log_every=50, tier1_every=None)
+            self.mon = Monitor(self.model, self.opt, tier1_every=None)
         elif mode == "default":
-            self.mon = Monitor(self.model, self.opt, log_every=50)
+            self.mon = Monitor(self.model, self.opt)
+        elif mode == "light":
+            self.mon = Monitor(self.model, self.opt, **LIGHT)
         elif mode == "every1":
-            self.mon = Monitor(self.model, self.opt, log_every=50, tier1_every=1)
+            self.mon = Monitor(self.model, self.opt, tier1_every=1)
         elif mode == "tier2":
             self.mon = Monitor(self.model, self.opt, log_every=50, loss_fn=self.lf,
                                hessian_batch=(self.X[:batch], self.Y[:batch]))
@@ -211,6 +214,10 @@ class Runner:
 
 
 #: ``--breakdown``: what each part of the default schedule adds, one configuration on top of the other
+#: a cheaper schedule than the default, for small models: tier 0 on every 5th step (and each row's last), the
+#: uncertainty window sampled every 25 steps (4 samples per 100-step window)
+LIGHT = dict(tier0_every=5, uncertainty_every=25)
+
 BREAKDOWN = {
     "norm_pass": None,                                                               # no monitor: the norm alone
     "grad_only": dict(tier1_every=None, window=None, track_update=False),            # tier 0: ||g||^2, C_sgd
@@ -328,7 +335,7 @@ def main(argv=None):
     goals = {"mlp": 1.1, "cnn": 1.1, "gpt": 1.2, "lstm": 1.2}
     rows = []
     for key in keys:
-        modes = ["plain", "tier0", "default", "every1"]
+        modes = ["plain", "tier0", "default", "light", "every1"]
         if args.tier2 and key in ("mlp", "cnn"):
             modes.append("tier2")
         if have_cockpit and key in ("mlp", "cnn"):
@@ -337,7 +344,8 @@ def main(argv=None):
         d = res["default"]
         ok = d["paired"] <= goals[key]
         line = (f"{key}: plain {res['plain_ms']:.2f} ms; tier0 x{res['tier0']['paired']:.3f}; default "
-                f"x{d['paired']:.3f} (mean x{d['mean_ratio']:.3f}, q10 x{d['q10_ratio']:.3f}); one tier-1 step "
+                f"x{d['paired']:.3f} (mean x{d['mean_ratio']:.3f}, q10 x{d['q10_ratio']:.3f}); light "
+                f"x{res['light']['paired']:.3f}; one tier-1 step "
                 f"x{res['every1']['median_ratio']:.2f}; goal <= {goals[key]} {'met' if ok else 'NOT met'}")
         if "tier2_ms" in res:
             line += f"; tier 2 {res['tier2_ms']:.1f} ms = +{100 * res['tier2_amortised']:.1f}% at every 250"
@@ -348,13 +356,14 @@ def main(argv=None):
     load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"load average at end {load1}")
     if args.markdown:
-        print("\n| workload | plain step | tier 0 | default (tier 1 every %d) | one tier-1 step | goal | verdict |"
-              % DEFAULT_TIER1_EVERY)
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("\n| workload | plain step | tier 0 | default (tier 1 every %d) | light (%s) | one tier-1 step | goal "
+              "| verdict |" % (DEFAULT_TIER1_EVERY, ", ".join(f"{k}={v}" for k, v in LIGHT.items())))
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for key, res, ok in rows:
             d = res["default"]
             print(f"| {WORKLOADS[key][0]}, batch {WORKLOADS[key][3]} | {res['plain_ms']:.2f} ms | "
                   f"{res['tier0']['paired']:.3f}x | **{d['paired']:.3f}x** (mean {d['mean_ratio']:.3f}x) | "
+                  f"{res['light']['paired']:.3f}x | "
                   f"{res['every1']['median_ratio']:.2f}x | <= {goals[key]}x | {'met' if ok else 'not met'} |")
 
 

@@ -16,6 +16,7 @@ def test_quick_run_prints_every_workload():
     for key in ("mlp:", "cnn:", "gpt:", "lstm:"):
         assert key in p.stdout
     assert "| workload | plain step | tier 0 |" in p.stdout and "tier 1 every 25" in p.stdout
+    assert "light (tier0_every=5, uncertainty_every=25)" in p.stdout and "; light x" in p.stdout
     assert "tier 2" in p.stdout
 
 

@@ -576,7 +576,7 @@ class Monitor:
     def _opt_pre_hook(self, optimizer, args, kwargs):
         if self._internal:
             return None
-        if self.engine is not None and self.engine.enabled:
+        if self.engine is not None:
             self.engine.end_trailing()  # the backward passes are done: the loss-side watch can leave at once
         closure = kwargs.get("closure") if kwargs else None
         i0 = 1 if args and args[0] is optimizer else 0  # torch passes (self, closure, ...) as args
@@ -845,9 +845,11 @@ class Monitor:
         self._measure = self._measured(self.step_count)
         eng = self.engine
         if eng is not None:
-            if eng.enabled:  # a watched step ends: forget its passes (a step it did not watch left none)
+            if eng.enabled:  # a watched step ends: forget its passes
                 eng.reset()
                 eng.step_done()
+            else:  # a step it did not watch left no passes; an inert mode of an earlier one may still leave the stack
+                eng.end_trailing()
             due = self._tier1_due(self.step_count)
             if due != eng.enabled:
                 eng.enabled = due
