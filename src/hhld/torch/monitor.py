@@ -172,7 +172,8 @@ class Monitor:
       (e.g. injected noise) for ``C = ||g||^2/(D d)``, default the measured SGD diffusion of tier 1;
       ``tier1_every`` (default :data:`DEFAULT_TIER1_EVERY`; ``None`` disables tier 1); ``tier0_every`` (default 1:
       the exact ``||g||^2`` of every step) measures tier 0 on every ``k``-th step and each row's last, and the
-      row's ``||g||^2``, ``C_sgd`` and ``C`` are means over those (``grad_sq_steps`` of them): cheaper on small
+      row's ``||g||^2``, ``C_sgd`` and ``C`` are means over the measured steps (those, and the steps tier 1 and
+      the uncertainty window measure; ``grad_sq_steps`` of them): cheaper on small
       models, at the price of rows averaged over fewer steps and a non-finite gradient seen at the next
       measured step (the loss is recorded every step);
       ``window`` (steps, default 100) of the uncertainty product, sampled every ``uncertainty_every`` steps
@@ -383,7 +384,8 @@ class Monitor:
 
     def _measured(self, step):
         """Whether step ``step`` is measured: some quantity is due (tier 0 every ``tier0_every`` steps, the
-        uncertainty window, tier 1, tier 2, ...). Other steps record the loss and whether the optimizer stepped."""
+        uncertainty window, tier 1, tier 2, ...); a measured step also runs the quantities that take every measured
+        step (tier 0's ``||g||^2``). Other steps record the loss and whether the optimizer stepped."""
         return any(q.due(step) for q in self.quantities)
 
     def _add(self, vals: dict):
@@ -648,7 +650,7 @@ class Monitor:
                           n_micro=max(self._n_micro, 1), dim=self._step_dim, grad_norms=norms, grad_sq=grad_sq,
                           model=self.inner, per_sample=per_sample, per_sample_note=note, clip=clip)
         for q in self.quantities:
-            if q.tier == 2 or not q.due(self.step_count):
+            if q.tier == 2 or not (q.every_measured_step or q.due(self.step_count)):
                 continue
             self._add(q.pre_step(ctx))
         self._per_param_steps.append((self.step_count, names, norms))
@@ -784,7 +786,7 @@ class Monitor:
         if self._internal or self._ctx is None:
             return
         for q in self.quantities:
-            if q.tier == 2 or not q.due(self.step_count):
+            if q.tier == 2 or not (q.every_measured_step or q.due(self.step_count)):
                 continue
             self._add(q.post_step(self._ctx))
 

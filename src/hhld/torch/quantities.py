@@ -130,6 +130,9 @@ class Quantity:
     name = "quantity"
     tier = 0
     needs: frozenset = frozenset({"grad_norms"})
+    #: also run on every step another quantity makes the monitor measure (its ``pre_step``/``post_step``; ``due``
+    #: alone decides which steps it makes the monitor measure)
+    every_measured_step: bool = False
 
     def __init__(self, every: int = 1):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -201,6 +204,7 @@ class GradientStats(Quantity):
 
     name = "gradient"
     needs = frozenset({"grad_norms", "params"})
+    every_measured_step = True  # ||g||^2 of any step the monitor measures is free: the row's mean takes it
 
     def __init__(self, every: int = 1, track_update: bool = True, sample_every: int = 1):
         super().__init__(every)
@@ -213,7 +217,8 @@ class GradientStats(Quantity):
         return (step + 1) % self.sample_every == 0
 
     def due(self, step: int) -> bool:
-        # every ``every``-th step (the monitor's ``tier0_every``), and each interval's last step (the norms)
+        # every ``every``-th step (the monitor's ``tier0_every``), and each interval's last step (the norms); it
+        # also takes every step another quantity measures (``every_measured_step``)
         return step % self.every == 0 or (self.track_update and self._sampled(step))
 
     def pre_step(self, ctx):
