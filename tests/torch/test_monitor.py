@@ -198,19 +198,25 @@ def test_amp_scaler_unscaled_and_skipped_step():
     assert any(e["event"] == "skipped_step" for e in mon.events)
 
 
-def test_nonfinite_gradient_names_parameter_and_step():
+@pytest.mark.parametrize("kw, steps, named", [
+    (dict(log_every=2), 2, r"'2.weight' at step 1"),
+    # tier 0 on steps 0 and 3 only: the NaN of step 1 reaches the parameters (plain SGD), so the next measured
+    # step's gradient is NaN, and the row names that step
+    (dict(log_every=6, tier1_every=None, window=None, tier0_every=3), 6, r"at step 3"),
+], ids=["every_step", "tier0_every_3"])
+def test_nonfinite_gradient_names_parameter_and_step(kw, steps, named):
     model, lf = tiny(), nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = Monitor(model, opt, log_every=2)
+    mon = Monitor(model, opt, **kw)
     x, y = data()
-    for step in range(2):
+    for step in range(steps):
         opt.zero_grad()
         lf(model(x), y).backward()
         if step == 1:
             model[2].weight.grad[0, 0] = float("nan")
         opt.step()
-        if step == 1:
-            with pytest.raises(NonFiniteError, match=r"'2.weight' at step 1"):
+        if step == steps - 1:
+            with pytest.raises(NonFiniteError, match=named):
                 mon.step()
         else:
             mon.step()
@@ -850,23 +856,6 @@ def test_tier0_every_measures_every_kth_step_and_each_rows_last(tier0_every):
         assert row["loss"] == pytest.approx(sum(losses[r * log_every:(r + 1) * log_every]) / log_every, rel=1e-12)
         assert row["steps"] == log_every and row["update_norm"] is not None
     mon.close()
-
-
-def test_tier0_every_a_nan_gradient_between_measured_steps_is_caught_at_the_next():
-    """A NaN gradient on a step tier 0 does not measure reaches the parameters (plain SGD), so the next measured
-    step's gradient is NaN: the row raises there, naming that step."""
-    model, lf = tiny(), nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = Monitor(model, opt, log_every=6, tier1_every=None, window=None, tier0_every=3)
-    x, y = data()
-    with pytest.raises(NonFiniteError, match=r"at step 3"):
-        for s in range(6):
-            opt.zero_grad()
-            lf(model(x), y).backward()
-            if s == 1:
-                model[2].weight.grad[0, 0] = float("nan")
-            opt.step()
-            mon.step()
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, None])
