@@ -847,10 +847,10 @@ class Monitor:
         self._measure = self._measured(self.step_count)
         eng = self.engine
         if eng is not None:
-            if eng.enabled:  # a watched step ends: forget its passes
+            if eng.enabled or eng.passes:  # a watched step ends (or a late pass reached its hooks): forget them
                 eng.reset()
                 eng.step_done()
-            else:  # a step it did not watch left no passes; an inert mode of an earlier one may still leave the stack
+            else:  # nothing to forget; an inert mode of an earlier step may still leave the stack
                 eng.end_trailing()
             due = self._tier1_due(self.step_count)
             if due != eng.enabled:
