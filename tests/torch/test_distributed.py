@@ -5,6 +5,7 @@ import gc
 import json
 import os
 import socket
+import sys
 
 import pytest
 import torch
@@ -41,6 +42,11 @@ def _worker(rank, port, out_path):
         # before the teardown; left to interpreter exit, gloo aborted a rank now and then
         gc.collect()
         dist.destroy_process_group()
+    # done, results written: leave without the interpreter's teardown, where gloo still aborted a
+    # rank about once in ten full test runs under xdist ("terminate called without an active exception")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _train_and_write(rank, out_path):
