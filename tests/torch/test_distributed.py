@@ -1,11 +1,8 @@
 """DistributedNoiseStats under a real 2-process gloo DDP run vs the exact single-process values."""
 from __future__ import annotations
 
-import gc
 import json
 import os
-import socket
-import sys
 
 import pytest
 import torch
@@ -14,6 +11,8 @@ from torch import nn
 
 from hhld.torch.distributed import DistributedNoiseStats, register_noise_hook
 from hhld.torch.noise import gradient_noise_stats
+
+import workloads as W
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -32,21 +31,7 @@ def _problem():
 
 
 def _worker(rank, port, out_path):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        _train_and_write(rank, out_path)
-    finally:
-        # collect the DDP module (garbage in reference cycles) and its hold on the process group
-        # before the teardown; left to interpreter exit, gloo aborted a rank now and then
-        gc.collect()
-        dist.destroy_process_group()
-    # done, results written: leave without the interpreter's teardown, where gloo still aborted a
-    # rank about once in ten full test runs under xdist ("terminate called without an active exception")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    W.in_gloo_group(rank, WORLD, port, _train_and_write, rank, out_path)
 
 
 def _train_and_write(rank, out_path):
@@ -73,12 +58,6 @@ def _train_and_write(rank, out_path):
             json.dump(results, f)
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _per_sample_grads(model, x, y):
     out = []
     for i in range(x.shape[0]):
@@ -94,7 +73,7 @@ def test_ddp_noise_hook_matches_exact(tmp_path, monkeypatch):
     # name (tests.torch.test_distributed under --import-mode=importlib): put the root on it
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     monkeypatch.syspath_prepend(root)
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(out_path)), nprocs=WORLD, join=True)
+    torch.multiprocessing.spawn(_worker, args=(W._free_port(), str(out_path)), nprocs=WORLD, join=True)
     res = json.loads(out_path.read_text())
 
     model, x, y = _problem()

@@ -793,35 +793,46 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def ddp_worker(rank, world, port, workload, practice, steps, out_dir):
+def in_gloo_group(rank, world, port, body, *args):
+    """In a spawned worker: join a gloo process group of ``world`` ranks on ``port``, run ``body(*args)``,
+    tear the group down, and leave the process.
+
+    The DDP module ``body`` built is garbage in reference cycles by then: it (and the process group it holds)
+    is collected before the teardown; left to interpreter exit, gloo's teardown aborted rank 1 ("terminate
+    called without an active exception") in about 1 spawn in 15. Even so it still aborted a rank about once
+    in ten full test runs under xdist, in the interpreter's own teardown: so a worker that finished leaves
+    with ``os._exit(0)`` (only then: an exception in ``body`` reaches the spawn's error file)."""
     import torch.distributed as dist
 
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        torch.set_num_threads(1)
-        wl, pr = WORKLOADS[workload], PRACTICES[practice]
-        rec = train_loop(wl, pr, steps, rank=rank, world=world, ddp=True)
-        if rank == 0:  # data only: the row and messages as JSON, the tensors as npz
-            meta = {k: getattr(rec, k) for k in ("row", "names", "covered", "dim", "lr", "messages", "events",
-                                                 "history", "world")}
-            with open(os.path.join(out_dir, "rec.json"), "w") as f:
-                json.dump(meta, f, default=str)
-            np.savez(os.path.join(out_dir, "rec.npz"),
-                     **{f"state/{k}": v.numpy() for k, v in rec.state.items()},
-                     **{f"applied/{k}": v.numpy() for k, v in rec.applied.items()})
+        body(*args)
     finally:
-        # the DDP module is garbage in reference cycles by now: collect it (and the process group it
-        # holds) before tearing the group down; left to interpreter exit, gloo's teardown aborted
-        # rank 1 with "terminate called without an active exception" in about 1 run in 15
         gc.collect()
         dist.destroy_process_group()
-    # done, the record written: leave without the interpreter's teardown, where gloo still aborted a rank
-    # now and then under xdist (only reached on success: an exception above reaches the spawn's error file)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def ddp_worker(rank, world, port, workload, practice, steps, out_dir):
+    in_gloo_group(rank, world, port, _ddp_train_and_write, rank, world, workload, practice, steps, out_dir)
+
+
+def _ddp_train_and_write(rank, world, workload, practice, steps, out_dir):
+    torch.set_num_threads(1)
+    wl, pr = WORKLOADS[workload], PRACTICES[practice]
+    rec = train_loop(wl, pr, steps, rank=rank, world=world, ddp=True)
+    if rank == 0:  # data only: the row and messages as JSON, the tensors as npz
+        meta = {k: getattr(rec, k) for k in ("row", "names", "covered", "dim", "lr", "messages", "events",
+                                             "history", "world")}
+        with open(os.path.join(out_dir, "rec.json"), "w") as f:
+            json.dump(meta, f, default=str)
+        np.savez(os.path.join(out_dir, "rec.npz"),
+                 **{f"state/{k}": v.numpy() for k, v in rec.state.items()},
+                 **{f"applied/{k}": v.numpy() for k, v in rec.applied.items()})
 
 
 def run_ddp(wl: Workload, pr: Practice, steps: int, tmp_dir: str, world: int = 2) -> StepRecord:
