@@ -805,8 +805,7 @@ class Monitor:
                 if loss.numel() != 1:
                     raise ValueError(f"Monitor.step(loss): loss must be a scalar (a 0-d tensor or a float), got a "
                                      f"tensor of shape {tuple(loss.shape)}; reduce it first (e.g. loss.mean())")
-                if not self._warned_reduction and (self.step_count == 0 or self._tier1_due(self.step_count)):
-                    self._check_reduction(loss)
+                self._check_reduction(loss)
                 loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
             else:
                 try:
@@ -828,7 +827,7 @@ class Monitor:
                               "one to Monitor; with a GradScaler, pass scaler=", RuntimeWarning, stacklevel=2)
         else:
             if loss is not None:
-                self._vals.setdefault("loss", []).append(loss)
+                self._add({"loss": loss})
             for q in (self.curvature, self.probe):
                 if q is None or not q.due(self.step_count):
                     continue
@@ -845,16 +844,10 @@ class Monitor:
             self._steps_in_interval += 1
         self.step_count += 1
         self._measure = self._measured(self.step_count)
-        eng = self.engine
-        if eng is not None:
-            if eng.enabled or eng.passes:  # a watched step ends (or a late pass reached its hooks): forget them
-                eng.reset()
-                eng.step_done()
-            else:  # nothing to forget; an inert mode of an earlier step may still leave the stack
-                eng.end_trailing()
-            due = self._tier1_due(self.step_count)
-            if due != eng.enabled:
-                eng.enabled = due
+        if self.engine is not None:
+            self.engine.reset()
+            self.engine.step_done()
+            self.engine.enabled = self._tier1_due(self.step_count)
         self._reset_step()
         if self.step_count % self.log_every == 0:
             return self.flush()
