@@ -181,15 +181,15 @@ class Kernel:
         spec = _SPECS[self.info.name]
         dt, scalars = self._scalars(**params)
         th = state.theta
-        # the new set: positions and momenta copied, the gradient too where the loop reads it (a
-        # full matrix; the other forms recompute it and fill it after the last step)
-        copied = {"theta", "momentum"} | ({"grad"} if self.matrix is not None else set())
-        new = {name: _copy(getattr(state, name)) if name in copied else _empty(th, th.shape) for name in spec.arrays}
-        if self.info.name == "leimkuhler_matthews":
-            if state.noise is None:  # xi_0, drawn whole before xi_1 (the reference's order)
-                _draw_into(rng, new["noise"].reshape(-1), self.dtype)()
-            else:
-                new["noise"] = _copy(state.noise)
+        # the new set: positions, momenta and the previous noise copied, the gradient too where the
+        # loop reads it (a full matrix; the other forms recompute it and fill it after the last step)
+        copied = {"theta", "momentum", "noise"} | ({"grad"} if self.matrix is not None else set())
+        new = {}
+        for name in spec.arrays:
+            a = getattr(state, name) if name in copied else None
+            new[name] = _copy(a) if a is not None else _empty(th, th.shape)
+        if self.info.name == "leimkuhler_matthews" and state.noise is None:
+            _draw_into(rng, new["noise"].reshape(-1), self.dtype)()  # xi_0, drawn whole before xi_1 (the reference's order)
         taken, ok = self._steps(rng, new, n_steps, scalars)
         step, time = state.step, state.time
         for _ in range(taken):  # the reference's clock: dt added once per step
