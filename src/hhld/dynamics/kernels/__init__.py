@@ -189,7 +189,8 @@ class Kernel:
             a = getattr(state, name) if name in copied else None
             new[name] = _copy(a) if a is not None else _empty(th, th.shape)
         if self.info.name == "leimkuhler_matthews" and state.noise is None:
-            _draw_into(rng, new["noise"].reshape(-1), self.dtype)()  # xi_0, drawn whole before xi_1 (the reference's order)
+            # xi_0, drawn whole before xi_1 (the reference's order)
+            _draw_into(rng, new["noise"].reshape(-1), self.dtype)()
         taken, ok = self._steps(rng, new, n_steps, scalars)
         step, time = state.step, state.time
         for _ in range(taken):  # the reference's clock: dt added once per step
