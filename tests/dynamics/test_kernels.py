@@ -13,6 +13,7 @@ import torch
 import hhld
 from hhld.dynamics import INTEGRATORS, Simulation, kernels
 from hhld.dynamics.kernels import MIN_ELEMENTS, chunk_rows, find_kernel
+from hhld.dynamics.kernels.loops import SMALL_MATRIX
 from hhld.landscapes import (CubicGradient, DoubleWell, Landscape, LinearGradient, Quadratic, QuadraticQuartic,
                              TiltedDoubleWell, TorchLandscape, anisotropic_quadratic, double_well_2d, form_gradient)
 
@@ -32,7 +33,8 @@ LANDSCAPES = {
     "quartic": (lambda: QuadraticQuartic(4, kappa=0.5, q=2.0), "cubic"),
     "quadratic_diagonal": (lambda: anisotropic_quadratic(50), "diagonal"),
     "quadratic_diagonal_centred": (lambda: Quadratic(np.array([1.0, 2.0, 3.0]), center=[0.1, -0.3, 0.5]), "diagonal"),
-    "quadratic_full": (lambda: _full(6), "full"),
+    "quadratic_full": (lambda: _full(6), "full"),  # the product unrolled in the loop (d <= SMALL_MATRIX)
+    "quadratic_full_12": (lambda: _full(12), "full"),  # BLAS's product, chunk by chunk
 }
 BACKENDS = ["numpy32", "numpy64", "torch32", "torch64"]
 
@@ -107,14 +109,18 @@ def test_kernel_against_reference_step(land, integrator, backend):
     assert np.allclose(_np(fused.grad), _np(g), rtol=1e-5, atol=1e-6)
 
 
-def test_full_matrix_kernel_is_not_bit_identical_by_luck_only_within_tolerance():
+@pytest.mark.parametrize("d", [6, 12])
+def test_full_matrix_kernel_is_not_bit_identical_by_luck_only_within_tolerance(d):
     """Negative control for the tolerance above: a kernel whose gradient misses the centre
-    shift is caught by it."""
-    landscape = _full(6)
+    shift is caught by it (the unrolled product and BLAS's)."""
+    landscape = _full(d)
     info = INTEGRATORS["euler_maruyama"]
-    theta = _theta("numpy64", 4000, 6)
+    theta = _theta("numpy64", 4000, d)
     kernel = find_kernel(info, landscape, theta)
-    kernel._per_coord = (kernel._per_coord[0], kernel._per_coord[1] * 1.0001, kernel._per_coord[2])
+    assert kernel.unrolled == (d <= SMALL_MATRIX)
+    pc = list(kernel._per_coord)
+    pc[1] = pc[1] * 1.0001
+    kernel._per_coord = tuple(pc)
     kernel._tiles.clear()
     fused, _ = _run(kernel, info, landscape, theta, "numpy64")
     ref, _ = _run(info.step, info, landscape, theta, "numpy64")

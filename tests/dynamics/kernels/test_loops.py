@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("numba")
-from hhld.dynamics.kernels.loops import LOOPS, last_half_kick  # noqa: E402
+from hhld.dynamics.kernels.loops import LOOPS, SMALL_MATRIX, last_half_kick, matrix_loops  # noqa: E402
 
 N = 24
 
@@ -72,6 +72,62 @@ def test_full_matrix_loops_read_the_stored_gradient_and_leave_x_minus_center():
     gx = np.random.default_rng(3).standard_normal(N)  # the caller's product
     last_half_kick(p, gx, half)
     assert np.array_equal(p, m - gx * half)
+
+
+def _product(x, A, c):
+    """(x - c) @ A summed over j in order (the unrolled loops' order), rows of d entries."""
+    y = x - c
+    g = y[:, :1] * A[0]
+    for j in range(1, A.shape[0]):
+        g = g + y[:, j:j + 1] * A[j]
+    return g
+
+
+@pytest.mark.parametrize("d", [1, 3, SMALL_MATRIX])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unrolled_matrix_loops_read_the_gradient_and_write_the_new_one(d, dtype):
+    """The loops for a small full matrix (matrix_loops(d)): the step with the stored gradient, then
+    the new gradient (x - center) @ A into it (BAOAB's last half-kick with it); bit for bit against
+    numpy in the same order, in the positions' dtype."""
+    r = np.random.default_rng(d)
+    z, th0, p0, prev0, g0 = (r.standard_normal((5, d)).astype(dtype) for _ in range(5))
+    A = r.standard_normal((d, d)).astype(dtype)
+    A = (A + A.T) / dtype(2)
+    c = r.standard_normal(d).astype(dtype)
+    loops, args = matrix_loops(d), (A.reshape(-1), c)
+    sigma, drift, big = dtype(0.3), dtype(-0.01), dtype(1e30)
+
+    def flat(*arrays):
+        return [a.reshape(-1) for a in arrays]
+
+    th, g = th0.copy(), g0.copy()
+    assert loops["euler_maruyama"](*flat(th, g, z), sigma, drift, big, *args)
+    x = (z * sigma + g0 * drift) + th0
+    assert th.dtype == dtype and np.array_equal(th, x) and np.array_equal(g, _product(x, A, c))
+    th, prev, g = th0.copy(), prev0.copy(), g0.copy()
+    assert loops["leimkuhler_matthews"](*flat(th, prev, g, z), sigma / dtype(2), drift, big, *args)
+    x = ((prev0 + z) * (sigma / dtype(2)) + g0 * drift) + th0
+    assert np.array_equal(th, x) and np.array_equal(prev, z) and np.array_equal(g, _product(x, A, c))
+    half, step, cc, ss = dtype(0.05), dtype(0.05), dtype(0.9), dtype(0.2)
+    th, p, g = th0.copy(), p0.copy(), g0.copy()
+    assert loops["baoab"](*flat(th, p, g, z), half, step, cc, ss, big, *args)
+    m = p0 - g0 * half
+    x = th0 + m * step
+    m = m * cc + z * ss
+    x = x + m * step
+    assert np.array_equal(th, x) and np.array_equal(g, _product(x, A, c)) and np.array_equal(p, m - g * half)
+    gout = np.empty_like(th)
+    loops["gradient"](*flat(th, gout), *args)
+    assert np.array_equal(gout, _product(th, A, c))
+    th, g = th0.copy(), g0.copy()
+    th[1, d - 1] = np.nan  # the finiteness flag
+    assert not loops["euler_maruyama"](*flat(th, g, z), sigma, drift, big, *args)
+
+
+@pytest.mark.parametrize("d", [0, SMALL_MATRIX + 1])
+def test_unrolled_matrix_loops_refuse_other_dimensions(d):
+    with pytest.raises(ValueError, match=f"1 <= d <= {SMALL_MATRIX}, got {d}"):
+        matrix_loops(d)
 
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan, 2e3])

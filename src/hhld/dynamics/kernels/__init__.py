@@ -27,7 +27,8 @@ A kernel returns the reference step's numbers: bit for bit for the cubic and dia
 (the same operations in the same order, no fused multiply-adds; the gradient at the current
 positions is the declared form's, recomputed from them, which for a landscape whose form is its
 gradient is the state's stored one), and to rounding for a full matrix ``A`` (the matrix
-product's summation order is BLAS's); ``tests/dynamics/test_kernels.py``
+product's summation order: unrolled in the loops up to :data:`.loops.SMALL_MATRIX` dimensions,
+BLAS's above); ``tests/dynamics/test_kernels.py``
 checks every kernel against the reference step. A state the kernel cannot take (another dtype,
 a scripted random source, a non-contiguous array) is handed to the reference step.
 """
@@ -127,19 +128,23 @@ class Kernel:
     whether every new position is finite (checked in the same pass)."""
 
     def __init__(self, info, form, kind: str, dtype):
-        from .loops import LOOPS
+        from .loops import LOOPS, SMALL_MATRIX, matrix_loops
 
         self.info, self.form, self.kind, self.dtype = info, form, kind, np.dtype(dtype)
         cast = [np.ascontiguousarray(a, dtype=self.dtype) for a in form.constants()]
+        #: a full matrix of dimension <= SMALL_MATRIX: the product unrolled in the loops
+        self.unrolled = kind == "full" and cast[0].shape[0] <= SMALL_MATRIX
         if kind == "cubic":
             per_coord = cast
+        elif self.unrolled:  # (A flattened, center): not tiled
+            per_coord = (cast[0].reshape(-1), cast[1])
         else:  # (A or a placeholder, center, placeholder)
             A, center = cast
             per_coord = (A if kind == "diagonal" else center, center, center)
-        # full matrix: the loop leaves x - center in a scratch chunk, BLAS multiplies it by A
-        self.matrix = cast[0] if kind == "full" else None
+        # a larger full matrix: the loop leaves x - center in a scratch chunk, BLAS multiplies it by A
+        self.matrix = cast[0] if kind == "full" and not self.unrolled else None
         self._per_coord = per_coord
-        loops = LOOPS["shift" if kind == "full" else kind]
+        loops = matrix_loops(cast[0].shape[0]) if self.unrolled else LOOPS["shift" if kind == "full" else kind]
         #: the compiled in-place step (:mod:`.loops`)
         self.loop = loops[info.name]
         self.gradient_loop = loops.get("gradient")  # the cubic and diagonal forms: the gradient array at the end
@@ -183,7 +188,7 @@ class Kernel:
         th = state.theta
         # the new set: positions, momenta and the previous noise copied, the gradient too where the
         # loop reads it (a full matrix; the other forms recompute it and fill it after the last step)
-        copied = {"theta", "momentum", "noise"} | ({"grad"} if self.matrix is not None else set())
+        copied = {"theta", "momentum", "noise"} | ({"grad"} if self.kind == "full" else set())
         new = {}
         for name in spec.arrays:
             a = getattr(state, name) if name in copied else None
@@ -203,9 +208,11 @@ class Kernel:
         into a scratch chunk, then the compiled loop updates the chunk. The cubic and diagonal
         forms run the loops of :func:`.loops._make_in_place` (the gradient at the current
         positions recomputed, not stored; the gradient array filled once, at the end); a full
-        matrix runs those of :func:`.loops._make_in_place_stored` (the stored gradient is read,
-        ``x - center`` goes to a second scratch chunk) and BLAS multiplies that by ``A`` into the
-        gradient rows (then BAOAB's last half-kick, :meth:`_full_post`). The same numbers as the
+        matrix reads the stored gradient and writes the new one: up to :data:`.loops.SMALL_MATRIX`
+        dimensions by the loops of :func:`.loops.matrix_loops` (the product unrolled), above by
+        those of :func:`.loops._make_in_place_stored` (``x - center`` goes to a second scratch chunk)
+        and BLAS, which multiplies that by ``A`` into the gradient rows (then BAOAB's last
+        half-kick, :meth:`_full_post`). The same numbers as the
         reference steps: the same draws in the same order (chunks of multiples of 16 entries),
         the same expressions on the same stored values. Stops after the first step that leaves a
         non-finite position."""
@@ -215,9 +222,10 @@ class Kernel:
         longest = max(hi - lo for lo, hi in rows) * d
         consts = self._consts(d, longest)
         full = self.matrix is not None
+        parts = 2 if full else 1  # the noise chunk, then (a full matrix for BLAS) x - center
         if self._scratch is None or type(self._scratch) is not type(th) or self._scratch.dtype != th.dtype \
-                or self._scratch.shape[0] < (2 if full else 1) * longest:
-            self._scratch = _empty(th, ((2 if full else 1) * longest,))
+                or self._scratch.shape[0] < parts * longest:
+            self._scratch = _empty(th, (parts * longest,))
         sizes = [(hi - lo) * d for lo, hi in rows]
         zs = [self._scratch[:m] for m in sizes]  # the noise chunk (and, full matrix, y after it)
         fills = [_draw_into(rng, z, self.dtype) for z in zs]
@@ -237,6 +245,8 @@ class Kernel:
             if full:  # loops(th[, o], g, z, y, ...), then y A into g
                 post = self._full_post(name, o, g, y, d, scalars[0], is_torch(th))
                 plan.append((fill, head + (g, z, y) + tail, post))
+            elif self.unrolled:  # loops(th[, o], g, z, ...): the new gradient into g
+                plan.append((fill, head + (g, z) + tail, None))
             else:  # loops(th[, o], z, ...)
                 plan.append((fill, head + (z,) + tail, None))
         loop, taken, ok = self.loop, 0, True
@@ -247,7 +257,7 @@ class Kernel:
                 if post is not None:
                     post()
             taken += 1
-        if not full:
+        if self.kind != "full":
             for t, g in zip(ths, gs):
                 self.gradient_loop(t, g, *consts)
         return taken, bool(ok)
@@ -321,6 +331,8 @@ class Kernel:
     def _consts(self, d: int, length: int):
         """The per-coordinate constants tiled to at least ``length`` entries (rows of ``d``); a
         chunk starts on a row, so entry ``k`` of a chunk takes constant ``k % d``."""
+        if self.unrolled:  # the matrix and the centre, as they are
+            return tuple(self._per_coord)
         t = self._tiles.get(d)
         if t is None or t[0].size < length:
             reps = -(-length // d)

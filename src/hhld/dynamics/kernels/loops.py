@@ -11,10 +11,12 @@ form in the order of :func:`hhld.landscapes.form_gradient`:
 
 * ``"cubic"`` (:class:`~hhld.landscapes.CubicGradient`): ``((a x) x + b) x + c`` per coordinate;
 * ``"diagonal"`` (diagonal :class:`~hhld.landscapes.LinearGradient`): ``A (x - center)``;
-* ``"shift"`` (full ``LinearGradient``): ``x - center`` is left in a scratch buffer and the
-  caller multiplies it by ``A`` (a matrix product, done by BLAS: measured 3-40x faster than
-  the same product written as a loop here, for d = 3-20), then does BAOAB's last half-kick
-  (:func:`last_half_kick`).
+* ``"shift"`` (full ``LinearGradient`` above :data:`SMALL_MATRIX` dimensions): ``x - center`` is
+  left in a scratch buffer and the caller multiplies it by ``A`` (a matrix product, done by BLAS:
+  measured 3-40x faster than the same product written as a loop over ``j`` here, for d = 3-20),
+  then does BAOAB's last half-kick (:func:`last_half_kick`);
+* a full ``LinearGradient`` up to :data:`SMALL_MATRIX` dimensions (:func:`matrix_loops`): the
+  product unrolled (source generated per ``d``), 4-27x faster than BLAS's on a chunk.
 
 For the cubic and diagonal forms (:func:`_make_in_place`) the gradient at the current
 positions is recomputed from them, not stored, and the gradient array is filled once after the
@@ -26,9 +28,11 @@ infinities), so the driver needs no second pass over the ensemble to check.
 """
 from __future__ import annotations
 
+import functools
+
 import numba
 
-__all__ = ["LOOPS", "last_half_kick"]
+__all__ = ["LOOPS", "last_half_kick", "matrix_loops", "SMALL_MATRIX"]
 
 
 @numba.njit(inline="always")
@@ -198,3 +202,112 @@ def last_half_kick(pout, gout, half):
 
 #: ``LOOPS[form][integrator]``: the compiled loop (compiled lazily, per dtype, at its first call)
 LOOPS = {"cubic": _make(_cubic, True), "diagonal": _make(_diagonal, True), "shift": _make(_shift, False)}
+
+
+# ------------------------------------------------------------------ small full matrices
+#: the largest dimension for which a full matrix's product is unrolled into the loops
+#: (:func:`matrix_loops`); above it BLAS multiplies each chunk (``"shift"`` loops). Measured per
+#: 32768-entry float32 chunk, 1 thread (docs/benchmarks/ensemble.md): d = 3 / 4 / 8 unrolled 5 / 7 /
+#: 12 us against torch.mm's 137 / 91 / 47 us; from d = 9 the unrolled product no longer fits the
+#: vector registers (d = 9-11: 54-90 us against 83-111 us, d = 12: 86 against 23 us, d = 16: 163
+#: against 20 us), so above 8 BLAS's product stays
+SMALL_MATRIX = 8
+
+
+def _product(d, x, out):
+    """Source lines ``out_k = ((y_0 a_0k + y_1 a_1k) + ...) + y_(d-1) a_(d-1)k`` for ``y = x - c``:
+    the entries of ``(x - center) @ A`` (:func:`hhld.landscapes.form_gradient`), summed in the
+    order of ``j``."""
+    lines = [f"y{j} = {x}{j} - c{j}" for j in range(d)]
+    for k in range(d):
+        expr = f"y0 * a0_{k}"
+        for j in range(1, d):
+            expr = f"({expr}) + y{j} * a{j}_{k}"
+        lines.append(f"{out}{k} = {expr}")
+    return lines
+
+
+def _gradient_source(d: int) -> str:
+    """The Python source of :func:`matrix_loops`' ``gradient(th, gout, Af, cen)``: per row of ``d``
+    entries, ``(t - center) @ A`` into ``d`` scalars (so that LLVM keeps the sums in registers and
+    vectorises the loop across rows), then stored."""
+    consts = [f"a{j}_{k} = Af[{j * d + k}]" for j in range(d) for k in range(d)]
+    consts += [f"c{j} = cen[{j}]" for j in range(d)]
+    rows = [f"t{j} = th[b + {j}]" for j in range(d)] + _product(d, "t", "g")
+    rows += [f"gout[b + {k}] = g{k}" for k in range(d)]
+    return "\n".join(["def gradient(th, gout, Af, cen):", *("    " + c for c in consts),
+                      f"    for i in range(th.size // {d}):", f"        b = i * {d}",
+                      *("        " + r for r in rows)]) + "\n"
+
+
+@numba.njit(nogil=True)
+def _em_stored(th, g, z, sigma, drift, big):
+    bad = numba.int32(0)
+    for k in range(th.size):
+        x = _em(z[k], g[k], th[k], sigma, drift)
+        bad = numba.int32(bad | _bad(x, big))
+        th[k] = x
+    return bad == 0
+
+
+@numba.njit(nogil=True)
+def _lm_stored(th, prev, g, z, half_sigma, drift, big):
+    bad = numba.int32(0)
+    for k in range(th.size):
+        x = _lm(prev[k], z[k], g[k], th[k], half_sigma, drift)
+        bad = numba.int32(bad | _bad(x, big))
+        th[k] = x
+        prev[k] = z[k]
+    return bad == 0
+
+
+@numba.njit(nogil=True)
+def _baoab_stored(th, p, g, z, half, drift, c, s, big):
+    # p: the momenta before the last half-kick on exit
+    bad = numba.int32(0)
+    for k in range(th.size):
+        x, m = _baoab(p[k], g[k], th[k], z[k], half, drift, c, s)
+        bad = numba.int32(bad | _bad(x, big))
+        th[k] = x
+        p[k] = m
+    return bad == 0
+
+
+@functools.lru_cache(maxsize=None)
+def matrix_loops(d: int) -> dict:
+    """The steps for a full matrix ``A`` of dimension ``d <=`` :data:`SMALL_MATRIX`, in place,
+    called as the ``"shift"`` loops are but without their scratch ``y`` and with ``(A_flat,
+    center)`` for the constants: ``loop(th[, other], g, z, scalars..., big, A_flat, center)``. As
+    there, the gradient at the current positions is read from ``g`` (the state's); then the new one,
+    ``(x - center) @ A``, is written to ``g`` by ``"gradient"`` (BAOAB's last half-kick after it).
+    Each step is two flat loops over the chunk, both vectorised by LLVM.
+
+    The product is unrolled: numba cannot keep the ``d`` sums of a loop over ``j`` in registers, so
+    its source is generated for each ``d`` (:func:`_gradient_source`) and compiled in memory on first
+    use."""
+    if not 1 <= d <= SMALL_MATRIX:
+        raise ValueError(f"matrix_loops takes 1 <= d <= {SMALL_MATRIX}, got {d}")
+    ns = {}
+    exec(compile(_gradient_source(d), f"<hhld matrix gradient d={d}>", "exec"), ns)  # noqa: S102
+    gradient = numba.njit(nogil=True)(ns["gradient"])
+
+    @numba.njit(nogil=True)
+    def em(th, g, z, sigma, drift, big, Af, cen):
+        ok = _em_stored(th, g, z, sigma, drift, big)
+        gradient(th, g, Af, cen)
+        return ok
+
+    @numba.njit(nogil=True)
+    def lm(th, prev, g, z, half_sigma, drift, big, Af, cen):
+        ok = _lm_stored(th, prev, g, z, half_sigma, drift, big)
+        gradient(th, g, Af, cen)
+        return ok
+
+    @numba.njit(nogil=True)
+    def baoab(th, p, g, z, half, drift, c, s, big, Af, cen):
+        ok = _baoab_stored(th, p, g, z, half, drift, c, s, big)
+        gradient(th, g, Af, cen)
+        last_half_kick(p, g, half)
+        return ok
+
+    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab, "gradient": gradient}
