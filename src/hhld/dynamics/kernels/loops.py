@@ -149,12 +149,14 @@ def _make_in_place(grad):
     return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab, "gradient": gradient}
 
 
-def _make_in_place_stored(grad):
+def _make_in_place_stored(grad, leave_y: bool = True):
     """The in-place steps for the ``"shift"`` form (a full matrix): the gradient at the current
     positions is read from ``g`` (the matrix product's, stored by the previous step), and
     ``grad(x)`` (``x - center``) goes to the scratch ``y`` for the caller's product into ``g``
     (and, for BAOAB, the last half-kick). Every array argument is a different array: aliased
-    arguments would make LLVM's run-time overlap check fall back to a scalar loop."""
+    arguments would make LLVM's run-time overlap check fall back to a scalar loop. With
+    ``leave_y=False`` (:func:`matrix_loops`, whose product reads the new positions) nothing is
+    written to ``y`` (a compile-time constant: the store is not compiled) and ``y`` may be any array."""
 
     @numba.njit(nogil=True)
     def em(th, g, z, y, sigma, drift, big, k1, k2, k3):
@@ -163,7 +165,8 @@ def _make_in_place_stored(grad):
             x = _em(z[k], g[k], th[k], sigma, drift)
             bad = numba.int32(bad | _bad(x, big))
             th[k] = x
-            y[k] = grad(x, k, k1, k2, k3)
+            if leave_y:
+                y[k] = grad(x, k, k1, k2, k3)
         return bad == 0
 
     @numba.njit(nogil=True)
@@ -174,7 +177,8 @@ def _make_in_place_stored(grad):
             bad = numba.int32(bad | _bad(x, big))
             th[k] = x
             prev[k] = z[k]
-            y[k] = grad(x, k, k1, k2, k3)
+            if leave_y:
+                y[k] = grad(x, k, k1, k2, k3)
         return bad == 0
 
     @numba.njit(nogil=True)
@@ -186,7 +190,8 @@ def _make_in_place_stored(grad):
             bad = numba.int32(bad | _bad(x, big))
             th[k] = x
             p[k] = m
-            y[k] = grad(x, k, k1, k2, k3)
+            if leave_y:
+                y[k] = grad(x, k, k1, k2, k3)
         return bad == 0
 
     return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab}
@@ -240,37 +245,8 @@ def _gradient_source(d: int) -> str:
                       *("        " + r for r in rows)]) + "\n"
 
 
-@numba.njit(nogil=True)
-def _em_stored(th, g, z, sigma, drift, big):
-    bad = numba.int32(0)
-    for k in range(th.size):
-        x = _em(z[k], g[k], th[k], sigma, drift)
-        bad = numba.int32(bad | _bad(x, big))
-        th[k] = x
-    return bad == 0
-
-
-@numba.njit(nogil=True)
-def _lm_stored(th, prev, g, z, half_sigma, drift, big):
-    bad = numba.int32(0)
-    for k in range(th.size):
-        x = _lm(prev[k], z[k], g[k], th[k], half_sigma, drift)
-        bad = numba.int32(bad | _bad(x, big))
-        th[k] = x
-        prev[k] = z[k]
-    return bad == 0
-
-
-@numba.njit(nogil=True)
-def _baoab_stored(th, p, g, z, half, drift, c, s, big):
-    # p: the momenta before the last half-kick on exit
-    bad = numba.int32(0)
-    for k in range(th.size):
-        x, m = _baoab(p[k], g[k], th[k], z[k], half, drift, c, s)
-        bad = numba.int32(bad | _bad(x, big))
-        th[k] = x
-        p[k] = m
-    return bad == 0
+#: the steps with the stored gradient, writing nothing else (:func:`matrix_loops` adds the product)
+_STORED = _make_in_place_stored(_shift, leave_y=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -291,21 +267,24 @@ def matrix_loops(d: int) -> dict:
     exec(compile(_gradient_source(d), f"<hhld matrix gradient d={d}>", "exec"), ns)  # noqa: S102
     gradient = numba.njit(nogil=True)(ns["gradient"])
 
+    em_stored, lm_stored, baoab_stored = (_STORED[k] for k in ("euler_maruyama", "leimkuhler_matthews", "baoab"))
+
+    # (the stored steps' y and constants are unused: g and the centre stand in for them)
     @numba.njit(nogil=True)
     def em(th, g, z, sigma, drift, big, Af, cen):
-        ok = _em_stored(th, g, z, sigma, drift, big)
+        ok = em_stored(th, g, z, g, sigma, drift, big, cen, cen, cen)
         gradient(th, g, Af, cen)
         return ok
 
     @numba.njit(nogil=True)
     def lm(th, prev, g, z, half_sigma, drift, big, Af, cen):
-        ok = _lm_stored(th, prev, g, z, half_sigma, drift, big)
+        ok = lm_stored(th, prev, g, z, g, half_sigma, drift, big, cen, cen, cen)
         gradient(th, g, Af, cen)
         return ok
 
     @numba.njit(nogil=True)
     def baoab(th, p, g, z, half, drift, c, s, big, Af, cen):
-        ok = _baoab_stored(th, p, g, z, half, drift, c, s, big)
+        ok = baoab_stored(th, p, g, z, g, half, drift, c, s, big, cen, cen, cen)
         gradient(th, g, Af, cen)
         last_half_kick(p, g, half)
         return ok
