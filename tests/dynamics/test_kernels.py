@@ -128,6 +128,16 @@ def test_full_matrix_kernel_is_not_bit_identical_by_luck_only_within_tolerance(d
     assert np.any(np.abs(fused.grad - ref.grad) > 64 * eps * (1 + np.abs(ref.grad)))
 
 
+@pytest.mark.parametrize("d", [1, SMALL_MATRIX, SMALL_MATRIX + 1])
+def test_full_matrix_product_unrolled_up_to_small_matrix_then_blas(d):
+    landscape = _full(d)
+    kernel = find_kernel(INTEGRATORS["baoab"], landscape, _theta("torch32", 8192, d))
+    assert kernel.kind == "full" and kernel.unrolled == (d <= SMALL_MATRIX)
+    assert (kernel.matrix is None) == kernel.unrolled
+    assert kernel.description == ("fused baoab, full gradient, " + ("unrolled" if d <= SMALL_MATRIX else "BLAS")
+                                  + " product, float32 (numba)")
+
+
 @pytest.mark.parametrize("n, d", [(100_000, 2), (4099, 3), (8192, 1), (10, 7), (16 * 1024 + 3, 1), (1000, 100)])
 def test_chunks_cover_rows_in_blocks_of_16_entries(n, d):
     rows = chunk_rows(n, d)

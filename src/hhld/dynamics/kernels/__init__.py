@@ -159,8 +159,13 @@ class Kernel:
 
     @property
     def description(self) -> str:
-        """e.g. ``"fused euler_maruyama, cubic gradient, float32 (numba)"``."""
-        return f"fused {self.info.name}, {self.kind} gradient, {self.dtype.name} (numba)"
+        """e.g. ``"fused euler_maruyama, cubic gradient, float32 (numba)"``; a full matrix says
+        whose product it uses (``"full gradient, unrolled product"`` or ``"full gradient, BLAS
+        product"``)."""
+        form = f"{self.kind} gradient"
+        if self.kind == "full":
+            form += ", unrolled product" if self.unrolled else ", BLAS product"
+        return f"fused {self.info.name}, {form}, {self.dtype.name} (numba)"
 
     # ------------------------------------------------------------------ call
     def __call__(self, rng, state, landscape, **params):
