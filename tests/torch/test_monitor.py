@@ -308,6 +308,47 @@ def test_history_dataframe_and_uncertainty():
     assert df["uncertainty_product"][0] == pytest.approx(ref, rel=1e-6)
 
 
+def test_uncertainty_window_variance_zero_within_rounding_and_never_clamped_beyond():
+    """The window's variances: the exact value; a negative one within rounding is 0 (the gradients of a
+    model that does not move, lr = 0, on one batch: the same every step); below zero by more than
+    rounding the window is left out of its row with one warning (never clamped into a number); a NaN
+    goes on to the monitor's non-finite check."""
+    from hhld.torch.quantities import _VARIANCE_ROUNDING, _window_variance
+
+    xs = torch.tensor([[1.0, 2.0], [3.0, 5.0], [2.0, 2.0]], dtype=torch.float64)
+    ref = float(xs.var(0).sum())
+    assert _window_variance((xs ** 2).sum(), xs.sum(0).square().sum(), 3) == pytest.approx(ref, rel=1e-12)
+    sq = 30.0
+    assert _window_variance(sq, 3 * 3 * sq / 3 * (1 + 0.5 * _VARIANCE_ROUNDING), 3) == 0.0
+    assert _window_variance(sq, 3 * 3 * sq / 3 * (1 + 2 * _VARIANCE_ROUNDING), 3) is None
+    assert math.isnan(_window_variance(float("nan"), 1.0, 3))
+
+    model, lf = tiny().float(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    mon = Monitor(model, opt, log_every=4, window=4, uncertainty_every=1, tier1_every=None)
+    x, y = data(8, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: zero within rounding
+        for _ in range(4):
+            opt.zero_grad(); loss = lf(model(x.float()), y); loss.backward(); opt.step(); mon.step(loss)
+    assert mon.history[-1]["uncertainty_product"] == 0.0
+    win = next(q for q in mon.quantities if q.name == "uncertainty")
+    for k in range(8):
+        x, y = data(8, seed=k)
+        opt.zero_grad(); loss = lf(model(x.float()), y); loss.backward()
+        if k in (3, 7):  # the window's last sample (taken when the optimizer steps)
+            win._sq_g = -1e6  # sums that are not those of a variance
+            with warnings.catch_warnings(record=True) as rec:
+                warnings.simplefilter("always")
+                opt.step()
+            assert [("variance below zero" in str(w.message)) for w in rec] == ([True] if k == 3 else [])
+        else:
+            opt.step()
+        mon.step(loss)
+    assert mon.history[-1].get("uncertainty_product") is None and mon.history[-2].get("uncertainty_product") is None
+    mon.close()
+
+
 def test_uncertainty_window_sampled_every_k_steps():
     """window=6 steps sampled every 2: the variances over steps 0, 2, 4 (float32 model: the
     parameters are taken relative to the first sample, no cancellation)."""

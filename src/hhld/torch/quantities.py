@@ -25,6 +25,7 @@ work on the finished rows (:class:`RegimeTracker`, :class:`PhaseTransitionDetect
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -270,6 +271,22 @@ class GradientStats(Quantity):
         return row
 
 
+#: relative size of the rounding in ``mean_t |x_t|^2`` and ``|mean_t x_t|^2`` (float32 norms and sums): a
+#: window variance below zero by less than this times ``mean_t |x_t|^2`` is zero within rounding
+_VARIANCE_ROUNDING = 1e-5
+
+
+def _window_variance(sq, mean_sq_norm, n: int):
+    """``sum_j Var_t x_j = n/(n-1) (sq/n - |sum_t x_t|^2/n^2)`` as a host float from ``sq = sum_t |x_t|^2`` and
+    ``|sum_t x_t|^2``; 0.0 when it is below zero by no more than rounding (:data:`_VARIANCE_ROUNDING` of
+    ``sq/n``), None when by more (not a variance: the caller drops the window rather than clamp it)."""
+    sq, msq = float(sq), float(mean_sq_norm)
+    var = (sq / n - msq / (n * n)) * (n / (n - 1))
+    if var >= 0 or not math.isfinite(var):  # a non-finite one goes on to the monitor's check, which names it
+        return var
+    return 0.0 if -var <= _VARIANCE_ROUNDING * (sq / n) else None
+
+
 class UncertaintyWindow(Quantity):
     """Tier 0: the uncertainty product over a tumbling window of ``window`` steps.
 
@@ -297,6 +314,7 @@ class UncertaintyWindow(Quantity):
                              f"every {every} steps gives {window // every}")
         self.window = window
         self.samples = window // every
+        self._warned = False
         self._sum_d = self._sum_g = self._ref = None
         self._n = 0
         self._sq_d = self._sq_g = 0.0
@@ -330,11 +348,18 @@ class UncertaintyWindow(Quantity):
         n = self._n
         md = robust_norms(self._sum_d)
         mg = robust_norms(self._sum_g)
-        var_t = ((self._sq_d / n - torch.dot(md, md) / (n * n)) * (n / (n - 1))).clamp_min(0)
-        var_g = ((self._sq_g / n - torch.dot(mg, mg) / (n * n)) * (n / (n - 1))).clamp_min(0)
-        prod = torch.sqrt(var_t) * torch.sqrt(var_g)
+        var_t = _window_variance(self._sq_d, torch.dot(md, md), n)
+        var_g = _window_variance(self._sq_g, torch.dot(mg, mg), n)
         self._restart()
-        return {"uncertainty_product": prod, "uncertainty_bound": ctx.lr / 2}
+        if var_t is None or var_g is None:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"the uncertainty window ending at step {ctx.step} gave a variance below zero by more "
+                              "than rounding (sum_j Var_t theta_j or sum_j Var_t g_j): the window is left out of "
+                              "its row (uncertainty_product None); this warning is shown once", RuntimeWarning,
+                              stacklevel=2)
+            return {}
+        return {"uncertainty_product": math.sqrt(var_t) * math.sqrt(var_g), "uncertainty_bound": ctx.lr / 2}
 
     def finalize(self, ictx):
         n = ictx.counts.get("uncertainty_product", 0)
