@@ -925,3 +925,28 @@ def test_tier0_every_a_tier1_step_is_measured_whatever_tier0_every_says():
     assert row["grad_sq_steps"] == 2
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-9)
     mon.close()
+
+
+def test_parameter_groups_with_different_learning_rates_warn_once_when_it_happens():
+    """lr/B, D and C_sgd use the first group's lr: one warning when the groups differ, at construction or
+    the first row after a scheduler makes them differ."""
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters()}]
+    with pytest.warns(RuntimeWarning, match=r"different learning rates \[0.01, 0.05\] \(step 0\)"):
+        Monitor(model, torch.optim.SGD([dict(g, lr=lr) for g, lr in zip(groups, (0.05, 0.01))], lr=0.05)).close()
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters()}]
+    opt = torch.optim.SGD(groups, lr=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [lambda e: 1.0, lambda e: 0.5 ** e])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mon = Monitor(model, opt, log_every=2, tier1_every=None)
+    seen = []
+    for k in range(6):
+        x, y = data(8, seed=k)
+        opt.zero_grad(); loss = lf(model(x), y); loss.backward(); opt.step(); sched.step()
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            mon.step(loss)
+        seen += [(k, str(w.message)) for w in rec if "different learning rates" in str(w.message)]
+    assert len(seen) == 1 and seen[0][0] == 1 and "(step 2)" in seen[0][1]
+    mon.close()

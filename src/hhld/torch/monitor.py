@@ -292,10 +292,8 @@ class Monitor:
                           "and C_sgd = ||g||^2/(lr/B) are the SGD-equivalent quantities (as if the step were plain "
                           "SGD with this lr); rows carry lr_kind='sgd_equivalent' (docs/monitor.md)",
                           RuntimeWarning, stacklevel=2)
-        lrs = {float(g["lr"]) for g in optimizer.param_groups if g["params"]}
-        if len(lrs) > 1:
-            warnings.warn(f"the optimizer's parameter groups have different learning rates {sorted(lrs)}: lr/B, D "
-                          "and C_sgd use the first group's", RuntimeWarning, stacklevel=2)
+        self._lr_groups_warned = False
+        self._check_group_lrs(stacklevel=3)
 
         self.tier0_every = tier0_every
         self.quantities: list[Quantity] = [GradientStats(self.tier0_every, track_update=track_update,
@@ -877,10 +875,24 @@ class Monitor:
                 out[k][j] = v
         return out
 
+    def _check_group_lrs(self, stacklevel=2):
+        """One warning, the first time the optimizer's parameter groups hold different learning rates (at
+        construction, or later: a scheduler with one factor per group), since lr/B, D and C_sgd use the first
+        group's."""
+        if self._lr_groups_warned:
+            return
+        lrs = {float(g["lr"]) for g in self.optimizer.param_groups if g["params"]}
+        if len(lrs) > 1:
+            self._lr_groups_warned = True
+            warnings.warn(f"the optimizer's parameter groups have different learning rates {sorted(lrs)} (step "
+                          f"{getattr(self, 'step_count', 0)}): lr/B, D and C_sgd use the first group's", RuntimeWarning,
+                          stacklevel=stacklevel + 1)
+
     def flush(self) -> dict | None:
         """Synchronise once, finish the interval's row, write it to the sinks."""
         if not self._vals and not self._skipped:
             return None
+        self._check_group_lrs()
         vals = self._gather()
         sums = {k: _sum(v) for k, v in vals.items()}
         counts = {k: len(v) for k, v in vals.items()}
