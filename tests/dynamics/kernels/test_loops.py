@@ -14,6 +14,14 @@ def _arrays(seed=0):
     return [r.standard_normal(N) for _ in range(5)], [r.standard_normal(N) for _ in range(3)]
 
 
+def _baoab_open(p, g, t, z, half, drift, c, s):
+    """BAOAB up to its last half-kick, in the reference step's order: (x', m)."""
+    m = p - g * half
+    x = t + m * drift
+    m = m * c + z * s
+    return x + m * drift, m
+
+
 def _grad(form, x, k1, k2, k3):
     if form == "cubic":
         return ((x * k1) * x + k2) * x + k3
@@ -37,12 +45,17 @@ def test_in_place_loops_recompute_the_gradient(form):
     assert np.array_equal(th, ((prev0 + z) * (0.5 * sigma) + g * drift) + th0) and np.array_equal(prev, z)
     half, c, s = 0.05, 0.9, 0.2
     th, p = th0.copy(), p0.copy()
-    assert LOOPS[form]["baoab"](th, p, z, half, 0.05, c, s, 1e300, *ks)
-    m = p0 - g * half
-    x = th0 + m * 0.05
-    m = m * c + z * s
-    x = x + m * 0.05
-    assert np.array_equal(th, x) and np.array_equal(p, m - _grad(form, x, *ks) * half)
+    assert LOOPS[form]["baoab"](th, p, z, half, 0.05, c, s, 1e300, *ks)  # first step: up to the last kick
+    x, m = _baoab_open(p0, g, th0, z, half, 0.05, c, s)
+    assert np.array_equal(th, x) and np.array_equal(p, m)
+    th1, m1 = th.copy(), p.copy()
+    assert LOOPS[form]["baoab_pending"](th, p, z[::-1].copy(), half, 0.05, c, s, 1e300, *ks)  # the next step
+    g1 = _grad(form, th1, *ks)
+    x, m = _baoab_open(m1 - g1 * half, g1, th1, z[::-1], half, 0.05, c, s)  # the last kick, then the step
+    assert np.array_equal(th, x) and np.array_equal(p, m)
+    gout = np.empty(N)
+    LOOPS[form]["baoab_kick"](th, p, gout, half, *ks)  # after the last step: its kick, and the gradient
+    assert np.array_equal(gout, _grad(form, x, *ks)) and np.array_equal(p, m - gout * half)
     gout = np.empty(N)
     LOOPS[form]["gradient"](th, gout, *ks)
     assert np.array_equal(gout, _grad(form, th, *ks))
@@ -110,12 +123,15 @@ def test_unrolled_matrix_loops_read_the_gradient_and_write_the_new_one(d, dtype)
     assert np.array_equal(th, x) and np.array_equal(prev, z) and np.array_equal(g, _product(x, A, c))
     half, step, cc, ss = dtype(0.05), dtype(0.05), dtype(0.9), dtype(0.2)
     th, p, g = th0.copy(), p0.copy(), g0.copy()
-    assert loops["baoab"](*flat(th, p, g, z), half, step, cc, ss, big, *args)
-    m = p0 - g0 * half
-    x = th0 + m * step
-    m = m * cc + z * ss
-    x = x + m * step
-    assert np.array_equal(th, x) and np.array_equal(g, _product(x, A, c)) and np.array_equal(p, m - g * half)
+    assert loops["baoab"](*flat(th, p, g, z), half, step, cc, ss, big, *args)  # first step: up to the last kick
+    x, m = _baoab_open(p0, g0, th0, z, half, step, cc, ss)
+    assert np.array_equal(th, x) and np.array_equal(g, _product(x, A, c)) and np.array_equal(p, m)
+    th1, m1, g1 = th.copy(), p.copy(), g.copy()
+    assert loops["baoab_pending"](*flat(th, p, g, z[::-1].copy()), half, step, cc, ss, big, *args)
+    x, m = _baoab_open(m1 - g1 * half, g1, th1, z[::-1], half, step, cc, ss)
+    assert np.array_equal(th, x) and np.array_equal(g, _product(x, A, c)) and np.array_equal(p, m)
+    loops["baoab_kick"](*flat(th, p, g), half, *args)
+    assert np.array_equal(p, m - g * half)
     gout = np.empty_like(th)
     loops["gradient"](*flat(th, gout), *args)
     assert np.array_equal(gout, _product(th, A, c))

@@ -147,6 +147,10 @@ class Kernel:
         loops = matrix_loops(cast[0].shape[0]) if self.unrolled else LOOPS["shift" if kind == "full" else kind]
         #: the compiled in-place step (:mod:`.loops`)
         self.loop = loops[info.name]
+        # BAOAB whose last half-kick waits for the next step (:func:`.loops._make_in_place`): the later
+        # steps' loop and the kick after the last step (None: BLAS's path, which kicks every step)
+        self.pending_loop = loops.get(f"{info.name}_pending")
+        self.kick_loop = loops.get(f"{info.name}_kick")
         self.gradient_loop = loops.get("gradient")  # the cubic and diagonal forms: the gradient array at the end
         #: entries per chunk (:data:`CHUNK_ELEMENTS`)
         self.chunk = CHUNK_ELEMENTS
@@ -262,7 +266,12 @@ class Kernel:
                 if post is not None:
                     post()
             taken += 1
-        if self.kind != "full":
+            if self.pending_loop is not None:  # BAOAB: the next step kicks the momenta first
+                loop = self.pending_loop
+        if self.kick_loop is not None:  # the last step's last half-kick (and the gradient array)
+            for t, g, o in zip(ths, gs, others):
+                self.kick_loop(t, o, g, scalars[0], *consts)
+        elif self.kind != "full":
             for t, g in zip(ths, gs):
                 self.gradient_loop(t, g, *consts)
         return taken, bool(ok)

@@ -106,7 +106,13 @@ def _make_in_place(grad):
     same stored value: the bits a stored gradient would hold) instead of read. Per entry a step
     then touches only the positions (and momenta, and the previous noise for
     Leimkuhler-Matthews): the arrays of one step stay in cache. The gradient array is filled
-    once, after the last step, by ``gradient``."""
+    once, after the last step, by ``gradient``.
+
+    BAOAB's last half-kick ``p = m - grad(x) half`` is deferred to the next step, whose first
+    kick needs the same ``grad(x)``: ``"baoab"`` takes the first step of a call (momenta on entry),
+    ``"baoab_pending"`` the later ones (the previous step's last half-kick first), and
+    ``"baoab_kick"`` does the last step's kick and fills the gradient array. One gradient per
+    entry and step instead of two; the same operations on the same values as the reference."""
 
     @numba.njit(nogil=True)
     def em(th, z, sigma, drift, big, k1, k2, k3):
@@ -130,33 +136,52 @@ def _make_in_place(grad):
             prev[k] = z[k]
         return bad == 0
 
+    def baoab_loop(pending: bool):
+        # p on exit: the momenta before this step's last half-kick; on entry the momenta (pending False:
+        # the first step of a call), or those before the previous step's last half-kick (pending True),
+        # which is applied first with the gradient at the current positions, the one the step's first
+        # kick uses: evaluated once, the same bits as the reference step's stored momenta
+        @numba.njit(nogil=True)
+        def baoab(th, p, z, half, drift, c, s, big, k1, k2, k3):
+            bad = numba.int32(0)
+            for k in range(th.size):
+                t = th[k]
+                g = grad(t, k, k1, k2, k3)
+                x, m = _baoab(p[k] - g * half if pending else p[k], g, t, z[k], half, drift, c, s)
+                bad = numba.int32(bad | _bad(x, big))
+                th[k] = x
+                p[k] = m
+            return bad == 0
+
+        return baoab
+
     @numba.njit(nogil=True)
-    def baoab(th, p, z, half, drift, c, s, big, k1, k2, k3):
-        bad = numba.int32(0)
+    def kick(th, p, gout, half, k1, k2, k3):
+        # after the last step of a call: its last half-kick, and the gradient array
         for k in range(th.size):
-            t = th[k]
-            x, m = _baoab(p[k], grad(t, k, k1, k2, k3), t, z[k], half, drift, c, s)
-            bad = numba.int32(bad | _bad(x, big))
-            th[k] = x
-            p[k] = m - grad(x, k, k1, k2, k3) * half
-        return bad == 0
+            g = grad(th[k], k, k1, k2, k3)
+            gout[k] = g
+            p[k] = p[k] - g * half
 
     @numba.njit(nogil=True)
     def gradient(th, gout, k1, k2, k3):
         for k in range(th.size):
             gout[k] = grad(th[k], k, k1, k2, k3)
 
-    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab, "gradient": gradient}
+    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab_loop(False),
+            "baoab_pending": baoab_loop(True), "baoab_kick": kick, "gradient": gradient}
 
 
-def _make_in_place_stored(grad, leave_y: bool = True):
+def _make_in_place_stored(grad, leave_y: bool = True, pending: bool = False):
     """The in-place steps for the ``"shift"`` form (a full matrix): the gradient at the current
     positions is read from ``g`` (the matrix product's, stored by the previous step), and
     ``grad(x)`` (``x - center``) goes to the scratch ``y`` for the caller's product into ``g``
     (and, for BAOAB, the last half-kick). Every array argument is a different array: aliased
     arguments would make LLVM's run-time overlap check fall back to a scalar loop. With
     ``leave_y=False`` (:func:`matrix_loops`, whose product reads the new positions) nothing is
-    written to ``y`` (a compile-time constant: the store is not compiled) and ``y`` may be any array."""
+    written to ``y`` (a compile-time constant: the store is not compiled) and ``y`` may be any array;
+    with ``pending=True`` BAOAB's momenta on entry are those before the previous step's last half-kick,
+    applied first (``p - g half``, the stored gradient ``g`` being the one it needs)."""
 
     @numba.njit(nogil=True)
     def em(th, g, z, y, sigma, drift, big, k1, k2, k3):
@@ -186,7 +211,8 @@ def _make_in_place_stored(grad, leave_y: bool = True):
         # p: the momenta before the last half-kick on exit (the caller kicks with the new gradient)
         bad = numba.int32(0)
         for k in range(th.size):
-            x, m = _baoab(p[k], g[k], th[k], z[k], half, drift, c, s)
+            gk = g[k]
+            x, m = _baoab(p[k] - gk * half if pending else p[k], gk, th[k], z[k], half, drift, c, s)
             bad = numba.int32(bad | _bad(x, big))
             th[k] = x
             p[k] = m
@@ -247,6 +273,7 @@ def _gradient_source(d: int) -> str:
 
 #: the steps with the stored gradient, writing nothing else (:func:`matrix_loops` adds the product)
 _STORED = _make_in_place_stored(_shift, leave_y=False)
+_STORED_PENDING = _make_in_place_stored(_shift, leave_y=False, pending=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -255,8 +282,9 @@ def matrix_loops(d: int) -> dict:
     called as the ``"shift"`` loops are but without their scratch ``y`` and with ``(A_flat,
     center)`` for the constants: ``loop(th[, other], g, z, scalars..., big, A_flat, center)``. As
     there, the gradient at the current positions is read from ``g`` (the state's); then the new one,
-    ``(x - center) @ A``, is written to ``g`` by ``"gradient"`` (BAOAB's last half-kick after it).
-    Each step is two flat loops over the chunk, both vectorised by LLVM.
+    ``(x - center) @ A``, is written to ``g`` by ``"gradient"``. Each step is two flat loops over the
+    chunk, both vectorised by LLVM. BAOAB's last half-kick is deferred to the next step as in
+    :func:`_make_in_place` (``"baoab"``, ``"baoab_pending"``, ``"baoab_kick"``).
 
     The product is unrolled: numba cannot keep the ``d`` sums of a loop over ``j`` in registers, so
     its source is generated for each ``d`` (:func:`_gradient_source`) and compiled in memory on first
@@ -282,11 +310,19 @@ def matrix_loops(d: int) -> dict:
         gradient(th, g, Af, cen)
         return ok
 
-    @numba.njit(nogil=True)
-    def baoab(th, p, g, z, half, drift, c, s, big, Af, cen):
-        ok = baoab_stored(th, p, g, z, g, half, drift, c, s, big, cen, cen, cen)
-        gradient(th, g, Af, cen)
-        last_half_kick(p, g, half)
-        return ok
+    def baoab_loop(stored):
+        @numba.njit(nogil=True)
+        def baoab(th, p, g, z, half, drift, c, s, big, Af, cen):
+            ok = stored(th, p, g, z, g, half, drift, c, s, big, cen, cen, cen)
+            gradient(th, g, Af, cen)
+            return ok
 
-    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab, "gradient": gradient}
+        return baoab
+
+    @numba.njit(nogil=True)
+    def kick(th, p, g, half, Af, cen):
+        last_half_kick(p, g, half)
+
+    # BAOAB's last half-kick deferred to the next step, as in :func:`_make_in_place`
+    return {"euler_maruyama": em, "leimkuhler_matthews": lm, "baoab": baoab_loop(baoab_stored),
+            "baoab_pending": baoab_loop(_STORED_PENDING["baoab"]), "baoab_kick": kick, "gradient": gradient}
