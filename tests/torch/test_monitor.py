@@ -932,7 +932,7 @@ def test_parameter_groups_with_different_learning_rates_warn_once_when_it_happen
     the first row after a scheduler makes them differ."""
     model, lf = tiny(), nn.CrossEntropyLoss()
     groups = [{"params": model[0].parameters()}, {"params": model[2].parameters()}]
-    with pytest.warns(RuntimeWarning, match=r"different learning rates \[0.01, 0.05\] \(step 0\)"):
+    with pytest.warns(RuntimeWarning, match=r"different learning rates \[0.01, 0.05\] \(at construction\)"):
         Monitor(model, torch.optim.SGD([dict(g, lr=lr) for g, lr in zip(groups, (0.05, 0.01))], lr=0.05)).close()
     groups = [{"params": model[0].parameters()}, {"params": model[2].parameters()}]
     opt = torch.optim.SGD(groups, lr=0.05)
@@ -948,5 +948,5 @@ def test_parameter_groups_with_different_learning_rates_warn_once_when_it_happen
             warnings.simplefilter("always")
             mon.step(loss)
         seen += [(k, str(w.message)) for w in rec if "different learning rates" in str(w.message)]
-    assert len(seen) == 1 and seen[0][0] == 1 and "(step 2)" in seen[0][1]
+    assert len(seen) == 1 and seen[0][0] == 1 and "(in the row ending at step 1)" in seen[0][1]
     mon.close()

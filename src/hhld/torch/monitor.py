@@ -293,7 +293,7 @@ class Monitor:
                           "SGD with this lr); rows carry lr_kind='sgd_equivalent' (docs/monitor.md)",
                           RuntimeWarning, stacklevel=2)
         self._lr_groups_warned = False
-        self._check_group_lrs(stacklevel=3)
+        self._check_group_lrs(stacklevel=3)  # the warning points at the Monitor(...) line
 
         self.tier0_every = tier0_every
         self.quantities: list[Quantity] = [GradientStats(self.tier0_every, track_update=track_update,
@@ -875,7 +875,7 @@ class Monitor:
                 out[k][j] = v
         return out
 
-    def _check_group_lrs(self, stacklevel=2):
+    def _check_group_lrs(self, stacklevel=4):
         """One warning, the first time the optimizer's parameter groups hold different learning rates (at
         construction, or later: a scheduler with one factor per group), since lr/B, D and C_sgd use the first
         group's."""
@@ -884,15 +884,16 @@ class Monitor:
         lrs = {float(g["lr"]) for g in self.optimizer.param_groups if g["params"]}
         if len(lrs) > 1:
             self._lr_groups_warned = True
-            warnings.warn(f"the optimizer's parameter groups have different learning rates {sorted(lrs)} (step "
-                          f"{getattr(self, 'step_count', 0)}): lr/B, D and C_sgd use the first group's", RuntimeWarning,
-                          stacklevel=stacklevel + 1)
+            steps = getattr(self, "step_count", 0)
+            when = f"in the row ending at step {steps - 1}" if steps else "at construction"
+            warnings.warn(f"the optimizer's parameter groups have different learning rates {sorted(lrs)} ({when}): "
+                          "lr/B, D and C_sgd use the first group's", RuntimeWarning, stacklevel=stacklevel)
 
     def flush(self) -> dict | None:
         """Synchronise once, finish the interval's row, write it to the sinks."""
         if not self._vals and not self._skipped:
             return None
-        self._check_group_lrs()
+        self._check_group_lrs()  # from step(): the warning points at the mon.step(...) line
         vals = self._gather()
         sums = {k: _sum(v) for k, v in vals.items()}
         counts = {k: len(v) for k, v in vals.items()}

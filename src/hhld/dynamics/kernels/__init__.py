@@ -221,7 +221,9 @@ class Kernel:
         dimensions by the loops of :func:`.loops.matrix_loops` (the product unrolled), above by
         those of :func:`.loops._make_in_place_stored` (``x - center`` goes to a second scratch chunk)
         and BLAS, which multiplies that by ``A`` into the gradient rows (then BAOAB's last
-        half-kick, :meth:`_full_post`). The same numbers as the
+        half-kick, :meth:`_full_post`); on the other paths BAOAB's last half-kick of a step waits
+        for the next step's loop (``"baoab_pending"``), and the last one runs after the loop
+        (``"baoab_kick"``). The same numbers as the
         reference steps: the same draws in the same order (chunks of multiples of 16 entries),
         the same expressions on the same stored values. Stops after the first step that leaves a
         non-finite position."""
