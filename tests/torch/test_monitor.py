@@ -322,6 +322,7 @@ def test_uncertainty_window_variance_zero_within_rounding_and_never_clamped_beyo
     assert _window_variance(sq, 3 * 3 * sq / 3 * (1 + 0.5 * _VARIANCE_ROUNDING), 3) == 0.0
     assert _window_variance(sq, 3 * 3 * sq / 3 * (1 + 2 * _VARIANCE_ROUNDING), 3) is None
     assert math.isnan(_window_variance(float("nan"), 1.0, 3))
+    assert _window_variance(sq, float("inf"), 3) is None  # an overflowed sum: not a variance (was sqrt(-inf))
 
     model, lf = tiny().float(), nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)

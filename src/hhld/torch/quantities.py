@@ -279,10 +279,11 @@ _VARIANCE_ROUNDING = 1e-5
 def _window_variance(sq, mean_sq_norm, n: int):
     """``sum_j Var_t x_j = n/(n-1) (sq/n - |sum_t x_t|^2/n^2)`` as a host float from ``sq = sum_t |x_t|^2`` and
     ``|sum_t x_t|^2``; 0.0 when it is below zero by no more than rounding (:data:`_VARIANCE_ROUNDING` of
-    ``sq/n``), None when by more (not a variance: the caller drops the window rather than clamp it)."""
+    ``sq/n``), None when by more (not a variance, -inf included: an overflowed float32 sum; the caller drops
+    the window rather than clamp it)."""
     sq, msq = float(sq), float(mean_sq_norm)
     var = (sq / n - msq / (n * n)) * (n / (n - 1))
-    if var >= 0 or not math.isfinite(var):  # a non-finite one goes on to the monitor's check, which names it
+    if var >= 0 or math.isnan(var):  # a NaN (or +inf) goes on to the monitor's check, which names it
         return var
     return 0.0 if -var <= _VARIANCE_ROUNDING * (sq / n) else None
 
