@@ -354,6 +354,59 @@ class Reparametrized(nn.Module):
         return self.fc((self.base(h) + 2.0 * (h @ self.A.T @ self.B.T)).tanh())
 
 
+class PaddedEncoder(nn.Module):
+    """``nn.TransformerEncoder`` (post-LN layers, batch first) under a key padding mask, the first token's state
+    classified: the attention goes through ``F.multi_head_attention_forward`` with a boolean mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, EMB)
+        layer = nn.TransformerEncoderLayer(EMB, HEADS, 2 * EMB, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.fc = nn.Linear(EMB, 3)
+
+    def forward(self, ids):
+        return self.fc(self.enc(self.emb(ids), src_key_padding_mask=ids == 0)[:, 0])
+
+
+class TextConv(nn.Module):
+    """Token models beside attention: a depthwise dilated ``Conv1d``, a strided pointwise one, a max over time,
+    an ``nn.EmbeddingBag`` branch and an ``nn.Embedding(max_norm=1, padding_idx=0)`` (its rows renormalised in
+    place by the forward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8, max_norm=1.0, padding_idx=0)
+        self.dw = nn.Conv1d(8, 8, 3, groups=8, dilation=2, padding=2)
+        self.pw = nn.Conv1d(8, 6, 1, stride=2)
+        self.bag = nn.EmbeddingBag(20, 6, mode="mean")
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, ids):
+        h = F.relu(self.pw(F.relu(self.dw(self.emb(ids).transpose(1, 2)))))
+        return self.fc(h.amax(-1) + self.bag(ids))
+
+
+class ChannelsLastFrozenBN(nn.Module):
+    """Fine-tuning habits: a ``channels_last`` network (its input converted inside) whose ``BatchNorm2d`` stays in
+    eval mode while the rest trains (running statistics: no coupling of the samples, every parameter covered)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 3 * 3, 4))
+        self.net.to(memory_format=torch.channels_last)
+        self.train()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.net[1].eval()  # frozen statistics, as when fine-tuning with a small batch
+        return self
+
+    def forward(self, x):
+        return self.net(x.contiguous(memory_format=torch.channels_last))
+
+
 def infonce_loss(e, y):
     """InfoNCE over in-batch pairs (each sample against the next one's embedding), outside the model."""
     return F.cross_entropy(e @ e.roll(1, 0).T / 0.5, torch.arange(e.shape[0]))
@@ -442,6 +495,48 @@ def feat_data(B, seed, n_out=3):
     g = _gen(seed)
     y = _skewed((B,), n_out, g, power=2.0)
     return (_prototypes(n_out, (6,))[y] + 0.7 * torch.randn(B, 6, generator=g),), y
+
+
+def padded_lm_data(B, seed):
+    """:func:`lm_data` with each sequence's targets after a random length set to ``ignore_index`` (-100)."""
+    (x,), y = lm_data(B, seed)
+    lengths = torch.randint(2, SEQ + 1, (B,), generator=_gen(seed + 3))
+    y = y.masked_fill(torch.arange(SEQ) >= lengths[:, None], -100)
+    return (x,), y
+
+
+def padded_lm_loss(out, y):
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=-100)
+
+
+def padded_lm_per_sample(out, y):
+    """A sequence's share of the batch loss (a mean over the batch's unpadded tokens), times B: the terms whose
+    batch mean is the applied gradient."""
+    tok = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="none")
+    return tok.view(y.shape).sum(1) * y.shape[0] / (y != -100).sum()
+
+
+CLASS_WEIGHTS = (1.0, 3.0, 0.5)
+
+
+def weighted_loss(out, y):
+    return F.cross_entropy(out, y, weight=torch.tensor(CLASS_WEIGHTS, dtype=out.dtype), label_smoothing=0.1)
+
+
+def weighted_per_sample(out, y):
+    """A sample's share of the class-weighted mean (``sum_i w_i l_i / sum_i w_i``), times B."""
+    w = torch.tensor(CLASS_WEIGHTS, dtype=out.dtype)
+    return F.cross_entropy(out, y, weight=w, label_smoothing=0.1, reduction="none") * y.shape[0] / w[y].sum()
+
+
+def enc_ids_data(B, seed):
+    """Token ids with trailing padding (id 0) and a class that the first token carries."""
+    g = _gen(seed)
+    y = _skewed((B,), 3, g, power=2.0)
+    x = 1 + _skewed((B, SEQ), 19, g, power=1.0)
+    x[:, 0] = 1 + y
+    lengths = torch.randint(2, SEQ + 1, (B,), generator=g)
+    return (x.masked_fill(torch.arange(SEQ) >= lengths[:, None], 0),), y
 
 
 # ====================================================================== the table
@@ -549,6 +644,20 @@ _W = [
     Workload("reparametrized", "i", _seeded(Reparametrized), feat_data, cls_loss, cls_per_sample, reference="graph",
              note="weight_norm and a raw-matmul LoRA adapter (under bf16/fp16 autocast the weights' half copies made "
                   "their sums fail the float32 check: uncovered)"),
+    Workload("lm_padded", "a", _seeded(lambda: GPT("sdpa", p=0.0)), padded_lm_data, padded_lm_loss,
+             padded_lm_per_sample, batch=6, reference="graph", max_norm=0.2,
+             note="targets padded with ignore_index=-100: the loss is a mean over the batch's unpadded tokens, so "
+                  "a sequence weighs by its length"),
+    Workload("encoder_padmask", "b", _seeded(PaddedEncoder), enc_ids_data, cls_loss, cls_per_sample, batch=16,
+             reference="graph", max_norm=0.1, note="nn.TransformerEncoder (2 post-LN layers) with "
+                                                   "src_key_padding_mask"),
+    Workload("text_conv", "i", _seeded(TextConv), ids_data, cls_loss, cls_per_sample, reference="graph",
+             note="depthwise dilated Conv1d, strided pointwise Conv1d, EmbeddingBag, Embedding(max_norm=1) (its in-place "
+                  "renormalisation has no vmap rule: the graph reference)"),
+    Workload("chlast_frozen_bn", "d", _seeded(ChannelsLastFrozenBN), img_data, cls_loss, cls_per_sample, batch=16,
+             reference="graph", max_norm=0.1, note="channels_last, BatchNorm2d kept in eval mode (fine-tuning)"),
+    Workload("weighted_ce", "i", _seeded(small_mlp), feat_data, weighted_loss, weighted_per_sample,
+             reference="graph", note="cross_entropy(weight=class weights, label_smoothing=0.1): a weighted mean"),
     Workload("compiled_mlp", "g", _seeded(small_mlp), feat_data, cls_loss, cls_per_sample, batch=32, reference="func",
              compiled=True, note="torch.compile(backend='aot_eager'), 10 steps (above dynamo's recompile limit 8)"),
 ]
@@ -634,6 +743,11 @@ _CELLS = {
     "mixup_hidden": ["sgd"],
     "other_layers": ["sgd", "bf16", "fp16_scaler"],
     "reparametrized": ["sgd", "bf16", "fp16_scaler"],
+    "lm_padded": ["sgd", "clip", "accum2", "bf16"],
+    "encoder_padmask": ["sgd", "clip"],
+    "text_conv": ["sgd", "accum2"],
+    "chlast_frozen_bn": ["sgd", "momentum", "fp16_scaler"],
+    "weighted_ce": ["sgd", "accum2"],
 }
 CELLS = [Cell(w, p, steps=10 if WORKLOADS[w].compiled else 2) for w, ps in _CELLS.items() for p in ps]
 HF_CELL = "hf_gpt2-hf_trainer"  # the Hugging Face cell: its own model (a tiny GPT2 from a config)
