@@ -951,3 +951,54 @@ def test_parameter_groups_with_different_learning_rates_warn_once_when_it_happen
         seen += [(k, str(w.message)) for w in rec if "different learning rates" in str(w.message)]
     assert len(seen) == 1 and seen[0][0] == 1 and "(in the row ending at step 1)" in seen[0][1]
     mon.close()
+
+
+def _warmup_run(log_every, tier1_every, steps=24, lr0=0.0):
+    """A noisy toy problem (tr Sigma / 2 >> drop_factor) under a per-step warm-up from ``lr0``: returns the monitor."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, lr0 + s / 8))
+    mon = Monitor(model, opt, log_every=log_every, tier1_every=tier1_every, window=None)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(steps):
+        x, y = 3 * torch.randn(16, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        sched.step()
+        mon.step(loss)
+    mon.close()
+    return mon
+
+
+@pytest.mark.parametrize("log_every, tier1_every, lr0", [(4, 4, 0.0), (2, 6, 0.5)],
+                         ids=["warmup_from_lr0", "rows_without_tier1"])
+def test_regimes_and_transitions_never_mix_C_and_C_sgd(log_every, tier1_every, lr0):
+    # C_sgd / C = tr Sigma / 2: a tracker fed C_sgd in one row and C in the next saw a "drop" by that factor. A
+    # warm-up from lr = 0 (Hugging Face's linear schedule) measures D = 0 at its first tier-1 step (no C in the first
+    # row); with log_every < tier1_every every other row has no C.
+    mon = _warmup_run(log_every, tier1_every, lr0=lr0)
+    rows = mon.history
+    ratios = [r["C_sgd"] / r["C"] for r in rows if r.get("C")]
+    assert min(ratios) > 3.0  # the factor between the two is above drop_factor (3): mixing them fires a "drop"
+    assert rows[0].get("C") is None or lr0 > 0
+    first_c = next(i for i, r in enumerate(rows) if r.get("C") is not None)
+    assert all(r["regime_from"] == "C_sgd" for r in rows[:first_c])
+    assert all(r["regime_from"] == "C" for r in rows[first_c:])  # for good, also in rows without C
+    by_step = {r["step"]: r for r in rows}
+    for ev in (e for e in mon.events if e["event"] == "phase_transition"):  # before and after: one column's values
+        after = {k for k in ("C", "C_sgd") if by_step[ev["step"]].get(k) == ev["C_after"]}
+        before = {k for k in ("C", "C_sgd") if any(r.get(k) == ev["C_before"] for r in rows if r["step"] < ev["step"])}
+        assert after & before == {ev.get("source")}, ev
+    for ev in (e for e in mon.events if e["event"] == "regime"):
+        assert by_step[ev["step"]][ev.get("source")] == ev["C"]
+    # the rows without C carry the regime: no change, no transition
+    assert all(not r["regime_changed"] and not r["phase_transition"] for r in rows[first_c:] if r.get("C") is None)
+
+
+def test_row_lr_is_the_mean_over_its_steps():
+    mon = _warmup_run(4, 4, steps=8)
+    lrs = [0.2 * min(1.0, s / 8) for s in range(8)]
+    assert [r["lr"] for r in mon.history] == pytest.approx([sum(lrs[:4]) / 4, sum(lrs[4:]) / 4], rel=1e-12)

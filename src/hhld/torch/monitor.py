@@ -275,8 +275,14 @@ class Monitor:
         self._warned_no_step = False
         self.sinks = list(sinks)
         self.thresholds = thresholds or RegimeThresholds()
+        # regimes and phase-transition events follow C; until a row first has C (no D yet: tier 1 has not measured,
+        # or measured D = 0 at lr = 0 in a warm-up) they follow C_sgd with trackers of their own, so that the two
+        # quantities (C_sgd / C = tr Sigma / 2) never meet in one tracker
         self.regime = RegimeTracker(self.thresholds, regime_patience)
         self.transitions = PhaseTransitionDetector(drop_factor)
+        self._sgd_regime = RegimeTracker(self.thresholds, regime_patience)
+        self._sgd_transitions = PhaseTransitionDetector(drop_factor)
+        self.regime_source: str | None = None  # "C_sgd" until the first row with C, then "C" for good
         self.compiled = _is_compiled(model)
         self.ddp = _is_ddp(model)
         self.world_size = 1
@@ -902,7 +908,8 @@ class Monitor:
         if grads_bad:
             self._report_nonfinite()  # raises, or warns once naming the parameter
         row = {"step": self.step_count - 1, "steps": self._steps_in_interval, "skipped_steps": self._skipped,
-               "lr": float(self.optimizer.param_groups[0]["lr"]),
+               "lr": (sums["step_lr"] / counts["step_lr"] if counts.get("step_lr")
+                      else float(self.optimizer.param_groups[0]["lr"])),
                "lr_kind": "sgd_equivalent" if self.optimizer_kind == "adaptive" else self.optimizer_kind}
         if counts.get("loss"):
             row["loss"] = sums["loss"] / counts["loss"]
@@ -945,26 +952,45 @@ class Monitor:
                           "on a fixed probe batch)", RuntimeWarning, stacklevel=3)
         if not grads_bad:
             self._check_row(row)
-        C = row.get("C") if row.get("C") is not None else row.get("C_sgd")
-        row["regime_from"] = "C" if row.get("C") is not None else "C_sgd"
-        first = self.regime.current is None
-        regime, changed = self.regime.update(C)
-        row["regime"] = regime
-        row["regime_changed"] = changed and not first
-        ev = self.transitions.update(row["step"], C)
-        row["phase_transition"] = ev is not None
-        if ev is not None:
-            self.events.append(ev)
-        if changed:
-            ev = {"step": row["step"], "event": "regime", "regime": regime, "C": C}
-            if first:
-                ev["initial"] = True  # the first label, not a change
-            self.events.append(ev)
+        self._update_regime(row)
         self.history.append(row)
         for s in self.sinks:
             s.write(row)
         self._reset_interval()
         return row
+
+    def _update_regime(self, row):
+        """The row's regime and phase-transition event, from one quantity: ``C_sgd`` until a row first has a finite
+        ``C``, then ``C`` for good (``regime_from`` says which). A row without a value of its source (no tier-1 step in
+        it, ``D = 0`` at ``lr = 0``) carries the regime and adds nothing to the drop detector: ``C_sgd`` and ``C``
+        differ by the factor ``tr Sigma / 2``, so a tracker fed both would see drops and regimes that are only the
+        change of quantity."""
+        C = row.get("C")
+        if self.regime_source != "C" and C is not None and math.isfinite(C):
+            self.regime_source = "C"
+        elif self.regime_source is None and row.get("C_sgd") is not None:
+            self.regime_source = "C_sgd"
+        src = self.regime_source
+        row["regime_from"] = src
+        if src is None:
+            row.update(regime=None, regime_changed=False, phase_transition=False)
+            return
+        reg, det = (self.regime, self.transitions) if src == "C" else (self._sgd_regime, self._sgd_transitions)
+        value = row.get(src)
+        first = reg.current is None
+        regime, changed = reg.update(value)
+        row["regime"] = regime
+        row["regime_changed"] = changed and not first
+        ev = det.update(row["step"], value)
+        row["phase_transition"] = ev is not None
+        if ev is not None:
+            ev["source"] = src
+            self.events.append(ev)
+        if changed:
+            ev = {"step": row["step"], "event": "regime", "regime": regime, "C": value, "source": src}
+            if first:
+                ev["initial"] = True  # the first label from this source (the first label, or C taking over), not a change
+            self.events.append(ev)
 
     def _finalize(self, q, ictx):
         """``q.finalize(ictx)``; quantities written for the former ``finalize(sums, counts, monitor)`` still work

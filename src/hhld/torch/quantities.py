@@ -223,7 +223,7 @@ class GradientStats(Quantity):
         return step % self.every == 0 or (self.track_update and self._sampled(step))
 
     def pre_step(self, ctx):
-        out = {"grad_sq": ctx.grad_sq, "lr_over_B": ctx.lr / ctx.batch_size}
+        out = {"grad_sq": ctx.grad_sq, "lr_over_B": ctx.lr / ctx.batch_size, "step_lr": ctx.lr}
         self._snapped = False
         if self.track_update and self._sampled(ctx.step):
             ps = [p.detach() for p in ctx.params]
