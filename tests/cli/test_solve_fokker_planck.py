@@ -65,3 +65,38 @@ def test_cli_bad_D_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["solve", "fokker-planck", "--D", "-1", "--out", str(tmp_path / "x"), "-q"])
     assert res.exit_code == 2
     assert "D" in res.output and "> 0" in res.output
+
+
+def test_cli_warnings_are_one_line_and_a_too_narrow_start_says_why(tmp_path, capfd):
+    """A warning reads like the errors, one line (Python's default added the library's source line), and a Gaussian
+    narrower than a cell with no cell centre near it names the fix."""
+    import sys
+    import warnings
+
+    from hhld.cli._common import run_app
+
+    with warnings.catch_warnings():  # shown as `hhld` shows them (pytest records them instead)
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: sys.stderr.write(  # Python's default
+            warnings.formatwarning(m, c, f, n, line))
+        code = run_app(app, ["solve", "fokker-planck", "--width", "0.001", "-n", "16", "--no-animate", "--t-end",
+                             "0.1", "-q", "-o", str(tmp_path / "x")])
+    err = capfd.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("warning: grid barely resolves the Gibbs density") and \
+        lines[0].endswith("(GridResolutionWarning)")
+    assert lines[1].startswith("error: the Gaussian at") and "below the cell size [0.25, 0.25]" in lines[1]
+    assert len(lines) == 2 and "fp = FokkerPlanck" not in err
+    assert warnings.formatwarning.__name__ == "formatwarning"  # restored after the command
+
+
+def test_cli_flat_start_at_small_D_runs(tmp_path):
+    """`--width 100` (a flat start) at D = 0.05 on 128^2 cells: CRAM's step had a negative entry of -1.2e-10 of the
+    largest, beyond round-off, and the KL refused it (the command failed); auto now moves on to the contour rule."""
+    out = tmp_path / "flat"
+    res = CliRunner().invoke(app, ["solve", "fokker-planck", "--width", "100", "--t-end", "0.5", "--snapshots", "2",
+                                   "--k", "0", "--no-animate", "-q", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = np.load(out / "results.npz")
+    assert data["snapshots"].min() > -1e-10 * data["snapshots"].max() and np.all(np.isfinite(data["kl"]))

@@ -8,11 +8,13 @@ environment shows the traceback instead, for bug reports).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, NoReturn, Optional
 
@@ -99,12 +101,29 @@ def _click_exception() -> type:
     return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings as one line ``warning: message (Category)`` on stderr, like the errors (Python's default adds the
+    source line of the library call that warned, which means nothing to a user of the command line)."""
+    previous = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        return f"warning: {' '.join(str(message).split())} ({category.__name__})\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def run_app(app: typer.Typer, argv: Optional[list[str]] = None) -> int:
     """Run ``app`` like the ``hhld`` executable and return the exit status; usage errors (a bad
     option value, an unknown option) print one line instead of click's box."""
     click_exc = _click_exception()
     try:
-        rv = app(args=argv, prog_name="hhld", standalone_mode=False)
+        with _one_line_warnings():
+            rv = app(args=argv, prog_name="hhld", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:

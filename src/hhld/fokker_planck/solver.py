@@ -250,7 +250,12 @@ class FokkerPlanck:
         arg = sum(((m - c[k]) / w[k]) ** 2 for k, m in enumerate(self.grid.mesh()))
         rho = np.exp(-0.5 * arg)
         if rho.sum() == 0:
-            raise ValueError(f"the Gaussian at {c.tolist()} has no mass on the grid {list(self.grid.box)}")
+            h = np.asarray(self.grid.h, dtype=np.float64).ravel()
+            hint = (f": its width {width!r} is far below the cell size {h.tolist() if h.size > 1 else float(h[0])!r}, "
+                    "so no cell centre lies near it; use a width of at least a cell, or more cells"
+                    if np.any(w < np.broadcast_to(h, w.shape)) else
+                    ": the centre lies far outside the box")
+            raise ValueError(f"the Gaussian at {c.tolist()} has no mass on the grid {list(self.grid.box)}{hint}")
         return self.grid.normalize_density(rho).astype(self.grid.dtype)
 
     def evolve(self, rho0: np.ndarray, times: Sequence[float], method: str = "auto",
