@@ -1,3 +1,6 @@
+import re
+import warnings
+
 import numpy as np
 import pytest
 
@@ -91,3 +94,45 @@ def test_imaginary_time_ground_state():
     assert abs(E - 0.5) < 1e-6
     exact = harmonic.coherent_state(g, 0.0).real
     assert np.max(np.abs(np.abs(psi) - exact)) < 1e-5
+
+
+@pytest.mark.parametrize("hbar, n, wrong", [(0.01, 64, True), (1e-8, 64, True), (0.01, 1024, False)])
+def test_a_wave_function_the_grid_does_not_resolve_is_flagged(hbar, n, wrong):
+    """hbar small against the grid: the potential's phase varies faster than pi/dx, the state aliases, and the packet
+    stays where it started while the norm and the energy look conserved (a silently wrong evolution until
+    2026-12-02). The spectral tail says so; the resolved run (1024 points) is the reference and has no warning."""
+    from hhld.quantum.schrodinger import RESOLUTION_TAIL, ResolutionWarning
+
+    L = get_landscape("double_well_1d")
+    g = make_grid(n, L.box)
+    psi0 = g.gaussian_packet([0.5], 0.2, hbar=hbar)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = SplitStepSolver(g, L, hbar=hbar, dt=1e-3).evolve(psi0, 2.0, 5)
+    x = g.mesh()[0]
+    mean_x = [float(np.sum(x * np.abs(p) ** 2) / np.sum(np.abs(p) ** 2)) for p in res.snapshots]
+    msgs = [str(w.message) for w in rec if issubclass(w.category, ResolutionWarning)]
+    assert np.ptp(res.energies) < 1e-6 and np.max(np.abs(res.norms - 1)) < 1e-12  # these never showed it
+    assert res.spectral_tails[0] < 1e-12
+    if wrong:
+        assert res.spectral_tails.max() > 0.1 and len(msgs) == 1 and "does not resolve" in msgs[0]
+        assert abs(mean_x[2] - 0.5) < 0.1   # the packet has not moved (the resolved one is at 1.06)
+    else:
+        assert res.spectral_tails.max() < RESOLUTION_TAIL * 1e-5 and not msgs
+        assert mean_x[2] == pytest.approx(1.06, abs=0.01)
+
+
+def test_a_time_step_too_large_for_the_splitting_is_flagged():
+    from hhld.quantum.schrodinger import ResolutionWarning
+
+    L = get_landscape("double_well_1d")
+    g = make_grid(64, L.box)
+    psi0 = g.gaussian_packet([-1.0], 0.2)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        SplitStepSolver(g, L, dt=0.25).evolve(psi0, 5.0, 21)
+    msgs = [str(w.message) for w in rec if issubclass(w.category, ResolutionWarning)]
+    assert any(re.search(r"energy drifted by .*\(2(\.\d+)? of <T> \+ <\|V\|>.* use a smaller dt", m) for m in msgs), msgs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResolutionWarning)
+        SplitStepSolver(g, L, dt=1e-3).evolve(psi0, 5.0, 21)  # the command line's default: no warning

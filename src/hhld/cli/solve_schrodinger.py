@@ -258,7 +258,8 @@ def schrodinger(
     files = _figures(out, grid, V, res, eig, quiet, animate)
 
     arrays = {f"axis{k}": a for k, a in enumerate(grid.axes())}
-    arrays.update(potential=V, times=res.times, snapshots=res.snapshots, norms=res.norms, energies=res.energies)
+    arrays.update(potential=V, times=res.times, snapshots=res.snapshots, norms=res.norms, energies=res.energies,
+                  spectral_tails=res.spectral_tails)
     if eig is not None:
         arrays.update(eigenvalues=eig[0], eigenstates=eig[1])
     np.savez_compressed(out / "schrodinger.npz", **arrays)
@@ -269,6 +270,7 @@ def schrodinger(
         "t_end": t_end, "dt": res.meta["dt"], "steps": res.meta["steps"], "snapshots": snapshots,
         "max_norm_error": float(np.max(np.abs(res.norms - 1.0))),
         "energy_drift": float(np.ptp(res.energies)), "energy": float(res.energies[0]),
+        "max_spectral_tail": float(np.max(res.spectral_tails)),
         "eigenvalues": None if eig is None else eig[0].tolist(),
         "wall_time_s": t_evolve, "files": ["schrodinger.npz", "summary.json"] + files,
         "estimate": {"memory_bytes": est["bytes"], "seconds": est["seconds"]},
@@ -282,7 +284,7 @@ def schrodinger(
         tab.add_column("quantity")
         tab.add_column("value")
         for key in ("landscape", "points", "hbar", "m", "t_end", "steps", "max_norm_error", "energy", "energy_drift",
-                    "wall_time_s"):
+                    "max_spectral_tail", "wall_time_s"):
             tab.add_row(key, str(summary[key]))
         if eig is not None:
             tab.add_row("eigenvalues", ", ".join(f"{e:.6g}" for e in eig[0]))
