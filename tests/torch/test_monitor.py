@@ -1002,3 +1002,59 @@ def test_row_lr_is_the_mean_over_its_steps():
     mon = _warmup_run(4, 4, steps=8)
     lrs = [0.2 * min(1.0, s / 8) for s in range(8)]
     assert [r["lr"] for r in mon.history] == pytest.approx([sum(lrs[:4]) / 4, sum(lrs[4:]) / 4], rel=1e-12)
+
+
+class _Lion(torch.optim.Optimizer):
+    """A sign-based optimizer from outside torch (lucidrains' Lion, abridged): the monitor does not know it."""
+
+    def __init__(self, params, lr=1e-4):
+        super().__init__(params, dict(lr=lr))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    p.add_(torch.sign(p.grad), alpha=-g["lr"])
+
+
+class _NoLr(torch.optim.Optimizer):
+    def __init__(self, params):
+        super().__init__(params, dict(step_size=0.1))
+
+    def step(self, closure=None):
+        pass
+
+
+def test_an_optimizer_the_monitor_does_not_know_is_labelled_and_warned_about():
+    # until 2026-12-02: lr_kind "other", D and C_sgd computed as for SGD, no word; a group without "lr": KeyError
+    model, lf = tiny(), nn.CrossEntropyLoss()
+    opt = _Lion(model.parameters())
+    with pytest.warns(RuntimeWarning, match=r"_Lion is not torch.optim.SGD.*lr_kind='sgd_equivalent'"):
+        mon = Monitor(model, opt, log_every=1)
+    x, y = data()
+    opt.zero_grad()
+    loss = lf(model(x), y)
+    loss.backward()
+    opt.step()
+    assert mon.step(loss)["lr_kind"] == "sgd_equivalent"
+    mon.close()
+    with pytest.raises(ValueError, match=r"_NoLr's parameter group\(s\) \[0\] have no numeric 'lr' \(keys: .*step_size"):
+        Monitor(model, _NoLr(model.parameters()))
+
+
+def test_heisenberg_sgd_is_sgd_and_its_injected_noise_is_named():
+    from hhld.torch.optim import HeisenbergSGD
+
+    model = tiny()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no optimizer warning for the plain gradient step
+        Monitor(model, HeisenbergSGD(model.parameters(), lr=0.05, kick_threshold=None, seed=0)).close()
+    with pytest.warns(RuntimeWarning, match=r"injects Langevin noise \(D_inject=0.01\).*D=<total diffusion>"):
+        mon = Monitor(model, HeisenbergSGD(model.parameters(), lr=0.05, D_inject=0.01, kick_threshold=None, seed=0))
+    assert mon.optimizer_kind == "sgd"
+    mon.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # D given: nothing to say
+        Monitor(model, HeisenbergSGD(model.parameters(), lr=0.05, D_inject=0.01, kick_threshold=None, seed=0),
+                D=0.02).close()

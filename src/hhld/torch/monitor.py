@@ -153,10 +153,14 @@ def _l1_norms(grads) -> list:
 
 
 def optimizer_kind(optimizer) -> str:
-    """``"adaptive"`` (Adam-like preconditioning), ``"sgd_momentum"``, ``"sgd"`` or ``"other"``."""
-    if isinstance(optimizer, ADAPTIVE_OPTIMIZERS) or any("exp_avg_sq" in s for s in optimizer.state.values()):
+    """``"adaptive"`` (Adam-like preconditioning), ``"sgd_momentum"``, ``"sgd"`` or ``"other"`` (an optimizer the
+    monitor does not know: Lion, a sign or an orthogonalised update, an optimizer from another library)."""
+    if isinstance(optimizer, ADAPTIVE_OPTIMIZERS) or any(
+            isinstance(k, str) and k.startswith("exp_avg_sq") for s in optimizer.state.values() for k in s):
         return "adaptive"
-    if isinstance(optimizer, torch.optim.SGD):
+    from .optim import HeisenbergSGD  # SGD's step plus Langevin noise: the gradient part is SGD's
+
+    if isinstance(optimizer, (torch.optim.SGD, HeisenbergSGD)):
         return "sgd_momentum" if any(g.get("momentum", 0) for g in optimizer.param_groups) else "sgd"
     return "other"
 
@@ -292,12 +296,29 @@ class Monitor:
             raise ValueError("Monitor does not support torch.optim.LBFGS: its step() re-evaluates the closure several "
                              "times (a line search over several points), so a step has no one stochastic gradient for "
                              "lr/B, D or C to describe; use a first-order optimizer (SGD, Adam, ...)")
+        bad_lr = [i for i, g in enumerate(optimizer.param_groups)
+                  if not isinstance(g.get("lr"), (int, float, torch.Tensor)) or isinstance(g.get("lr"), bool)]
+        if bad_lr:
+            raise ValueError(f"{type(optimizer).__name__}'s parameter group(s) {bad_lr} have no numeric 'lr' (keys: "
+                             f"{sorted(optimizer.param_groups[bad_lr[0]])}): the monitor reads the learning rate from "
+                             "param_groups[...]['lr'] for lr/B, D and C_sgd")
         self.optimizer_kind = optimizer_kind(optimizer)
         if self.optimizer_kind == "adaptive":
             warnings.warn(f"{type(optimizer).__name__} preconditions each coordinate: the monitor's D = lr tr Sigma/(2 B d) "
                           "and C_sgd = ||g||^2/(lr/B) are the SGD-equivalent quantities (as if the step were plain "
                           "SGD with this lr); rows carry lr_kind='sgd_equivalent' (docs/monitor.md)",
                           RuntimeWarning, stacklevel=2)
+        injected = [float(g.get("D_inject") or 0.0) for g in optimizer.param_groups]
+        if self.optimizer_kind != "other" and max(injected, default=0.0) > 0 and D is None:
+            warnings.warn(f"{type(optimizer).__name__} injects Langevin noise (D_inject={max(injected):g}) beside the "
+                          "gradient noise: the monitor's measured D is the gradient noise's alone, and C = ||g||^2/(D d) "
+                          "uses it; pass Monitor(..., D=<total diffusion>) for C with the injected noise included",
+                          RuntimeWarning, stacklevel=2)
+        elif self.optimizer_kind == "other":
+            warnings.warn(f"{type(optimizer).__name__} is not torch.optim.SGD nor an optimizer the monitor knows, so it "
+                          "cannot tell how a gradient becomes a step: D = lr tr Sigma/(2 B d) and C_sgd = "
+                          "||g||^2/(lr/B) are the SGD-equivalent quantities (as if the step were plain SGD with this "
+                          "lr); rows carry lr_kind='sgd_equivalent' (docs/monitor.md)", RuntimeWarning, stacklevel=2)
         self._lr_groups_warned = False
         self._check_group_lrs(stacklevel=3)  # the warning points at the Monitor(...) line
 
@@ -910,7 +931,7 @@ class Monitor:
         row = {"step": self.step_count - 1, "steps": self._steps_in_interval, "skipped_steps": self._skipped,
                "lr": (sums["step_lr"] / counts["step_lr"] if counts.get("step_lr")
                       else float(self.optimizer.param_groups[0]["lr"])),
-               "lr_kind": "sgd_equivalent" if self.optimizer_kind == "adaptive" else self.optimizer_kind}
+               "lr_kind": "sgd_equivalent" if self.optimizer_kind in ("adaptive", "other") else self.optimizer_kind}
         if counts.get("loss"):
             row["loss"] = sums["loss"] / counts["loss"]
         ictx = IntervalContext(step=row["step"], sums=sums, counts=counts, values=vals, dim=self._step_dim,
