@@ -9,3 +9,12 @@ def test_missing_package_gives_the_install_command():
     assert _missing_modules(run) == ["sklearn", "sklearn"]
     assert _PIP_NAMES["sklearn"] == "scikit-learn"
     assert _missing_modules(SimpleNamespace(errors=[None], summarize_error=None)) == []
+
+
+def test_validate_takes_q_for_quiet_like_the_other_commands():
+    from typer.testing import CliRunner
+
+    from hhld.cli import app
+
+    res = CliRunner().invoke(app, ["validate", "--only", "nonexistent", "-q"])
+    assert res.exit_code == 2 and "unknown experiment" in res.output and "No such option" not in res.output

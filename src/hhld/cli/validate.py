@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
                                          "these small models, above all on a busy machine."),
         force: bool = typer.Option(False, "--force", help="Run even when the up-front estimate exceeds the "
                                    "available memory or a day of compute."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars or table."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table."),
         list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
     ) -> None:
         """Run the validation suite: every claim of the documents re-measured, with a verdict.
