@@ -1041,6 +1041,10 @@ def test_an_optimizer_the_monitor_does_not_know_is_labelled_and_warned_about():
     mon.close()
     with pytest.raises(ValueError, match=r"_NoLr's parameter group\(s\) \[0\] have no numeric 'lr' \(keys: .*step_size"):
         Monitor(model, _NoLr(model.parameters()))
+    import numpy as np
+
+    for lr in (np.float32(0.05), torch.tensor(0.05), 1):  # numeric learning rates of other types are fine
+        Monitor(model, torch.optim.SGD(model.parameters(), lr=lr)).close()
 
 
 def test_heisenberg_sgd_is_sgd_and_its_injected_noise_is_named():

@@ -57,6 +57,11 @@ is moderate (``m <= max(2000, 100 sqrt(n))``: a sparse LU costs hundreds to thou
 matrix-vector products on 2-D/3-D grids) and ``cram`` for very long steps, whose cost does
 not grow with ``t``.
 
+Mass is conserved by all to round-off/tolerance (``1^T A = 0`` gives
+``1^T (z - tA)^{-1} = 1^T / z``, so the rational methods scale the mass by ``r(0)``,
+``|r(0) - 1| < 5e-15`` for CRAM-16), and the integrators are checked against each other
+in the tests.
+
 The accuracies above hold for a generator close to normal. When the Gibbs density spans many
 decades over the cells the density occupies (a flat start at small D), each method's error is
 amplified in the density's basis (measured, 2-D double well, D = 0.05, flat start, t = 0.25, L1:
@@ -65,10 +70,6 @@ Chebyshev returned -0.30 and CRAM -8.7e-11 on a density of largest value 0.70). 
 therefore checked after the fact (:func:`_step_problem`): a method asked for by name that
 fails the check is refused with the reason; ``"auto"`` moves on (Chebyshev -> CRAM -> contour
 -> expm) and refuses only when every method fails.
-Mass is conserved by all to round-off/tolerance (``1^T A = 0`` gives
-``1^T (z - tA)^{-1} = 1^T / z``, so the rational methods scale the mass by ``r(0)``,
-``|r(0) - 1| < 5e-15`` for CRAM-16), and the integrators are checked against each other
-in the tests.
 """
 from __future__ import annotations
 

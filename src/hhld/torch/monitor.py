@@ -38,6 +38,7 @@ are divided by their number (the usual accumulation pattern, Lightning's and Hug
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import NamedTuple
 
@@ -297,7 +298,7 @@ class Monitor:
                              "times (a line search over several points), so a step has no one stochastic gradient for "
                              "lr/B, D or C to describe; use a first-order optimizer (SGD, Adam, ...)")
         bad_lr = [i for i, g in enumerate(optimizer.param_groups)
-                  if not isinstance(g.get("lr"), (int, float, torch.Tensor)) or isinstance(g.get("lr"), bool)]
+                  if not isinstance(g.get("lr"), (numbers.Real, torch.Tensor)) or isinstance(g.get("lr"), bool)]
         if bad_lr:
             raise ValueError(f"{type(optimizer).__name__}'s parameter group(s) {bad_lr} have no numeric 'lr' (keys: "
                              f"{sorted(optimizer.param_groups[bad_lr[0]])}): the monitor reads the learning rate from "
