@@ -255,3 +255,19 @@ def test_bad_observer_is_a_clear_error(obs, match):
 def test_a_function_is_not_a_landscape():
     with pytest.raises(TypeError, match="NumpyLandscape"):
         Simulation(lambda th: (th ** 2).sum(-1), np.zeros((5, 2)), dt=0.01, D=0.1)
+
+
+def test_divergence_is_reported_once_by_the_check_not_by_numpy_warnings():
+    """dt far above 2 / curvature on the double well: the positions overflow. The NonFiniteError names the step and
+    the particle; numpy's own 'overflow encountered' warnings (three, from the gradient and the update, before
+    2026-12-02) said the same without either."""
+    import warnings
+
+    from hhld.landscapes import get_landscape
+
+    sim = Simulation(get_landscape("double_well_2d"), np.full((50, 2), 0.5), dt=1.0, D=0.1,
+                     rng=np.random.default_rng(0), kernels=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(hhld.NonFiniteError, match=r"non-finite value at step \d+ in particle \d+.*Reduce dt"):
+            sim.run(200)

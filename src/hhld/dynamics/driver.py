@@ -231,7 +231,10 @@ class Simulation:
                     self.state, info = self.kernel.advance(self.rng, self.state, self.landscape, stretch, **params)
                     i += self.state.step - before
                 else:
-                    self.state, info = step_fn(self.rng, self.state, self.landscape, **params)
+                    # numpy's overflow / invalid-value warnings would only repeat, without the step or the particle,
+                    # what the finiteness check below reports (NonFiniteError, or the dropped particles)
+                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                        self.state, info = step_fn(self.rng, self.state, self.landscape, **params)
                     i += 1
                 step = self.state.step
                 if step % self.check_every == 0 and info.finite is not True:  # True: checked by the step
