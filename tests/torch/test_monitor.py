@@ -992,6 +992,9 @@ def test_regimes_and_transitions_never_mix_C_and_C_sgd(log_every, tier1_every, l
         after = {k for k in ("C", "C_sgd") if by_step[ev["step"]].get(k) == ev["C_after"]}
         before = {k for k in ("C", "C_sgd") if any(r.get(k) == ev["C_before"] for r in rows if r["step"] < ev["step"])}
         assert after & before == {ev.get("source")}, ev
+        # C falls as 1/lr: the event carries the learning rates of its two rows (a warm-up's share of the drop)
+        assert ev["lr_after"] == by_step[ev["step"]]["lr"]
+        assert ev["lr_before"] == next(r["lr"] for r in rows if r.get(ev["source"]) == ev["C_before"])
     for ev in (e for e in mon.events if e["event"] == "regime"):
         assert by_step[ev["step"]][ev.get("source")] == ev["C"]
     # the rows without C carry the regime: no change, no transition
@@ -1062,3 +1065,27 @@ def test_heisenberg_sgd_is_sgd_and_its_injected_noise_is_named():
         warnings.simplefilter("error")  # D given: nothing to say
         Monitor(model, HeisenbergSGD(model.parameters(), lr=0.05, D_inject=0.01, kick_threshold=None, seed=0),
                 D=0.02).close()
+
+
+def test_a_drop_of_C_that_comes_with_a_rise_of_lr_carries_both_learning_rates():
+    # C = ||g||^2/(D d), D = lr tr Sigma/(2 B d): a 10x rise of lr divides C by about 10, which the detector reports as
+    # a phase transition; the event says which learning rates its two rows ran at
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 if s < 10 else 10.0)
+    mon = Monitor(model, opt, log_every=5, tier1_every=5, window=None)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        x, y = 3 * torch.randn(16, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        sched.step()
+        mon.step(loss)
+    mon.close()
+    evs = [e for e in mon.events if e["event"] == "phase_transition"]
+    assert [e["step"] for e in evs] == [14] and evs[0]["source"] == "C"
+    assert evs[0]["lr_before"] == pytest.approx(0.01) and evs[0]["lr_after"] == pytest.approx(0.1)
+    assert [r["lr"] for r in mon.history] == pytest.approx([0.01, 0.01, 0.1, 0.1])

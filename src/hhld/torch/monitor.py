@@ -1007,6 +1007,11 @@ class Monitor:
         row["phase_transition"] = ev is not None
         if ev is not None:
             ev["source"] = src
+            # C = ||g||^2/(D d) with D = lr tr Sigma/(2 B d), and C_sgd = ||g||^2 B/lr, fall as 1/lr: a drop that comes
+            # with lr rising (a warm-up) is partly the schedule's; the event carries both learning rates
+            before = next((r for r in reversed(self.history) if r.get(src) == ev["C_before"]), None)
+            ev["lr_before"] = before.get("lr") if before is not None else None
+            ev["lr_after"] = row.get("lr")
             self.events.append(ev)
         if changed:
             ev = {"step": row["step"], "event": "regime", "regime": regime, "C": value, "source": src}
