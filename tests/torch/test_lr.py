@@ -153,3 +153,29 @@ def test_lr_range_test_validation():
         lr_range_test(model, opt, MSE, [], smoothing=0.0)
     with pytest.raises(ValueError, match="no batch"):
         lr_range_test(model, opt, MSE, [], num_steps=3)
+
+
+@pytest.mark.parametrize("labels", ["random", "learnable"])
+def test_lr_range_test_gives_no_suggestion_when_the_descent_is_within_its_noise(labels):
+    """Random labels: the loss barely moves over the sweep, and the steepest "slope" of the moving average was its noise
+    at the sweep's first points (1.7e-7 before 2026-12-02). Now None, with a warning; learnable labels still give the
+    steepest descent, near the end of the sweep."""
+    import warnings
+
+    from hhld.torch.lr import lr_range_test
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    X = torch.randn(256, 6, generator=torch.Generator().manual_seed(1))
+    Y = torch.randint(0, 3, (256,), generator=torch.Generator().manual_seed(2)) if labels == "random" else \
+        (X[:, 0] > 0).long() + (X[:, 1] > 0).long()
+    loader = [(X[i:i + 32], Y[i:i + 32]) for i in range(0, 256, 32)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = lr_range_test(model, opt, torch.nn.functional.cross_entropy, loader)
+    msgs = [str(w.message) for w in rec if "lr_range_test" in str(w.message)]
+    if labels == "random":
+        assert res.suggested_lr is None and len(msgs) == 1 and "within 4 standard deviations of its noise" in msgs[0]
+    else:
+        assert not msgs and 0.1 < res.suggested_lr < 10.0

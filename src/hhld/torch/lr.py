@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -262,11 +263,39 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, l
     min_lr = None
     if smooth:
         min_lr = lrs[int(np.argmin(smooth))]
-        lo, hi = skip_start, len(smooth) - skip_end
+        # the bias-corrected moving average of the first points is noisier than later: its standard deviation is
+        # sqrt((1 + q) / (1 - q)) times the asymptotic one, q = (1 - smoothing)^(i + 1); the points where that
+        # exceeds 2 (q > 0.6: the first 10 at smoothing 0.05) are left out too, or their noise is the steepest
+        # "slope" (a suggestion at the sweep's first points, 1.7e-7, on a sweep whose loss only fell near lr = 1)
+        warm = int(math.ceil(math.log(0.6) / math.log(1.0 - smoothing))) - 1 if smoothing < 1 else 0
+        lo, hi = max(skip_start, warm), len(smooth) - skip_end
         if hi - lo >= 3:
             ys = np.asarray(smooth[lo:hi])
             xs = np.log(np.asarray(lrs[lo:hi]))
             slope = np.gradient(ys, xs)
-            suggestion = float(lrs[lo + int(np.argmin(slope))])
+            # the noise of that slope, from the slopes themselves at the sweep's smallest learning rates (its first
+            # third, where the loss has not begun to move on a sweep that starts low enough): their median absolute
+            # deviation, robust to a descent that starts early, each slope scaled by its point's factor
+            # sqrt((1 + q) / (1 - q)) (the bias-corrected average's extra noise at its start). That noise is neither
+            # white nor small (the batches of a short loader come round periodically, which a formula for
+            # independent losses underestimates). A slope counts as a descent when it lies more than 4 of those below
+            # the low-lr median; the suggestion is the steepest such slope, and there is none when no slope does (a
+            # sweep whose loss barely moves: random labels gave 1.7e-7 and 7.7e-7 as "suggestions"), with a warning
+            q = (1.0 - smoothing) ** (np.arange(lo, hi) + 1.0)
+            z = slope / np.sqrt((1.0 + q) / (1.0 - q)) if smoothing < 1 else slope
+            low = z[:max(5, len(z) // 3)]
+            med = float(np.median(low))
+            spread = 1.4826 * float(np.median(np.abs(low - med)))
+            descent = np.flatnonzero(z < med - 4.0 * spread)
+            if descent.size:
+                suggestion = float(lrs[lo + int(descent[np.argmin(slope[descent])])])
+            else:
+                i = int(np.argmin(slope))
+                warnings.warn(f"lr_range_test: the steepest descent of the smoothed loss, {slope[i]:.3g} per unit of "
+                              f"log lr, is within 4 standard deviations of its noise (at the smallest learning rates: "
+                              f"median {med:.3g}, spread {spread:.3g}): no steepest-slope suggestion (suggested_lr "
+                              "None); sweep to a larger end_lr, or with more steps or larger batches", RuntimeWarning,
+                              stacklevel=2)
+
     return LRRangeResult(lrs=lrs, losses=losses, smoothed_losses=smooth, suggested_lr=suggestion,
                          min_loss_lr=min_lr, diverged=diverged, steps_run=len(lrs))
