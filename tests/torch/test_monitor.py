@@ -1089,3 +1089,17 @@ def test_a_drop_of_C_that_comes_with_a_rise_of_lr_carries_both_learning_rates():
     assert [e["step"] for e in evs] == [14] and evs[0]["source"] == "C"
     assert evs[0]["lr_before"] == pytest.approx(0.01) and evs[0]["lr_after"] == pytest.approx(0.1)
     assert [r["lr"] for r in mon.history] == pytest.approx([0.01, 0.01, 0.1, 0.1])
+
+
+def test_optimizer_kind_looks_through_a_wrapper():
+    from hhld.torch.monitor import optimizer_kind
+
+    model = tiny()
+
+    class Wrapper(torch.optim.Optimizer):  # as accelerate's AcceleratedOptimizer keeps it
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+    assert optimizer_kind(Wrapper(torch.optim.AdamW(model.parameters()))) == "adaptive"
+    assert optimizer_kind(Wrapper(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))) == "sgd_momentum"
+    assert optimizer_kind(Wrapper(_Lion(model.parameters()))) == "other"

@@ -155,7 +155,11 @@ def _l1_norms(grads) -> list:
 
 def optimizer_kind(optimizer) -> str:
     """``"adaptive"`` (Adam-like preconditioning), ``"sgd_momentum"``, ``"sgd"`` or ``"other"`` (an optimizer the
-    monitor does not know: Lion, a sign or an orthogonalised update, an optimizer from another library)."""
+    monitor does not know: Lion, a sign or an orthogonalised update, an optimizer from another library). A wrapper
+    that keeps the optimizer as ``.optimizer`` (accelerate's ``AcceleratedOptimizer``, Lightning's
+    ``LightningOptimizer``) is classified by what it wraps."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer) and optimizer.optimizer is not optimizer:
+        optimizer = optimizer.optimizer
     if isinstance(optimizer, ADAPTIVE_OPTIMIZERS) or any(
             isinstance(k, str) and k.startswith("exp_avg_sq") for s in optimizer.state.values() for k in s):
         return "adaptive"
