@@ -1103,3 +1103,42 @@ def test_optimizer_kind_looks_through_a_wrapper():
     assert optimizer_kind(Wrapper(torch.optim.AdamW(model.parameters()))) == "adaptive"
     assert optimizer_kind(Wrapper(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))) == "sgd_momentum"
     assert optimizer_kind(Wrapper(_Lion(model.parameters()))) == "other"
+
+
+@pytest.mark.parametrize("kw", [dict(log_every=5, tier1_every=5, tier2_every=1), dict(log_every=5, probe_every=2),
+                                dict(log_every=4, tier1_every=1, tier2_every=3, probe_every=3)],
+                         ids=["tier2", "probe", "all"])
+def test_tier2_and_the_probe_leave_training_as_it_was(kw):
+    """Their extra forward passes on the probe batch ran in train mode: they updated BatchNorm's running statistics
+    (num_batches_tracked 25 against 10) and drew dropout masks from the global generator, so the monitored model
+    trained differently from the same model unmonitored (until 2026-12-02). Now the same weights, buffers and random
+    stream, bit for bit."""
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+
+    def train(monitored):
+        model = build()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        probe = (torch.randn(32, 6, generator=torch.Generator().manual_seed(5)),
+                 torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(6)))
+        mon = Monitor(model, opt, loss_fn=F.cross_entropy, hessian_batch=probe, **kw) if monitored else None
+        g = torch.Generator().manual_seed(1)
+        torch.manual_seed(123)
+        for _ in range(12):
+            x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            if mon is not None:
+                mon.step(loss)
+        if mon is not None:
+            assert any(r.get("hessian_trace") is not None or r.get("probe_tr_sigma") is not None for r in mon.history)
+            mon.close()
+        return model, torch.rand(3)
+
+    (a, ra), (b, rb) = train(False), train(True)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.buffers(), b.buffers()))
+    assert torch.equal(ra, rb)

@@ -37,6 +37,8 @@ are divided by their number (the usual accumulation pattern, Lightning's and Hug
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import numbers
 import warnings
@@ -861,16 +863,8 @@ class Monitor:
             for q in (self.curvature, self.probe):
                 if q is None or not q.due(self.step_count):
                     continue
-                self._internal = True
-                enabled = self.engine.enabled if self.engine else None
-                if self.engine:
-                    self.engine.enabled = False
-                try:
+                with self._aside():
                     self._add(q.post_step(self._ctx))
-                finally:
-                    self._internal = False
-                    if self.engine:
-                        self.engine.enabled = enabled
             self._steps_in_interval += 1
         self.step_count += 1
         self._measure = self._measured(self.step_count)
@@ -1097,20 +1091,40 @@ class Monitor:
                 out[n] = "not seen yet (no tier-1 step has run)"
         return out
 
-    def noise_stats(self, loss_fn, inputs, targets, **kw):
-        """On-demand :func:`hhld.torch.noise.gradient_noise_stats` on a batch (exact fallbacks)."""
+    @contextlib.contextmanager
+    def _aside(self):
+        """An evaluation beside training (tier 2, the probe, :meth:`noise_stats`): the monitor's hooks and the
+        per-sample engine stand aside, and training is left as it was: the model's buffers (BatchNorm's running
+        statistics and ``num_batches_tracked``) are restored and the global random generators forked, so that the
+        extra forward passes on the probe batch change neither the model nor the dropout masks of later steps
+        (until 2026-12-02 they did both: a monitored BatchNorm + dropout model trained differently)."""
         self._internal = True
         enabled = self.engine.enabled if self.engine else None
         if self.engine:
             self.engine.enabled = False
+        saved = [(mod, name, buf, buf.detach().clone()) for mod in self.inner.modules()
+                 for name, buf in mod._buffers.items() if buf is not None]
+        cuda = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
+                       for t in itertools.chain(self.inner.parameters(), self.inner.buffers())
+                       if t.device.type == "cuda"})
         try:
-            kw.setdefault("lr", float(self.optimizer.param_groups[0]["lr"]))
-            kw.setdefault("loss_reduction", self.loss_reduction)
-            return gradient_noise_stats(self.inner, loss_fn, inputs, targets, **kw)
+            with torch.random.fork_rng(devices=cuda):
+                yield
         finally:
+            with torch.no_grad():
+                for mod, name, buf, copy in saved:
+                    buf.copy_(copy)
+                    mod._buffers[name] = buf  # a module that replaced the buffer object gets the original back
             self._internal = False
             if self.engine:
                 self.engine.enabled = enabled
+
+    def noise_stats(self, loss_fn, inputs, targets, **kw):
+        """On-demand :func:`hhld.torch.noise.gradient_noise_stats` on a batch (exact fallbacks)."""
+        with self._aside():
+            kw.setdefault("lr", float(self.optimizer.param_groups[0]["lr"]))
+            kw.setdefault("loss_reduction", self.loss_reduction)
+            return gradient_noise_stats(self.inner, loss_fn, inputs, targets, **kw)
 
     def to_dataframe(self):
         import pandas as pd
