@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -160,10 +161,6 @@ def test_lr_range_test_gives_no_suggestion_when_the_descent_is_within_its_noise(
     """Random labels: the loss barely moves over the sweep, and the steepest "slope" of the moving average was its noise
     at the sweep's first points (1.7e-7 before 2026-12-02). Now None, with a warning; learnable labels still give the
     steepest descent, near the end of the sweep."""
-    import warnings
-
-    from hhld.torch.lr import lr_range_test
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
     X = torch.randn(256, 6, generator=torch.Generator().manual_seed(1))
@@ -179,3 +176,20 @@ def test_lr_range_test_gives_no_suggestion_when_the_descent_is_within_its_noise(
         assert res.suggested_lr is None and len(msgs) == 1 and "within 4 standard deviations of its noise" in msgs[0]
     else:
         assert not msgs and 0.1 < res.suggested_lr < 10.0
+
+
+def test_lr_range_test_with_restore_leaves_the_random_stream_where_it_was():
+    """Its sweep draws dropout masks (and a shuffling loader's order) from the global generator; with restore=True
+    the training that follows is the one it would have been without the sweep (until 2026-12-02 only the model and
+    the optimizer were restored)."""
+    model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.3), nn.Linear(16, 3))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 6), torch.randint(0, 3, (64,))),
+                                         batch_size=16, shuffle=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 20-step sweep may find no descent beyond its noise: not the point here
+        lr_range_test(model, opt, torch.nn.functional.cross_entropy, loader, num_steps=20)
+    assert torch.equal(torch.rand(4), expected)

@@ -30,6 +30,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -225,39 +226,44 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, l
     best = math.inf
     ratio = end_lr / start_lr
     it = _cycle(loader)
-    try:
-        model.train()
-        for i in range(num_steps):
-            lr = start_lr * ratio ** (i / (num_steps - 1))
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            inputs, targets = next(it)
-            optimizer.zero_grad()
-            out = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
-            loss = loss_fn(out, targets)
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                diverged = True
-                break
-            loss.backward()
-            optimizer.step()
-            avg = smoothing * lv + (1 - smoothing) * avg
-            s = avg / (1 - (1 - smoothing) ** (i + 1))
-            lrs.append(lr)
-            losses.append(lv)
-            smooth.append(s)
-            best = min(best, s)
-            if i > 0 and s > diverge_factor * best:
-                diverged = True
-                break
-    finally:
-        if restore:
-            model.load_state_dict(saved_model)
-            optimizer.load_state_dict(saved_opt)
-            for p, g in zip(model.parameters(), saved_grads):
-                p.grad = g
-            for m, t in saved_modes:
-                m.training = t
+    # restore=True also leaves the global random generators where they were (dropout masks, a shuffling loader's
+    # order): the training that follows is the one it would have been without the sweep
+    cuda = sorted({p.device.index if p.device.index is not None else torch.cuda.current_device()
+                   for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda) if restore else contextlib.nullcontext():
+        try:
+            model.train()
+            for i in range(num_steps):
+                lr = start_lr * ratio ** (i / (num_steps - 1))
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                inputs, targets = next(it)
+                optimizer.zero_grad()
+                out = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+                loss = loss_fn(out, targets)
+                lv = float(loss.detach())
+                if not math.isfinite(lv):
+                    diverged = True
+                    break
+                loss.backward()
+                optimizer.step()
+                avg = smoothing * lv + (1 - smoothing) * avg
+                s = avg / (1 - (1 - smoothing) ** (i + 1))
+                lrs.append(lr)
+                losses.append(lv)
+                smooth.append(s)
+                best = min(best, s)
+                if i > 0 and s > diverge_factor * best:
+                    diverged = True
+                    break
+        finally:
+            if restore:
+                model.load_state_dict(saved_model)
+                optimizer.load_state_dict(saved_opt)
+                for p, g in zip(model.parameters(), saved_grads):
+                    p.grad = g
+                for m, t in saved_modes:
+                    m.training = t
 
     suggestion = None
     min_lr = None
