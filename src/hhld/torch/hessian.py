@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .noise import call_model, trainable_parameters
+from .untouched import untouched
 
 __all__ = ["make_hvp", "hutchinson_trace", "top_eigenvalue", "TraceEstimate", "EigenEstimate"]
 
@@ -51,8 +52,9 @@ def make_hvp(model: nn.Module, loss_fn, inputs, targets, params=None):
     """Return ``(hvp, params)``: ``hvp(vs) -> H vs`` for lists of tensors shaped like ``params``."""
     if params is None:
         params = list(trainable_parameters(model).values())
-    # fused attention kernels (flash / memory-efficient) have no double backward: use the math kernel
-    with _math_sdpa():
+    # fused attention kernels (flash / memory-efficient) have no double backward: use the math kernel; the forward
+    # leaves no trace on the model's buffers or the global random stream (:mod:`hhld.torch.untouched`)
+    with _math_sdpa(), untouched(model):
         loss = loss_fn(call_model(model, inputs), targets)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is not finite ({float(loss)}); no Hessian-vector products")

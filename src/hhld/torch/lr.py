@@ -45,6 +45,7 @@ from .._validation import check_int, check_positive
 from ..theory import eta_opt as _eta_opt_formula
 from .hessian import hutchinson_trace, make_hvp
 from .noise import gradient_noise_stats, trainable_parameters
+from .untouched import untouched
 
 __all__ = ["EtaOptPrediction", "eta_opt_prediction", "LRRangeResult", "lr_range_test"]
 
@@ -228,9 +229,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, l
     it = _cycle(loader)
     # restore=True also leaves the global random generators where they were (dropout masks, a shuffling loader's
     # order): the training that follows is the one it would have been without the sweep
-    cuda = sorted({p.device.index if p.device.index is not None else torch.cuda.current_device()
-                   for p in model.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda) if restore else contextlib.nullcontext():
+    with untouched(model) if restore else contextlib.nullcontext():
         try:
             model.train()
             for i in range(num_steps):

@@ -38,7 +38,6 @@ are divided by their number (the usual accumulation pattern, Lightning's and Hug
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import numbers
 import warnings
@@ -56,6 +55,7 @@ from .persample.engine import HIGHER_ORDER_NOTE, _first_tensor, _output_tensors
 from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
                          PhaseTransitionDetector, ProbeNoise, Quantity, RegimeTracker, StepContext,
                          UncertaintyWindow, robust_norm_pair, robust_norm_values, robust_norms)
+from .untouched import untouched
 
 __all__ = ["Monitor", "unwrap_model", "DEFAULT_TIER1_EVERY", "ADAPTIVE_OPTIMIZERS"]
 
@@ -1094,27 +1094,17 @@ class Monitor:
     @contextlib.contextmanager
     def _aside(self):
         """An evaluation beside training (tier 2, the probe, :meth:`noise_stats`): the monitor's hooks and the
-        per-sample engine stand aside, and training is left as it was: the model's buffers (BatchNorm's running
-        statistics and ``num_batches_tracked``) are restored and the global random generators forked, so that the
-        extra forward passes on the probe batch change neither the model nor the dropout masks of later steps
-        (until 2026-12-02 they did both: a monitored BatchNorm + dropout model trained differently)."""
+        per-sample engine stand aside, and training is left as it was (:func:`hhld.torch.untouched.untouched`: the
+        model's buffers restored, the global random generators forked; until 2026-12-02 these extra forward passes
+        updated BatchNorm's running statistics and moved every later dropout mask)."""
         self._internal = True
         enabled = self.engine.enabled if self.engine else None
         if self.engine:
             self.engine.enabled = False
-        saved = [(mod, name, buf, buf.detach().clone()) for mod in self.inner.modules()
-                 for name, buf in mod._buffers.items() if buf is not None]
-        cuda = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
-                       for t in itertools.chain(self.inner.parameters(), self.inner.buffers())
-                       if t.device.type == "cuda"})
         try:
-            with torch.random.fork_rng(devices=cuda):
+            with untouched(self.inner):
                 yield
         finally:
-            with torch.no_grad():
-                for mod, name, buf, copy in saved:
-                    buf.copy_(copy)
-                    mod._buffers[name] = buf  # a module that replaced the buffer object gets the original back
             self._internal = False
             if self.engine:
                 self.engine.enabled = enabled

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .persample import PerSampleSqNorms
+from .untouched import untouched
 
 __all__ = ["NoiseStats", "gradient_noise_stats", "trainable_parameters", "call_model",
            "noise_from_moments", "diffusion_from_noise"]
@@ -180,6 +181,13 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
         raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
     if fallback not in ("auto", "func", "half_batch", "error"):
         raise ValueError(f"fallback must be one of 'auto', 'func', 'half_batch', 'error', got {fallback!r}")
+    # its forward passes (the batch, torch.func's per-sample ones, the half batches) leave no trace on the model's
+    # buffers or the global random stream (:mod:`hhld.torch.untouched`): it may be called in the middle of training
+    with untouched(model):
+        return _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, fallback)
+
+
+def _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, fallback) -> NoiseStats:
     params = trainable_parameters(model)
     B = _batch_size(inputs)
     if B < 2:
