@@ -953,12 +953,13 @@ def test_parameter_groups_with_different_learning_rates_warn_once_when_it_happen
     mon.close()
 
 
-def _warmup_run(log_every, tier1_every, steps=24, lr0=0.0):
-    """A noisy toy problem (tr Sigma / 2 >> drop_factor) under a per-step warm-up from ``lr0``: returns the monitor."""
+def _scheduled_run(log_every, tier1_every, steps, lr, factor):
+    """A noisy toy problem (tr Sigma / 2 >> drop_factor) trained with SGD at ``lr * factor(step)`` (a per-step
+    ``LambdaLR``): returns the monitor."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, lr0 + s / 8))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     mon = Monitor(model, opt, log_every=log_every, tier1_every=tier1_every, window=None)
     g = torch.Generator().manual_seed(3)
     for _ in range(steps):
@@ -971,6 +972,11 @@ def _warmup_run(log_every, tier1_every, steps=24, lr0=0.0):
         mon.step(loss)
     mon.close()
     return mon
+
+
+def _warmup_run(log_every, tier1_every, steps=24, lr0=0.0):
+    """:func:`_scheduled_run` under a linear warm-up from ``lr0`` (of 0.2) over 8 steps."""
+    return _scheduled_run(log_every, tier1_every, steps, 0.2, lambda s: min(1.0, lr0 + s / 8))
 
 
 @pytest.mark.parametrize("log_every, tier1_every, lr0", [(4, 4, 0.0), (2, 6, 0.5)],
@@ -1070,21 +1076,7 @@ def test_heisenberg_sgd_is_sgd_and_its_injected_noise_is_named():
 def test_a_drop_of_C_that_comes_with_a_rise_of_lr_carries_both_learning_rates():
     # C = ||g||^2/(D d), D = lr tr Sigma/(2 B d): a 10x rise of lr divides C by about 10, which the detector reports as
     # a phase transition; the event says which learning rates its two rows ran at
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 if s < 10 else 10.0)
-    mon = Monitor(model, opt, log_every=5, tier1_every=5, window=None)
-    g = torch.Generator().manual_seed(3)
-    for _ in range(20):
-        x, y = 3 * torch.randn(16, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g)
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        sched.step()
-        mon.step(loss)
-    mon.close()
+    mon = _scheduled_run(5, 5, 20, 0.01, lambda s: 1.0 if s < 10 else 10.0)
     evs = [e for e in mon.events if e["event"] == "phase_transition"]
     assert [e["step"] for e in evs] == [14] and evs[0]["source"] == "C"
     assert evs[0]["lr_before"] == pytest.approx(0.01) and evs[0]["lr_after"] == pytest.approx(0.1)
@@ -1113,32 +1105,17 @@ def test_tier2_and_the_probe_leave_training_as_it_was(kw):
     (num_batches_tracked 25 against 10) and drew dropout masks from the global generator, so the monitored model
     trained differently from the same model unmonitored (until 2026-12-02). Now the same weights, buffers and random
     stream, bit for bit."""
+    import workloads as W
+
     def build():
         torch.manual_seed(0)
         return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
 
-    def train(monitored):
-        model = build()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        probe = (torch.randn(32, 6, generator=torch.Generator().manual_seed(5)),
-                 torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(6)))
-        mon = Monitor(model, opt, loss_fn=F.cross_entropy, hessian_batch=probe, **kw) if monitored else None
-        g = torch.Generator().manual_seed(1)
-        torch.manual_seed(123)
-        for _ in range(12):
-            x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            if mon is not None:
-                mon.step(loss)
-        if mon is not None:
-            assert any(r.get("hessian_trace") is not None or r.get("probe_tr_sigma") is not None for r in mon.history)
-            mon.close()
-        return model, torch.rand(3)
-
-    (a, ra), (b, rb) = train(False), train(True)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    assert all(torch.equal(p, q) for p, q in zip(a.buffers(), b.buffers()))
-    assert torch.equal(ra, rb)
+    probe = (torch.randn(32, 6, generator=torch.Generator().manual_seed(5)),
+             torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(6)))
+    g = torch.Generator().manual_seed(1)
+    batches = [((torch.randn(16, 6, generator=g),), torch.randint(0, 3, (16,), generator=g)) for _ in range(12)]
+    plain, monitored = W.train_monitored_and_not(
+        build, batches, F.cross_entropy, 0.1, dict(loss_fn=F.cross_entropy, hessian_batch=probe, **kw),
+        lambda rows: any(r.get("hessian_trace") is not None or r.get("probe_tr_sigma") is not None for r in rows))
+    assert W.same_training(plain, monitored)

@@ -243,29 +243,8 @@ def test_monitoring_leaves_training_bit_for_bit(name):
     """The monitor observes: with tier 1 on every step (the per-sample engine replays recurrent dropout masks and runs
     reentrant checkpoint segments itself), the model trains to the same weights and buffers, and the global random
     stream ends where it would have, as without the monitor."""
-    from hhld.torch import Monitor
-
     wl = W.WORKLOADS[name]
-
-    def train(monitored):
-        model = wl.build()
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        mon = Monitor(model, opt, tier1_every=1, log_every=3) if monitored else None
-        torch.manual_seed(123)
-        for s in range(6):
-            inputs, y = wl.data(wl.batch, 10 + s)
-            opt.zero_grad()
-            loss = wl.loss(model(*inputs), y)
-            loss.backward()
-            opt.step()
-            if mon is not None:
-                mon.step(loss)
-        if mon is not None:
-            assert all(r.get("noise_coverage") for r in mon.history)
-            mon.close()
-        return model, torch.rand(3)
-
-    (a, ra), (b, rb) = train(False), train(True)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    assert all(torch.equal(p, q) for p, q in zip(a.buffers(), b.buffers()))
-    assert torch.equal(ra, rb)
+    batches = [wl.data(wl.batch, 10 + s) for s in range(6)]
+    plain, monitored = W.train_monitored_and_not(wl.build, batches, wl.loss, 0.05, dict(tier1_every=1, log_every=3),
+                                                 lambda rows: all(r.get("noise_coverage") for r in rows))
+    assert W.same_training(plain, monitored)

@@ -758,6 +758,39 @@ CELLS = [Cell(w, p, steps=10 if WORKLOADS[w].compiled else 2) for w, ps in _CELL
 HF_CELL = "hf_gpt2-hf_trainer"  # the Hugging Face cell: its own model (a tiny GPT2 from a config)
 
 
+def train_monitored_and_not(build, batches, loss_fn, lr, monitor_kw, check_history):
+    """Train ``build()`` on ``batches`` (a list of ``(inputs tuple, targets)``) with plain SGD twice, without and with
+    ``Monitor(**monitor_kw)``, from the same global seed; ``check_history(mon.history)`` is asserted. Returns
+    ``(plain, monitored)``, each ``(model, torch.rand(3) drawn after training)``: equal weights, buffers and draws mean
+    the monitor left training as it was."""
+    from hhld.torch import Monitor
+
+    def train(monitored):
+        model = build()
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        mon = Monitor(model, opt, **monitor_kw) if monitored else None
+        torch.manual_seed(123)
+        for inputs, y in batches:
+            opt.zero_grad()
+            loss = loss_fn(model(*inputs), y)
+            loss.backward()
+            opt.step()
+            if mon is not None:
+                mon.step(loss)
+        if mon is not None:
+            assert check_history(mon.history)
+            mon.close()
+        return model, torch.rand(3)
+
+    return train(False), train(True)
+
+
+def same_training(plain, monitored) -> bool:
+    (a, ra), (b, rb) = plain, monitored
+    return (all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+            and all(torch.equal(p, q) for p, q in zip(a.buffers(), b.buffers())) and torch.equal(ra, rb))
+
+
 # ====================================================================== one monitored run
 @dataclass
 class StepRecord:
