@@ -55,7 +55,6 @@ from .persample.engine import HIGHER_ORDER_NOTE, _first_tensor, _output_tensors
 from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
                          PhaseTransitionDetector, ProbeNoise, Quantity, RegimeTracker, StepContext,
                          UncertaintyWindow, robust_norm_pair, robust_norm_values, robust_norms)
-from .untouched import untouched
 
 __all__ = ["Monitor", "unwrap_model", "DEFAULT_TIER1_EVERY", "ADAPTIVE_OPTIMIZERS"]
 
@@ -1094,16 +1093,16 @@ class Monitor:
     @contextlib.contextmanager
     def _aside(self):
         """An evaluation beside training (tier 2, the probe, :meth:`noise_stats`): the monitor's hooks and the
-        per-sample engine stand aside, and training is left as it was (:func:`hhld.torch.untouched.untouched`: the
-        model's buffers restored, the global random generators forked; until 2026-12-02 these extra forward passes
-        updated BatchNorm's running statistics and moved every later dropout mask)."""
+        per-sample engine stand aside. Their forward passes (:func:`~hhld.torch.hessian.make_hvp`'s,
+        :func:`~hhld.torch.noise.gradient_noise_stats`') leave training as it was themselves
+        (:func:`hhld.torch.untouched.untouched`; until 2026-12-02 they updated BatchNorm's running statistics and
+        moved every later dropout mask)."""
         self._internal = True
         enabled = self.engine.enabled if self.engine else None
         if self.engine:
             self.engine.enabled = False
         try:
-            with untouched(self.inner):
-                yield
+            yield
         finally:
             self._internal = False
             if self.engine:
