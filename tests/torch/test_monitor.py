@@ -308,6 +308,29 @@ def test_history_dataframe_and_uncertainty():
     assert df["uncertainty_product"][0] == pytest.approx(ref, rel=1e-6)
 
 
+def test_uncertainty_windows_one_after_another_each_exact():
+    """Three windows in a row: each row's product is that of its own steps (nothing a window summed is carried
+    into the next)."""
+    model, lf = tiny().float(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=4, window=4, uncertainty_every=1, tier1_every=None)
+    refs = []
+    for w in range(3):
+        thetas, grads = [], []
+        for k in range(4):
+            x, y = data(8, seed=4 * w + k)
+            opt.zero_grad(); loss = lf(model(x.float()), y); loss.backward()
+            thetas.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double())
+            grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
+            opt.step(); mon.step(loss)
+        T, G = torch.stack(thetas), torch.stack(grads)
+        refs.append(math.sqrt(float(T.var(0).sum())) * math.sqrt(float(G.var(0).sum())))
+    got = [r["uncertainty_product"] for r in mon.history]
+    assert got == pytest.approx(refs, rel=1e-4)
+    assert len(set(round(r, 6) for r in refs)) == 3  # three different windows
+    mon.close()
+
+
 def test_uncertainty_window_variance_zero_within_rounding_and_never_clamped_beyond():
     """The window's variances: the exact value; a negative one within rounding is 0 (the gradients of a
     model that does not move, lr = 0, on one batch: the same every step); below zero by more than
