@@ -210,8 +210,20 @@ def test_errors():
     (pair,) = find_linear_pairs(m)
     with pytest.raises(ValueError, match="all"):
         remove_neurons(pair, [0, 1])
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=r"\[5\] out of range for width 2"):
         remove_neurons(pair, [5])
+    m3 = _mlp(hidden=4)
+    (pair3,) = find_linear_pairs(m3)
+    # a repeated index is refused (not silently removed once), a float is refused (not truncated to 1)
+    with pytest.raises(ValueError, match=r"\[1\] given more than once"):
+        remove_neurons(pair3, [1, 1])
+    with pytest.raises(TypeError, match="integers, got 1.7"):
+        remove_neurons(pair3, [1.7])
+    with pytest.raises(TypeError, match="dtype torch.float32"):
+        remove_neurons(pair3, torch.tensor([1.0]))
+    assert pair3.width == 4  # nothing was removed by a refused call
+    remove_neurons(pair3, torch.tensor([3, 0]))  # integer tensors are fine
+    assert pair3.width == 2
     with pytest.raises(ValueError, match="method"):
         removal_scores(m, pair, LOSS, *_data(), method="magic")
     with pytest.raises(ValueError, match="pair"):

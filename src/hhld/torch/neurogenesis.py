@@ -37,9 +37,9 @@ hidden unit ``j`` is row ``j`` of ``fc_in`` (weight and bias) and column ``j`` o
 """
 from __future__ import annotations
 
-import warnings
-
 import math
+import numbers
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -294,17 +294,38 @@ def _swap(module: nn.Module, attr: str, new_data: Tensor, optimizers, resize_sta
                               for k, v in st.items()}
 
 
+def _unit_indices(indices, H: int) -> list[int]:
+    """``indices`` as sorted distinct hidden-unit indices in ``[0, H)``: integers only (a float, a bool or a
+    floating tensor is refused, never truncated), each at most once (a repeated index is refused: removing a
+    unit twice is not removing two units)."""
+    if isinstance(indices, torch.Tensor):
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise TypeError(f"neuron indices must be integers, got a tensor of dtype {indices.dtype}")
+        indices = indices.reshape(-1).tolist()
+    out = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"neuron indices must be integers, got {i!r} in {list(indices)!r}")
+        out.append(int(i))
+    bad = [i for i in out if i < 0 or i >= H]
+    if bad:
+        raise IndexError(f"neuron indices {bad} out of range for width {H} (allowed: 0 to {H - 1})")
+    seen = sorted(i for i in set(out) if out.count(i) > 1)
+    if seen:
+        raise ValueError(f"neuron indices {seen} given more than once in {out}; give each unit to remove once")
+    return sorted(out)
+
+
 def remove_neurons(pair: LinearPair, indices: Sequence[int], optimizers=None) -> None:
     """Remove hidden units ``indices`` (rows of ``fc_in``, columns of ``fc_out``), in place;
     optimizer params and state follow."""
     H = pair.width
-    drop = sorted(set(int(i) for i in indices))
-    if any(i < 0 or i >= H for i in drop):
-        raise IndexError(f"neuron indices {drop} out of range for width {H}")
+    drop = _unit_indices(indices, H)
     if len(drop) >= H:
         raise ValueError(f"cannot remove all {H} hidden units of {pair.name or 'the pair'}")
     opts = _as_list(optimizers)
-    keep = torch.tensor([i for i in range(H) if i not in set(drop)], dtype=torch.long)
+    gone = set(drop)
+    keep = torch.tensor([i for i in range(H) if i not in gone], dtype=torch.long)
     fi, fo = pair.fc_in, pair.fc_out
     k_in = keep.to(fi.weight.device)
     k_out = keep.to(fo.weight.device)
