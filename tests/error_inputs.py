@@ -534,7 +534,19 @@ def _optim():
 
     mse = torch.nn.functional.mse_loss
     batch = lazy(lambda: (torch.ones(4, 2), torch.zeros(4, 1)))
+
+    def pair():
+        from hhld.torch import find_linear_pairs
+
+        return find_linear_pairs(torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)))[0]
+
+    from hhld.torch import remove_neurons
     return [
+        E(remove_neurons, lazy(pair), [1, 1], match=r"neuron indices \[1\] given more than once",
+          id="remove_neurons(duplicate)"),
+        E(remove_neurons, lazy(pair), [1.5], error=TypeError, match=r"integers, got 1.5", id="remove_neurons(float)"),
+        E(remove_neurons, lazy(pair), [4], error=IndexError, match=r"\[4\] out of range for width 4",
+          id="remove_neurons(out of range)"),
         E(HeisenbergSGD, lazy(lambda: [param()]), lr=-1.0, match=r"lr must be > 0, got lr=-1"),
         E(HeisenbergSGD, lazy(lambda: [param()]), lr=0.1, D_inject=-0.1, match=r"D_inject must be >= 0"),
         E(HeisenbergSGD, lazy(lambda: [param()]), lr=0.1, controller="yes", error=TypeError, match="controller"),
@@ -547,6 +559,8 @@ def _optim():
           id="step(closure=3)"),
         E(lazy(lambda: HeisenbergSGD([param()], lr=0.1, seed=0).load_state_dict), {"x": 1},
           match=r"not an optimizer state_dict .* got \['x'\]", id="load_state_dict(garbage)"),
+        E(HeisenbergSGD, lazy(lambda: [torch.nn.Parameter(torch.ones(2, dtype=torch.complex64))]), lr=0.1,
+          error=TypeError, match=r"complex \(torch.complex64, shape \(2,\)\).*view_as_real", id="complex parameter"),
         E(ControllerConfig, lr_factor=0.5, match=r"lr_factor must be >= 1"),
         E(eta_opt_prediction, lazy(model), mse, batch, D=-1.0, match=r"D must be > 0, got D=-1"),
         E(eta_opt_prediction, lazy(model), mse, batch, D=0.1, loss_reduction="none",

@@ -1,5 +1,6 @@
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -312,3 +313,44 @@ def test_controller_noise_init_when_no_noise():
     opt.step(consolidation=50.0)
     assert opt.param_groups[0]["D_inject"] == pytest.approx(1e-5)
     assert opt.events[0]["D_inject_before"] == 0.0
+
+
+def test_complex_parameters_are_refused_with_what_to_do():
+    """A complex parameter's ||g||^2, noise and kick would not be those of its real coordinates (torch's
+    .float() drops the imaginary part): refused, at construction and in add_param_group."""
+    z = torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))
+    with pytest.raises(TypeError, match=r"parameter 0 of this group is complex \(torch.complex64, shape \(3,\)\).*"
+                                        r"view_as_real"):
+        HeisenbergSGD([z], lr=0.1, D_inject=0.01)
+    opt = HeisenbergSGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    with pytest.raises(TypeError, match="complex"):
+        opt.add_param_group({"params": [z]})
+    assert len(opt.param_groups) == 1  # the refused group was not kept
+
+
+@pytest.mark.parametrize("dtype, D_inject, warns", [
+    (torch.bfloat16, 1e-6, True),    # sigma 4.5e-5 against a spacing of 7.8e-3 at |p| = 1: rounds away
+    (torch.float32, 1e-14, True),    # sigma 4.5e-9 against 1.2e-7
+    (torch.float32, 1e-12, False),   # sigma 4.5e-8 = 0.38 of the spacing: the variance is kept (rounded)
+    (torch.float32, 1e-6, False),    # sigma 4.5e-5: kept
+    (torch.bfloat16, 1e-2, False),   # sigma 4.5e-3 = 0.58 of the spacing: kept (rounded)
+])
+def test_noise_below_the_parameters_resolution_warns_once(dtype, D_inject, warns):
+    """sqrt(2 D_inject lr) below a fifth of the spacing of the parameters' dtype: one warning, and it is so
+    (nothing but the drift moved them); at a third of the spacing or more the variance is kept: no warning."""
+    p = torch.nn.Parameter(torch.ones(1000, dtype=dtype))
+    opt = HeisenbergSGD([p], lr=1e-3, D_inject=D_inject, kick_threshold=None, seed=0)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            p.grad = torch.full_like(p, 1e-3)
+            opt.step()
+    hits = [w for w in rec if "rounds back to p" in str(w.message)]
+    assert len(hits) == (1 if warns else 0)
+    if warns:
+        assert f"D_inject = {D_inject:.3g}" in str(hits[0].message)
+        # what it says is so: the parameters moved by the drift alone (no entry off the deterministic value)
+        ref = torch.ones(1000, dtype=dtype)
+        for _ in range(3):
+            ref = ref - 1e-3 * torch.full_like(ref, 1e-3)
+        assert float((p.detach().float() - ref.float()).abs().max()) <= float(torch.finfo(dtype).eps)
