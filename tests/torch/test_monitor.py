@@ -1142,3 +1142,42 @@ def test_tier2_and_the_probe_leave_training_as_it_was(kw):
         build, batches, F.cross_entropy, 0.1, dict(loss_fn=F.cross_entropy, hessian_batch=probe, **kw),
         lambda rows: any(r.get("hessian_trace") is not None or r.get("probe_tr_sigma") is not None for r in rows))
     assert W.same_training(plain, monitored)
+
+
+def test_torch_func_transforms_in_the_step_change_nothing():
+    """Per-sample gradients computed by the user with torch.func on the monitored model in the same step (a
+    functorch DP-SGD clip, an influence score): that forward and backward are the transform's, not the step's.
+    The row is the one of the same step without them (it was: coverage 0, "create_graph=True in this step"),
+    and the user's per-sample gradients are the ones an unmonitored model gives."""
+    from torch.func import functional_call, grad, vmap
+
+    def run(with_func, monitored):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        mon = Monitor(model, opt, tier1_every=1, log_every=1, window=None) if monitored else None
+        x, y = torch.randn(12, 6, generator=torch.Generator().manual_seed(1)), torch.arange(12) % 3
+        per = None
+        if with_func:
+            params = {k: v.detach() for k, v in model.named_parameters()}
+
+            def f(p, xi, yi):
+                return F.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])
+
+            per = vmap(grad(f), in_dims=(None, 0, 0))(params, x, y)
+        opt.zero_grad(); loss = F.cross_entropy(model(x), y); loss.backward(); opt.step()
+        row = mon.step(loss) if mon is not None else None
+        if mon is not None:
+            mon.close()
+        return row, per
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no coverage warning
+        row, per = run(True, True)
+    ref, _ = run(False, True)
+    _, per_plain = run(True, False)
+    assert row["noise_coverage"] == 1.0 and row["tr_sigma"] == pytest.approx(ref["tr_sigma"], rel=1e-12)
+    for k in ("grad_sq_norm", "C_sgd", "grad_sq_norm_unbiased", "D", "C"):
+        assert row[k] == pytest.approx(ref[k], rel=1e-12)
+    for k in per_plain:
+        assert torch.equal(per[k], per_plain[k])

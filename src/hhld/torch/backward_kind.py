@@ -17,7 +17,17 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["AccumulationProbe", "builds_graph"]
+__all__ = ["AccumulationProbe", "builds_graph", "inside_transform"]
+
+
+def inside_transform() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``, ...) is running: the forward and backward
+    passes inside one (a user's own per-sample gradients, a functorch DP-SGD step, an influence computation) are
+    that function's, with its own ``create_graph`` and batching, never the step's ``loss.backward()``."""
+    try:
+        return torch._C._functorch.peek_interpreter_stack() is not None
+    except Exception:  # noqa: BLE001 - a torch without the accessor: no transform is seen
+        return False
 
 
 def builds_graph() -> bool:

@@ -50,7 +50,7 @@ from .._validation import NonFiniteError
 from ..observables import RegimeThresholds
 from .noise import gradient_noise_stats
 from .persample import PerSampleSqNorms, declared_batch_first
-from .backward_kind import AccumulationProbe, builds_graph
+from .backward_kind import AccumulationProbe, builds_graph, inside_transform
 from .persample.engine import HIGHER_ORDER_NOTE, _first_tensor, _output_tensors
 from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
                          PhaseTransitionDetector, ProbeNoise, Quantity, RegimeTracker, StepContext,
@@ -440,8 +440,8 @@ class Monitor:
         return {True: 0, False: 1}.get(self._declared, 0) if self._declared != "mixed" else 0
 
     def _forward_pre_hook(self, module, args, kwargs):
-        if self._internal or not torch.is_grad_enabled():
-            return None
+        if self._internal or not torch.is_grad_enabled() or inside_transform():
+            return None  # a forward inside torch.func.grad / vmap: that function's, not the step's
         x = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0 else _first_tensor(args, kwargs)
         ax = self._input_axis()
         self._fwd_b = int(x.shape[ax]) if x is not None and x.dim() > ax else None
@@ -456,7 +456,7 @@ class Monitor:
 
     def _forward_hook(self, module, args, kwargs, output):
         # count micro-batches and samples only for forward passes that are backpropagated
-        if self._internal or not torch.is_grad_enabled():
+        if self._internal or not torch.is_grad_enabled() or inside_transform():
             return None
         n = self._fwd_b
         if isinstance(output, torch.Tensor) and self._fn_inputs is None:  # the common case, cheaply (every step)

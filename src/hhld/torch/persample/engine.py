@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..backward_kind import AccumulationProbe, builds_graph
+from ..backward_kind import AccumulationProbe, builds_graph, inside_transform
 from .factors import Dense, Outer, SqNorm, per_sample_sq_norms
 from .rnn import RNN_OPS, RecomputeMismatch, rnn_contribs
 from .rules import (conv_contribs, conv_sketch_contribs, embedding_contribs, linear_contribs, matmul_contribs,
@@ -546,8 +546,8 @@ class PerSampleSqNorms:
 
     # ------------------------------------------------------------------ forward hooks
     def _pre(self, module, args, kwargs):
-        if not self.enabled or not torch.is_grad_enabled():
-            return None
+        if not self.enabled or not torch.is_grad_enabled() or inside_transform():
+            return None  # (a forward inside torch.func.grad / vmap is that transform's, not the step's)
         self._depth += 1
         if self._depth > 1:
             return None
@@ -586,7 +586,7 @@ class PerSampleSqNorms:
         return None
 
     def _post(self, module, args, kwargs, output):
-        if self._depth == 0:
+        if self._depth == 0 or inside_transform():  # its _pre did not count it either
             return None
         self._depth -= 1
         if self._depth > 0:
