@@ -1181,3 +1181,117 @@ def test_torch_func_transforms_in_the_step_change_nothing():
         assert row[k] == pytest.approx(ref[k], rel=1e-12)
     for k in per_plain:
         assert torch.equal(per[k], per_plain[k])
+
+
+@pytest.mark.parametrize("zero_grad_to_none", [True, False])
+def test_mon_step_per_micro_batch_pools_into_the_optimizer_step(zero_grad_to_none):
+    """Gradient accumulation with mon.step() called after every micro-batch (instead of once per optimizer step):
+    the micro-batches the optimizer has not applied yet are carried into its step, so the rows are those of
+    mon.step() once per optimizer step (they were: half the batch, per-sample gradients of one micro-batch against
+    the accumulated mean, and a 'skipped' step per micro-batch), with one warning saying what to do. A backward whose
+    gradients are reset before the next one (GradScaler's skip, then zero_grad) is still a skipped step."""
+
+    def run(per_micro):
+        model = tiny()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        mon = Monitor(model, opt, tier1_every=1, log_every=4 if per_micro else 2, window=None)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            for k in range(8):
+                x, y = data(8, seed=k)
+                loss = F.cross_entropy(model(x), y) / 2
+                loss.backward()
+                if k % 2 == 1:
+                    opt.step()
+                    opt.zero_grad(set_to_none=zero_grad_to_none)
+                if per_micro or k % 2 == 1:
+                    mon.step(loss)
+        mon.close()
+        return mon, [str(w.message) for w in rec]
+
+    ref, wref = run(False)
+    got, wgot = run(True)
+    assert wref == [] and len(wgot) == 1 and "between the backward passes of one optimizer step" in wgot[0]
+    assert len(got.history) == len(ref.history) == 2
+    for a, b in zip(got.history, ref.history):
+        assert a["skipped_steps"] == 0 and a["steps"] == b["steps"] == 2
+        for k in ("grad_sq_norm", "C_sgd", "tr_sigma", "grad_sq_norm_unbiased", "D"):
+            assert a[k] == pytest.approx(b[k], rel=1e-9), k
+    assert not [e for e in got.events if e["event"] == "skipped_step"]
+
+    # a real skip: backward, no optimizer step, the gradients reset before the next backward
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, tier1_every=1, log_every=2, window=None)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for k in range(4):
+            x, y = data(8, seed=k)
+            opt.zero_grad(set_to_none=zero_grad_to_none)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            if k != 1:
+                opt.step()
+            mon.step(loss)
+    mon.close()
+    assert [e["step"] for e in mon.events if e["event"] == "skipped_step"] == [1]
+    assert [r["skipped_steps"] for r in mon.history] == [0, 1]
+    assert any("took no step" in str(w.message) for w in rec)
+
+
+@pytest.mark.parametrize("schedule", [dict(tier0_every=5, tier1_every=7, log_every=7),
+                                      dict(tier0_every=2, tier1_every=3, log_every=6), {}])
+def test_mon_step_per_micro_batch_on_sampled_schedules_measures_whole_optimizer_steps(schedule):
+    """mon.step() per micro-batch (3 per optimizer step) with schedules whose measured steps fall anywhere in an
+    optimizer step: every measured step has the optimizer step's B and exact ||g||^2, every tier-1 measurement is
+    the brute-force (torch.func) one of all the step's samples, no step is called skipped, and tier 1 happens (when
+    it falls due on a later micro-batch it is taken at the next optimizer step)."""
+    from torch.func import functional_call, grad, vmap
+
+    from hhld.torch.quantities import GradientStats, NoiseScale
+
+    seen_g, seen_t1 = [], []
+    g0, t0 = GradientStats.pre_step, NoiseScale.pre_step
+
+    def spy_g(self, ctx):
+        seen_g.append((ctx.batch_size, ctx.grad_sq))
+        return g0(self, ctx)
+
+    def spy_t1(self, ctx):
+        if ctx.per_sample is not None:
+            seen_t1.append((float(ctx.per_sample.mean_sq), float(ctx.per_sample.gbar_sq), ctx.per_sample.batch_size))
+        return t0(self, ctx)
+
+    model, accum = tiny(), 3
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, window=None, **schedule)
+    gsq, moments, xs, ys = [], [], [], []
+    try:
+        GradientStats.pre_step, NoiseScale.pre_step = spy_g, spy_t1
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            for k in range(45):
+                x, y = data(8, seed=k)
+                xs.append(x); ys.append(y)
+                loss = F.cross_entropy(model(x), y) / accum
+                loss.backward()
+                if k % accum == accum - 1:
+                    X, Y = torch.cat(xs), torch.cat(ys)
+                    xs, ys = [], []
+                    params = {n: p.detach() for n, p in model.named_parameters()}
+                    per = vmap(grad(lambda p, xi, yi: F.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])),
+                               in_dims=(None, 0, 0))(params, X, Y)
+                    flat = torch.cat([v.reshape(len(X), -1) for v in per.values()], 1)
+                    moments.append((float(flat.pow(2).sum(1).mean()), float(flat.mean(0).pow(2).sum())))
+                    gsq.append(sum(float(p.grad.pow(2).sum()) for p in model.parameters()))
+                    opt.step()
+                    opt.zero_grad()
+                mon.step(loss)
+    finally:
+        GradientStats.pre_step, NoiseScale.pre_step = g0, t0
+    mon.close()
+    assert seen_g and all(B == 8 * accum and any(abs(g - t) <= 1e-12 * t for t in gsq) for B, g in seen_g)
+    assert seen_t1 and all(B == 8 * accum and any(abs(m - a) <= 1e-9 * a and abs(g - b) <= 1e-9 * b for a, b in moments)
+                           for m, g, B in seen_t1)
+    assert not [e for e in mon.events if e["event"] == "skipped_step"]
+    assert sum(1 for w in rec if "between the backward passes of one optimizer step" in str(w.message)) == 1

@@ -283,6 +283,13 @@ class Monitor:
         self._warned_reduction = False
         self._warned_views = False
         self._warned_no_step = False
+        self._warned_micro = False
+        # a mon.step() after a backward that the optimizer did not apply: a skipped step (GradScaler found inf) or a
+        # micro-batch of gradient accumulation (mon.step() called per micro-batch); which one is known at the next
+        # backward pass or optimizer step: the gradients reset in between (a skip) or still accumulating (carried)
+        self._pending: dict | None = None
+        self._tier1_owed = False
+        self._tier1_now = False
         self.sinks = list(sinks)
         self.thresholds = thresholds or RegimeThresholds()
         # regimes and phase-transition events follow C; until a row first has C (no D yet: tier 1 has not measured,
@@ -397,6 +404,8 @@ class Monitor:
         self._notes: list = []
 
     def _reset_step(self):
+        self._versions = None  # the parameters' versions at the step's first backward pass
+        self._blind = False  # the step holds micro-batches of earlier mon.step() calls that nothing counted
         self._n_micro = 0
         self._n_samples = 0
         self._captured = False
@@ -512,7 +521,73 @@ class Monitor:
             else:  # a hook on the output's node: cheaper to register than a tensor hook, fires at the same moment
                 node.register_prehook(count)
 
+    def _grad_signature(self):
+        """Which gradient tensors the parameters hold, and their versions: unchanged when nothing reset or
+        wrote them (``zero_grad()`` sets them to None or zeroes them in place, a new version)."""
+        return [None if p.grad is None else (id(p.grad), p.grad._version) for p in self.params]
+
+    def _engine_next_step(self):
+        """The per-sample engine starts a new optimizer step: its sums start again, and it watches the step if tier
+        1 is due (or owed: it fell due in the middle of an optimizer step whose first micro-batch it had not seen)."""
+        self.engine.step_done()
+        self.engine.enabled = self._tier1_due(self.step_count) or self._tier1_owed
+        self._tier1_owed = False
+
+    def _maybe_micro_step(self) -> bool:
+        """A ``mon.step()`` after a backward pass that no optimizer step applied: could it be one micro-batch of
+        gradient accumulation? Not when the gradients are gone or non-finite (GradScaler skips those), nor when
+        the parameters changed since the step's first backward pass (another optimizer, e.g. SAM's base
+        optimizer, applied the gradients): those are skipped steps at once."""
+        grads = [p.grad for p in self.params]
+        if all(g is None for g in grads) or self._versions is None:
+            return False
+        if [p._version for p in self.params] != self._versions:
+            return False
+        vals = robust_norm_values([g for g in grads if g is not None])
+        return all(math.isfinite(v) for v in vals)
+
+    def _record_skip(self, step, n_micro):
+        self._skipped += 1
+        self.events.append({"step": step, "event": "skipped_step",
+                            "reason": "optimizer.step did not run (e.g. GradScaler found inf/NaN gradients)"})
+        if n_micro and self.scaler is None and not self._warned_no_step:
+            self._warned_no_step = True
+            warnings.warn(f"backward() ran in step {step} but the monitored optimizer "
+                          f"({type(self.optimizer).__name__}) took no step, and the gradients were reset before the "
+                          "next one: the step is recorded as skipped. If another optimizer applies the gradients "
+                          "(SAM's base_optimizer, a wrapper), give that one to Monitor; with a GradScaler, pass "
+                          "scaler=", RuntimeWarning, stacklevel=4)
+
+    def _resolve_pending(self):
+        """The step left pending by a ``mon.step()`` whose backward the optimizer did not apply: if the gradients are
+        as that step left them, its micro-batches are part of the coming optimizer step (gradient accumulation with
+        ``mon.step()`` called per micro-batch) and are carried into it; otherwise it was a skipped step."""
+        pend, self._pending = self._pending, None
+        if pend is None:
+            return
+        if self._grad_signature() != pend["sig"]:
+            self._record_skip(pend["step"], pend["n_micro"])
+            if self.engine is not None:
+                self._engine_next_step()
+            return
+        if pend["blind"]:
+            self._blind = True  # micro-batches of this optimizer step that were not counted: not measured
+        self._n_micro += pend["n_micro"]
+        self._n_samples += pend["n_samples"]
+        self._count_tasks = pend["tasks"] + self._count_tasks
+        self._pass_norms = pend["passes"] + self._pass_norms
+        if not self._warned_micro:
+            self._warned_micro = True
+            warnings.warn(f"mon.step() was called at step {pend['step']} between the backward passes of one optimizer "
+                          "step (gradient accumulation): its micro-batches are pooled into the step optimizer.step() "
+                          "applies (that call records no step of its own). Call mon.step() once per optimizer step, after "
+                          "optimizer.step()", RuntimeWarning, stacklevel=4)
+
     def _count_pass(self, n):
+        if not self._n_micro:  # the first pass of a step, before it touches .grad
+            if self._pending is not None:
+                self._resolve_pending()
+            self._versions = [p._version for p in self.params]  # what an optimizer step would change
         if self._n_micro and self._accumulates.task not in self._count_tasks and \
                 not any(p.grad is not None for p in self.params):
             # the gradients were reset (zero_grad) since this step's earlier backward passes (SAM's second pass at
@@ -635,7 +710,9 @@ class Monitor:
         return args, kwargs
 
     def _capture(self, optimizer):
-        if not self._measure:  # a step no quantity measures: only whether the optimizer stepped
+        if self._pending is not None:  # the optimizer applies the gradients: a pending micro-step is part of them
+            self._resolve_pending()
+        if not self._measure or self._blind:  # a step not measured: only whether the optimizer stepped
             self._captured = any(p.grad is not None for p in self.params)
             return
         grads = tuple(p.grad for p in self.params)
@@ -670,7 +747,10 @@ class Monitor:
         else:  # stays on the device: no synchronisation per step
             norms = robust_norms(grads)
             grad_sq = torch.dot(norms, norms)
-        tier1 = self._tier1_due(self.step_count)
+        # tier 1 when the per-sample engine watched the step's backward passes: the schedule's step, or (mon.step()
+        # called per micro-batch) the optimizer step whose first micro-batch it was, or the one after a missed one
+        tier1 = self.engine.enabled if self.engine is not None else self._tier1_due(self.step_count)
+        self._tier1_now = tier1
         clip = per_sample = note = None
         if tier1:
             clip = self._clip_info(idx, norms, grads)
@@ -681,7 +761,7 @@ class Monitor:
                           n_micro=max(self._n_micro, 1), dim=self._step_dim, grad_norms=norms, grad_sq=grad_sq,
                           model=self.inner, per_sample=per_sample, per_sample_note=note, clip=clip)
         for q in self.quantities:
-            if q.tier == 2 or not (q.every_measured_step or q.due(self.step_count)):
+            if q.tier == 2 or not (q.every_measured_step or q.due(self.step_count) or (q.tier == 1 and tier1)):
                 continue
             self._add(q.pre_step(ctx))
         self._per_param_steps.append((self.step_count, names, norms))
@@ -817,7 +897,7 @@ class Monitor:
         if self._internal or self._ctx is None:
             return
         for q in self.quantities:
-            if q.tier == 2 or not (q.every_measured_step or q.due(self.step_count)):
+            if q.tier == 2 or not (q.every_measured_step or q.due(self.step_count) or (q.tier == 1 and self._tier1_now)):
                 continue
             self._add(q.post_step(self._ctx))
 
@@ -846,16 +926,24 @@ class Monitor:
                                     f"{type(loss).__name__}") from exc
         elif self._model_losses:
             loss = torch.stack(self._model_losses).mean() if len(self._model_losses) > 1 else self._model_losses[0]
+        deferred = False
         if not self._captured:
-            self._skipped += 1
-            self.events.append({"step": self.step_count, "event": "skipped_step",
-                                "reason": "optimizer.step did not run (e.g. GradScaler found inf/NaN gradients)"})
-            if self._n_micro and self.scaler is None and not self._warned_no_step:
-                self._warned_no_step = True
-                warnings.warn(f"backward() ran in step {self.step_count} but the monitored optimizer "
-                              f"({type(self.optimizer).__name__}) took no step: the step is recorded as skipped. If "
-                              "another optimizer applies the gradients (SAM's base_optimizer, a wrapper), give that "
-                              "one to Monitor; with a GradScaler, pass scaler=", RuntimeWarning, stacklevel=2)
+            if self._pending is not None:  # two mon.step() calls with nothing between: the earlier one was a skip
+                self._resolve_pending()
+            if self._n_micro and self._maybe_micro_step():
+                # decided at the next backward pass / optimizer step (_resolve_pending)
+                self._pending = {"step": self.step_count, "n_micro": self._n_micro, "n_samples": self._n_samples,
+                                 "tasks": list(self._count_tasks), "passes": list(self._pass_norms),
+                                 "sig": self._grad_signature(), "blind": self._blind}
+                deferred = True
+            elif not self._n_micro and not self._measure and any(p.grad is not None for p in self.params):
+                # an unmeasured step (nothing counted) whose gradients the optimizer did not apply: if they are
+                # still accumulating, the optimizer's step holds samples nobody counted, and is left unmeasured
+                self._pending = {"step": self.step_count, "n_micro": 0, "n_samples": 0, "tasks": [], "passes": [],
+                                 "sig": self._grad_signature(), "blind": True}
+                deferred = True
+            else:
+                self._record_skip(self.step_count, self._n_micro)
         else:
             if loss is not None:
                 self._add({"loss": loss})
@@ -866,11 +954,15 @@ class Monitor:
                     self._add(q.post_step(self._ctx))
             self._steps_in_interval += 1
         self.step_count += 1
-        self._measure = self._measured(self.step_count)
+        if deferred and self.engine is not None and not self.engine.enabled and self._tier1_due(self.step_count):
+            self._tier1_owed = True  # tier 1 falls due in the middle of an optimizer step: taken at the next one
+        # a deferred step: the rest of the optimizer's step is measured (counted), so that it is complete or known not
+        # to be
+        self._measure = self._measured(self.step_count) or deferred or self._tier1_owed
         if self.engine is not None:
             self.engine.reset()
-            self.engine.step_done()
-            self.engine.enabled = self._tier1_due(self.step_count)
+            if not deferred:  # a deferred step's gradient sums go on (the gradients may still be accumulating)
+                self._engine_next_step()
         self._reset_step()
         if self.step_count % self.log_every == 0:
             return self.flush()
