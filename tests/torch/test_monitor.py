@@ -1295,3 +1295,35 @@ def test_mon_step_per_micro_batch_on_sampled_schedules_measures_whole_optimizer_
                            for m, g, B in seen_t1)
     assert not [e for e in mon.events if e["event"] == "skipped_step"]
     assert sum(1 for w in rec if "between the backward passes of one optimizer step" in str(w.message)) == 1
+
+
+def test_mon_step_before_optimizer_step_warns_and_measures_nothing_wrong():
+    """mon.step() between backward() and optimizer.step() (the wrong order): one warning that says so and what to
+    do; the first update is measured (its backward passes are the ones it applies: exact), the later ones are not
+    (the monitor cannot pair them), and nothing raises (it was: 'could not find the batch size' from the second
+    optimizer.step() on)."""
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, tier1_every=1, log_every=1, window=None)
+    ref_model = tiny()
+    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.05)
+    ref = Monitor(ref_model, ref_opt, tier1_every=1, log_every=1, window=None)
+    x, y = data(8, seed=0)
+    ref_opt.zero_grad(); ref_loss = F.cross_entropy(ref_model(x), y); ref_loss.backward(); ref_opt.step()
+    r0 = ref.step(ref_loss)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        rows = []
+        for k in range(4):
+            x, y = data(8, seed=k)
+            opt.zero_grad(); loss = F.cross_entropy(model(x), y); loss.backward()
+            rows.append(mon.step(loss))
+            opt.step()
+    msgs = [str(w.message) for w in rec]
+    assert len(msgs) == 1 and "after backward() but before optimizer.step()" in msgs[0]
+    assert rows[0] is None  # the first call closed no optimizer step
+    assert rows[1]["tr_sigma"] == pytest.approx(r0["tr_sigma"], rel=1e-12)
+    assert rows[1]["grad_sq_norm"] == pytest.approx(r0["grad_sq_norm"], rel=1e-12)
+    assert all(r.get("grad_sq_norm") is None and r.get("tr_sigma") is None for r in rows[2:])
+    assert all(math.isfinite(r["loss"]) for r in rows[1:])
+    mon.close(); ref.close()

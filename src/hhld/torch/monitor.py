@@ -288,6 +288,7 @@ class Monitor:
         # micro-batch of gradient accumulation (mon.step() called per micro-batch); which one is known at the next
         # backward pass or optimizer step: the gradients reset in between (a skip) or still accumulating (carried)
         self._pending: dict | None = None
+        self._misordered = False  # mon.step() seen between backward() and optimizer.step()
         self._tier1_owed = False
         self._tier1_now = False
         self.sinks = list(sinks)
@@ -558,10 +559,12 @@ class Monitor:
                           "(SAM's base_optimizer, a wrapper), give that one to Monitor; with a GradScaler, pass "
                           "scaler=", RuntimeWarning, stacklevel=4)
 
-    def _resolve_pending(self):
+    def _resolve_pending(self, at_capture: bool = False):
         """The step left pending by a ``mon.step()`` whose backward the optimizer did not apply: if the gradients are
         as that step left them, its micro-batches are part of the coming optimizer step (gradient accumulation with
-        ``mon.step()`` called per micro-batch) and are carried into it; otherwise it was a skipped step."""
+        ``mon.step()`` called per micro-batch) and are carried into it; otherwise it was a skipped step. Carried at
+        the optimizer step with no backward pass since (``at_capture``): ``mon.step()`` is called between
+        ``backward()`` and ``optimizer.step()``, which the monitor cannot follow (see :meth:`step`)."""
         pend, self._pending = self._pending, None
         if pend is None:
             return
@@ -576,7 +579,14 @@ class Monitor:
         self._n_samples += pend["n_samples"]
         self._count_tasks = pend["tasks"] + self._count_tasks
         self._pass_norms = pend["passes"] + self._pass_norms
-        if not self._warned_micro:
+        if at_capture and self._n_micro == pend["n_micro"]:  # nothing counted since: not accumulation, misordered
+            self._misordered = True
+            warnings.warn(f"mon.step() was called at step {pend['step']} after backward() but before "
+                          "optimizer.step(): the monitor closes a step at mon.step(), so it cannot pair the next "
+                          "steps' backward passes with their updates; this update is measured, the later ones are not "
+                          "(their losses are still recorded). Call mon.step() after optimizer.step() (and "
+                          "scaler.update())", RuntimeWarning, stacklevel=5)  # the optimizer.step() call
+        elif not self._warned_micro:
             self._warned_micro = True
             warnings.warn(f"mon.step() was called at step {pend['step']} between the backward passes of one optimizer "
                           "step (gradient accumulation): its micro-batches are pooled into the step optimizer.step() "
@@ -711,7 +721,7 @@ class Monitor:
 
     def _capture(self, optimizer):
         if self._pending is not None:  # the optimizer applies the gradients: a pending micro-step is part of them
-            self._resolve_pending()
+            self._resolve_pending(at_capture=True)
         if not self._measure or self._blind:  # a step not measured: only whether the optimizer stepped
             self._captured = any(p.grad is not None for p in self.params)
             return
@@ -734,6 +744,9 @@ class Monitor:
             # submodule): the per-sample engine saw the micro-batches
             B_local = sum(int(p.total.shape[0]) for p in self._pass_norms if p.total is not None)
             self._n_micro = len(self._pass_norms)
+        if not B_local and self._misordered:  # this update's backward passes went with the previous mon.step()
+            self._captured = True
+            return
         if not B_local:
             raise ValueError("Monitor could not find the batch size (the model's first tensor argument, keyword "
                              "arguments included, has no batch axis, or the model's forward was not called): pass "
