@@ -1327,3 +1327,42 @@ def test_mon_step_before_optimizer_step_warns_and_measures_nothing_wrong():
     assert all(r.get("grad_sq_norm") is None and r.get("tr_sigma") is None for r in rows[2:])
     assert all(math.isfinite(r["loss"]) for r in rows[1:])
     mon.close(); ref.close()
+
+
+@pytest.mark.parametrize("zero_grad_to_none", [True, False])
+def test_mon_step_every_k_optimizer_steps_closes_each_step_itself(zero_grad_to_none):
+    """mon.step() called every 5th optimizer step (as a logging call): each optimizer step is still one monitor
+    step, closed by the next optimizer.step() (no loss, no tier 2), with the tier-0 row of a run that calls mon.step()
+    every step; its per-sample statistics are not measured, and say why. Before: the row merged the 5 steps, and with
+    zero_grad(set_to_none=False) their samples were summed into B (C_sgd 2x off), silently."""
+
+    def run(every):
+        model = tiny()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        mon = Monitor(model, opt, tier1_every=3, log_every=1, window=None)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            for k in range(15):
+                x, y = data(8, seed=k)
+                opt.zero_grad(set_to_none=zero_grad_to_none)
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                if k % every == every - 1:
+                    mon.step(loss)
+        mon.close()
+        return mon, [str(w.message) for w in rec]
+
+    ref, wref = run(1)
+    got, wgot = run(5)
+    assert wref == [] and sum("with no mon.step() since the last one" in w for w in wgot) == 1
+    assert all("no mon.step() since the last one" in w or "ran twice with no mon.step() between" in w for w in wgot)
+    assert [r["step"] for r in got.history] == [r["step"] for r in ref.history] == list(range(15))
+    for a, b in zip(got.history, ref.history):
+        assert a["steps"] == 1 and a["grad_sq_norm"] == pytest.approx(b["grad_sq_norm"], rel=1e-12)
+        assert a["C_sgd"] == pytest.approx(b["C_sgd"], rel=1e-12)
+    assert got.history[0]["tr_sigma"] == pytest.approx(ref.history[0]["tr_sigma"], rel=1e-12)  # step 0: not split
+    for k in (3, 6, 9, 12):  # later tier-1 steps were closed by the next optimizer step: not measured, and why
+        assert got.history[k].get("tr_sigma") is None and ref.history[k]["tr_sigma"] is not None
+        assert "ran twice with no mon.step() between" in got.history[k]["noise_note"]
+    assert [r["step"] for r in got.history if "loss" in r] == [4, 9, 14]

@@ -289,6 +289,7 @@ class Monitor:
         # backward pass or optimizer step: the gradients reset in between (a skip) or still accumulating (carried)
         self._pending: dict | None = None
         self._misordered = False  # mon.step() seen between backward() and optimizer.step()
+        self._warned_auto = False
         self._tier1_owed = False
         self._tier1_now = False
         self.sinks = list(sinks)
@@ -407,6 +408,8 @@ class Monitor:
     def _reset_step(self):
         self._versions = None  # the parameters' versions at the step's first backward pass
         self._blind = False  # the step holds micro-batches of earlier mon.step() calls that nothing counted
+        self._split_step = False  # closed by the next optimizer step (no mon.step() between)
+        self._cap_mark = (0, 0, 0, 0)
         self._n_micro = 0
         self._n_samples = 0
         self._captured = False
@@ -604,6 +607,7 @@ class Monitor:
             # the perturbed weights): step() applies this pass's gradient, so the earlier ones leave the row
             self._n_micro = self._n_samples = 0
             self._count_tasks, self._pass_norms = [], []
+            self._cap_mark = (0, 0, 0, 0)
         self._n_micro += 1
         self._n_samples += n or 0
         self._count_tasks.append(self._accumulates.task)
@@ -719,11 +723,30 @@ class Monitor:
         kwargs["closure"] = wrapped
         return args, kwargs
 
+    def _auto_close(self):
+        """``optimizer.step()`` again with no ``mon.step()`` since the last one: close that step now (no loss), and
+        keep what was counted since its capture (this step's forwards and backward passes) for this one."""
+        n0, s0, t0, p0 = self._cap_mark
+        new = (max(self._n_micro - n0, 0), max(self._n_samples - s0, 0), self._count_tasks[t0:], self._pass_norms[p0:])
+        if not self._warned_auto:
+            self._warned_auto = True
+            warnings.warn(f"optimizer.step() ran again (step {self.step_count + 1}) with no mon.step() since the last "
+                          "one: the monitor closes each optimizer step itself, without its loss, and measures no "
+                          "per-sample statistics for a step it closed so (its backward passes ran before the previous "
+                          "step was closed). Call mon.step(loss) after every optimizer.step(); log_every= sets how "
+                          "often a row is written", RuntimeWarning, stacklevel=5)
+        self._finish_step(None, auto=True)
+        self._n_micro, self._n_samples, self._count_tasks, self._pass_norms = new
+        self._split_step = True
+
     def _capture(self, optimizer):
+        if self._captured:  # a second optimizer step since mon.step(): the first is closed now
+            self._auto_close()
         if self._pending is not None:  # the optimizer applies the gradients: a pending micro-step is part of them
             self._resolve_pending(at_capture=True)
         if not self._measure or self._blind:  # a step not measured: only whether the optimizer stepped
             self._captured = any(p.grad is not None for p in self.params)
+            self._mark_capture()
             return
         grads = tuple(p.grad for p in self.params)
         if any(g is None for g in grads):
@@ -744,8 +767,11 @@ class Monitor:
             # submodule): the per-sample engine saw the micro-batches
             B_local = sum(int(p.total.shape[0]) for p in self._pass_norms if p.total is not None)
             self._n_micro = len(self._pass_norms)
-        if not B_local and self._misordered:  # this update's backward passes went with the previous mon.step()
+        if not B_local and (self._misordered or self._split_step):
+            # this update's backward passes went with the previous mon.step(), or were not counted (a step closed by
+            # the next optimizer step, whose forwards ran under the previous step's schedule): not measured
             self._captured = True
+            self._mark_capture()
             return
         if not B_local:
             raise ValueError("Monitor could not find the batch size (the model's first tensor argument, keyword "
@@ -765,7 +791,12 @@ class Monitor:
         tier1 = self.engine.enabled if self.engine is not None else self._tier1_due(self.step_count)
         self._tier1_now = tier1
         clip = per_sample = note = None
-        if tier1:
+        if tier1 and self._split_step:
+            note = ("optimizer.step() ran twice with no mon.step() between: this step's backward passes ran before the "
+                    "previous step was closed, so its per-sample statistics are not measured; call mon.step() after "
+                    "every optimizer.step()")
+            self._notes.append(note)
+        elif tier1:
             clip = self._clip_info(idx, norms, grads)
             per_sample, note = self._per_sample_stats(names, params, idx, norms, B_local, B, clip)
             if note:
@@ -780,6 +811,15 @@ class Monitor:
         self._per_param_steps.append((self.step_count, names, norms))
         self._ctx = ctx
         self._captured = True
+        self._mark_capture()
+
+    def _mark_capture(self):
+        """What was counted up to this optimizer step (a later one before mon.step() keeps only what follows), and
+        the per-sample engine's gradient sums start again: a backward pass after this optimizer step belongs to the
+        next one, whether or not mon.step() comes first."""
+        self._cap_mark = (self._n_micro, self._n_samples, len(self._count_tasks), len(self._pass_norms))
+        if self.engine is not None:
+            self.engine.step_done()
 
     def _clip_info(self, idx, norms, grads):
         """Compare the applied gradient with the one right after backward (per parameter; a handful of numbers,
@@ -939,6 +979,12 @@ class Monitor:
                                     f"{type(loss).__name__}") from exc
         elif self._model_losses:
             loss = torch.stack(self._model_losses).mean() if len(self._model_losses) > 1 else self._model_losses[0]
+        return self._finish_step(loss)
+
+    def _finish_step(self, loss, auto: bool = False):
+        """Close the step (what :meth:`step` does once ``loss`` is checked). ``auto``: closed by the next
+        ``optimizer.step()`` (no ``mon.step()`` between two optimizer steps): no loss, and tier 2 waits for a step
+        closed by ``mon.step()`` (not evaluated inside the optimizer's hook)."""
         deferred = False
         if not self._captured:
             if self._pending is not None:  # two mon.step() calls with nothing between: the earlier one was a skip
@@ -961,7 +1007,7 @@ class Monitor:
             if loss is not None:
                 self._add({"loss": loss})
             for q in (self.curvature, self.probe):
-                if q is None or not q.due(self.step_count):
+                if q is None or auto or not q.due(self.step_count):
                     continue
                 with self._aside():
                     self._add(q.post_step(self._ctx))
