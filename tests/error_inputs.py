@@ -614,6 +614,8 @@ def _monitor():
         return torch.optim.SGD(m.parameters(), lr=0.1)
 
     return [
+        E(lazy(lambda: mon().load_state_dict), {"state": {}}, match=r"not a Monitor state_dict \(format "
+          r"'hhld.torch.Monitor/1'\), got None", id="Monitor.load_state_dict(garbage)"),
         E(Monitor, lazy(lin), "sgd", error=TypeError, match="optimizer must be a torch.optim.Optimizer"),
         E(Monitor, "model", lazy(lambda: torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)),
           error=TypeError, match="model must be a torch.nn.Module"),

@@ -132,3 +132,50 @@ def test_unwrap_optimizer():
 
     assert _unwrap_optimizer(Wrapper(Wrapper(opt))) is opt
     assert _unwrap_optimizer(opt) is opt
+
+
+def test_lightning_resumed_from_a_checkpoint_continues_the_monitor(tmp_path):
+    """trainer.fit(..., ckpt_path=...) after a stop: the callback's monitor state travels in Lightning's checkpoint
+    (callback state_dict, also from trainer.save_checkpoint after fit), and the resumed monitor continues it: the
+    rows before the checkpoint kept, the step count and the rows' steps going on, the regime tracker where it was.
+    (Which batches Lightning replays on resume is Lightning's: the values after it are not compared with an
+    uninterrupted run; Monitor.state_dict's own test does that.)"""
+    pytest.importorskip("lightning", reason="lightning not installed (pip install 'hhld[lightning]')")
+    import lightning.pytorch as pl
+
+    from hhld.torch.callbacks import lightning_callback
+
+    class Lit(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+        def training_step(self, batch, idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+    g = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g))
+
+    def fit(max_steps, cb, ckpt=None, save=None):
+        trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=[cb])
+        trainer.fit(Lit(), torch.utils.data.DataLoader(ds, batch_size=8, shuffle=False), ckpt_path=ckpt)
+        if save:
+            trainer.save_checkpoint(save)
+        return cb.monitor
+
+    kw = dict(tier1_every=3, log_every=2, window=4, uncertainty_every=1, log=False)
+    ck = str(tmp_path / "mid.ckpt")
+    first = fit(4, lightning_callback(**kw), save=ck)  # 4 steps = one epoch of 4 batches
+    cb = lightning_callback(**kw)
+    got = fit(12, cb, ckpt=ck)
+    assert len(first.history) == 2 and got.history[:2] == first.history
+    assert [r["step"] for r in got.history] == [1, 3, 5, 7, 9, 11] and got.step_count == 12
+    assert got.events[:len(first.events)] == first.events and first.regime.current is not None
+    assert cb.state_dict()["monitor"]["step_count"] == 12  # after fit too

@@ -1366,3 +1366,70 @@ def test_mon_step_every_k_optimizer_steps_closes_each_step_itself(zero_grad_to_n
         assert got.history[k].get("tr_sigma") is None and ref.history[k]["tr_sigma"] is not None
         assert "ran twice with no mon.step() between" in got.history[k]["noise_note"]
     assert [r["step"] for r in got.history if "loss" in r] == [4, 9, 14]
+
+
+def _monitored_run(steps, resume_at=None, **kw):
+    """A short run (tier 1 every 3 steps, rows every 4, an uncertainty window of 6 samples, curvature every 5): all
+    `steps` in one go, or stopped after `resume_at` steps and continued by a new model, optimizer and monitor
+    restored from checkpoints saved with torch.save and read back with torch.load(weights_only=True)."""
+    import io
+
+    lf = nn.CrossEntropyLoss()
+    hb = data(16, seed=99)
+
+    def build():
+        model = tiny()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        mon = Monitor(model, opt, tier1_every=3, log_every=4, window=6, uncertainty_every=1, loss_fn=lf,
+                      hessian_batch=hb, tier2_every=5, **kw)
+        return model, opt, mon
+
+    model, opt, mon = build()
+    for k in range(steps):
+        if k == resume_at:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "monitor": mon.state_dict()}, buf)
+            mon.close()
+            buf.seek(0)
+            ck = torch.load(buf, weights_only=True)
+            model, opt, mon = build()
+            model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); mon.load_state_dict(ck["monitor"])
+        x, y = data(8, seed=k)
+        opt.zero_grad(); loss = lf(model(x), y); loss.backward(); opt.step(); mon.step(loss)
+    mon.close()
+    return mon
+
+
+@pytest.mark.parametrize("resume_at", [4, 7, 10])
+def test_monitor_state_dict_resumes_a_run_as_if_never_stopped(resume_at):
+    """Checkpoint and resume (at an interval's start, and in the middle of an interval, an uncertainty window and the
+    curvature's schedule): the resumed run's rows and events are the uninterrupted run's, bit for bit."""
+    ref = _monitored_run(16)
+    got = _monitored_run(16, resume_at=resume_at)
+    assert len(ref.history) == 4 and any(r.get("uncertainty_product") for r in ref.history)
+    assert any(r.get("lambda_max") for r in ref.history) and any(r.get("tr_sigma") for r in ref.history)
+    assert got.history == ref.history
+    assert got.events == ref.events
+
+
+def test_monitor_state_dict_refusals_say_what_to_do():
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=2)
+    x, y = data(8)
+    F.cross_entropy(model(x), y).backward()
+    with pytest.raises(RuntimeError, match="between optimizer steps, after mon.step"):
+        mon.state_dict()
+    opt.step(); mon.step()
+    sd = mon.state_dict()
+    other = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    with pytest.raises(ValueError, match="watched other parameters"):
+        m2 = tiny(); Monitor(m2, torch.optim.SGD(m2[0].parameters(), lr=0.1)).load_state_dict(sd)
+    with pytest.raises(ValueError, match="quantities"):
+        m3 = tiny(); Monitor(m3, torch.optim.SGD(m3.parameters(), lr=0.1), window=None).load_state_dict(sd)
+    with pytest.raises(ValueError, match="not a Monitor state_dict"):
+        mon.load_state_dict({"state": {}})
+    with pytest.raises(RuntimeError, match="before its first step"):
+        mon.load_state_dict(sd)
+    del other
+    mon.close()

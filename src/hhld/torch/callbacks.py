@@ -78,6 +78,22 @@ def _lightning_class():
             self._handles: list = []
             self._samples = 0
             self._forward_ran = False
+            self._restored = None  # a checkpoint's monitor state, applied once the monitor is built
+
+        # Lightning keeps a callback's state_dict in its checkpoints and hands it back on resume
+        # (trainer.fit(..., ckpt_path=...)) before on_train_start builds the monitor
+        def state_dict(self):
+            if self.monitor is None or self.monitor._closed:
+                return {"monitor": self._restored} if self._restored is not None else {}
+            try:
+                return {"monitor": self.monitor.state_dict()}
+            except RuntimeError as exc:  # in the middle of an optimizer step: the checkpoint goes without it
+                warnings.warn(f"LightningMonitorCallback: the checkpoint holds no monitor state ({exc}); a run "
+                              "resumed from it starts a new monitor history", RuntimeWarning, stacklevel=2)
+                return {}
+
+        def load_state_dict(self, state_dict):
+            self._restored = state_dict.get("monitor")
 
         def on_train_start(self, trainer, pl_module):
             if len(trainer.optimizers) > 1:
@@ -93,6 +109,9 @@ def _lightning_class():
                 self._handles.append(opt.register_step_pre_hook(self._before_step))
                 self._handles.append(pl_module.register_forward_hook(self._module_forward))
             self.monitor = Monitor(pl_module, opt, **kw)
+            if self._restored is not None:
+                self.monitor.load_state_dict(self._restored)
+                self._restored = None
             self._last_step = trainer.global_step
             self._losses, self._samples, self._forward_ran = [], 0, False
 
@@ -154,6 +173,10 @@ def _lightning_class():
                 h.remove()
             self._handles = []
             if self.monitor is not None:
+                try:  # a checkpoint saved after fit() (trainer.save_checkpoint) still holds the monitor's state
+                    self._restored = self.monitor.state_dict()
+                except RuntimeError:
+                    self._restored = None
                 self.monitor.close()
 
     _CLASSES["lightning"] = LightningMonitorCallback

@@ -1277,6 +1277,114 @@ class Monitor:
 
         return plot_monitor(self, path=path, **kw)
 
+    # ------------------------------------------------------------------ checkpoints
+    #: the flags of the one-time warnings a resumed monitor keeps (a warning given before the checkpoint is not given
+    #: again)
+    _WARNED = ("_warned_unmeasured", "_warned_reduction", "_warned_views", "_warned_no_step", "_warned_micro",
+               "_warned_auto", "_warned_coverage", "_lr_groups_warned")
+    STATE_FORMAT = "hhld.torch.Monitor/1"
+
+    def state_dict(self) -> dict:
+        """The monitor's state between two optimizer steps (after ``mon.step()``), so that a training run resumed
+        from a checkpoint continues the same rows, events, regimes and open windows as if it had never stopped:
+        the history and events, the step count, the open logging interval's values, the regime and
+        phase-transition trackers, each quantity's :meth:`~hhld.torch.Quantity.state_dict` (the uncertainty
+        window's running sums, the curvature probes' generator, ...), the per-sample engine's learned batch axis,
+        check cadence and which rule served which parameter, and which one-time warnings were given.
+
+        Plain Python values and tensors only: ``torch.save(mon.state_dict(), f)`` and
+        ``torch.load(f, weights_only=True)`` (no pickled objects). Restore it with :meth:`load_state_dict` on a
+        monitor built the same way for the restored model and optimizer. Raises ``RuntimeError`` in the middle
+        of an optimizer step (``backward()`` or ``optimizer.step()`` ran since the last ``mon.step()``)."""
+        if self._closed:
+            raise RuntimeError("Monitor is closed: take state_dict() before close()")
+        if self._captured or self._n_micro or self._pending is not None:
+            raise RuntimeError("Monitor.state_dict() is taken between optimizer steps, after mon.step(): this "
+                               f"monitor is in the middle of step {self.step_count} (backward() or optimizer.step() "
+                               "ran since the last mon.step()); call mon.step() first")
+        eng = None
+        if self.engine is not None:
+            e = self.engine
+            eng = {"learned_axis": e._learned_axis, "step_idx": int(e._step_idx), "covered_ever": sorted(e.covered_ever),
+                   "coupled": sorted(e.coupled), "estimator": dict(e.estimator), "reasons": dict(e.reasons),
+                   "notes": list(e.notes), "sum_failed": dict(e._sum_failed)}
+        return {
+            "format": self.STATE_FORMAT,
+            "names": list(self.names),
+            "log_every": int(self.log_every),
+            "step_count": int(self.step_count),
+            "history": [dict(r) for r in self.history],
+            "events": [dict(e) for e in self.events],
+            "last_measured_D": self.last_measured_D,
+            "last_measured_D_rel_se": self.last_measured_D_rel_se,
+            "regime_source": self.regime_source,
+            "last_covered": sorted(self._last_covered),
+            "interval": {"values": self._gather(), "steps": int(self._steps_in_interval),
+                         "skipped": int(self._skipped), "notes": list(self._notes),
+                         "per_param": [[int(s), list(n), v.detach().clone()] for s, n, v in self._per_param_steps]},
+            "trackers": {k: getattr(self, k).state_dict()
+                         for k in ("regime", "transitions", "_sgd_regime", "_sgd_transitions")},
+            "quantities": [{"name": q.name, "type": type(q).__name__, "state": q.state_dict()}
+                           for q in self.quantities],
+            "engine": eng,
+            "tier1_owed": bool(self._tier1_owed),
+            "misordered": bool(self._misordered),
+            "warned": {k: bool(getattr(self, k)) for k in self._WARNED},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` (see there). The monitor must watch the same parameters (by name) with
+        the same quantities, and must not have taken a step yet; ``log_every`` may differ (rows are then written
+        on the new cadence)."""
+        if not isinstance(state, dict) or state.get("format") != self.STATE_FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"not a Monitor state_dict (format {self.STATE_FORMAT!r}), got {got!r}")
+        if self.step_count or self.history or self._captured or self._n_micro:
+            raise RuntimeError("Monitor.load_state_dict() goes on a new monitor, before its first step; this one has "
+                               f"taken {self.step_count} step(s)")
+        if list(state["names"]) != list(self.names):
+            missing = sorted(set(state["names"]) - set(self.names))
+            extra = sorted(set(self.names) - set(state["names"]))
+            raise ValueError("the checkpointed monitor watched other parameters: "
+                             f"{len(state['names'])} then, {len(self.names)} now (missing now: {missing[:5]}, new: "
+                             f"{extra[:5]}); build the monitor for the same model and optimizer")
+        qs = [(q["name"], q["type"]) for q in state["quantities"]]
+        here = [(q.name, type(q).__name__) for q in self.quantities]
+        if qs != here:
+            raise ValueError(f"the checkpointed monitor had the quantities {qs}, this one {here}: build it with the "
+                             "same window=, tier1_every=, loss_fn=/hessian_batch= and extra_quantities=")
+        for q, qs_ in zip(self.quantities, state["quantities"]):
+            q.load_state_dict(qs_["state"])
+        for k, v in state["trackers"].items():
+            getattr(self, k).load_state_dict(v)
+        self.step_count = int(state["step_count"])
+        self.history = [dict(r) for r in state["history"]]
+        self.events = [dict(e) for e in state["events"]]
+        self.last_measured_D = state["last_measured_D"]
+        self.last_measured_D_rel_se = state["last_measured_D_rel_se"]
+        self.regime_source = state["regime_source"]
+        self._last_covered = frozenset(state["last_covered"])
+        iv = state["interval"]
+        self._reset_interval()
+        self._vals = {k: list(v) for k, v in iv["values"].items()}
+        self._steps_in_interval, self._skipped = int(iv["steps"]), int(iv["skipped"])
+        self._notes = list(iv["notes"])
+        self._per_param_steps = [(int(s), tuple(n), v) for s, n, v in iv["per_param"]]
+        for k, v in state["warned"].items():
+            if k in self._WARNED:
+                setattr(self, k, bool(v))
+        self._tier1_owed, self._misordered = bool(state["tier1_owed"]), bool(state["misordered"])
+        if self.engine is not None and state["engine"] is not None:
+            e, es = self.engine, state["engine"]
+            e._learned_axis, e._step_idx = es["learned_axis"], int(es["step_idx"])
+            e.covered_ever, e.coupled = set(es["covered_ever"]), set(es["coupled"])
+            e.estimator, e.reasons, e._sum_failed = dict(es["estimator"]), dict(es["reasons"]), dict(es["sum_failed"])
+            e.notes = list(es["notes"])
+        self._reset_step()
+        self._measure = self._measured(self.step_count) or self._tier1_owed
+        if self.engine is not None:
+            self.engine.enabled = self._tier1_due(self.step_count) or self._tier1_owed
+
     def close(self):
         """Flush the last partial interval, remove every hook, close the sinks."""
         if self._closed:

@@ -152,6 +152,18 @@ class Quantity:
     def finalize(self, ictx: IntervalContext) -> dict:
         return {}
 
+    def state_dict(self) -> dict:
+        """What the quantity carries from one step to the next, as plain values and tensors
+        (:meth:`hhld.torch.Monitor.state_dict`); ``{}`` for one that carries nothing (the default: a
+        quantity with state of its own overrides this and :meth:`load_state_dict`)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} carries no state, but was given {sorted(state)}: override "
+                             "state_dict() and load_state_dict() together")
+
 
 def robust_norms(ts) -> torch.Tensor:
     """Per-tensor 2-norms as one float64 ``(P,)`` tensor, exact for tiny and huge values.
@@ -325,6 +337,22 @@ class UncertaintyWindow(Quantity):
         self._n = 0
         self._sq_d = self._sq_g = 0.0
 
+    def state_dict(self) -> dict:
+        """The open window: its samples so far, the reference and the running sums."""
+        if not self._n:
+            return {"n": 0, "warned": self._warned}
+        return {"n": self._n, "warned": self._warned, "sq_d": float(self._sq_d), "sq_g": float(self._sq_g),
+                "ref": [t.clone() for t in self._ref], "sum_d": [t.clone() for t in self._sum_d],
+                "sum_g": [t.clone() for t in self._sum_g]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restart()
+        self._warned = bool(state.get("warned", False))
+        n = int(state.get("n", 0))
+        if n:
+            self._ref, self._sum_d, self._sum_g = ([t.clone() for t in state[k]] for k in ("ref", "sum_d", "sum_g"))
+            self._sq_d, self._sq_g, self._n = float(state["sq_d"]), float(state["sq_g"]), n
+
     def pre_step(self, ctx):
         ps = [p.detach() for p in ctx.params]
         gs = [g.to_dense() if g.is_sparse else g for g in ctx.grads]
@@ -484,6 +512,14 @@ class Curvature(Quantity):
         self.gen = torch.Generator().manual_seed(seed)
         self._vec = None
 
+    def state_dict(self) -> dict:
+        """The probes' generator and the power iteration's warm start."""
+        return {"generator": self.gen.get_state(), "vec": None if self._vec is None else [v.clone() for v in self._vec]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["generator"])
+        self._vec = None if state.get("vec") is None else [v.clone() for v in state["vec"]]
+
     def post_step(self, ctx):
         model = ctx.model
         x, y = self.batch
@@ -546,6 +582,14 @@ class ProbeNoise(Quantity):
         self.loss_fn = loss_fn
         self.batch = batch
 
+    def state_dict(self) -> dict:
+        """Which estimators the interval's last evaluation used (its row says so)."""
+        return {"last": getattr(self, "_last", None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("last") is not None:
+            self._last = str(state["last"])
+
     def post_step(self, ctx):
         from .noise import gradient_noise_stats
 
@@ -592,6 +636,12 @@ class RegimeTracker:
         self._cand = None
         self._count = 0
 
+    def state_dict(self) -> dict:
+        return {"current": self.current, "candidate": self._cand, "count": self._count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.current, self._cand, self._count = state["current"], state["candidate"], int(state["count"])
+
     def update(self, C) -> tuple[str | None, bool]:
         if C is None or not math.isfinite(C):
             return self.current, False
@@ -622,6 +672,12 @@ class PhaseTransitionDetector:
         self.drop_factor = drop_factor
         self.lookback = lookback
         self._hist: list = []
+
+    def state_dict(self) -> dict:
+        return {"history": [float(c) for c in self._hist]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._hist = [float(c) for c in state["history"]][-self.lookback:]
 
     def update(self, step, C):
         if C is None or not math.isfinite(C) or C <= 0:
