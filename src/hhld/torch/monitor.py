@@ -423,6 +423,12 @@ class Monitor:
         self._model_losses: list = []
         self._count_tasks: list = []  # the backward pass (graph task) that counted each forward
 
+    def _tier1_active(self) -> bool:
+        """Whether this optimizer step is a tier-1 step: the per-sample engine watches its backward passes (the
+        schedule's step, or with mon.step() per micro-batch the optimizer step whose first micro-batch was on
+        it, or the one after a missed one); the compiled path follows the schedule."""
+        return self.engine.enabled if self.engine is not None else self._tier1_due(self.step_count)
+
     def _tier1_due(self, step):
         return self.noise is not None and self.noise.due(step)
 
@@ -686,7 +692,7 @@ class Monitor:
             self._bw_scale = self._scaler_scale()
             # on a tier-1 step also the L1 norms: a parameter's gradient only rescaled before step() keeps the
             # ratio of its two norms (per-group clipping), any other change (clip_grad_value_) does not
-            self._bw_l1 = _l1_norms(grads) if self._tier1_due(self.step_count) else None
+            self._bw_l1 = _l1_norms(grads) if self._tier1_active() else None
 
     def _scaler_scale(self):
         s = self.scaler
@@ -788,7 +794,7 @@ class Monitor:
             grad_sq = torch.dot(norms, norms)
         # tier 1 when the per-sample engine watched the step's backward passes: the schedule's step, or (mon.step()
         # called per micro-batch) the optimizer step whose first micro-batch it was, or the one after a missed one
-        tier1 = self.engine.enabled if self.engine is not None else self._tier1_due(self.step_count)
+        tier1 = self._tier1_active()
         self._tier1_now = tier1
         clip = per_sample = note = None
         if tier1 and self._split_step:
