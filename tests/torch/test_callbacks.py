@@ -179,3 +179,35 @@ def test_lightning_resumed_from_a_checkpoint_continues_the_monitor(tmp_path):
     assert [r["step"] for r in got.history] == [1, 3, 5, 7, 9, 11] and got.step_count == 12
     assert got.events[:len(first.events)] == first.events and first.regime.current is not None
     assert cb.state_dict()["monitor"]["step_count"] == 12  # after fit too
+
+
+def test_hf_trainer_resumed_from_a_checkpoint_continues_the_monitor(tmp_path):
+    """trainer.train(resume_from_checkpoint=...): the callback saved the monitor's state beside the Trainer's
+    checkpoint (checkpoint-<step>/hhld_monitor.pt, plain data), and the resumed run's rows and events are those of
+    the run that never stopped (the Trainer restores the data order and the generators)."""
+    pytest.importorskip("transformers", reason="transformers not installed (pip install 'hhld[hf]')")
+    pytest.importorskip("accelerate", reason="accelerate not installed (pip install 'hhld[hf]')")
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from hhld.torch.callbacks import HF_STATE_FILE, HFMonitorCallback
+
+    def train(out, steps, resume=None):
+        cb = HFMonitorCallback(tier1_every=3, log_every=2, window=4, uncertainty_every=1)
+        args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                                 max_steps=steps, learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0,
+                                 logging_steps=1, save_strategy="steps", save_steps=3, report_to=[], use_cpu=True,
+                                 seed=0, dataloader_drop_last=True, disable_tqdm=True)
+        trainer = Trainer(model=W.hf_build(), args=args, train_dataset=W.hf_dataset(W.HF_WORKLOAD.batch * 6, 7),
+                          callbacks=[cb])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train(resume_from_checkpoint=resume)
+        return cb.monitor
+
+    ref = train(tmp_path / "ref", 6)
+    train(tmp_path / "run", 3)
+    ck = tmp_path / "run" / "checkpoint-3"
+    assert (ck / HF_STATE_FILE).is_file()
+    got = train(tmp_path / "run", 6, resume=str(ck))
+    assert len(ref.history) == 3 and any(r.get("uncertainty_product") for r in ref.history)
+    assert got.history == ref.history
+    assert got.events == ref.events

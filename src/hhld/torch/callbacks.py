@@ -29,6 +29,7 @@ its micro-batch losses. The frameworks are imported only when a callback is crea
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Mapping
 
@@ -228,6 +229,15 @@ def _unwrap_optimizer(opt):
     return opt
 
 
+#: the monitor's state in a Hugging Face checkpoint folder
+HF_STATE_FILE = "hhld_monitor.pt"
+
+
+def _hf_checkpoint_file(args, state) -> str:
+    """``output_dir/checkpoint-<global_step>/hhld_monitor.pt``: the Trainer's checkpoint folder of this step."""
+    return os.path.join(args.output_dir, f"checkpoint-{state.global_step}", HF_STATE_FILE)
+
+
 def _hf_class():
     if "hf" in _CLASSES:
         return _CLASSES["hf"]
@@ -259,6 +269,22 @@ def _hf_class():
             self._count_batch = "batch_size" not in kw
             self.monitor = Monitor(model, _unwrap_optimizer(optimizer), **kw)
             self._handle = model.register_forward_hook(self._forward_hook, with_kwargs=True)
+            if state.global_step:  # resumed (trainer.train(resume_from_checkpoint=...)): its monitor state, if saved
+                path = _hf_checkpoint_file(args, state)
+                if os.path.isfile(path):
+                    self.monitor.load_state_dict(torch.load(path, weights_only=True))
+                else:
+                    warnings.warn(f"HFMonitorCallback: resumed at step {state.global_step} without the monitor's state "
+                                  f"(no {path}): the monitor starts a new history", RuntimeWarning, stacklevel=2)
+
+        def on_save(self, args, state, control, **kwargs):
+            # beside the Trainer's own files in output_dir/checkpoint-<step>: plain data (torch.save of a dict of
+            # Python values and tensors, read back with weights_only=True)
+            if self.monitor is None or self.monitor._closed:
+                return
+            folder = os.path.dirname(_hf_checkpoint_file(args, state))
+            if os.path.isdir(folder):
+                torch.save(self.monitor.state_dict(), _hf_checkpoint_file(args, state))
 
         def _forward_hook(self, module, args, kwargs, output):
             if not (module.training and torch.is_grad_enabled()):
