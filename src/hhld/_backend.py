@@ -97,3 +97,31 @@ def torch_generator(seed: int | None = None, device: str | None = None):
     else:
         g.manual_seed(int(seed))
     return g
+
+
+
+def count_below_spacing(x: Any, size: float, factor: float = 0.2) -> tuple[int, int]:
+    """``(below, nonzero)``: how many nonzero entries of ``x`` (array or tensor) have ``size`` below ``factor``
+    times the spacing of ``x``'s dtype at their magnitude (``eps 2^(e-1)`` for ``|x|`` in ``[2^(e-1), 2^e)``),
+    and how many nonzero entries there are.
+
+    A random displacement of standard deviation ``size`` added to such an entry rounds back to it for nearly
+    every draw when ``factor`` is 0.2 (the variance ``x + size xi`` keeps: about ``size^2`` from 0.3 spacings
+    up, 31 % at 0.2, 4 % at 0.15, none below 0.1); a deterministic one of ``size`` always does when ``factor`` is
+    0.5. Zero entries, where any displacement survives, are not counted."""
+    if is_torch(x):
+        import torch
+
+        t = x.detach()
+        t = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+        _, e = torch.frexp(t)
+        spacing = torch.ldexp(torch.full_like(t, float(torch.finfo(x.dtype).eps)), e - 1)
+        nonzero = t != 0
+        return int(((factor * spacing > size) & nonzero).sum()), int(nonzero.sum())
+    a = np.asarray(x)
+    if a.dtype.kind != "f":
+        return 0, int(np.count_nonzero(a))
+    _, e = np.frexp(a.astype(np.float64) if a.dtype == np.float16 else a)
+    spacing = np.ldexp(np.finfo(a.dtype).eps, e - 1)
+    nonzero = a != 0
+    return int(((factor * spacing > size) & nonzero).sum()), int(nonzero.sum())

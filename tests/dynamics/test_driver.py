@@ -271,3 +271,27 @@ def test_divergence_is_reported_once_by_the_check_not_by_numpy_warnings():
         warnings.simplefilter("error")
         with pytest.raises(hhld.NonFiniteError, match=r"non-finite value at step \d+ in particle \d+.*Reduce dt"):
             sim.run(200)
+
+
+@pytest.mark.parametrize("dtype, D, dt, warns", [
+    ("bfloat16", 0.0, 1e-4, True),    # drift 1e-4 against a spacing of 3.9e-3 at 0.5: rounds back to theta
+    ("float16", 1e-6, 1e-6, True),    # noise 1.4e-6 and drift 1.5e-6 against 4.9e-4
+    ("bfloat16", 0.05, 1e-4, False),  # noise 3.2e-3 = 0.8 of the spacing: it moves (and dithers the drift)
+    ("float32", 0.0, 1e-4, False),
+])
+def test_a_step_below_the_positions_resolution_warns_and_it_is_so(dtype, D, dt, warns):
+    """Half-precision positions (or a tiny dt) whose step rounds back to them: one warning at construction, and what
+    it says is so (nothing moves); a representable step: no warning, and the ensemble moves."""
+    import warnings
+
+    import torch
+
+    theta0 = torch.full((200, 2), 0.5, dtype=getattr(torch, dtype))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        sim = Simulation(hhld.landscapes.double_well_2d(), theta0, dt=dt, D=D, rng=torch.Generator().manual_seed(0))
+    hits = [w for w in rec if "rounds back to theta" in str(w.message)]
+    assert len(hits) == (1 if warns else 0)
+    sim.run(20)
+    moved = float((sim.state.theta.double() - theta0.double()).abs().max())
+    assert (moved == 0.0) == warns

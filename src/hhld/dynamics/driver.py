@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._backend import default_rng, is_torch, to_numpy
+from .._backend import count_below_spacing, default_rng, is_torch, to_numpy
 from .._validation import NonFiniteError, check_choice, check_int, check_nonnegative, check_positive
 from ..landscapes import check_landscape
 from . import checkpoint as _ckpt
@@ -199,6 +199,32 @@ class Simulation:
         self.ctx = RunContext(landscape, self.dt, self.D, self.mu, self.info.name)
         self._started = False
         self._check_finite(self.state, where="initial state")
+        self._check_resolution()
+
+    def _check_resolution(self):
+        """One warning when the positions' dtype cannot represent the overdamped step at their magnitudes: the
+        noise ``sqrt(2 D dt)`` below a fifth of the spacing of most entries (it rounds back for nearly every draw)
+        and the drift ``mu dt |grad L|`` below half of it (it always does): ``theta + step`` is then ``theta``
+        there, and the ensemble does not move where the dynamics says it does (float16 / bfloat16 positions, or a
+        tiny ``dt``)."""
+        if self.info.kind != "overdamped":
+            return
+        th, g = self.state.theta, self.state.grad
+        sigma = math.sqrt(2.0 * self.D * self.dt)
+        lost_noise, nz = count_below_spacing(th, sigma, 0.2)
+        if not nz or lost_noise * 2 <= nz:
+            return
+        drift = abs(g) * (self.mu * self.dt)
+        lost_drift, _ = count_below_spacing(th, drift, 0.5)
+        if lost_drift * 2 <= nz:
+            return
+        import warnings
+
+        warnings.warn(f"the positions' dtype ({th.dtype}) cannot represent this step at their magnitudes: the noise "
+                      f"sqrt(2 D dt) = {sigma:.3g} is below a fifth of the spacing between representable values for "
+                      f"{lost_noise} of {nz} nonzero entries, and the drift mu dt |grad L| below half of it for "
+                      f"{lost_drift}: theta + step rounds back to theta there, so the ensemble does not move as the "
+                      "dynamics says. Use float32 or float64 positions, or a larger dt", RuntimeWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ run
     def _extra_params(self) -> dict:

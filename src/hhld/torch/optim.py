@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .._backend import count_below_spacing
 from .._validation import NonFiniteError, check_int, check_nonnegative, check_positive, check_real
 from ..observables import consolidation_ratio
 from ..theory import hbar as _hbar_formula
@@ -444,11 +445,7 @@ class HeisenbergSGD(Optimizer):
         lost = total = 0
         worst = None
         for p in params:
-            x = p.detach()
-            x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-            _, e = torch.frexp(x)  # |x| in [2^(e-1), 2^e): the spacing of p's dtype there is eps 2^(e-1)
-            fifth = torch.ldexp(torch.full_like(x, 0.2 * torch.finfo(p.dtype).eps), e - 1)
-            below = int(((fifth > sigma) & (x != 0)).sum())  # at 0 any noise survives
+            below, _ = count_below_spacing(p, sigma, 0.2)  # at 0 any noise survives: not counted as lost
             lost, total = lost + below, total + p.numel()
             if below and (worst is None or p.dtype.itemsize < worst.itemsize):
                 worst = p.dtype
