@@ -672,13 +672,18 @@ class Practice:
     clip: bool = False               # clip_grad_norm_(params, workload.max_norm) between backward and step
     accum: int = 1                   # micro-batches per optimizer step (each loss divided by their number)
     autocast: torch.dtype | None = None
+    param_dtype: torch.dtype | None = None  # the model and its float inputs in this dtype (pure bf16 training)
     scaler: bool = False             # torch.amp.GradScaler
     runner: str = "loop"             # "loop", "ddp", "lightning", "hf"
     note: str = ""
 
     @property
+    def low_precision(self) -> bool:
+        return self.autocast is not None or self.param_dtype is not None
+
+    @property
     def tol(self):
-        return 0.05 if self.autocast is not None else 0.02
+        return 0.05 if self.low_precision else 0.02
 
 
 _P = [
@@ -704,6 +709,9 @@ _P = [
     Practice("fp16_scaler_clip_accum2", clip=True, accum=2, autocast=torch.float16, scaler=True,
              note="GradScaler: unscale_ before clip_grad_norm_, 2 micro-batches"),
     Practice("momentum_clip_accum4", optimizer="momentum", clip=True, accum=4),
+    Practice("bf16_params_adamw", optimizer="adamw", lr=1e-3, param_dtype=torch.bfloat16,
+             note="pure bfloat16 training (model.to(torch.bfloat16), bf16 inputs, AdamW), as in LLM fine-tuning"),
+    Practice("bf16_params_clip_accum2", clip=True, accum=2, param_dtype=torch.bfloat16),
     Practice("lightning_accum2_clip", accum=2, clip=True, runner="lightning",
              note="accumulate_grad_batches=2, gradient_clip_val=max_norm, through hhld.torch.callbacks"),
     Practice("hf_trainer", optimizer="adamw", lr=1e-3, accum=2, runner="hf",
@@ -724,7 +732,8 @@ class Cell:
 
 
 _CELLS = {
-    "gpt_sdpa": ["sgd", "momentum", "adamw", "clip", "accum2", "bf16", "fp16_scaler", "adamw_clip_accum2_bf16"],
+    "gpt_sdpa": ["sgd", "momentum", "adamw", "clip", "accum2", "bf16", "fp16_scaler", "adamw_clip_accum2_bf16",
+                 "bf16_params_adamw"],
     "gpt_sdpa_BeqT": ["sgd"],
     "gpt_ckpt_reentrant": ["sgd", "accum2", "bf16"],
     "gpt_ckpt_nonreentrant": ["sgd", "clip"],
@@ -739,8 +748,8 @@ _CELLS = {
     "lstm_proj": ["sgd", "accum2"],
     "lstm_dropout": ["sgd", "accum2", "bf16"],
     "cnn_bn": ["sgd", "momentum", "clip", "accum2", "bf16", "fp16_scaler", "fp16_scaler_clip_accum2"],
-    "cnn_gn": ["sgd", "clip"],
-    "vit": ["sgd", "adamw", "clip", "bf16", "fp16_scaler", "fp16_scaler_clip_accum2"],
+    "cnn_gn": ["sgd", "clip", "bf16_params_adamw"],
+    "vit": ["sgd", "adamw", "clip", "bf16", "fp16_scaler", "fp16_scaler_clip_accum2", "bf16_params_clip_accum2"],
     "frozen_sparse": ["sgd", "accum2"],
     "compiled_mlp": ["sgd", "adamw"],
     "pair_cdist": ["sgd", "clip"],
@@ -883,6 +892,8 @@ def train_loop(wl: Workload, pr: Practice, steps: int, *, rank: int = 0, world: 
     from hhld.torch import Monitor
 
     model = wl.build()
+    if pr.param_dtype is not None:
+        model = model.to(pr.param_dtype)
     net = model
     if ddp:
         net = nn.parallel.DistributedDataParallel(model)
@@ -903,6 +914,8 @@ def train_loop(wl: Workload, pr: Practice, steps: int, *, rank: int = 0, world: 
         row = None
         for s in range(steps):
             inputs, y = wl.data(wl.batch, 100 + s)
+            if pr.param_dtype is not None:
+                inputs = tuple(x.to(pr.param_dtype) if x.is_floating_point() else x for x in inputs)
             if ddp:  # this rank's share of the global batch
                 inputs, y = split_batch(inputs, y, world, wl.batch_dim, wl.ydim)[rank]
             micro = split_batch(inputs, y, pr.accum, wl.batch_dim, wl.ydim)
@@ -1361,7 +1374,7 @@ def check_cell(cell_id: str, tmp_dir: str, info: dict | None = None) -> list[str
     app = torch.cat([rec.applied[n].double().reshape(-1) if n in rec.applied else
                      torch.zeros(hi - lo, dtype=torch.float64) for n, (lo, hi) in _slices(rec).items()])
     err = float((app - ref["clip_coef"] * gall).norm() / app.norm())
-    if err > (0.05 if pr.autocast is not None else 1e-4):
+    if err > (0.05 if pr.low_precision else 1e-4):
         problems.append(f"REFERENCE: its batch gradient differs from the applied one by {err:.2%} (setup bug)")
     if pr.clip and ref["clip_coef"] > 0.95:
         problems.append(f"REFERENCE: clipping practice but c = {ref['clip_coef']:.3f} (max_norm too large)")

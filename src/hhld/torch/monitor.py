@@ -840,7 +840,10 @@ class Monitor:
         if not ratios:
             return ClipInfo(1.0, True)
         c = sum(ratios) / len(ratios)
-        if all(abs(r - c) <= 1e-5 * max(c, 1e-30) for r in ratios):
+        # rescaling a gradient in its own dtype rounds each entry (relative error <= eps/2), which moves a norm
+        # ratio by at most eps/2: bfloat16 gradients (pure bf16 training) rescaled by one factor stay "uniform"
+        eps = max((torch.finfo(g.dtype).eps for g in grads if g.is_floating_point()), default=0.0)
+        if all(abs(r - c) <= max(1e-5, eps) * max(c, 1e-30) for r in ratios):
             return ClipInfo(c, True)
         l1_bw = self._bw_l1
         if l1_bw is None or len(l1_bw) != len(self.params):
@@ -855,7 +858,7 @@ class Monitor:
                 scales.append(1.0)
                 continue
             r2, r1 = a2 / b2, a1 / b1
-            if abs(r1 - r2) > 1e-4 * max(r2, 1e-30):
+            if abs(r1 - r2) > max(1e-4, 2 * eps) * max(r2, 1e-30):
                 return ClipInfo(c, False)
             scales.append(r2)
         return ClipInfo(c, False, tuple(scales))
