@@ -613,7 +613,14 @@ def _monitor():
     def opt_of(m):
         return torch.optim.SGD(m.parameters(), lr=0.1)
 
+    def lazy_modules():
+        m = torch.nn.Sequential(torch.nn.LazyLinear(2))
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        return lambda: Monitor(m, opt)
+
     return [
+        E(lazy(lazy_modules), match=r"2 parameter\(s\) of the model are not initialised yet \(lazy modules: "
+          r"\['0.weight', '0.bias'\]\); run one forward pass", id="Monitor(lazy modules)"),
         E(lazy(lambda: mon().load_state_dict), {"state": {}}, match=r"not a Monitor state_dict \(format "
           r"'hhld.torch.Monitor/1'\), got None", id="Monitor.load_state_dict(garbage)"),
         E(Monitor, lazy(lin), "sgd", error=TypeError, match="optimizer must be a torch.optim.Optimizer"),

@@ -264,6 +264,11 @@ class Monitor:
             raise ValueError(f"model {type(self.inner).__name__} has no trainable parameters in the optimizer "
                              "(no parameter with requires_grad=True); nothing to monitor")
         self.params = [named[n] for n in self.names]
+        lazy = [n for n, p in zip(self.names, self.params) if isinstance(p, nn.parameter.UninitializedParameter)]
+        if lazy:
+            raise ValueError(f"{len(lazy)} parameter(s) of the model are not initialised yet (lazy modules: "
+                             f"{lazy[:3]}{', ...' if len(lazy) > 3 else ''}); run one forward pass (a dummy batch) to "
+                             "initialise them, then build the optimizer and the monitor")
         self.not_optimized = [n for n, p in named.items() if p.requires_grad and id(p) not in opt_ids]
         self.dim = sum(p.numel() for p in self.params)
         self._step_dim = sum(p.numel() for p in self.params if p.requires_grad)
