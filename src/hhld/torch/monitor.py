@@ -589,6 +589,8 @@ class Monitor:
             return
         if pend["blind"]:
             self._blind = True  # micro-batches of this optimizer step that were not counted: not measured
+        if self._versions is None:  # no backward pass since: the parameters' versions of the carried one
+            self._versions = pend["versions"]
         self._n_micro += pend["n_micro"]
         self._n_samples += pend["n_samples"]
         self._count_tasks = pend["tasks"] + self._count_tasks
@@ -1001,19 +1003,19 @@ class Monitor:
         closed by ``mon.step()`` (not evaluated inside the optimizer's hook)."""
         deferred = False
         if not self._captured:
-            if self._pending is not None:  # two mon.step() calls with nothing between: the earlier one was a skip
+            if self._pending is not None:  # two mon.step() calls with no backward between: decide the earlier one
                 self._resolve_pending()
             if self._n_micro and self._maybe_micro_step():
                 # decided at the next backward pass / optimizer step (_resolve_pending)
                 self._pending = {"step": self.step_count, "n_micro": self._n_micro, "n_samples": self._n_samples,
                                  "tasks": list(self._count_tasks), "passes": list(self._pass_norms),
-                                 "sig": self._grad_signature(), "blind": self._blind}
+                                 "sig": self._grad_signature(), "blind": self._blind, "versions": self._versions}
                 deferred = True
             elif not self._n_micro and not self._measure and any(p.grad is not None for p in self.params):
                 # an unmeasured step (nothing counted) whose gradients the optimizer did not apply: if they are
                 # still accumulating, the optimizer's step holds samples nobody counted, and is left unmeasured
                 self._pending = {"step": self.step_count, "n_micro": 0, "n_samples": 0, "tasks": [], "passes": [],
-                                 "sig": self._grad_signature(), "blind": True}
+                                 "sig": self._grad_signature(), "blind": True, "versions": None}
                 deferred = True
             else:
                 self._record_skip(self.step_count, self._n_micro)
