@@ -99,7 +99,6 @@ def torch_generator(seed: int | None = None, device: str | None = None):
     return g
 
 
-
 def count_below_spacing(x: Any, size: float, factor: float = 0.2) -> tuple[int, int]:
     """``(below, nonzero)``: how many nonzero entries of ``x`` (array or tensor) have ``size`` below ``factor``
     times the spacing of ``x``'s dtype at their magnitude (``eps 2^(e-1)`` for ``|x|`` in ``[2^(e-1), 2^e)``),

@@ -13,6 +13,7 @@ resume with nothing lost.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -218,8 +219,6 @@ class Simulation:
         lost_drift, _ = count_below_spacing(th, drift, 0.5)
         if lost_drift * 2 <= nz:
             return
-        import warnings
-
         warnings.warn(f"the positions' dtype ({th.dtype}) cannot represent this step at their magnitudes: the noise "
                       f"sqrt(2 D dt) = {sigma:.3g} is below a fifth of the spacing between representable values for "
                       f"{lost_noise} of {nz} nonzero entries, and the drift mu dt |grad L| below half of it for "

@@ -84,7 +84,7 @@ def _lightning_class():
         # Lightning keeps a callback's state_dict in its checkpoints and hands it back on resume
         # (trainer.fit(..., ckpt_path=...)) before on_train_start builds the monitor
         def state_dict(self):
-            if self.monitor is None or self.monitor._closed:
+            if self.monitor is None or self.monitor.closed:
                 return {"monitor": self._restored} if self._restored is not None else {}
             try:
                 return {"monitor": self.monitor.state_dict()}
@@ -280,7 +280,7 @@ def _hf_class():
         def on_save(self, args, state, control, **kwargs):
             # beside the Trainer's own files in output_dir/checkpoint-<step>: plain data (torch.save of a dict of
             # Python values and tensors, read back with weights_only=True)
-            if self.monitor is None or self.monitor._closed:
+            if self.monitor is None or self.monitor.closed:
                 return
             folder = os.path.dirname(_hf_checkpoint_file(args, state))
             if os.path.isdir(folder):

@@ -1293,6 +1293,11 @@ class Monitor:
 
         return plot_monitor(self, path=path, **kw)
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (no hooks; :meth:`step` and :meth:`state_dict` refuse)."""
+        return self._closed
+
     # ------------------------------------------------------------------ checkpoints
     #: the flags of the one-time warnings a resumed monitor keeps (a warning given before the checkpoint is not given
     #: again)
