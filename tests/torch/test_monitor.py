@@ -1433,3 +1433,34 @@ def test_monitor_state_dict_refusals_say_what_to_do():
         mon.load_state_dict(sd)
     del other
     mon.close()
+
+
+def test_a_param_group_added_mid_training_is_watched_from_that_step():
+    """Unfreezing with optimizer.add_param_group(...) mid-training: the monitor watches the new parameters from that
+    step on (||g||^2 of the applied gradient, d, per-sample statistics from the next tier-1 step), with an event and
+    one warning. Before, it kept watching the old set: ||g||^2 of the unfrozen step 0.239 against 0.319 applied."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    for p in m[0].parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(m[2].parameters(), lr=0.05)
+    mon = Monitor(m, opt, tier1_every=1, log_every=1, window=None)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for k in range(4):
+            if k == 2:
+                for p in m[0].parameters():
+                    p.requires_grad_(True)
+                opt.add_param_group({"params": list(m[0].parameters())})
+            x, y = data(8, seed=k)
+            opt.zero_grad(); loss = F.cross_entropy(m(x), y); loss.backward()
+            applied = sum(float(p.grad.pow(2).sum()) for p in m.parameters() if p.grad is not None)
+            tr, _ = _per_sample(m, x, y) if k == 3 else (None, None)
+            opt.step(); row = mon.step(loss)
+            assert row["grad_sq_norm"] == pytest.approx(applied, rel=1e-12)
+    assert mon.dim == sum(p.numel() for p in m.parameters())
+    assert [e["step"] for e in mon.events if e["event"] == "parameters_changed"] == [2]
+    assert sum("the optimizer's parameters changed before step 2" in str(w.message) for w in rec) == 1
+    assert mon.history[2]["noise_coverage"] < 1  # the new parameters: per-sample statistics from the next step
+    assert mon.history[3]["noise_coverage"] == 1.0 and mon.history[3]["tr_sigma"] == pytest.approx(tr, rel=1e-9)
+    mon.close()

@@ -244,37 +244,7 @@ class Monitor:
         self.model = model
         self.inner = unwrap_model(model)
         self.optimizer = optimizer
-        # every parameter of the model the optimizer holds, frozen ones included (progressive unfreezing: a
-        # parameter enters a step's statistics when it gets a gradient, and d counts the trainable ones)
-        named = dict(self.inner.named_parameters())
-        if not any(p.requires_grad for p in named.values()):
-            raise ValueError(f"model {type(self.inner).__name__} has no trainable parameters "
-                             "(no parameter with requires_grad=True); nothing to monitor")
-        by_id = {id(p): n for n, p in named.items()}
-        opt_params = [p for g in optimizer.param_groups for p in g["params"]]
-        foreign = [p for p in opt_params if id(p) not in by_id]
-        if foreign:
-            shapes = ", ".join(str(tuple(p.shape)) for p in foreign[:3])
-            raise ValueError(f"the optimizer holds {len(foreign)} parameter(s) that are not parameters of "
-                             f"the model (shapes {shapes}{', ...' if len(foreign) > 3 else ''}); build the optimizer "
-                             "over model.parameters()")
-        opt_ids = {id(p) for p in opt_params}
-        self.names = [n for n, p in named.items() if id(p) in opt_ids]
-        if not any(named[n].requires_grad for n in self.names):
-            raise ValueError(f"model {type(self.inner).__name__} has no trainable parameters in the optimizer "
-                             "(no parameter with requires_grad=True); nothing to monitor")
-        self.params = [named[n] for n in self.names]
-        lazy = [n for n, p in zip(self.names, self.params) if isinstance(p, nn.parameter.UninitializedParameter)]
-        if lazy:
-            raise ValueError(f"{len(lazy)} parameter(s) of the model are not initialised yet (lazy modules: "
-                             f"{lazy[:3]}{', ...' if len(lazy) > 3 else ''}); run one forward pass (a dummy batch) to "
-                             "initialise them, then build the optimizer and the monitor")
-        self.not_optimized = [n for n, p in named.items() if p.requires_grad and id(p) not in opt_ids]
-        self.dim = sum(p.numel() for p in self.params)
-        self._step_dim = sum(p.numel() for p in self.params if p.requires_grad)
-        self._accumulates = AccumulationProbe(self.params)  # inside a hook: does this backward write .grad?
-        self._all_idx = list(range(len(self.params)))
-        self._names_t, self._params_t = tuple(self.names), tuple(self.params)
+        self._watch_parameters()
         self.log_every = log_every
         self.batch_size = batch_size
         self.batch_axis = batch_axis
@@ -383,14 +353,9 @@ class Monitor:
         self._reset_step()
         self._measure = self._measured(0)
         self._handles = []
-        self.engine = None
-        if self._needs_per_sample and not self.compiled:
-            self.engine = PerSampleSqNorms(self.inner, dict(zip(self.names, self.params)),
-                                           on_pass_end=self._on_pass_end, conv_estimator=conv_estimator,
-                                           conv_probes=conv_probes, batch_axis=batch_axis,
-                                           check_every=None if self.ddp else check_every, passes="accumulating")
-            self.engine.shared_terms = not self.ddp  # DDP's gradients are all-reduced: no split against them
-            self.engine.attach()
+        self._engine_kw = {"conv_estimator": conv_estimator, "conv_probes": conv_probes, "check_every": check_every}
+        self.engine = self._make_engine()
+        if self.engine is not None:
             self.engine.enabled = self._tier1_due(0)
         # the root hooks go on the outermost module that runs eagerly (the compiled wrapper itself)
         root = model if self.compiled else self.inner
@@ -454,6 +419,83 @@ class Monitor:
                 store[k] = [v]
             else:
                 lst.append(v)
+
+    def _watch_parameters(self):
+        """The parameters the monitor watches: every parameter of the model the optimizer holds (read again when
+        the optimizer's parameter set changes, e.g. a param group added to unfreeze layers)."""
+        # every parameter of the model the optimizer holds, frozen ones included (progressive unfreezing: a
+        # parameter enters a step's statistics when it gets a gradient, and d counts the trainable ones)
+        named = dict(self.inner.named_parameters())
+        if not any(p.requires_grad for p in named.values()):
+            raise ValueError(f"model {type(self.inner).__name__} has no trainable parameters "
+                             "(no parameter with requires_grad=True); nothing to monitor")
+        by_id = {id(p): n for n, p in named.items()}
+        opt_params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        foreign = [p for p in opt_params if id(p) not in by_id]
+        if foreign:
+            shapes = ", ".join(str(tuple(p.shape)) for p in foreign[:3])
+            raise ValueError(f"the optimizer holds {len(foreign)} parameter(s) that are not parameters of "
+                             f"the model (shapes {shapes}{', ...' if len(foreign) > 3 else ''}); build the optimizer "
+                             "over model.parameters()")
+        opt_ids = {id(p) for p in opt_params}
+        self.names = [n for n, p in named.items() if id(p) in opt_ids]
+        if not any(named[n].requires_grad for n in self.names):
+            raise ValueError(f"model {type(self.inner).__name__} has no trainable parameters in the optimizer "
+                             "(no parameter with requires_grad=True); nothing to monitor")
+        self.params = [named[n] for n in self.names]
+        lazy = [n for n, p in zip(self.names, self.params) if isinstance(p, nn.parameter.UninitializedParameter)]
+        if lazy:
+            raise ValueError(f"{len(lazy)} parameter(s) of the model are not initialised yet (lazy modules: "
+                             f"{lazy[:3]}{', ...' if len(lazy) > 3 else ''}); run one forward pass (a dummy batch) to "
+                             "initialise them, then build the optimizer and the monitor")
+        self.not_optimized = [n for n, p in named.items() if p.requires_grad and id(p) not in opt_ids]
+        self.dim = sum(p.numel() for p in self.params)
+        self._step_dim = sum(p.numel() for p in self.params if p.requires_grad)
+        self._accumulates = AccumulationProbe(self.params)  # inside a hook: does this backward write .grad?
+        self._all_idx = list(range(len(self.params)))
+        self._names_t, self._params_t = tuple(self.names), tuple(self.params)
+        self._opt_count = self._optimizer_param_count()
+
+    def _optimizer_param_count(self) -> int:
+        return sum(len(g["params"]) for g in self.optimizer.param_groups)
+
+    def _make_engine(self):
+        """The per-sample engine over the watched parameters (None when nothing needs per-sample norms, or for a
+        compiled model, whose per-sample norms come from the functional recomputation)."""
+        if not self._needs_per_sample or self.compiled:
+            return None
+        kw = self._engine_kw
+        engine = PerSampleSqNorms(self.inner, dict(zip(self.names, self.params)), on_pass_end=self._on_pass_end,
+                                  conv_estimator=kw["conv_estimator"], conv_probes=kw["conv_probes"],
+                                  batch_axis=self.batch_axis, check_every=None if self.ddp else kw["check_every"],
+                                  passes="accumulating")
+        engine.shared_terms = not self.ddp  # DDP's gradients are all-reduced: no split against them
+        engine.attach()
+        return engine
+
+    def _parameters_changed(self):
+        """The optimizer's parameter set changed (``add_param_group``): watch the new set from this step on, with a
+        new per-sample engine (its per-sample statistics start at the next tier-1 step), and say so."""
+        old = set(self.names)
+        self._watch_parameters()
+        added = [n for n in self.names if n not in old]
+        removed = sorted(old - set(self.names))
+        self.events.append({"step": self.step_count, "event": "parameters_changed", "added": len(added),
+                            "removed": len(removed), "dim": self.dim})
+        warnings.warn(f"the optimizer's parameters changed before step {self.step_count} ({len(added)} added, e.g. "
+                      f"{added[:3]}; {len(removed)} removed): the monitor watches its {len(self.names)} parameters "
+                      f"(d = {self.dim}) from this step on; their per-sample statistics start at the next tier-1 "
+                      "step", RuntimeWarning, stacklevel=5)
+        if self.engine is not None:
+            old_engine = self.engine
+            old_engine.detach()
+            self.engine = new = self._make_engine()
+            new._learned_axis, new.enabled = old_engine._learned_axis, old_engine.enabled
+            keep = set(self.names)  # what the old engine learned of the parameters still watched
+            new.covered_ever = {n for n in old_engine.covered_ever if n in keep}
+            new.coupled = {n for n in old_engine.coupled if n in keep}
+            new.estimator = {n: v for n, v in old_engine.estimator.items() if n in keep}
+            new.reasons = {n: v for n, v in old_engine.reasons.items() if n in keep}
 
     # ------------------------------------------------------------------ hooks
     def _input_axis(self):
@@ -755,6 +797,8 @@ class Monitor:
     def _capture(self, optimizer):
         if self._captured:  # a second optimizer step since mon.step(): the first is closed now
             self._auto_close()
+        if self._optimizer_param_count() != self._opt_count:  # add_param_group since the last step
+            self._parameters_changed()
         if self._pending is not None:  # the optimizer applies the gradients: a pending micro-step is part of them
             self._resolve_pending(at_capture=True)
         if not self._measure or self._blind:  # a step not measured: only whether the optimizer stepped
