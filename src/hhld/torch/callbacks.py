@@ -283,8 +283,15 @@ def _hf_class():
             if self.monitor is None or self.monitor.closed:
                 return
             folder = os.path.dirname(_hf_checkpoint_file(args, state))
-            if os.path.isdir(folder):
-                torch.save(self.monitor.state_dict(), _hf_checkpoint_file(args, state))
+            if not os.path.isdir(folder):
+                return
+            try:
+                sd = self.monitor.state_dict()
+            except RuntimeError as exc:  # in the middle of an optimizer step: the checkpoint goes without it
+                warnings.warn(f"HFMonitorCallback: checkpoint-{state.global_step} holds no monitor state ({exc}); a "
+                              "run resumed from it starts a new monitor history", RuntimeWarning, stacklevel=2)
+                return
+            torch.save(sd, _hf_checkpoint_file(args, state))
 
         def _forward_hook(self, module, args, kwargs, output):
             if not (module.training and torch.is_grad_enabled()):
