@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -310,7 +310,7 @@ def _unit_indices(indices, H: int) -> list[int]:
     bad = [i for i in out if i < 0 or i >= H]
     if bad:
         raise IndexError(f"neuron indices {bad} out of range for width {H} (allowed: 0 to {H - 1})")
-    seen = sorted(i for i in set(out) if out.count(i) > 1)
+    seen = sorted(i for i, c in Counter(out).items() if c > 1)
     if seen:
         raise ValueError(f"neuron indices {seen} given more than once in {out}; give each unit to remove once")
     return sorted(out)
