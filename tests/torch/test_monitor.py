@@ -1183,6 +1183,31 @@ def test_torch_func_transforms_in_the_step_change_nothing():
         assert torch.equal(per[k], per_plain[k])
 
 
+def _loop(steps, mon_kw, *, step_when, mon_when, zero_first=True, to_none=True, divide=1):
+    """The tiny model trained ``steps`` batches: ``optimizer.step()`` where ``step_when(k)``, ``mon.step(loss)`` where
+    ``mon_when(k)``; the gradients zeroed before each backward (``zero_first``) or after each optimizer step, each
+    loss divided by ``divide`` (accumulation). Returns the closed monitor and its warnings' messages."""
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, window=None, **mon_kw)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for k in range(steps):
+            x, y = data(8, seed=k)
+            if zero_first:
+                opt.zero_grad(set_to_none=to_none)
+            loss = F.cross_entropy(model(x), y) / divide
+            loss.backward()
+            if step_when(k):
+                opt.step()
+                if not zero_first:
+                    opt.zero_grad(set_to_none=to_none)
+            if mon_when(k):
+                mon.step(loss)
+    mon.close()
+    return mon, [str(w.message) for w in rec]
+
+
 @pytest.mark.parametrize("zero_grad_to_none", [True, False])
 def test_mon_step_per_micro_batch_pools_into_the_optimizer_step(zero_grad_to_none):
     """Gradient accumulation with mon.step() called after every micro-batch (instead of once per optimizer step):
@@ -1192,22 +1217,8 @@ def test_mon_step_per_micro_batch_pools_into_the_optimizer_step(zero_grad_to_non
     gradients are reset before the next one (GradScaler's skip, then zero_grad) is still a skipped step."""
 
     def run(per_micro):
-        model = tiny()
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        mon = Monitor(model, opt, tier1_every=1, log_every=4 if per_micro else 2, window=None)
-        with warnings.catch_warnings(record=True) as rec:
-            warnings.simplefilter("always")
-            for k in range(8):
-                x, y = data(8, seed=k)
-                loss = F.cross_entropy(model(x), y) / 2
-                loss.backward()
-                if k % 2 == 1:
-                    opt.step()
-                    opt.zero_grad(set_to_none=zero_grad_to_none)
-                if per_micro or k % 2 == 1:
-                    mon.step(loss)
-        mon.close()
-        return mon, [str(w.message) for w in rec]
+        return _loop(8, dict(tier1_every=1, log_every=4 if per_micro else 2), step_when=lambda k: k % 2 == 1,
+                     mon_when=lambda k: per_micro or k % 2 == 1, zero_first=False, to_none=zero_grad_to_none, divide=2)
 
     ref, wref = run(False)
     got, wgot = run(True)
@@ -1220,23 +1231,11 @@ def test_mon_step_per_micro_batch_pools_into_the_optimizer_step(zero_grad_to_non
     assert not [e for e in got.events if e["event"] == "skipped_step"]
 
     # a real skip: backward, no optimizer step, the gradients reset before the next backward
-    model = tiny()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = Monitor(model, opt, tier1_every=1, log_every=2, window=None)
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        for k in range(4):
-            x, y = data(8, seed=k)
-            opt.zero_grad(set_to_none=zero_grad_to_none)
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            if k != 1:
-                opt.step()
-            mon.step(loss)
-    mon.close()
+    mon, msgs = _loop(4, dict(tier1_every=1, log_every=2), step_when=lambda k: k != 1, mon_when=lambda k: True,
+                      to_none=zero_grad_to_none)
     assert [e["step"] for e in mon.events if e["event"] == "skipped_step"] == [1]
     assert [r["skipped_steps"] for r in mon.history] == [0, 1]
-    assert any("took no step" in str(w.message) for w in rec)
+    assert any("took no step" in m for m in msgs)
 
 
 @pytest.mark.parametrize("schedule", [dict(tier0_every=5, tier1_every=7, log_every=7),
@@ -1337,21 +1336,8 @@ def test_mon_step_every_k_optimizer_steps_closes_each_step_itself(zero_grad_to_n
     zero_grad(set_to_none=False) their samples were summed into B (C_sgd 2x off), silently."""
 
     def run(every):
-        model = tiny()
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        mon = Monitor(model, opt, tier1_every=3, log_every=1, window=None)
-        with warnings.catch_warnings(record=True) as rec:
-            warnings.simplefilter("always")
-            for k in range(15):
-                x, y = data(8, seed=k)
-                opt.zero_grad(set_to_none=zero_grad_to_none)
-                loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                opt.step()
-                if k % every == every - 1:
-                    mon.step(loss)
-        mon.close()
-        return mon, [str(w.message) for w in rec]
+        return _loop(15, dict(tier1_every=3, log_every=1), step_when=lambda k: True,
+                     mon_when=lambda k: k % every == every - 1, to_none=zero_grad_to_none)
 
     ref, wref = run(1)
     got, wgot = run(5)
