@@ -212,9 +212,8 @@ class Simulation:
             return
         th, g = self.state.theta, self.state.grad
         sigma = math.sqrt(2.0 * self.D * self.dt)
-        eps = float(np.finfo(str(th.dtype).replace("torch.", "")).eps) if str(th.dtype) != "torch.bfloat16" else 2.0 ** -7
-        if sigma >= 0.2 * eps * 2.0 * float(abs(th).max()):  # the noise survives even at the largest entry: the rule
-            return
+        if count_below_spacing(abs(th).max(), sigma, 0.2)[0] == 0:
+            return  # the noise survives even at the largest position (the spacing grows with |theta|): the rule
         lost_noise, nz = count_below_spacing(th, sigma, 0.2)
         if not nz or lost_noise * 2 <= nz:
             return

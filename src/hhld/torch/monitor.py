@@ -1376,7 +1376,6 @@ class Monitor:
         return {
             "format": self.STATE_FORMAT,
             "names": list(self.names),
-            "log_every": int(self.log_every),
             "step_count": int(self.step_count),
             "history": [dict(r) for r in self.history],
             "events": [dict(e) for e in self.events],
