@@ -3,6 +3,7 @@
 The table (workloads, practices, cells, the reference and the tolerances) is ``workloads.py``; this file
 runs it. A failing cell lists every quantity that is off, with its relative error.
 """
+import functools
 import math
 
 import pytest
@@ -18,6 +19,21 @@ def _compile_available():
         return bool((f(torch.zeros(1)) == 1).all())
     except Exception:  # noqa: BLE001 - any failure means: no torch.compile here
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_fails_under_autocast(workload: str, dtype) -> str | None:
+    """torch's own error when the workload's plain model (no monitor) cannot run its forward under CPU autocast to
+    ``dtype`` on this host, else None (oneDNN's bf16 LSTM needs AVX-512: on an AVX2-only CPU torch raises 'could not
+    create a primitive descriptor')."""
+    wl = W.WORKLOADS[workload]
+    inputs, _ = wl.data(wl.batch, 0)
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            wl.build()(*inputs)
+    except RuntimeError as exc:
+        return str(exc).splitlines()[0][:120]
+    return None
 
 
 def _needs(cell_id):
@@ -36,6 +52,10 @@ def _needs(cell_id):
             pytest.skip("torch.distributed with gloo is not available")
     if wl.compiled and not _compile_available():
         pytest.skip("torch.compile is not available")
+    if pr.autocast is not None:
+        why = _torch_fails_under_autocast(cell.workload, pr.autocast)
+        if why:
+            pytest.skip(f"torch itself cannot run this model under CPU {pr.autocast} autocast on this host: {why}")
 
 
 CELL_IDS = [c.id for c in W.CELLS] + [W.HF_CELL]
