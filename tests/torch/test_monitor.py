@@ -1450,3 +1450,134 @@ def test_a_param_group_added_mid_training_is_watched_from_that_step():
     assert mon.history[2]["noise_coverage"] < 1  # the new parameters: per-sample statistics from the next step
     assert mon.history[3]["noise_coverage"] == 1.0 and mon.history[3]["tr_sigma"] == pytest.approx(tr, rel=1e-9)
     mon.close()
+
+
+def _decayed_per_sample(model, x, y, alphas, c=None):
+    """Per-sample gradients ``c ce_i'`` plus the optimizer's L2 decay ``a p`` (float64; ``c`` a clipping factor of
+    the batch gradient to norm ``c``... given as the max_norm of clip_grad_norm_): (tr Sigma, unbiased |G|^2,
+    |gbar|^2) of the gradient the step applies."""
+    params = list(model.parameters())
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    R = torch.cat([(a * p.detach()).reshape(-1) for p, a in zip(params, alphas)]).double()
+    G = torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(losses[i], params, retain_graph=True)])
+                     for i in range(len(y))]).double()
+    if c is not None:  # clip_grad_norm_(max_norm=c) of the batch gradient, before the decay is added
+        G = G * min(1.0, c / (float(G.mean(0).norm()) + 1e-6))
+    G = G + R
+    B, gbar = len(y), G.mean(0)
+    tr = float(((G - gbar) ** 2).sum() / (B - 1))
+    return tr, float((gbar ** 2).sum()) - tr / B, float((gbar ** 2).sum())
+
+
+@pytest.mark.parametrize("case", ["sgd", "nesterov_maximize", "no_decay_group", "adam", "adamw", "clipped"])
+def test_weight_decay_in_the_step_is_part_of_the_applied_gradient(case):
+    """torch.optim.SGD(weight_decay=a) applies p.grad + a p: every row quantity is of that gradient, as for the
+    same decay written in the loss (per-sample autograd of ``ce_i`` plus ``a p``; tr Sigma unchanged by it). Before
+    2026-12-02 the rows described p.grad alone (||g||^2 +36 % on a 200-step run, silently). Adam's L2 decay is in
+    its gradient too; AdamW's decoupled decay is not (rows of p.grad). ``maximize=True`` steps along -p.grad + a p;
+    clipping acts on p.grad, the decay is added after it, inside step()."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    a, max_norm = 0.05, 0.05
+    params = list(model.parameters())
+    if case == "no_decay_group":  # the transformer recipe: biases without decay
+        groups = [{"params": [p for p in params if p.dim() > 1]},
+                  {"params": [p for p in params if p.dim() == 1], "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=0.1, weight_decay=a)
+        alphas = [a if p.dim() > 1 else 0.0 for p in params]
+    elif case == "nesterov_maximize":
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=a, maximize=True)
+        alphas = [-a] * len(params)
+    elif case in ("adam", "adamw"):
+        opt = (torch.optim.Adam if case == "adam" else torch.optim.AdamW)(params, lr=1e-3, weight_decay=a)
+        alphas = [a if case == "adam" else 0.0] * len(params)
+    else:
+        opt = torch.optim.SGD(params, lr=0.1, weight_decay=a)
+        alphas = [a] * len(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # adaptive optimizers: the SGD-equivalent warning
+        mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, y = torch.randn(12, 6, generator=g), torch.randint(0, 3, (12,), generator=g)
+        tr, gu, gb = _decayed_per_sample(model, x, y, alphas, max_norm if case == "clipped" else None)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        if case == "clipped":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.step()
+            row = mon.step(loss)
+    if case == "clipped":
+        assert row["clipped_steps"] == 1 and row["clip_coef"] < 1
+    assert row["grad_sq_norm"] == pytest.approx(gb, rel=1e-5)
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4)
+    assert row["grad_sq_norm_unbiased"] == pytest.approx(gu, rel=1e-3)
+    assert row["C_sgd"] == pytest.approx(gb / (opt.param_groups[0]["lr"] / 12), rel=1e-5)
+    if gu > 0:
+        assert row["b_simple"] == pytest.approx(tr / gu, rel=1e-3)
+    assert mon.l2_decay() == {nm: al for (nm, _), al in zip(model.named_parameters(), alphas) if al}
+    mon.close()
+
+
+def test_weight_decay_of_an_optimizer_the_monitor_does_not_know_is_named_once():
+    model, lf = tiny(), nn.CrossEntropyLoss()
+
+    class LionWD(_Lion):
+        def __init__(self, params, lr=1e-4, weight_decay=0.1):
+            torch.optim.Optimizer.__init__(self, params, dict(lr=lr, weight_decay=weight_decay))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the sgd_equivalent warning
+        mon = Monitor(model, LionWD(model.parameters()), log_every=1)
+    x, y = data()
+    with pytest.warns(RuntimeWarning, match=r"LionWD has weight_decay=0.1.*does not know whether.*p.grad alone"):
+        for _ in range(2):
+            mon.optimizer.zero_grad()
+            loss = lf(model(x), y)
+            loss.backward()
+            mon.optimizer.step()
+            row = mon.step(loss)
+    grads = [p.grad.double() for p in model.parameters()]
+    assert row["grad_sq_norm"] == pytest.approx(float(sum((g ** 2).sum() for g in grads)), rel=1e-9)
+    assert mon.l2_decay() == {}
+    mon.close()
+
+
+def test_weight_decay_in_tier2_and_noise_stats():
+    """With SGD's L2 decay the Hessian of the objective the step descends is H + a I: tier 2's Hutchinson trace
+    is Tr H + a d (exactly: Rademacher probes), its top eigenvalue lambda_max(H) + a (the exact Hessian); and
+    ``noise_stats`` / the probe columns give the unbiased |G|^2 of ce_i + a p (tr Sigma unchanged)."""
+    model, lf = tiny(), nn.MSELoss()
+    x, _ = data(16)
+    y = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    H = exact_hessian(model, lf, x, y)
+    a = 0.3
+    d = sum(p.numel() for p in model.parameters())
+    ev = torch.linalg.eigvalsh(H + a * torch.eye(d, dtype=H.dtype))
+    tr_plain, gu_plain, _ = reference(model, lf, x, y)
+    R = torch.cat([a * p.detach().reshape(-1) for p in model.parameters()])
+    gbar = torch.cat([t.reshape(-1) for t in torch.autograd.grad(lf(model(x), y), list(model.parameters()))])
+    gu_decayed = float(((gbar + R) ** 2).sum()) - tr_plain / 16
+    rows = {}
+    for wd in (0.0, a):
+        opt = torch.optim.SGD(model.parameters(), lr=1e-12, weight_decay=wd)  # parameters ~ unchanged
+        mon = Monitor(model, opt, log_every=1, tier1_every=1, loss_fn=lf, hessian_batch=(x, y), tier2_every=1,
+                      n_probes=4, power_iters=60, seed=3, probe_every=1)
+        stats = mon.noise_stats(lf, x, y)
+        opt.zero_grad()
+        lf(model(x), y).backward()
+        opt.step()
+        rows[wd] = mon.step()
+        mon.close()
+        assert stats.tr_sigma == pytest.approx(tr_plain, rel=1e-9)
+        assert stats.grad_sq_norm_unbiased == pytest.approx(gu_decayed if wd else gu_plain, rel=1e-9)
+        assert rows[wd]["probe_grad_sq_norm_unbiased"] == pytest.approx(stats.grad_sq_norm_unbiased, rel=1e-6)
+    assert rows[a]["hessian_trace"] == pytest.approx(rows[0.0]["hessian_trace"] + a * d, rel=1e-9)  # same probes
+    assert rows[a]["lambda_max"] == pytest.approx(float(ev[ev.abs().argmax()]), rel=1e-2)  # a = 12 % of it
+    with pytest.raises(ValueError, match=r"l2_decay names parameters the model has not.*'nope'"):
+        from hhld.torch.noise import gradient_noise_stats
+
+        gradient_noise_stats(model, lf, x, y, l2_decay={"nope": 0.1})

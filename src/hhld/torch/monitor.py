@@ -154,13 +154,68 @@ def _l1_norms(grads) -> list:
     return [s if 1e-18 < s < 1e18 or s == 0.0 else float(v.double().abs().sum()) for s, v in zip(vals, dense)]
 
 
+def _unwrapped_optimizer(optimizer):
+    """The optimizer inside wrappers that keep it as ``.optimizer`` (accelerate's ``AcceleratedOptimizer``,
+    Lightning's ``LightningOptimizer``)."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer) and optimizer.optimizer is not optimizer:
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+#: optimizers whose ``weight_decay`` is an L2 decay added to the gradient inside ``step()`` (``p.grad +
+#: weight_decay * p`` is what the update uses), unless the group sets ``decoupled_weight_decay=True``
+L2_DECAY_OPTIMIZERS = tuple(getattr(torch.optim, n) for n in ("SGD", "Adam", "Adamax", "NAdam", "RAdam", "Adagrad",
+                                                              "RMSprop", "ASGD") if hasattr(torch.optim, n))
+#: optimizers whose ``weight_decay`` shrinks the weights apart from the gradient (decoupled decay)
+DECOUPLED_DECAY_OPTIMIZERS = tuple(getattr(torch.optim, n) for n in ("AdamW", "Adafactor") if hasattr(torch.optim, n))
+
+
+def l2_weight_decay(optimizer) -> tuple[dict, list]:
+    """``(alphas, unknown)``. ``alphas[id(p)] = a`` for every parameter whose gradient the optimizer's ``step()``
+    turns into ``p.grad + a p`` (an L2 weight decay: ``torch.optim.SGD``, Adam without decoupling, Adagrad,
+    RMSprop, ... and :class:`hhld.torch.HeisenbergSGD`): ``a = weight_decay``, or ``-weight_decay`` with
+    ``maximize=True`` (whose step ascends ``-p.grad + weight_decay p``, the same norm as ``p.grad - weight_decay
+    p``). ``unknown``: the nonzero ``weight_decay`` values of an optimizer the monitor does not know, which may or
+    may not add them to the gradient. AdamW's (decoupled) decay is not part of the gradient: neither."""
+    from .optim import HeisenbergSGD
+
+    optimizer = _unwrapped_optimizer(optimizer)
+    alphas: dict = {}
+    unknown: list = []
+    for g in optimizer.param_groups:
+        wd = g.get("weight_decay", 0.0)
+        try:
+            wd = float(wd)
+        except (TypeError, ValueError):
+            unknown.append(wd)
+            continue
+        if wd == 0.0 or isinstance(optimizer, DECOUPLED_DECAY_OPTIMIZERS) or g.get("decoupled_weight_decay", False):
+            continue
+        if not isinstance(optimizer, L2_DECAY_OPTIMIZERS + (HeisenbergSGD,)):
+            unknown.append(wd)
+            continue
+        a = -wd if g.get("maximize", False) else wd
+        for p in g["params"]:
+            alphas[id(p)] = a
+    return alphas, unknown
+
+
+def _norms_and_sq(grads):
+    """``(per-tensor norms, ||g||^2)``: on the CPU ``||g||^2`` as a host float (no device to wait for), elsewhere a
+    float64 tensor on the device (no synchronisation per step)."""
+    if grads[0].device.type == "cpu":
+        vals, norms = robust_norm_pair(grads)
+        return norms, sum(v * v for v in vals)
+    norms = robust_norms(grads)
+    return norms, torch.dot(norms, norms)
+
+
 def optimizer_kind(optimizer) -> str:
     """``"adaptive"`` (Adam-like preconditioning), ``"sgd_momentum"``, ``"sgd"`` or ``"other"`` (an optimizer the
     monitor does not know: Lion, a sign or an orthogonalised update, an optimizer from another library). A wrapper
     that keeps the optimizer as ``.optimizer`` (accelerate's ``AcceleratedOptimizer``, Lightning's
     ``LightningOptimizer``) is classified by what it wraps."""
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer) and optimizer.optimizer is not optimizer:
-        optimizer = optimizer.optimizer
+    optimizer = _unwrapped_optimizer(optimizer)
     if isinstance(optimizer, ADAPTIVE_OPTIMIZERS) or any(
             isinstance(k, str) and k.startswith("exp_avg_sq") for s in optimizer.state.values() for k in s):
         return "adaptive"
@@ -265,6 +320,8 @@ class Monitor:
         self._pending: dict | None = None
         self._misordered = False  # mon.step() seen between backward() and optimizer.step()
         self._warned_auto = False
+        self._warned_decay = False
+        self._decay_by_name = None
         self._tier1_owed = False
         self._tier1_now = False
         self.sinks = list(sinks)
@@ -837,15 +894,18 @@ class Monitor:
         B = B_local * self.world_size
         self._check_views()
         lr = float(optimizer.param_groups[0]["lr"])
-        if grads[0].device.type == "cpu":  # host floats at no cost (no device to wait for): ||g||^2 on the host
-            vals, norms = robust_norm_pair(grads)
-            grad_sq = sum(v * v for v in vals)
-        else:  # stays on the device: no synchronisation per step
-            norms = robust_norms(grads)
-            grad_sq = torch.dot(norms, norms)
         # tier 1 when the per-sample engine watched the step's backward passes: the schedule's step, or (mon.step()
         # called per micro-batch) the optimizer step whose first micro-batch it was, or the one after a missed one
         tier1 = self._tier1_active()
+        # an L2 weight decay the optimizer adds inside step() (torch.optim.SGD's weight_decay): the gradient it applies
+        # is p.grad + a p, the one every quantity describes (tier 1's clipping check compares p.grad itself)
+        applied = self._with_l2_decay(optimizer, params, grads)
+        if applied is None:
+            norms, grad_sq = _norms_and_sq(grads)
+            applied, applied_norms, applied_sq = grads, norms, grad_sq
+        else:
+            applied_norms, applied_sq = _norms_and_sq(applied)
+            norms = _norms_and_sq(grads)[0] if tier1 else None
         self._tier1_now = tier1
         clip = per_sample = note = None
         if tier1 and self._split_step:
@@ -855,20 +915,56 @@ class Monitor:
             self._notes.append(note)
         elif tier1:
             clip = self._clip_info(idx, norms, grads)
-            per_sample, note = self._per_sample_stats(names, params, idx, norms, B_local, B, clip)
+            per_sample, note = self._per_sample_stats(names, params, idx, norms, B_local, B, clip, applied_norms)
             if note:
                 self._notes.append(note)
-        ctx = StepContext(step=self.step_count, names=names, params=params, grads=grads, lr=lr, batch_size=B,
-                          n_micro=max(self._n_micro, 1), dim=self._step_dim, grad_norms=norms, grad_sq=grad_sq,
-                          model=self.inner, per_sample=per_sample, per_sample_note=note, clip=clip)
+        ctx = StepContext(step=self.step_count, names=names, params=params, grads=applied, lr=lr, batch_size=B,
+                          n_micro=max(self._n_micro, 1), dim=self._step_dim, grad_norms=applied_norms,
+                          grad_sq=applied_sq, model=self.inner, per_sample=per_sample, per_sample_note=note,
+                          clip=clip, l2_decay=self._decay_by_name)
         for q in self.quantities:
             if q.tier == 2 or not (q.every_measured_step or q.due(self.step_count) or (q.tier == 1 and tier1)):
                 continue
             self._add(q.pre_step(ctx))
-        self._per_param_steps.append((self.step_count, names, norms))
+        self._per_param_steps.append((self.step_count, names, applied_norms))
         self._ctx = ctx
         self._captured = True
         self._mark_capture()
+
+    def _with_l2_decay(self, optimizer, params, grads):
+        """The gradients ``optimizer.step()`` applies, ``p.grad + a p``, when it adds an L2 weight decay to some of
+        ``params`` (:func:`l2_weight_decay`; computed as torch's SGD does, ``grad.add(p, alpha=a)``), else None.
+        An optimizer the monitor does not know with a nonzero ``weight_decay``: one warning, rows of ``p.grad``."""
+        self._decay_by_name = None
+        if not any(g.get("weight_decay") for g in optimizer.param_groups):  # the common case: one check per step
+            return None
+        alphas, unknown = l2_weight_decay(optimizer)
+        if unknown and not self._warned_decay:
+            self._warned_decay = True
+            warnings.warn(f"the optimizer {type(_unwrapped_optimizer(optimizer)).__name__} has weight_decay="
+                          f"{unknown[0]!r}, and the monitor does not know whether its step adds it to the gradient "
+                          "(an L2 decay, as torch.optim.SGD) or shrinks the weights apart from it (decoupled, as "
+                          "AdamW): its rows describe p.grad alone, without the decay", RuntimeWarning, stacklevel=4)
+        by_alpha: dict = {}
+        for j, p in enumerate(params):
+            a = alphas.get(id(p))
+            if a:
+                by_alpha.setdefault(a, []).append(j)
+        if not by_alpha:
+            return None
+        out = list(grads)
+        for a, js in by_alpha.items():
+            dense = [j for j in js if not grads[j].is_sparse]
+            if dense:
+                for j, t in zip(dense, torch._foreach_add([grads[j] for j in dense],
+                                                          [params[j].detach() for j in dense], alpha=a)):
+                    out[j] = t
+            for j in js:
+                if grads[j].is_sparse:  # torch adds a dense parameter to a sparse gradient as dense + sparse
+                    out[j] = params[j].detach().mul(a).add_(grads[j])
+        names = {id(p): nm for p, nm in zip(self.params, self.names)}
+        self._decay_by_name = {names[id(params[j])]: a for a, js in by_alpha.items() for j in js}
+        return tuple(out)
 
     def _mark_capture(self):
         """What was counted up to this optimizer step (a later one before mon.step() keeps only what follows), and
@@ -914,10 +1010,11 @@ class Monitor:
             scales.append(r2)
         return ClipInfo(c, False, tuple(scales))
 
-    def _per_sample_stats(self, names, params, idx, norms, B_local, B, clip):
+    def _per_sample_stats(self, names, params, idx, norms, B_local, B, clip, applied_norms=None):
         """The step's :class:`PerSampleStats` at the true per-sample scale of the applied gradient, or
-        ``(None, reason)``. Under DDP every worker takes part in one small all-reduce (also a worker that could
-        not measure its step: then nobody uses the step)."""
+        ``(None, reason)``. ``norms``: of the gradients (``p.grad``); ``applied_norms``: of what the step applies
+        when it adds an L2 weight decay ``a p`` to them. Under DDP every worker takes part in one small all-reduce
+        (also a worker that could not measure its step: then nobody uses the step)."""
         local = self._local_per_sample(names, norms, B_local, clip)
         tot, cov, note = local if isinstance(local, tuple) else (None, None, local)
         n_local = B_local
@@ -939,9 +1036,15 @@ class Monitor:
         pos = {nm: i for i, nm in enumerate(names)}
         sel = torch.tensor([pos[nm] for nm in cov], device=norms.device)
         gbar_sq = (norms[sel] ** 2).sum() * (gmul * gmul)
+        mean_sq = tot * c2 / n_local
+        if applied_norms is not None and applied_norms is not norms:
+            # an L2 weight decay adds the same R = a p to every sample's gradient (in the mean's units):
+            # mean_i |g_i + R|^2 = mean_i |g_i|^2 + (|gbar + R|^2 - |gbar|^2), and tr Sigma does not change
+            shift = ((applied_norms[sel] ** 2).sum() - (norms[sel] ** 2).sum()) * (gmul * gmul)
+            gbar_sq, mean_sq = gbar_sq + shift, mean_sq + shift
         covered_dim = sum(self.params[self.names.index(nm)].numel() for nm in cov)
         self._last_covered = frozenset(cov)
-        return PerSampleStats(mean_sq=tot * c2 / n_local, gbar_sq=gbar_sq, batch_size=B, n_samples=n_local,
+        return PerSampleStats(mean_sq=mean_sq, gbar_sq=gbar_sq, batch_size=B, n_samples=n_local,
                               covered_dim=covered_dim, covered=frozenset(cov)), None
 
     def _local_per_sample(self, names, norms, B_local, clip):
@@ -1324,7 +1427,15 @@ class Monitor:
         with self._aside():
             kw.setdefault("lr", float(self.optimizer.param_groups[0]["lr"]))
             kw.setdefault("loss_reduction", self.loss_reduction)
+            kw.setdefault("l2_decay", self.l2_decay())
             return gradient_noise_stats(self.inner, loss_fn, inputs, targets, **kw)
+
+    def l2_decay(self) -> dict:
+        """``{parameter name: a}`` for the monitored parameters whose gradient the optimizer's step turns into
+        ``p.grad + a p`` (an L2 weight decay, :func:`l2_weight_decay`): what the rows, :meth:`noise_stats` and the
+        probe columns add to ``p.grad``."""
+        alphas, _ = l2_weight_decay(self.optimizer)
+        return {nm: alphas[id(p)] for nm, p in zip(self.names, self.params) if alphas.get(id(p))}
 
     def to_dataframe(self):
         import pandas as pd
@@ -1346,7 +1457,7 @@ class Monitor:
     #: the flags of the one-time warnings a resumed monitor keeps (a warning given before the checkpoint is not given
     #: again)
     _WARNED = ("_warned_unmeasured", "_warned_reduction", "_warned_views", "_warned_no_step", "_warned_micro",
-               "_warned_auto", "_warned_coverage", "_lr_groups_warned")
+               "_warned_auto", "_warned_coverage", "_lr_groups_warned", "_warned_decay")
     STATE_FORMAT = "hhld.torch.Monitor/1"
 
     def state_dict(self) -> dict:

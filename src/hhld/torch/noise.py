@@ -165,7 +165,8 @@ def _per_sample_func(model, loss_fn, inputs, targets, names, all_params, bn_stat
 
 
 def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: float | None = None,
-                         loss_reduction: str = "mean", fallback: str = "auto") -> NoiseStats:
+                         loss_reduction: str = "mean", fallback: str = "auto",
+                         l2_decay: dict | None = None) -> NoiseStats:
     """Gradient-noise statistics of ``loss_fn(model(inputs), targets)`` on one batch.
 
     Does not touch ``.grad`` of the parameters (gradients are taken with
@@ -176,6 +177,11 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
     norms are then evaluated with the batch's statistics held fixed (the definition of a per-sample
     gradient when batch norm couples the samples); active dropout is redrawn per sample (the estimator
     says so).
+
+    ``l2_decay`` (``{parameter name: a}``): an L2 weight decay the optimizer adds to the gradient,
+    ``p.grad + a p`` (``torch.optim.SGD``'s ``weight_decay``). It adds the same ``R = a p`` to every
+    sample's gradient: ``tr Sigma`` does not change, the batch gradient is ``gbar + R``, so
+    ``||G||^2`` and ``B_simple`` are those of the gradient the optimizer applies.
     """
     if loss_reduction not in ("mean", "sum"):
         raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
@@ -184,11 +190,14 @@ def gradient_noise_stats(model: nn.Module, loss_fn, inputs, targets, *, lr: floa
     # its forward passes (the batch, torch.func's per-sample ones, the half batches) leave no trace on the model's
     # buffers or the global random stream (:mod:`hhld.torch.untouched`): it may be called in the middle of training
     with untouched(model):
-        return _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, fallback)
+        return _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, fallback, l2_decay or {})
 
 
-def _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, fallback) -> NoiseStats:
+def _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, fallback, l2_decay) -> NoiseStats:
     params = trainable_parameters(model)
+    unknown = sorted(set(l2_decay) - set(params))
+    if unknown:
+        raise ValueError(f"l2_decay names parameters the model has not (or not trainable): {unknown}")
     B = _batch_size(inputs)
     if B < 2:
         raise ValueError(f"gradient noise statistics need a batch of at least 2 samples, got {B}")
@@ -229,12 +238,15 @@ def _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, f
         reasons.setdefault(n, "the per-sample engine did not see its use")
 
     zero = plist[0].new_zeros((), dtype=torch.float64)
+    # each parameter's mean gradient, as its estimator defines it (for the L2 decay's shift of ||G||^2 below)
+    means = {n: gbar[n] for n in names if n in covered}
     cov_sq = sum(((gbar[n].double() ** 2).sum() for n in names if n in covered), zero)
     per = engine.passes[-1] if engine.passes and engine.passes[-1] is not None else None
     if per is None:
         per = torch.zeros(B, dtype=torch.float64, device=plist[0].device)
         covered = set()
         cov_sq = zero
+        means = {}
     tr_sigma, gsq_unb = noise_from_moments(per.double().mean() * scale * scale, cov_sq, B)
     batch_sq = cov_sq.clone()
 
@@ -258,6 +270,7 @@ def _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, f
                 # with the batch statistics held fixed, the per-sample gradients average to their own mean, not
                 # to the coupled batch gradient: use that mean, so that every moment is of the same definition
                 src = mean if bn_stats else gbar
+                means.update((n, src[n]) for n in uncovered)
                 u_sq = sum(((src[n].double() ** 2).sum() for n in uncovered), zero)
                 t, gu = noise_from_moments(sq.double().mean(), u_sq, B)
                 tr_sigma, gsq_unb, batch_sq = tr_sigma + t, gsq_unb + gu, batch_sq + u_sq
@@ -289,8 +302,15 @@ def _gradient_noise_stats(model, loss_fn, inputs, targets, lr, loss_reduction, f
             t = diff / (1.0 / bA + 1.0 / (B - bA))
             u_sq = sum(((gbar[n].double() ** 2).sum() for n in uncovered), zero)
             tr_sigma, gsq_unb, batch_sq = tr_sigma + t, gsq_unb + (u_sq - t / B), batch_sq + u_sq
+            means.update((n, gbar[n]) for n in uncovered)
             for n in uncovered:
                 estimator[n] = "half_batch"
+
+    for n, a in l2_decay.items():
+        if a and means.get(n) is not None:  # a parameter without gradient gets no decay from the optimizer either
+            m = means[n].double()
+            shift = ((m + a * params[n].detach().double()) ** 2).sum() - (m ** 2).sum()
+            gsq_unb, batch_sq = gsq_unb + shift, batch_sq + shift
 
     tr_f, g_f, b_f = float(tr_sigma), float(gsq_unb), float(batch_sq)
     b_simple = tr_f / g_f if g_f > 0 else None

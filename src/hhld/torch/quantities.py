@@ -90,7 +90,7 @@ class StepContext:
     step: int
     names: tuple
     params: tuple
-    grads: tuple                 # the applied gradients (None entries removed)
+    grads: tuple                 # the applied gradients (None entries removed; with ``l2_decay``, p.grad + a p)
     lr: float
     batch_size: int              # samples behind the applied gradient (all micro-batches, all workers)
     n_micro: int
@@ -101,6 +101,8 @@ class StepContext:
     per_sample: PerSampleStats | None = None
     per_sample_note: str | None = None
     clip: ClipInfo | None = None
+    #: an L2 weight decay the optimizer adds to the gradients (``{name: a}``: ``grads`` are ``p.grad + a p``), or None
+    l2_decay: dict | None = None
 
 
 @dataclass
@@ -483,6 +485,19 @@ class NoiseScale(Quantity):
 
 
 # --------------------------------------------------------------------------- tier 2
+def _with_l2_decay(hvp, params, ctx):
+    """``hvp`` of the objective whose gradient the optimizer applies when it adds an L2 weight decay ``a p`` to
+    ``p.grad`` (``ctx.l2_decay``): ``(H + diag(a)) v``. Hutchinson's Rademacher probes then add exactly
+    ``sum_p a_p numel(p)`` to ``Tr H``, and the power iteration finds the top eigenvalue of ``H + diag(a)``."""
+    by_id = {id(p): ctx.l2_decay[nm] for nm, p in zip(ctx.names, ctx.params) if nm in ctx.l2_decay}
+    alphas = [by_id.get(id(p), 0.0) for p in params]
+
+    def hvp_decayed(vs):
+        return [h.add(v, alpha=a) if a else h for h, v, a in zip(hvp(vs), vs, alphas)]
+
+    return hvp_decayed
+
+
 class Curvature(Quantity):
     """Tier 2: Hutchinson ``Tr H`` (``n_probes`` probes, with its standard error), the top
     Hessian eigenvalue (power iteration warm-started from the previous eigenvector,
@@ -524,6 +539,8 @@ class Curvature(Quantity):
         model = ctx.model
         x, y = self.batch
         hvp, params = make_hvp(model, self.loss_fn, x, y)
+        if ctx.l2_decay:
+            hvp = _with_l2_decay(hvp, params, ctx)
         tr, se = hutchinson_trace(model, self.loss_fn, x, y, self.n_probes, self.gen, hvp=hvp, params=params)
         if self._vec is not None and any(a.shape != p.shape for a, p in zip(self._vec, params)):
             self._vec = None
@@ -594,7 +611,7 @@ class ProbeNoise(Quantity):
         from .noise import gradient_noise_stats
 
         x, y = self.batch
-        st = gradient_noise_stats(ctx.model, self.loss_fn, x, y, lr=ctx.lr)
+        st = gradient_noise_stats(ctx.model, self.loss_fn, x, y, lr=ctx.lr, l2_decay=ctx.l2_decay)
         counts: dict = {}
         for v in st.estimator.values():
             counts[v] = counts.get(v, 0) + 1
