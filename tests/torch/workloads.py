@@ -675,6 +675,7 @@ class Practice:
     param_dtype: torch.dtype | None = None  # the model and its float inputs in this dtype (pure bf16 training)
     scaler: bool = False             # torch.amp.GradScaler
     runner: str = "loop"             # "loop", "ddp", "lightning", "hf"
+    weight_decay: float = 0.0        # SGD's L2 decay: step() applies p.grad + weight_decay * p
     note: str = ""
 
     @property
@@ -709,6 +710,10 @@ _P = [
     Practice("fp16_scaler_clip_accum2", clip=True, accum=2, autocast=torch.float16, scaler=True,
              note="GradScaler: unscale_ before clip_grad_norm_, 2 micro-batches"),
     Practice("momentum_clip_accum4", optimizer="momentum", clip=True, accum=4),
+    Practice("momentum_wd", optimizer="momentum", weight_decay=0.05,
+             note="SGD with momentum and weight_decay (the ResNet recipe, with a decay large enough to show): the "
+                  "rows describe p.grad + weight_decay * p"),
+    Practice("momentum_wd_clip_accum2", optimizer="momentum", weight_decay=0.05, clip=True, accum=2),
     Practice("bf16_params_adamw", optimizer="adamw", lr=1e-3, param_dtype=torch.bfloat16,
              note="pure bfloat16 training (model.to(torch.bfloat16), bf16 inputs, AdamW), as in LLM fine-tuning"),
     Practice("bf16_params_clip_accum2", clip=True, accum=2, param_dtype=torch.bfloat16),
@@ -732,7 +737,7 @@ class Cell:
 
 
 _CELLS = {
-    "gpt_sdpa": ["sgd", "momentum", "adamw", "clip", "accum2", "bf16", "fp16_scaler", "adamw_clip_accum2_bf16",
+    "gpt_sdpa": ["sgd", "momentum", "momentum_wd", "adamw", "clip", "accum2", "bf16", "fp16_scaler", "adamw_clip_accum2_bf16",
                  "bf16_params_adamw"],
     "gpt_sdpa_BeqT": ["sgd"],
     "gpt_ckpt_reentrant": ["sgd", "accum2", "bf16"],
@@ -747,7 +752,8 @@ _CELLS = {
     "gru_packed": ["sgd", "momentum"],
     "lstm_proj": ["sgd", "accum2"],
     "lstm_dropout": ["sgd", "accum2", "bf16"],
-    "cnn_bn": ["sgd", "momentum", "clip", "accum2", "bf16", "fp16_scaler", "fp16_scaler_clip_accum2"],
+    "cnn_bn": ["sgd", "momentum", "clip", "accum2", "bf16", "fp16_scaler", "fp16_scaler_clip_accum2", "momentum_wd",
+               "momentum_wd_clip_accum2"],
     "cnn_gn": ["sgd", "clip", "bf16_params_adamw"],
     "vit": ["sgd", "adamw", "clip", "bf16", "fp16_scaler", "fp16_scaler_clip_accum2", "bf16_params_clip_accum2"],
     "frozen_sparse": ["sgd", "accum2"],
@@ -820,6 +826,7 @@ class StepRecord:
     history: list = field(default_factory=list)
     world: int = 1
     extra: dict = field(default_factory=dict)  # runner-specific (micro-batch losses, the Trainer's log history)
+    weight_decay: float = 0.0        # the optimizer's L2 decay (step() applies p.grad + weight_decay * p)
 
 
 class _LogCatcher(logging.Handler):
@@ -865,9 +872,9 @@ def split_batch(inputs, y, k, dim, ydim=None):
 
 def make_optimizer(pr: Practice, params):
     if pr.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=pr.lr)
+        return torch.optim.SGD(params, lr=pr.lr, weight_decay=pr.weight_decay)
     if pr.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=pr.lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=pr.lr, momentum=0.9, weight_decay=pr.weight_decay)
     if pr.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=pr.lr, weight_decay=0.01)
     raise ValueError(pr.optimizer)
@@ -948,7 +955,7 @@ def train_loop(wl: Workload, pr: Practice, steps: int, *, rank: int = 0, world: 
         mon.close()
     return StepRecord(row=row, names=names, covered=covered, dim=dim, lr=lr, state=state, micro=micro, rngs=rngs,
                       applied=dict(applied), max_norm=wl.max_norm if pr.clip else None, messages=messages,
-                      events=list(mon.events), history=list(mon.history), world=world)
+                      events=list(mon.events), history=list(mon.history), world=world, weight_decay=pr.weight_decay)
 
 
 # ---------------------------------------------------------------------- DDP (2 processes on gloo)
@@ -1303,18 +1310,24 @@ def reference(wl: Workload, rec: StepRecord, G=None, gall=None) -> dict:
     c = 1.0
     if rec.max_norm:
         c = min(1.0, rec.max_norm / (math.sqrt(gsq_all) + 1e-6))
-    out = {"B": B, "d": rec.dim, "d_cov": d_cov, "clip_coef": c, "grad_sq_norm": c * c * gsq_all,
-           "C_sgd": c * c * gsq_all / (rec.lr / B), "noise_coverage": d_cov / rec.dim, "gbar_all": gall}
+    # the gradient step() applies: the clipped batch gradient, plus the optimizer's L2 decay (the same R = wd p in
+    # every sample's gradient)
+    R = (rec.weight_decay * torch.cat([rec.state[n].double().reshape(-1) for n in rec.names])
+         if rec.weight_decay else torch.zeros_like(gall))
+    g_app = c * gall + R
+    gsq_app = float((g_app ** 2).sum())
+    out = {"B": B, "d": rec.dim, "d_cov": d_cov, "clip_coef": c, "grad_sq_norm": gsq_app,
+           "C_sgd": gsq_app / (rec.lr / B), "noise_coverage": d_cov / rec.dim, "gbar_all": gall}
     if d_cov:
-        Gc = G[:, cols]
+        Gc = c * G[:, cols] + R[cols]
         gbar = Gc.mean(0)
         gb2 = float((gbar ** 2).sum())
         m2 = float((Gc ** 2).sum(1).mean())
         tr = B / (B - 1) * (m2 - gb2)
         gu = gb2 - tr / B
         D = rec.lr * tr / (2 * B * d_cov)
-        out.update(tr_sigma=c * c * tr, grad_sq_norm_unbiased=c * c * gu, b_simple=tr / gu if gu > 0 else math.inf,
-                   D=c * c * D, C=gsq_all / (D * rec.dim) if D > 0 else math.inf, cancellation=gu / gb2)
+        out.update(tr_sigma=tr, grad_sq_norm_unbiased=gu, b_simple=tr / gu if gu > 0 else math.inf,
+                   D=D, C=gsq_app / (D * rec.dim) if D > 0 else math.inf, cancellation=gu / gb2)
     return out
 
 
