@@ -679,10 +679,14 @@ def _per_sample(model, x, y):
     return B / (B - 1) * (float((G ** 2).sum(1).mean()) - float((G.mean(0) ** 2).sum())), float((G.mean(0) ** 2).sum())
 
 
-def test_sharpness_aware_minimization_describes_the_applied_gradient():
+@pytest.mark.parametrize("to_none", [True, False])
+def test_sharpness_aware_minimization_describes_the_applied_gradient(to_none):
     """SAM: backward at w, zero_grad, backward at the perturbed w + e, restore w, step. The row describes the
     gradient step() applies (the second pass's); the first pass leaves the row (it used to make the sum check
-    fail: coverage 0). A wrapper optimizer whose own step() never runs is said, with what to do."""
+    fail: coverage 0). Also with ``zero_grad(set_to_none=False)``, which zeroes the gradients in place: until
+    2026-12-02 the first pass then stayed in the step (B 16 instead of 8, C_sgd 2x, tr Sigma off until the sum
+    check left every parameter uncovered). A wrapper optimizer whose own step() never runs is said, with what to
+    do."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -690,14 +694,14 @@ def test_sharpness_aware_minimization_describes_the_applied_gradient():
     g = torch.Generator().manual_seed(1)
     for _ in range(2):
         x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=to_none)
         F.cross_entropy(model(x), y).backward()
         with torch.no_grad():
             gn = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
             eps = [0.05 * p.grad / gn for p in model.parameters()]
             for p, e in zip(model.parameters(), eps):
                 p.add_(e)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=to_none)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         tr, gsq = _per_sample(model, x, y)
@@ -709,6 +713,7 @@ def test_sharpness_aware_minimization_describes_the_applied_gradient():
     assert row["noise_coverage"] == 1.0
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4)
     assert row["grad_sq_norm"] == pytest.approx(gsq, rel=1e-4)
+    assert row["C_sgd"] == pytest.approx(gsq / (0.05 / 8), rel=1e-4)
     mon.close()
 
     class Wrapper(torch.optim.Optimizer):  # SAM's usual shape: base_optimizer.step() in second_step()
@@ -1469,7 +1474,8 @@ def _decayed_per_sample(model, x, y, alphas, c=None):
     return tr, float((gbar ** 2).sum()) - tr / B, float((gbar ** 2).sum())
 
 
-@pytest.mark.parametrize("case", ["sgd", "nesterov_maximize", "no_decay_group", "adam", "adamw", "clipped"])
+@pytest.mark.parametrize("case", ["sgd", "nesterov_maximize", "no_decay_group", "adam", "adamw", "adadelta",
+                                  "clipped"])
 def test_weight_decay_in_the_step_is_part_of_the_applied_gradient(case):
     """torch.optim.SGD(weight_decay=a) applies p.grad + a p: every row quantity is of that gradient, as for the
     same decay written in the loss (per-sample autograd of ``ce_i`` plus ``a p``; tr Sigma unchanged by it). Before
@@ -1488,6 +1494,9 @@ def test_weight_decay_in_the_step_is_part_of_the_applied_gradient(case):
     elif case == "nesterov_maximize":
         opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=a, maximize=True)
         alphas = [-a] * len(params)
+    elif case == "adadelta":  # its decay is an L2 one too (torch/optim/adadelta.py)
+        opt = torch.optim.Adadelta(params, lr=1.0, weight_decay=a)
+        alphas = [a] * len(params)
     elif case in ("adam", "adamw"):
         opt = (torch.optim.Adam if case == "adam" else torch.optim.AdamW)(params, lr=1e-3, weight_decay=a)
         alphas = [a if case == "adam" else 0.0] * len(params)
@@ -1581,3 +1590,110 @@ def test_weight_decay_in_tier2_and_noise_stats():
         from hhld.torch.noise import gradient_noise_stats
 
         gradient_noise_stats(model, lf, x, y, l2_decay={"nope": 0.1})
+
+
+def _plain_step(model, opt, mon, x, y, zero=True, to_none=True):
+    if zero:
+        opt.zero_grad(set_to_none=to_none)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return mon.step(loss)
+
+
+def test_a_forgotten_zero_grad_is_named_and_leaves_the_per_sample_statistics_out():
+    """No zero_grad() at all: each step's backward adds to the previous steps' gradients. Until 2026-12-02 the
+    rows mixed this batch's per-sample norms with the accumulated gradient: tr_sigma -31 % to -42 % (negative at
+    the default schedule), coverage 1.0, no warning. Now one warning, and those steps' per-sample statistics are
+    left out with the reason; a gradient zeroed before step() applies zero: said too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(3)]
+    assert _plain_step(model, opt, mon, *batches[0])["tr_sigma"] > 0
+    with pytest.warns(RuntimeWarning, match=r"not reset since the previous optimizer step.*zero_grad\(\)"):
+        row = _plain_step(model, opt, mon, *batches[1], zero=False)
+    assert row["tr_sigma"] is None and row["noise_coverage"] == 0.0 and "no zero_grad()" in row["noise_note"]
+    row = _plain_step(model, opt, mon, *batches[2], to_none=False)  # zeroed in place: measured again
+    assert row["tr_sigma"] > 0 and row["noise_coverage"] == 1.0
+    mon.close()
+    mon = Monitor(model, opt, log_every=1)
+    opt.zero_grad(set_to_none=False)
+    F.cross_entropy(model(batches[0][0]), batches[0][1]).backward()
+    opt.zero_grad(set_to_none=False)  # in the wrong place
+    with pytest.warns(RuntimeWarning, match=r"exactly zero although a backward pass ran"):
+        opt.step()
+    assert mon.step()["grad_sq_norm"] == 0.0
+    mon.close()
+
+
+def test_gradients_changed_between_micro_batches_leave_the_step_unmeasured_with_the_reason():
+    """Clipping each micro-batch's gradient: the step's gradient is no sum of per-sample gradients."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+    opt.zero_grad()
+    for xi, yi in zip(x.chunk(2), y.chunk(2)):
+        (F.cross_entropy(model(xi), yi) / 2).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+    opt.step()
+    with pytest.warns(RuntimeWarning):  # (this first tier-1 step is also a sum check's, which fails: coverage)
+        row = mon.step()
+    assert row["tr_sigma"] is None and "changed between two backward passes" in row["noise_note"]
+    mon.close()
+
+
+def test_the_lr_is_that_of_the_first_group_that_trains_something():
+    """A linear probe's groups: the backbone's (frozen, filtered out: empty) lr 1e-4 first, the head's 1e-3. Until
+    2026-12-02 lr, C_sgd, D, C used the empty group's lr (10x off), with no warning."""
+    model = tiny()
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD([{"params": [p for p in model[0].parameters() if p.requires_grad], "lr": 1e-4},
+                           {"params": list(model[2].parameters()), "lr": 1e-3}])
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    x, y = data(8)
+    row = _plain_step(model, opt, mon, x, y)
+    assert row["lr"] == 1e-3
+    assert row["C_sgd"] == pytest.approx(row["grad_sq_norm"] / (1e-3 / 8), rel=1e-12)
+    mon.close()
+
+
+def test_b_simple_at_lr_zero_and_frozen_or_unused_parameters():
+    """lr = 0 (a warm-up's start): B_simple = tr Sigma/||G||^2 does not depend on lr (was None, with a note saying
+    ||G||^2 <= 0 while it was > 0); only C_measured is undefined. A frozen parameter that keeps a zeroed gradient
+    (zero_grad(set_to_none=False)) is not part of d (was: counted, C 0.31x off, coverage 0.31); a parameter
+    without a gradient this step (a branch not taken) has exactly zero per-sample gradients: covered."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2)).double()
+    aux = nn.Linear(2, 2).double()
+    model.add_module("aux", aux)  # used on no step
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    x, y = data(64, seed=5)  # a batch whose unbiased ||G||^2 is > 0
+    seq = lambda t: model[2](model[1](model[0](t)))  # noqa: E731
+    tr, gu, _ = reference(nn.Sequential(model[0], model[1], model[2]), nn.CrossEntropyLoss(), x, y)
+    opt.zero_grad(set_to_none=False)
+    loss = F.cross_entropy(seq(x), y)
+    loss.backward()
+    opt.step()
+    row = mon.step(loss)
+    assert gu > 0 and row["b_simple"] == pytest.approx(tr / gu, rel=1e-9)
+    assert row["C_measured"] is None and "lr = 0" in row["noise_note"]
+    assert row["noise_coverage"] == 1.0
+    model[0].requires_grad_(False)  # frozen mid-training: its gradients stay, zeroed
+    opt.param_groups[0]["lr"] = 0.1
+    for _ in range(2):
+        row = _plain_step(model, opt, mon, x, y, to_none=False)
+    d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert row["noise_coverage"] == 1.0
+    assert row["C"] == pytest.approx(row["grad_sq_norm"] / (row["D"] * d), rel=1e-9)
+    assert mon.uncovered_parameters() == {"0.weight": "frozen (requires_grad=False): not part of the steps, nor of "
+                                          "the dimension d", "0.bias": "frozen (requires_grad=False): not part of "
+                                          "the steps, nor of the dimension d"}
+    mon.close()

@@ -165,7 +165,7 @@ def _unwrapped_optimizer(optimizer):
 #: optimizers whose ``weight_decay`` is an L2 decay added to the gradient inside ``step()`` (``p.grad +
 #: weight_decay * p`` is what the update uses), unless the group sets ``decoupled_weight_decay=True``
 L2_DECAY_OPTIMIZERS = tuple(getattr(torch.optim, n) for n in ("SGD", "Adam", "Adamax", "NAdam", "RAdam", "Adagrad",
-                                                              "RMSprop", "ASGD") if hasattr(torch.optim, n))
+                                                              "RMSprop", "ASGD", "Adadelta") if hasattr(torch.optim, n))
 #: optimizers whose ``weight_decay`` shrinks the weights apart from the gradient (decoupled decay)
 DECOUPLED_DECAY_OPTIMIZERS = tuple(getattr(torch.optim, n) for n in ("AdamW", "Adafactor") if hasattr(torch.optim, n))
 
@@ -198,6 +198,22 @@ def l2_weight_decay(optimizer) -> tuple[dict, list]:
         for p in g["params"]:
             alphas[id(p)] = a
     return alphas, unknown
+
+
+def _dense(g):
+    """A gradient's values (a sparse one's stored values)."""
+    return g.coalesce().values() if g.is_sparse else g
+
+
+def _first_lr(optimizer) -> float:
+    """The learning rate of the optimizer's first parameter group that holds a trainable parameter (an empty group,
+    or one of frozen parameters, trains nothing: a linear probe's filtered-out backbone group); the first group's
+    when none does."""
+    groups = optimizer.param_groups
+    for g in groups:
+        if any(p.requires_grad for p in g["params"]):
+            return float(g["lr"])
+    return float(groups[0]["lr"])
 
 
 def _norms_and_sq(grads):
@@ -321,7 +337,10 @@ class Monitor:
         self._misordered = False  # mon.step() seen between backward() and optimizer.step()
         self._warned_auto = False
         self._warned_decay = False
+        self._warned_stale = False
+        self._warned_zero = False
         self._decay_by_name = None
+        self._cap_sig = None
         self._tier1_owed = False
         self._tier1_now = False
         self.sinks = list(sinks)
@@ -434,6 +453,9 @@ class Monitor:
 
     def _reset_step(self):
         self._versions = None  # the parameters' versions at the step's first backward pass
+        self._grads_stale = False  # the step's backward passes add to the previous optimizer step's gradients
+        self._grads_written = False  # the gradients were changed between two backward passes (not reset)
+        self._pass_end_sig = None  # the gradients' signature when the step's last backward pass ended
         self._blind = False  # the step holds micro-batches of earlier mon.step() calls that nothing counted
         self._split_step = False  # closed by the next optimizer step (no mon.step() between)
         self._cap_mark = (0, 0, 0, 0)
@@ -640,6 +662,38 @@ class Monitor:
         wrote them (``zero_grad()`` sets them to None or zeroes them in place, a new version)."""
         return [None if p.grad is None else (id(p.grad), p.grad._version) for p in self.params]
 
+    def _record_pass_end(self):
+        self._pass_end_sig = self._grad_signature()
+
+    def _stale_gradients(self) -> bool:
+        """At a step's first backward pass: the gradients are those the previous optimizer step applied, untouched
+        (no ``zero_grad()`` in between), so this pass adds to them."""
+        prev = getattr(self, "_cap_sig", None)
+        if prev is None:
+            return False
+        sig = self._grad_signature()
+        if sig != prev or all(s is None for s in sig):
+            return False
+        # untouched since the optimizer applied them; all zero (zeroed before that step): nothing to add to
+        return not all(not bool(_dense(p.grad).any()) for p in self.params if p.grad is not None)
+
+    def _reset_since_last_pass(self) -> bool:
+        """At a later backward pass of one step: were the gradients reset since the previous pass ended? Set to None,
+        or zeroed in place (``zero_grad(set_to_none=False)``: new versions, every gradient zero). Changed otherwise
+        (clipped or unscaled between micro-batches): not a reset, but the step's gradient is then no sum of per-sample
+        gradients (``_grads_written``)."""
+        sig = self._grad_signature()
+        if all(s is None for s in sig):
+            return True
+        prev = self._pass_end_sig
+        if prev is None or sig == prev:
+            return False
+        present = [p.grad for p in self.params if p.grad is not None]
+        if all(not bool(_dense(g).any()) for g in present):
+            return True
+        self._grads_written = True
+        return False
+
     def _engine_next_step(self):
         """The per-sample engine starts a new optimizer step: its sums start again, and it watches the step if tier
         1 is due (or owed: it fell due in the middle of an optimizer step whose first micro-batch it had not seen)."""
@@ -670,7 +724,8 @@ class Monitor:
                           f"({type(self.optimizer).__name__}) took no step, and the gradients were reset before the "
                           "next one: the step is recorded as skipped. If another optimizer applies the gradients "
                           "(SAM's base_optimizer, a wrapper), give that one to Monitor; with a GradScaler, pass "
-                          "scaler=", RuntimeWarning, stacklevel=4)
+                          "scaler=; a zero_grad() between backward() and optimizer.step() also does this",
+                          RuntimeWarning, stacklevel=4)
 
     def _resolve_pending(self, at_capture: bool = False):
         """The step left pending by a ``mon.step()`` whose backward the optimizer did not apply: if the gradients are
@@ -709,17 +764,27 @@ class Monitor:
                           "optimizer.step()", RuntimeWarning, stacklevel=4)
 
     def _count_pass(self, n):
+        """A backward pass reaches a counted forward's output (before it writes any ``.grad``)."""
+        new_pass = self._accumulates.task not in self._count_tasks
         if not self._n_micro:  # the first pass of a step, before it touches .grad
             if self._pending is not None:
                 self._resolve_pending()
             self._versions = [p._version for p in self.params]  # what an optimizer step would change
-        if self._n_micro and self._accumulates.task not in self._count_tasks and \
-                not any(p.grad is not None for p in self.params):
-            # the gradients were reset (zero_grad) since this step's earlier backward passes (SAM's second pass at
-            # the perturbed weights): step() applies this pass's gradient, so the earlier ones leave the row
+            self._grads_stale = self._stale_gradients()
+            self._grads_written = False
+        elif new_pass and self._reset_since_last_pass():
+            # the gradients were reset (zero_grad, to None or zeroed in place) since this step's earlier backward
+            # passes (SAM's second pass at the perturbed weights; a GAN's generator step through the discriminator,
+            # then the discriminator's own): step() applies this pass's gradient, so the earlier ones leave the row
             self._n_micro = self._n_samples = 0
             self._count_tasks, self._pass_norms = [], []
             self._cap_mark = (0, 0, 0, 0)
+            self._grads_stale = self._grads_written = False  # what the earlier passes found leaves with them
+            if self.engine is not None:
+                self.engine.gradients_reset()
+        if new_pass:  # the gradients' signature once this pass has ended (behind DDP's all-reduce callback)
+            engine = torch.autograd.Variable._execution_engine
+            engine.queue_callback(lambda: engine.queue_callback(self._record_pass_end))
         self._n_micro += 1
         self._n_samples += n or 0
         self._count_tasks.append(self._accumulates.task)
@@ -862,7 +927,9 @@ class Monitor:
             self._captured = any(p.grad is not None for p in self.params)
             self._mark_capture()
             return
-        grads = tuple(p.grad for p in self.params)
+        # a frozen parameter (requires_grad=False) is not part of the step, even with a gradient left from before it
+        # was frozen (zeroed in place by zero_grad(set_to_none=False)): it would count in d and against coverage
+        grads = tuple(p.grad if p.requires_grad else None for p in self.params)
         if any(g is None for g in grads):
             idx = [i for i, g in enumerate(grads) if g is not None]
             if not idx:
@@ -893,7 +960,7 @@ class Monitor:
                              "batch_size= (and batch_axis=)")
         B = B_local * self.world_size
         self._check_views()
-        lr = float(optimizer.param_groups[0]["lr"])
+        lr = _first_lr(optimizer)
         # tier 1 when the per-sample engine watched the step's backward passes: the schedule's step, or (mon.step()
         # called per micro-batch) the optimizer step whose first micro-batch it was, or the one after a missed one
         tier1 = self._tier1_active()
@@ -908,10 +975,30 @@ class Monitor:
             norms = _norms_and_sq(grads)[0] if tier1 else None
         self._tier1_now = tier1
         clip = per_sample = note = None
+        if applied_sq == 0.0 and self._n_micro and not self._warned_zero:  # (a host float: CPU; on a device no sync)
+            self._warned_zero = True
+            warnings.warn(f"the gradient optimizer.step() applied at step {self.step_count} is exactly zero although "
+                          "a backward pass ran (zero_grad() between backward() and optimizer.step()?): the step's "
+                          "row says ||g||^2 = 0", RuntimeWarning, stacklevel=4)
+        if self._grads_stale and not self._warned_stale:
+            self._warned_stale = True
+            warnings.warn(f"the gradients were not reset since the previous optimizer step (no zero_grad() before the "
+                          f"backward pass of step {self.step_count}): this step's gradient is the earlier steps' plus "
+                          "this batch's, so training applies the sum (probably not what you meant) and its per-sample "
+                          "statistics are not measured. Call optimizer.zero_grad() before each step's first "
+                          "backward()", RuntimeWarning, stacklevel=4)
         if tier1 and self._split_step:
             note = ("optimizer.step() ran twice with no mon.step() between: this step's backward passes ran before the "
                     "previous step was closed, so its per-sample statistics are not measured; call mon.step() after "
                     "every optimizer.step()")
+            self._notes.append(note)
+        elif tier1 and (self._grads_stale or self._grads_written):
+            note = ("the gradients were not reset since the previous optimizer step (no zero_grad()): the applied "
+                    "gradient holds earlier steps' gradients, so it has no per-sample decomposition over this batch"
+                    if self._grads_stale else
+                    "the gradients were changed between two backward passes of this step (neither reset nor only "
+                    "accumulated: e.g. clipped or unscaled per micro-batch): the applied gradient has no per-sample "
+                    "decomposition")
             self._notes.append(note)
         elif tier1:
             clip = self._clip_info(idx, norms, grads)
@@ -971,6 +1058,7 @@ class Monitor:
         the per-sample engine's gradient sums start again: a backward pass after this optimizer step belongs to the
         next one, whether or not mon.step() comes first."""
         self._cap_mark = (self._n_micro, self._n_samples, len(self._count_tasks), len(self._pass_norms))
+        self._cap_sig = self._grad_signature()  # the gradients the optimizer applied: a reset must change them
         if self.engine is not None:
             self.engine.step_done()
 
@@ -1042,7 +1130,11 @@ class Monitor:
             # mean_i |g_i + R|^2 = mean_i |g_i|^2 + (|gbar + R|^2 - |gbar|^2), and tr Sigma does not change
             shift = ((applied_norms[sel] ** 2).sum() - (norms[sel] ** 2).sum()) * (gmul * gmul)
             gbar_sq, mean_sq = gbar_sq + shift, mean_sq + shift
-        covered_dim = sum(self.params[self.names.index(nm)].numel() for nm in cov)
+        # a trainable parameter without a gradient this step (a branch not taken) has per-sample gradients that are all
+        # exactly zero: covered (it counts in d)
+        cov = list(cov) + [nm for nm, p in zip(self.names, self.params) if p.requires_grad and p.grad is None]
+        numel = {nm: p.numel() for nm, p in zip(self.names, self.params)}
+        covered_dim = sum(numel[nm] for nm in cov)
         self._last_covered = frozenset(cov)
         return PerSampleStats(mean_sq=mean_sq, gbar_sq=gbar_sq, batch_size=B, n_samples=n_local,
                               covered_dim=covered_dim, covered=frozenset(cov)), None
@@ -1215,18 +1307,19 @@ class Monitor:
         return out
 
     def _check_group_lrs(self, stacklevel=4):
-        """One warning, the first time the optimizer's parameter groups hold different learning rates (at
-        construction, or later: a scheduler with one factor per group), since lr/B, D and C_sgd use the first
-        group's."""
+        """One warning, the first time the optimizer's parameter groups that train something hold different
+        learning rates (at construction, or later: a scheduler with one factor per group), since lr/B, D and C_sgd
+        use one of them (:func:`_first_lr`: the first group with a trainable parameter)."""
         if self._lr_groups_warned:
             return
-        lrs = {float(g["lr"]) for g in self.optimizer.param_groups if g["params"]}
+        lrs = {float(g["lr"]) for g in self.optimizer.param_groups if any(p.requires_grad for p in g["params"])}
         if len(lrs) > 1:
             self._lr_groups_warned = True
             steps = getattr(self, "step_count", 0)
             when = f"in the row ending at step {steps - 1}" if steps else "at construction"
             warnings.warn(f"the optimizer's parameter groups have different learning rates {sorted(lrs)} ({when}): "
-                          "lr/B, D and C_sgd use the first group's", RuntimeWarning, stacklevel=stacklevel)
+                          f"lr/B, D and C_sgd use {_first_lr(self.optimizer):g}, the first group's that trains a "
+                          "parameter", RuntimeWarning, stacklevel=stacklevel)
 
     def flush(self) -> dict | None:
         """Synchronise once, finish the interval's row, write it to the sinks."""
@@ -1241,8 +1334,7 @@ class Monitor:
         if grads_bad:
             self._report_nonfinite()  # raises, or warns once naming the parameter
         row = {"step": self.step_count - 1, "steps": self._steps_in_interval, "skipped_steps": self._skipped,
-               "lr": (sums["step_lr"] / counts["step_lr"] if counts.get("step_lr")
-                      else float(self.optimizer.param_groups[0]["lr"])),
+               "lr": (sums["step_lr"] / counts["step_lr"] if counts.get("step_lr") else _first_lr(self.optimizer)),
                "lr_kind": "sgd_equivalent" if self.optimizer_kind in ("adaptive", "other") else self.optimizer_kind}
         if counts.get("loss"):
             row["loss"] = sums["loss"] / counts["loss"]
@@ -1390,15 +1482,21 @@ class Monitor:
         return [n for n in self.names if n in self._last_covered]
 
     def uncovered_parameters(self) -> dict[str, str]:
-        """Parameters without exact per-sample gradients and why (coupled, not seen, ...)."""
+        """Parameters without exact per-sample gradients and why (coupled, not seen, ...). A frozen parameter
+        (``requires_grad=False``) is not part of the steps (nor of ``d``): named as such."""
+        frozen = {n for n, p in zip(self.names, self.params) if not p.requires_grad}
         if self.engine is None:
             if self.compiled:
                 return {n: "not covered in the last tier-1 step (functional recomputation refused: see the row's "
-                           "noise_note)" for n in self.names if n not in self._last_covered}
-            return {n: "tier 1 is off" for n in self.names}
+                           "noise_note)" for n in self.names if n not in self._last_covered and n not in frozen}
+            return {n: "tier 1 is off" for n in self.names if n not in frozen}
         out = {}
         for n in self.names:
-            if n in self.engine.reasons:
+            if n in frozen:
+                out[n] = "frozen (requires_grad=False): not part of the steps, nor of the dimension d"
+            elif n in self._last_covered:  # covered in the last tier-1 step (also: no gradient there, all zeros)
+                continue
+            elif n in self.engine.reasons:
                 out[n] = self.engine.reasons[n]
             elif n not in self.engine.covered_ever:
                 out[n] = "not seen yet (no tier-1 step has run)"
@@ -1425,7 +1523,7 @@ class Monitor:
     def noise_stats(self, loss_fn, inputs, targets, **kw):
         """On-demand :func:`hhld.torch.noise.gradient_noise_stats` on a batch (exact fallbacks)."""
         with self._aside():
-            kw.setdefault("lr", float(self.optimizer.param_groups[0]["lr"]))
+            kw.setdefault("lr", _first_lr(self.optimizer))
             kw.setdefault("loss_reduction", self.loss_reduction)
             kw.setdefault("l2_decay", self.l2_decay())
             return gradient_noise_stats(self.inner, loss_fn, inputs, targets, **kw)
@@ -1457,7 +1555,8 @@ class Monitor:
     #: the flags of the one-time warnings a resumed monitor keeps (a warning given before the checkpoint is not given
     #: again)
     _WARNED = ("_warned_unmeasured", "_warned_reduction", "_warned_views", "_warned_no_step", "_warned_micro",
-               "_warned_auto", "_warned_coverage", "_lr_groups_warned", "_warned_decay")
+               "_warned_auto", "_warned_coverage", "_lr_groups_warned", "_warned_decay",
+               "_warned_stale", "_warned_zero")
     STATE_FORMAT = "hhld.torch.Monitor/1"
 
     def state_dict(self) -> dict:

@@ -470,9 +470,13 @@ class NoiseScale(Quantity):
             "noise_coverage": dcov / ictx.dim,
             "noise_steps": n,
         })
-        if gu > 0 and D > 0:
+        if gu > 0:  # B_simple does not depend on lr: defined at lr = 0 too (a warm-up's first steps)
             row["b_simple"] = tr / gu
-            row["C_measured"] = gu / (D * dcov)
+            if D > 0:
+                row["C_measured"] = gu / (D * dcov)
+            else:
+                row["C_measured"] = None
+                row["noise_note"] = "D = 0 this interval (lr = 0): C_measured = ||G||^2/(D d) is undefined"
         else:
             row["b_simple"] = None
             row["C_measured"] = None

@@ -696,6 +696,11 @@ class PerSampleSqNorms:
             self._higher_order = True
         return self._probe()
 
+    def gradients_reset(self) -> None:
+        """The parameters' gradients were reset since the last backward pass (``zero_grad``, also in place, which
+        leaves them tensors: found by the caller): the sum check starts a new sum with the next pass."""
+        self._sum_acc = {}
+
     def _queue_hook(self, grad):
         if not self._this_pass_counts():
             return
