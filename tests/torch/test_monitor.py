@@ -1697,3 +1697,36 @@ def test_b_simple_at_lr_zero_and_frozen_or_unused_parameters():
                                           "the dimension d", "0.bias": "frozen (requires_grad=False): not part of "
                                           "the steps, nor of the dimension d"}
     mon.close()
+
+
+def test_a_copy_of_the_monitored_model_carries_no_monitor(tmp_path):
+    """copy.deepcopy(model) (the best model so far, an EMA / AveragedModel) and torch.save(model) after a step: until
+    2026-12-02 a TypeError ("cannot pickle 'AccumulateGrad' object"), and before the first step the copy got a
+    second monitor of its own. Now the copy's hooks do nothing, and its passes leave the monitor's rows alone."""
+    import copy
+
+    from hhld.torch.copy_inert import NOOP
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=1)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+    _plain_step(model, opt, mon, x, y)
+    best = copy.deepcopy(model)
+    opt_copy = copy.deepcopy(opt)
+    assert all(h is NOOP for h in list(best._forward_hooks.values()) + list(best._forward_pre_hooks.values()))
+    assert all(h is NOOP for h in opt_copy._optimizer_step_pre_hooks.values())
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert all(h is NOOP for h in loaded._forward_hooks.values())
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    F.cross_entropy(best(x), y).backward()  # the copy's own pass: not the monitor's
+    tr, gsq = _per_sample(model, x, y)
+    opt.step()
+    row = mon.step(loss)
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4) and row["C_sgd"] == pytest.approx(gsq / (0.05 / 8), rel=1e-4)
+    mon.close()

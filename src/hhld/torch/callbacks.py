@@ -35,6 +35,8 @@ from collections.abc import Mapping
 
 import torch
 
+from .copy_inert import CopyInert
+
 # HFMonitorCallback / LightningMonitorCallback are created on first access (they subclass the frameworks' types)
 __all__ = ["lightning_callback", "hf_callback"]
 
@@ -107,8 +109,8 @@ def _lightning_class():
             opt = trainer.optimizers[0]
             if "batch_size" not in kw:
                 # registered before the monitor's own hooks, so it runs first (see _before_step)
-                self._handles.append(opt.register_step_pre_hook(self._before_step))
-                self._handles.append(pl_module.register_forward_hook(self._module_forward))
+                self._handles.append(opt.register_step_pre_hook(CopyInert(self._before_step)))
+                self._handles.append(pl_module.register_forward_hook(CopyInert(self._module_forward)))
             self.monitor = Monitor(pl_module, opt, **kw)
             if self._restored is not None:
                 self.monitor.load_state_dict(self._restored)
@@ -268,7 +270,7 @@ def _hf_class():
                 kw.setdefault("scaler", scaler)
             self._count_batch = "batch_size" not in kw
             self.monitor = Monitor(model, _unwrap_optimizer(optimizer), **kw)
-            self._handle = model.register_forward_hook(self._forward_hook, with_kwargs=True)
+            self._handle = model.register_forward_hook(CopyInert(self._forward_hook), with_kwargs=True)
             if state.global_step:  # resumed (trainer.train(resume_from_checkpoint=...)): its monitor state, if saved
                 path = _hf_checkpoint_file(args, state)
                 if os.path.isfile(path):

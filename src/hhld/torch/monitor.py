@@ -51,6 +51,7 @@ from ..observables import RegimeThresholds
 from .noise import gradient_noise_stats
 from .persample import PerSampleSqNorms, declared_batch_first
 from .backward_kind import AccumulationProbe, builds_graph, inside_transform
+from .copy_inert import CopyInert
 from .persample.engine import HIGHER_ORDER_NOTE, _first_tensor, _output_tensors
 from .quantities import (ClipInfo, Curvature, GradientStats, IntervalContext, NoiseScale, PerSampleStats,
                          PhaseTransitionDetector, ProbeNoise, Quantity, RegimeTracker, StepContext,
@@ -435,10 +436,11 @@ class Monitor:
             self.engine.enabled = self._tier1_due(0)
         # the root hooks go on the outermost module that runs eagerly (the compiled wrapper itself)
         root = model if self.compiled else self.inner
-        self._handles.append(root.register_forward_pre_hook(self._forward_pre_hook, with_kwargs=True))
-        self._handles.append(root.register_forward_hook(self._forward_hook, with_kwargs=True))
-        self._handles.append(optimizer.register_step_pre_hook(self._opt_pre_hook))
-        self._handles.append(optimizer.register_step_post_hook(self._opt_post_hook))
+        # hooks a copy of the model or optimizer does not carry (copy.deepcopy(model) for the best model or an EMA)
+        self._handles.append(root.register_forward_pre_hook(CopyInert(self._forward_pre_hook), with_kwargs=True))
+        self._handles.append(root.register_forward_hook(CopyInert(self._forward_hook), with_kwargs=True))
+        self._handles.append(optimizer.register_step_pre_hook(CopyInert(self._opt_pre_hook)))
+        self._handles.append(optimizer.register_step_post_hook(CopyInert(self._opt_post_hook)))
         self._declared = declared_batch_first(self.inner)
         self._internal = False
         self._closed = False

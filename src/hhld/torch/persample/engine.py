@@ -60,6 +60,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..backward_kind import AccumulationProbe, builds_graph, inside_transform
+from ..copy_inert import CopyInert
 from .factors import Dense, Outer, SqNorm, per_sample_sq_norms
 from .rnn import RNN_OPS, RecomputeMismatch, rnn_contribs
 from .rules import (conv_contribs, conv_sketch_contribs, embedding_contribs, linear_contribs, matmul_contribs,
@@ -442,8 +443,9 @@ class PerSampleSqNorms:
     def _hook(self):
         if not self._handles:
             for m in [self.model] + [c for c in self.model.children() if any(True for _ in c.parameters())]:
-                self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
-                self._handles.append(m.register_forward_hook(self._post, with_kwargs=True, always_call=True))
+                self._handles.append(m.register_forward_pre_hook(CopyInert(self._pre), with_kwargs=True))
+                self._handles.append(m.register_forward_hook(CopyInert(self._post), with_kwargs=True,
+                                                             always_call=True))
 
     def _unhook(self):
         for h in self._handles:
