@@ -196,6 +196,16 @@ def test_amp_scaler_unscaled_and_skipped_step():
     row = mon.step()
     assert row["skipped_steps"] == 1
     assert any(e["event"] == "skipped_step" for e in mon.events)
+    mon.close()
+    # the scaler not given: its unscale_ reads as clipping by 1/1024 (the statistics stay right): one warning
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    mon = Monitor(model, opt, log_every=1)
+    opt.zero_grad()
+    scaler.scale(lf(model(x), y)).backward()
+    with pytest.warns(RuntimeWarning, match=r"divided by 2\^10 .*pass Monitor\(\.\.\., scaler=scaler\)"):
+        scaler.step(opt)
+    scaler.update()
+    mon.close()
 
 
 @pytest.mark.parametrize("kw, steps, named", [
@@ -1729,4 +1739,50 @@ def test_a_copy_of_the_monitored_model_carries_no_monitor(tmp_path):
     opt.step()
     row = mon.step(loss)
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4) and row["C_sgd"] == pytest.approx(gsq / (0.05 / 8), rel=1e-4)
+    mon.close()
+
+
+class _TimeFirst(nn.Module):
+    """A diffusion-style model called as model(t, x) with a shared time of shape (1,)."""
+
+    def __init__(self):
+        super().__init__()
+        self.l0, self.l1 = nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, t, x):
+        return self.l1(torch.tanh(self.l0(torch.cat([x, t.expand(x.shape[0], 1)], 1))))
+
+
+def test_a_batch_that_is_not_the_first_argument_is_named():
+    """model(t, x) with t of shape (1,): B = 1 was taken from t silently (C_sgd 16x off); now one warning names the
+    argument that holds the batch and says to pass batch_size=. A model of one argument whose output flattens the
+    batch (nanoGPT's (B*T, V) logits) gives none."""
+    torch.manual_seed(0)
+    model = _TimeFirst()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=None)
+    x, y, t = torch.randn(16, 4), torch.randint(0, 3, (16,)), torch.rand(1)
+    with pytest.warns(RuntimeWarning, match=r"B = 1 from axis 0.*output has 16 rows.*pass batch_size=16"):
+        opt.zero_grad()
+        F.cross_entropy(model(t, x), y).backward()
+    opt.step()
+    mon.step()
+    mon.close()
+    mon = Monitor(model, opt, log_every=1, tier1_every=None, batch_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.zero_grad()
+        F.cross_entropy(model(t, x), y).backward()
+        opt.step()
+        assert mon.step()["C_sgd"] == pytest.approx(mon.history[-1]["grad_sq_norm"] / (0.05 / 16))
+    mon.close()
+    flat = nn.Sequential(nn.Embedding(11, 4), nn.Flatten(0, 1), nn.Linear(4, 11))  # (B, T) ids -> (B*T, 11) logits
+    opt = torch.optim.SGD(flat.parameters(), lr=0.05)
+    mon = Monitor(flat, opt, log_every=1, tier1_every=None)
+    ids = torch.randint(0, 11, (4, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        F.cross_entropy(flat(ids), ids.reshape(-1)).backward()
+        opt.step()
+        mon.step()
     mon.close()

@@ -340,6 +340,8 @@ class Monitor:
         self._warned_decay = False
         self._warned_stale = False
         self._warned_zero = False
+        self._batch_checked = False
+        self._warned_unscale = False
         self._decay_by_name = None
         self._cap_sig = None
         self._tier1_owed = False
@@ -606,6 +608,8 @@ class Monitor:
         if self._internal or not torch.is_grad_enabled() or inside_transform():
             return None
         n = self._fwd_b
+        if not self._batch_checked:
+            self._check_batch_in_output(args, kwargs, output, n)
         if isinstance(output, torch.Tensor) and self._fn_inputs is None:  # the common case, cheaply (every step)
             if output.requires_grad and self._measure:
                 self._count_on_backward((output,), n)
@@ -623,6 +627,29 @@ class Monitor:
         if self.compiled and self._fn_inputs is not None:
             self._watch_functional(_output_tensors(output))
         return None
+
+    def _check_batch_in_output(self, args, kwargs, output, n):
+        """Once, at the first counted forward: when no output of the model has the batch size ``n`` taken from its
+        first tensor argument, but another tensor argument's first axis is an output's first axis, the batch is
+        probably that argument. ``model(mask, x)`` with a ``(T, T)`` mask first, or ``model(t, x)`` with a ``(1,)``
+        time first, gave B = T or 1 silently (C_sgd 2x / 16x off); now one warning says what to pass."""
+        self._batch_checked = True
+        if self.batch_size or not n:
+            return
+        outs = [o for o in _output_tensors(output) if o.dim() > 0]
+        if not outs or any(n in o.shape for o in outs):
+            return
+        heads = {int(o.shape[0]) for o in outs}
+        others = [a for a in tuple(args) + tuple(kwargs.values()) if isinstance(a, torch.Tensor) and a.dim() > 0
+                  and int(a.shape[0]) != n and int(a.shape[0]) in heads]
+        if not others:
+            return
+        b = int(others[0].shape[0])
+        warnings.warn(f"the monitor takes the batch size B = {n} from axis {self._input_axis()} of the model's first "
+                      f"tensor argument, but the model's output has {b} rows, as has another of its arguments (shape "
+                      f"{tuple(others[0].shape)}): if that is the batch (model(mask, x), model(t, x)), pass "
+                      f"batch_size={b} (lr/B and C_sgd use it), and put the batch first for per-sample statistics",
+                      RuntimeWarning, stacklevel=4)
 
     def _check_reduction(self, loss):
         """One warning when the loss says it reduced the batch otherwise than ``loss_reduction`` (read on the first
@@ -1004,6 +1031,7 @@ class Monitor:
             self._notes.append(note)
         elif tier1:
             clip = self._clip_info(idx, norms, grads)
+            self._check_unscaled(clip)
             per_sample, note = self._per_sample_stats(names, params, idx, norms, B_local, B, clip, applied_norms)
             if note:
                 self._notes.append(note)
@@ -1063,6 +1091,19 @@ class Monitor:
         self._cap_sig = self._grad_signature()  # the gradients the optimizer applied: a reset must change them
         if self.engine is not None:
             self.engine.step_done()
+
+    def _check_unscaled(self, clip):
+        """One warning when the gradients were divided by a power of two between backward() and step() with no
+        ``scaler=`` given: a GradScaler's ``unscale_`` (read as clipping: every row ``clipped_steps`` 1 and a
+        ``clipped`` event, ``clip_coef`` 1/scale). The statistics stay right; the labels are not."""
+        if clip is None or not clip.uniform or self.scaler is not None or self._warned_unscale or not 0 < clip.coef < 1:
+            return
+        e = round(math.log2(clip.coef))
+        if e <= -4 and abs(clip.coef - 2.0 ** e) <= 1e-6 * clip.coef:
+            self._warned_unscale = True
+            warnings.warn(f"the gradients were divided by 2^{-e} between backward() and optimizer.step(), as a "
+                          "GradScaler's unscale_ does: pass Monitor(..., scaler=scaler), or the rows read it as "
+                          "clipping (clip_coef, clipped_steps, 'clipped' events)", RuntimeWarning, stacklevel=4)
 
     def _clip_info(self, idx, norms, grads):
         """Compare the applied gradient with the one right after backward (per parameter; a handful of numbers,
@@ -1558,7 +1599,7 @@ class Monitor:
     #: again)
     _WARNED = ("_warned_unmeasured", "_warned_reduction", "_warned_views", "_warned_no_step", "_warned_micro",
                "_warned_auto", "_warned_coverage", "_lr_groups_warned", "_warned_decay",
-               "_warned_stale", "_warned_zero")
+               "_warned_stale", "_warned_zero", "_warned_unscale")
     STATE_FORMAT = "hhld.torch.Monitor/1"
 
     def state_dict(self) -> dict:
