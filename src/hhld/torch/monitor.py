@@ -1004,7 +1004,8 @@ class Monitor:
             norms = _norms_and_sq(grads)[0] if tier1 else None
         self._tier1_now = tier1
         clip = per_sample = note = None
-        if applied_sq == 0.0 and self._n_micro and not self._warned_zero:  # (a host float: CPU; on a device no sync)
+        if isinstance(applied_sq, float) and applied_sq == 0.0 and self._n_micro and not self._warned_zero:
+            # (CPU: a host float at no cost; on a device a tensor, not synchronised for this)
             self._warned_zero = True
             warnings.warn(f"the gradient optimizer.step() applied at step {self.step_count} is exactly zero although "
                           "a backward pass ran (zero_grad() between backward() and optimizer.step()?): the step's "
