@@ -1786,3 +1786,39 @@ def test_a_batch_that_is_not_the_first_argument_is_named():
         opt.step()
         mon.step()
     mon.close()
+
+
+@pytest.mark.parametrize("to_none", [True, False])
+def test_a_gan_discriminator_step_after_the_generator_step_through_it(to_none):
+    """Monitor(D, opt_D) in a GAN loop: the generator's step backpropagates through D (writing D's gradients), then
+    D's zero_grad and its own pass. With zero_grad(set_to_none=False) the generator's pass stayed in D's step until
+    2026-12-02 (C_sgd 2x, tr_sigma 3.4x, coverage 1.0, silently); the row is that of D's own pass (per-sample
+    autograd)."""
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    D = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=0.05), torch.optim.SGD(D.parameters(), lr=0.05)
+    mon = Monitor(D, opt_d, log_every=1, tier1_every=1)
+    gen = torch.Generator().manual_seed(1)
+    target = torch.cat([torch.ones(8, 1), torch.zeros(8, 1)])
+    for _ in range(3):
+        fake = G(torch.randn(16, 8, generator=gen))
+        opt_d.zero_grad(set_to_none=to_none)
+        x = torch.cat([torch.randn(8, 4, generator=gen) + 2, fake[:8].detach()])
+        losses = F.binary_cross_entropy_with_logits(D(x), target, reduction="none").reshape(-1)
+        Gs = torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(losses[i], list(D.parameters()),
+                                                                                retain_graph=True)])
+                          for i in range(16)]).double()
+        tr = float(((Gs - Gs.mean(0)) ** 2).sum() / 15)
+        gsq = float((Gs.mean(0) ** 2).sum())
+        loss = losses.mean()
+        loss.backward()
+        opt_d.step()
+        row = mon.step(loss)
+        opt_g.zero_grad(set_to_none=to_none)
+        F.binary_cross_entropy_with_logits(D(fake), torch.ones(16, 1)).backward()  # writes D's gradients too
+        opt_g.step()
+    assert row["noise_coverage"] == 1.0
+    assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4)
+    assert row["C_sgd"] == pytest.approx(gsq / (0.05 / 16), rel=1e-4)
+    mon.close()
