@@ -689,7 +689,7 @@ class Monitor:
     def _grad_signature(self):
         """Which gradient tensors the parameters hold, and their versions: unchanged when nothing reset or
         wrote them (``zero_grad()`` sets them to None or zeroes them in place, a new version)."""
-        return [None if p.grad is None else (id(p.grad), p.grad._version) for p in self.params]
+        return [None if (g := p.grad) is None else (id(g), g._version) for p in self.params]
 
     def _record_pass_end(self):
         self._pass_end_sig = self._grad_signature()
