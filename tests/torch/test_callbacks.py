@@ -134,16 +134,9 @@ def test_unwrap_optimizer():
     assert _unwrap_optimizer(opt) is opt
 
 
-def test_lightning_resumed_from_a_checkpoint_continues_the_monitor(tmp_path):
-    """trainer.fit(..., ckpt_path=...) after a stop: the callback's monitor state travels in Lightning's checkpoint
-    (callback state_dict, also from trainer.save_checkpoint after fit), and the resumed monitor continues it: the
-    rows before the checkpoint kept, the step count and the rows' steps going on, the regime tracker where it was.
-    (Which batches Lightning replays on resume is Lightning's: the values after it are not compared with an
-    uninterrupted run; Monitor.state_dict's own test does that.)"""
-    pytest.importorskip("lightning", reason="lightning not installed (pip install 'hhld[lightning]')")
+def _small_lightning_module(momentum=0.0):
+    """A LightningModule class: an MLP 6-16-3 (its training_step calls a submodule), SGD at lr 0.05."""
     import lightning.pytorch as pl
-
-    from hhld.torch.callbacks import lightning_callback
 
     class Lit(pl.LightningModule):
         def __init__(self):
@@ -156,7 +149,23 @@ def test_lightning_resumed_from_a_checkpoint_continues_the_monitor(tmp_path):
             return nn.functional.cross_entropy(self.net(x), y)
 
         def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=momentum)
+
+    return Lit
+
+
+def test_lightning_resumed_from_a_checkpoint_continues_the_monitor(tmp_path):
+    """trainer.fit(..., ckpt_path=...) after a stop: the callback's monitor state travels in Lightning's checkpoint
+    (callback state_dict, also from trainer.save_checkpoint after fit), and the resumed monitor continues it: the
+    rows before the checkpoint kept, the step count and the rows' steps going on, the regime tracker where it was.
+    (Which batches Lightning replays on resume is Lightning's: the values after it are not compared with an
+    uninterrupted run; Monitor.state_dict's own test does that.)"""
+    pytest.importorskip("lightning", reason="lightning not installed (pip install 'hhld[lightning]')")
+    import lightning.pytorch as pl
+
+    from hhld.torch.callbacks import lightning_callback
+
+    Lit = _small_lightning_module(momentum=0.9)
 
     g = torch.Generator().manual_seed(0)
     ds = torch.utils.data.TensorDataset(torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g))
@@ -211,3 +220,75 @@ def test_hf_trainer_resumed_from_a_checkpoint_continues_the_monitor(tmp_path):
     assert len(ref.history) == 3 and any(r.get("uncertainty_product") for r in ref.history)
     assert got.history == ref.history
     assert got.events == ref.events
+
+
+def _lightning_fit(module, n, batch, callbacks, accumulate=1):
+    import lightning.pytorch as pl
+
+    g = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g))
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                         accumulate_grad_batches=accumulate)
+    trainer.fit(module, torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=False))
+
+
+def test_lightning_manual_optimisation_steps_the_monitor_only_with_its_optimizer():
+    """A GAN-style LightningModule with two optimizers, the monitored one (first) stepping every 2nd batch:
+    trainer.global_step counts both optimizers' steps, so every other batch was a spurious 'skipped_step' with the
+    other network's loss (until 2026-12-02). One row per monitored step, no skipped steps, its own loss."""
+    pytest.importorskip("lightning", reason="lightning not installed (pip install 'hhld[lightning]')")
+    import lightning.pytorch as pl
+
+    from hhld.torch.callbacks import lightning_callback
+
+    class TwoOpt(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.automatic_optimization = False
+            self.a, self.b = nn.Linear(6, 3), nn.Linear(6, 3)
+            self.losses = []
+
+        def training_step(self, batch, idx):
+            x, y = batch
+            opt_a, opt_b = self.optimizers()
+            loss_b = nn.functional.cross_entropy(self.b(x), y)
+            opt_b.zero_grad()
+            self.manual_backward(loss_b)
+            opt_b.step()
+            if idx % 2 == 0:
+                loss_a = nn.functional.cross_entropy(self.a(x), y)
+                opt_a.zero_grad()
+                self.manual_backward(loss_a)
+                opt_a.step()
+                self.losses.append(float(loss_a))
+                return loss_a
+            return None
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.a.parameters(), lr=0.05), torch.optim.SGD(self.b.parameters(), lr=0.05)
+
+    cb = lightning_callback(log_every=1, tier1_every=1, log=False)
+    module = TwoOpt()
+    with pytest.warns(RuntimeWarning, match="monitors the first of 2 optimizers"):
+        _lightning_fit(module, 32, 4, [cb])
+    hist = cb.monitor.history
+    assert len(hist) == 4 and all(r["skipped_steps"] == 0 for r in hist)
+    assert not [e for e in cb.monitor.events if e["event"] == "skipped_step"]
+    assert [r["loss"] for r in hist] == pytest.approx(module.losses)
+    assert all(r["noise_coverage"] == 1.0 for r in hist)
+
+
+def test_lightning_a_shorter_last_accumulation_window_is_named():
+    """accumulate_grad_batches=3 over 4 batches: the epoch's last window has 1 micro-batch, whose loss Lightning
+    still divides by 3; that step applies 1/3 of its samples' mean gradient (the row describes it): one warning."""
+    pytest.importorskip("lightning", reason="lightning not installed (pip install 'hhld[lightning]')")
+    from hhld.torch.callbacks import lightning_callback
+
+    Lit = _small_lightning_module()
+
+    cb = lightning_callback(log_every=1, log=False)
+    with pytest.warns(RuntimeWarning, match=r"closed a window of 1 micro-batch\(es\) with accumulate_grad_batches=3"):
+        _lightning_fit(Lit(), 16, 4, [cb], accumulate=3)
+    assert len(cb.monitor.history) == 2

@@ -1822,3 +1822,27 @@ def test_a_gan_discriminator_step_after_the_generator_step_through_it(to_none):
     assert row["tr_sigma"] == pytest.approx(tr, rel=1e-4)
     assert row["C_sgd"] == pytest.approx(gsq / (0.05 / 16), rel=1e-4)
     mon.close()
+
+
+def test_two_step_closure_calls_before_mon_step_are_two_optimizer_steps():
+    """optimizer.step(closure) twice before mon.step() (Lightning calls step with a closure; PPO-style inner
+    updates): until 2026-12-02 the second call was taken for a second evaluation of the first step's closure, so the
+    two optimizer steps became one row (the first's ||g||^2, the second's loss, B of both), silently. Now each is a
+    step, as without closures (one warning)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = Monitor(model, opt, log_every=1, tier1_every=None)
+    g = torch.Generator().manual_seed(1)
+    sq = []
+    with pytest.warns(RuntimeWarning, match="optimizer.step\\(\\) ran again"):
+        for _ in range(2):
+            x, y = torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            sq.append(float(sum((p.grad.double() ** 2).sum() for p in model.parameters())))
+            opt.step(lambda: None)
+        mon.step()
+    assert [r["grad_sq_norm"] for r in mon.history] == pytest.approx(sq, rel=1e-6)  # (float32 norms)
+    assert [r["C_sgd"] for r in mon.history] == pytest.approx([s / (0.05 / 4) for s in sq], rel=1e-6)
+    mon.close()

@@ -79,6 +79,12 @@ def _lightning_class():
             self._losses: list = []
             self._last_step = 0
             self._handles: list = []
+            self._step_handle = None
+            self._opt_steps = self._last_opt_steps = 0  # steps the monitored optimizer took
+            self._steps_in_batch = 0
+            self._warned_steps = False
+            self._window = 0  # micro-batches since the last optimizer step
+            self._warned_window = False
             self._samples = 0
             self._forward_ran = False
             self._restored = None  # a checkpoint's monitor state, applied once the monitor is built
@@ -112,17 +118,33 @@ def _lightning_class():
                 self._handles.append(opt.register_step_pre_hook(CopyInert(self._before_step)))
                 self._handles.append(pl_module.register_forward_hook(CopyInert(self._module_forward)))
             self.monitor = Monitor(pl_module, opt, **kw)
+            # the monitored optimizer's own steps: under manual optimisation trainer.global_step counts every
+            # optimizer's steps (a GAN's generator stepping every n-th batch made the other batches "skipped")
+            self._step_handle = opt.register_step_post_hook(CopyInert(self._after_step))
+            self._opt_steps = self._last_opt_steps = 0
             if self._restored is not None:
                 self.monitor.load_state_dict(self._restored)
                 self._restored = None
             self._last_step = trainer.global_step
-            self._losses, self._samples, self._forward_ran = [], 0, False
+            self._losses, self._samples, self._forward_ran, self._window = [], 0, False, 0
 
         # the batch size when the LightningModule's own forward is not called (a training_step that calls
         # self.net(x)): the samples of the step's batches as Lightning counts them for logging
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self._steps_in_batch = 0
             if self._handles:
                 self._samples += _lightning_batch_size(batch) or 0
+
+        def _after_step(self, optimizer, args, kwargs):
+            self._opt_steps += 1
+            self._steps_in_batch += 1
+            if self._steps_in_batch == 2 and self._handles and not self._forward_ran and not self._warned_steps:
+                self._warned_steps = True
+                warnings.warn("LightningMonitorCallback: the monitored optimizer stepped more than once in one "
+                              "training_step (manual optimisation), and the batch size the callback gives the monitor "
+                              "is the whole batch's, so lr/B and C_sgd of these steps are off by the number of steps: "
+                              "pass batch_size= (samples per optimizer step) to the callback", RuntimeWarning,
+                              stacklevel=2)
 
         def _module_forward(self, module, args, output):
             if torch.is_grad_enabled():
@@ -160,9 +182,29 @@ def _lightning_class():
                 if pl_module.automatic_optimization:
                     loss = loss * trainer.accumulate_grad_batches  # Lightning divided it for the backward pass
                 self._losses.append(loss)
+            self._window += 1
             if trainer.global_step == self._last_step:
                 return  # still accumulating: no optimizer step yet
             self._last_step = trainer.global_step
+            k, n = trainer.accumulate_grad_batches, self._window
+            self._window = 0
+            if pl_module.automatic_optimization and n < k and not self._warned_window:
+                self._warned_window = True
+                warnings.warn(f"LightningMonitorCallback: the optimizer step at global step {trainer.global_step} "
+                              f"closed a window of {n} micro-batch(es) with accumulate_grad_batches={k} (an epoch's "
+                              f"last, shorter window): Lightning divided each loss by {k}, so that step applies {n}/{k} "
+                              "of its samples' mean gradient, and its row describes that gradient (grad_sq_norm, "
+                              f"tr_sigma, D and C_sgd scaled by ({n}/{k})^2; B_simple and C not)", RuntimeWarning,
+                              stacklevel=2)
+            if not pl_module.automatic_optimization:
+                if self._opt_steps == self._last_opt_steps:
+                    # another optimizer stepped (a GAN's other network), not the monitored one: its loss and samples
+                    # are not this optimizer's either
+                    self._losses = []
+                    if self._handles:
+                        self._samples, self._forward_ran = 0, False
+                    return
+                self._last_opt_steps = self._opt_steps
             loss, self._losses = _mean(self._losses), []
             row = self.monitor.step(loss)
             if self._handles:
@@ -175,6 +217,9 @@ def _lightning_class():
             for h in self._handles:
                 h.remove()
             self._handles = []
+            if self._step_handle is not None:
+                self._step_handle.remove()
+                self._step_handle = None
             if self.monitor is not None:
                 try:  # a checkpoint saved after fit() (trainer.save_checkpoint) still holds the monitor's state
                     self._restored = self.monitor.state_dict()
@@ -226,9 +271,9 @@ def _batch_len(args, kwargs) -> int | None:
 
 def _unwrap_optimizer(opt):
     """The torch optimizer inside accelerate's ``AcceleratedOptimizer`` (and similar wrappers)."""
-    while isinstance(getattr(opt, "optimizer", None), torch.optim.Optimizer) and opt.optimizer is not opt:
-        opt = opt.optimizer
-    return opt
+    from .monitor import _unwrapped_optimizer
+
+    return _unwrapped_optimizer(opt)
 
 
 #: the monitor's state in a Hugging Face checkpoint folder

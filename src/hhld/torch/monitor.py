@@ -916,10 +916,15 @@ class Monitor:
             return None
 
         # step(closure): the gradients exist only once the closure has run (Lightning's automatic
-        # optimisation, LBFGS): read them right after its first call, before the update
+        # optimisation, LBFGS): read them right after its first call, before the update. Once per step() call: a
+        # second step(closure) before mon.step() is a second optimizer step (closed by _capture), not a second
+        # evaluation (until 2026-12-02 it was taken for one: two optimizer steps merged into one row, silently)
+        captured = []
+
         def wrapped():
             out = closure()
-            if not self._captured:
+            if not captured:
+                captured.append(True)
                 self._capture(optimizer)
             return out
 
