@@ -640,6 +640,8 @@ def _monitor():
           id="Monitor(on_nonfinite='ignore')"),
         E(lazy(lambda: lambda: mon(loss_reduction="none")), match=r"loss_reduction must be 'mean' or 'sum'",
           id="Monitor(loss_reduction='none')"),
+        E(lazy(lambda: lambda: mon(accumulation="avg")),
+          match=r"accumulation must be 'mean', 'sum' or 'shares', got 'avg'", id="Monitor(accumulation='avg')"),
         E(lazy(lambda: lambda: mon(conv_estimator="fast")), match=r"conv_estimator must be 'exact', 'sketch' or 'auto'",
           id="Monitor(conv_estimator='fast')"),
         E(lazy(lambda: lambda: mon(coverage_warning=1.5)), match=r"coverage_warning must be in \[0, 1\]",

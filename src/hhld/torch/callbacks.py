@@ -352,6 +352,10 @@ def _hf_class():
             if isinstance(loss, torch.Tensor):
                 self._losses.append(loss.detach())
                 self._shares = kwargs.get("num_items_in_batch") is not None
+                if "accumulation" not in self.monitor_kwargs:
+                    # each micro-batch loss is a share of the step's (divided by the step's count): a mean over all the
+                    # step's samples also when the micro-batches differ in size (was: such a step left unmeasured)
+                    self.monitor.accumulation = "shares" if self._shares else "mean"
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.monitor is None:

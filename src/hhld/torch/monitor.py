@@ -33,7 +33,9 @@ Quantities and schedules (:mod:`hhld.torch.quantities`): tier 0 every step
 Loss conventions: ``loss_reduction`` says whether each micro-batch loss is a mean (default) or
 a sum over its samples; ``accumulation="mean"`` (default) that the micro-batch losses of one step
 are divided by their number (the usual accumulation pattern, Lightning's and Hugging Face's),
-``"sum"`` that they are not.
+``"sum"`` that they are not, ``"shares"`` that each is its samples' share of the step's loss (their
+losses summed and divided by the step's count, as the Hugging Face Trainer does with
+``num_items_in_batch``: micro-batches of unequal sizes are then a mean over all the step's samples).
 """
 from __future__ import annotations
 
@@ -287,9 +289,10 @@ class Monitor:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        for name, v in (("loss_reduction", loss_reduction), ("accumulation", accumulation)):
-            if v not in ("mean", "sum"):
-                raise ValueError(f"{name} must be 'mean' or 'sum', got {v!r}")
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        if accumulation not in ("mean", "sum", "shares"):
+            raise ValueError(f"accumulation must be 'mean', 'sum' or 'shares', got {accumulation!r}")
         if on_nonfinite not in ("raise", "warn"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
         for name, v in (("log_every", log_every), ("tier2_every", tier2_every)):
@@ -1211,7 +1214,7 @@ class Monitor:
             return (f"the per-sample engine saw {n} samples but the step has {B_local} (batch not on the "
                     "assumed axis? pass batch_size= and batch_axis=)")
         sizes = [int(p.total.shape[0]) for p in passes]
-        if self.loss_reduction == "mean" and len(set(sizes)) > 1:
+        if self.loss_reduction == "mean" and len(set(sizes)) > 1 and self.accumulation != "shares":
             return (f"micro-batches of unequal sizes {sizes}, each loss a mean over its own samples: the step weights "
                     "its samples unequally, so its gradient is no mean of per-sample gradients (this step is not "
                     "measured; equal micro-batches, e.g. drop_last=True, keep every step measured)")
@@ -1234,7 +1237,9 @@ class Monitor:
             b = int(sq.shape[0])
             s = sum(w2[nm] * per[nm] for nm in cov) if w2 is not None else (
                 sum(per[nm] for nm in cov) if len(cov) != len(per) else sq)
-            alpha = (1.0 / b if mean_red else 1.0) * acc * (scale or 1.0)
+            # shares: every micro-batch loss is divided by the step's n samples, whatever its own size
+            alpha = (1.0 / (n if self.accumulation == "shares" else b) if mean_red else 1.0) * \
+                (1.0 if self.accumulation == "shares" else acc) * (scale or 1.0)
             v = s.sum() / (alpha * alpha)
             tot = v if tot is None else tot + v
         shared = self.engine.shared_last if self.engine is not None else {}
@@ -1245,7 +1250,7 @@ class Monitor:
             if not mean_red:
                 return ("a loss term of the parameters alone (a regulariser) with loss_reduction='sum': its share of "
                         "each sample's gradient is not defined")
-            m = (1.0 if self.accumulation == "mean" else 1.0 / k) / (scale or 1.0)
+            m = (1.0 if self.accumulation in ("mean", "shares") else 1.0 / k) / (scale or 1.0)
             tot = tot + n * m * m * sum((w2[nm] if w2 is not None else 1.0) * (2.0 * shared[nm][0] - shared[nm][1])
                                         for nm in cov if nm in shared)
         return tot, cov, None
