@@ -89,6 +89,11 @@ def first_nonfinite(x) -> tuple[int, ...] | None:
     return tuple(int(i) for i in np.argwhere(bad)[0])
 
 
+class QuadratureWarning(UserWarning):
+    """A quadrature did not resolve its integrand: two panel counts disagree beyond the tolerance (the
+    value returned is the finest one computed, not exact)."""
+
+
 class BoxTruncationWarning(UserWarning):
     """The box cuts off a significant part of the Gibbs density (an integral or a spectrum on the
     box then differs from the one on the whole space)."""

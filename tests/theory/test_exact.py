@@ -101,3 +101,35 @@ def test_theorem2_energy_gap_can_be_negative():
     assert energy_gap < 0 < T.theorem2_bound(D, 1.0, kl)
     entropy_gap = 0.5 * np.log(s2 / v)
     assert energy_gap - (D / mu) * entropy_gap == pytest.approx(T.free_energy_identity(D, kl, mu), rel=1e-12)
+
+
+def test_gibbs_log_partition_refines_until_resolved_and_flags_what_it_cannot():
+    """The quadrature's panels are checked against half as many: until 2026-12-02 they were fixed, and a narrow
+    Gibbs density (small D) was silently missed (a 1-D double well at D = 1e-8: 13 units of log Z; a 2-D quadratic
+    at D = 1e-6: Z 52 % off). Closed forms: a quadratic's Gaussian log Z; the double well's Laplace expansion."""
+    import math
+    import warnings
+
+    import numpy as np
+    import pytest
+
+    from hhld._validation import QuadratureWarning
+    from hhld.landscapes import DoubleWell, Quadratic
+    from hhld.theory import gibbs_log_partition
+
+    # 1-D double well (th^2 - 1)^2: two minima of curvature 8; at small D, log Z = log(2 sqrt(2 pi D / 8)) to O(D)
+    for D in (1e-6, 1e-8):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = gibbs_log_partition(DoubleWell(1), D)
+        assert got == pytest.approx(math.log(2 * math.sqrt(2 * math.pi * D / 8)), abs=1e-5)
+    # 2-D quadratic, curvature 1 in both axes: log Z = log(2 pi D) exactly (box wide enough)
+    q = Quadratic([1.0, 1.0])
+    assert gibbs_log_partition(q, 1e-2) == pytest.approx(math.log(2 * math.pi * 1e-2), abs=1e-9)
+    with pytest.warns(QuadratureWarning, match=r"may not be resolved.*give .* and .*more n_panels"):
+        gibbs_log_partition(q, 1e-6)
+    # what the box cannot resolve at any size the budget allows is flagged; a small box around the minimum is exact
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = gibbs_log_partition(q, 1e-6, box=np.array([[-0.02, 0.02], [-0.02, 0.02]]))
+    assert got == pytest.approx(math.log(2 * math.pi * 1e-6), abs=1e-8)
