@@ -18,8 +18,11 @@ def fp():
 
 @pytest.mark.parametrize("t", [1e10, 1e12])
 def test_long_times_below_the_limit_reach_the_gibbs_density(fp, t):
+    # the slowest mode (rate 3.6e-9) is gone by t = 1e10 (e^-36): what is left is the propagators' round-off,
+    # host-dependent (L1 below 1e-6 on an AVX-512 Intel host, 1.8e-6 at t = 1e10 on an AVX2-only AMD host,
+    # 6.7e-9 at 1e12), far below the a-priori bound eps t ||A||
     rho = fp.evolve(fp.gaussian([0.27], 0.2), [t])[0]
-    assert fp.l1(rho) < 1e-6
+    assert fp.l1(rho) < 1e-5
     assert fp.mass(rho) == pytest.approx(1.0, abs=1e-12)
     assert rho.min() > -1e-12
 
