@@ -94,6 +94,11 @@ class QuadratureWarning(UserWarning):
     value returned is the finest one computed, not exact)."""
 
 
+class LeadingOrderWarning(UserWarning):
+    """An asymptotic (leading-order) formula evaluated where it is not accurate, or where its value under- or
+    overflows: the number is the formula's, not the exact result."""
+
+
 class BoxTruncationWarning(UserWarning):
     """The box cuts off a significant part of the Gibbs density (an integral or a spectrum on the
     box then differs from the one on the whole space)."""

@@ -129,3 +129,29 @@ def test_string_with_relaxed_endpoints_high_dim():
     np.testing.assert_allclose(path[0], np.r_[-1.0, np.zeros(5)], atol=1e-5)
     np.testing.assert_allclose(path[-1], np.r_[1.0, np.zeros(5)], atol=1e-5)
     np.testing.assert_allclose(path[:, 1:], 0.0, atol=1e-5)
+
+
+def test_kramers_rate_outside_its_range_is_flagged():
+    """Leading order as D/mu -> 0: at mu dL/D = 0.2 the 1-D double well's Eyring-Kramers rate is 47 % below the
+    exact 1/MFPT, at 1 it is 18 % above; at D = 1e-4 exp(-1e4) underflows to 0. Until 2026-12-02 plain numbers;
+    now a LeadingOrderWarning, and log_rate stays finite."""
+    import math
+    import warnings
+
+    import pytest
+
+    from hhld._validation import LeadingOrderWarning
+    from hhld.landscapes import DoubleWell
+    from hhld.theory import kramers_rate
+
+    dw = DoubleWell(1)
+    for D in (5.0, 1.0):
+        with pytest.warns(LeadingOrderWarning, match=r"barrier is .* D/mu \(below 5\).*mean_escape_time_exact"):
+            kramers_rate(dw, [-1.0], saddle=[0.0], D=D)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = kramers_rate(dw, [-1.0], saddle=[0.0], D=0.1)  # barrier 10 D: in range
+    assert r.log_rate == pytest.approx(math.log(r.rate))
+    with pytest.warns(LeadingOrderWarning, match=r"underflows.*log_rate"):
+        r = kramers_rate(dw, [-1.0], saddle=[0.0], D=1e-4)
+    assert r.rate == 0.0 and r.log_rate == pytest.approx(math.log(math.sqrt(32) / (2 * math.pi)) - 1e4)
