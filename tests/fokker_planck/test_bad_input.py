@@ -15,8 +15,18 @@ def test_nonpositive_D_raises(D):
 
 
 def test_grid_too_coarse_raises_naming_the_failing_criterion():
-    with pytest.raises(ValueError, match=r"too coarse.*reaches 1\d\d \(> 20"):
+    with pytest.raises(ValueError, match=r"too coarse.*reaches 1\d\d \(>= 20"):
         FokkerPlanck(double_well_2d(), cells=8, D=0.005)
+
+
+def test_a_grid_exactly_at_the_limits_is_refused():
+    """4 cells on the 1-D double well at D = 0.05: |mu dL|/D = 20 between neighbours, exactly at the limit (and a
+    cell holding 0.5 to rounding); until 2026-12-02 the strict comparisons let it through with a warning saying the
+    stationary state "stays exact" (<|x|> 0.50 against 0.99; rates [0, 0.1, 1] against [0, 3.6e-9, 3.84])."""
+    from hhld.landscapes import double_well_1d
+
+    with pytest.raises(ValueError, match=r"reaches 20 \(>= 20.0\)"):
+        FokkerPlanck(double_well_1d(), cells=4, D=0.05)
 
 
 def test_grid_barely_resolving_warns():
