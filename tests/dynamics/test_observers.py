@@ -83,3 +83,31 @@ def test_an_observer_must_say_what_it_observes_and_returns():
             return {}
 
     assert Whole(every=2).due(4) and not Whole(every=2).due(3)
+
+
+def test_observers_that_cannot_give_a_number_say_so():
+    """ConsolidationObserver with D = 0 is refused before the first step (was: a ValueError at the first step it
+    was due, after the steps before it had run); TransitionObserver.rate with no transition (rate 0, no standard
+    error) or no time in a well (NaN) warns (was: silent NaN)."""
+    import numpy as np
+    import pytest
+
+    from hhld.dynamics import ConsolidationObserver, Simulation, TransitionObserver
+    from hhld.landscapes import Quadratic, double_well_1d
+
+    sim = Simulation(Quadratic([2.0]), np.ones((3, 1)), dt=0.1, D=0.0, rng=np.random.default_rng(0),
+                     observers=[ConsolidationObserver(every=50)])
+    with pytest.raises(ValueError, match=r"ConsolidationObserver needs D > 0.*got D=0.0"):
+        sim.run(100)
+    assert sim.state.step == 0
+    obs = TransitionObserver()
+    Simulation(double_well_1d(), -np.ones((10, 1)), dt=0.01, D=0.01, rng=np.random.default_rng(0),
+               observers=[obs]).run(100)
+    with pytest.warns(RuntimeWarning, match=r"no transition in an occupancy time of 10.*95 % upper bound 0.3"):
+        k, se = obs.rate()
+    assert k == 0.0 and np.isnan(se)
+    obs = TransitionObserver()
+    Simulation(double_well_1d(), np.zeros((10, 1)), dt=0.01, D=1e-6, rng=np.random.default_rng(0),
+               observers=[obs]).run(10)
+    with pytest.warns(RuntimeWarning, match=r"no particle was in a well"):
+        assert all(np.isnan(obs.rate()))

@@ -150,6 +150,13 @@ class ConsolidationObserver(Observer):
         self.median = Series(max_len)
         self.all = Series(max_len) if per_particle else None
 
+    def start(self, state, ctx):
+        # C = ||grad L||^2 / (D d) needs D > 0: refused before the first step (was: a ValueError at the first step
+        # the observer was due, after the steps before it had run)
+        if not ctx.D > 0:
+            raise ValueError(f"ConsolidationObserver needs D > 0 (C = ||grad L||^2 / (D d)), got D={ctx.D!r}: "
+                             "run without it, or with D > 0")
+
     def observe(self, state, ctx):
         # grad L itself (every state carries it): the underdamped state's total force would add
         # the entropy coupling, and C is ||grad L||^2 / (D d)
@@ -308,11 +315,22 @@ class TransitionObserver(Observer):
             self.first_passage = self.first_passage[keep]
 
     def rate(self) -> tuple[float, float]:
-        """Escape rate out of a well (per unit time) and its standard error."""
+        """Escape rate out of a well (per unit time) and its standard error. With no transition the rate is 0 and
+        its standard error undefined (NaN): one warning gives the one-sided 95 % upper bound ``3/occupancy``
+        (Poisson); with no time spent in a well both are NaN, with a warning (until 2026-12-02 silently)."""
+        import warnings
+
         if self.occupancy_time <= 0:
+            warnings.warn("TransitionObserver.rate: no particle was in a well (occupancy time 0): the rate is "
+                          "undefined (NaN); run longer or check the wells", RuntimeWarning, stacklevel=2)
             return math.nan, math.nan
         k = self.count / self.occupancy_time
-        return k, (k / math.sqrt(self.count) if self.count else math.nan)
+        if not self.count:
+            warnings.warn(f"TransitionObserver.rate: no transition in an occupancy time of {self.occupancy_time:.4g}: "
+                          f"the rate is 0 with no standard error (NaN); 95 % upper bound "
+                          f"{3.0 / self.occupancy_time:.4g}", RuntimeWarning, stacklevel=2)
+            return k, math.nan
+        return k, k / math.sqrt(self.count)
 
     def result(self):
         k, se = self.rate()
