@@ -136,3 +136,80 @@ def test_a_time_step_too_large_for_the_splitting_is_flagged():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResolutionWarning)
         SplitStepSolver(g, L, dt=1e-3).evolve(psi0, 5.0, 21)  # the command line's default: no warning
+
+
+def test_a_free_packet_that_wraps_around_the_periodic_box_is_flagged():
+    """A free packet (sigma0 = 0.5, hbar = m = 1) spreads past the faces of the periodic box [-10, 10] and wraps
+    around: its standard deviation at t = 10 is 5.78 against the exact sigma0 sqrt(1 + (hbar t / (2 m sigma0^2))^2)
+    = 10.01 while the norm and the energy stay conserved. Until 2026-12-02 that came back with no warning (the
+    accuracy check looked at the wavenumber tail and the energy drift only); now the probability near the faces is
+    checked at every snapshot and one box-truncation warning names the time, the probability and the remedy. The
+    same packet in [-40, 40] matches the exact spread and gives no warning."""
+    from hhld._validation import BoxTruncationWarning
+
+    sigma0, t_end = 0.5, 10.0
+
+    def run(half_width):
+        g = make_grid(512, [(-half_width, half_width)])
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            res = SplitStepSolver(g, np.zeros(g.shape), dt=0.01).evolve(g.gaussian_packet([0.0], sigma0), t_end, 5)
+        x = g.axes[0]
+        p = np.abs(res.psi) ** 2 * g.dV
+        sd = float(np.sqrt(np.sum(x ** 2 * p) - np.sum(x * p) ** 2))
+        msgs = [str(w.message) for w in rec if issubclass(w.category, BoxTruncationWarning)]
+        return res, sd, msgs
+
+    exact = sigma0 * np.sqrt(1 + (t_end / (2 * sigma0 ** 2)) ** 2)
+    res, sd, msgs = run(10.0)
+    assert abs(sd - exact) > 4.0  # the negative control: the number really is wrong (5.78 against 10.01)
+    assert np.max(np.abs(res.norms - 1)) < 1e-12 and np.ptp(res.energies) < 1e-10  # these never showed it
+    assert len(msgs) == 1, msgs
+    assert re.search(r"faces of the periodic box \[\(-10\.0, 10\.0\)\] from t = 5 on: a probability 0\.016", msgs[0])
+    assert "larger box" in msgs[0]
+    res, sd, msgs = run(40.0)
+    assert abs(sd - exact) < 2e-3 and not msgs
+    assert res.edge_probabilities.max() < 1e-4
+
+
+def test_a_packet_that_stays_inside_the_box_gives_no_box_warning():
+    """The harmonic-oscillator coherent state of the harmonic tests and the double-well tunneling run stay inside
+    their boxes: no box-wrap warning (the face check added 2026-12-02 must not fire on them)."""
+    from hhld._validation import BoxTruncationWarning
+
+    hbar, m, omega = 0.5, 2.0, 1.5
+    g = make_grid(512, [(-8, 8)])
+    T = 2 * np.pi / omega
+    psi0 = harmonic.coherent_state(g, 1.2, 0.8, hbar, m, omega)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BoxTruncationWarning)
+        res = SplitStepSolver(g, harmonic.ho_potential(g, m, omega), hbar, m, dt=T / 400).evolve(psi0, T, 21)
+        tunneling.tunneling_oscillation(make_grid(256, [(-2.5, 2.5)]), double_well_1d(), hbar=0.4, m=1.0,
+                                        periods=1.0, n_times=41)
+    assert res.edge_probabilities.max() < 1e-12
+
+
+def test_a_confined_packet_that_reaches_the_faces_is_flagged_and_a_larger_box_fixes_it():
+    """The command line's default run (double_well_1d on its box [-2, 2], 256 points, packet of width 0.2 at the
+    left minimum, hbar = 1, t_end = 5) has energy 3.3 and momentum components that cross the faces of the periodic
+    box: <x> differs by 0.58 from the same run on [-4, 4] (same spacing), with no warning until 2026-12-02. Now it is
+    flagged; on [-4, 4] (where [-6, 6] agrees to 1e-11) it is not."""
+    from hhld._validation import BoxTruncationWarning
+
+    L = get_landscape("double_well_1d")
+    assert [list(b) for b in L.box] == [[-2.0, 2.0]]
+
+    def run(half_width, n):
+        g = make_grid(n, [(-half_width, half_width)])
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            res = SplitStepSolver(g, L, dt=1e-3).evolve(g.gaussian_packet([-1.0], 0.2), 5.0, 21)
+        x = g.mesh()[0]
+        mean_x = np.array([np.sum(x * np.abs(p) ** 2) * g.dV for p in res.snapshots])
+        return mean_x, [str(w.message) for w in rec if issubclass(w.category, BoxTruncationWarning)]
+
+    small, msgs = run(2.0, 256)
+    large, msgs_large = run(4.0, 512)
+    assert np.max(np.abs(small - large)) > 0.5  # the negative control: the small box really is wrong
+    assert len(msgs) == 1 and "faces of the periodic box [(-2.0, 2.0)]" in msgs[0] and "larger box" in msgs[0]
+    assert not msgs_large
