@@ -318,7 +318,7 @@ def _landscapes():
 
 
 def _dynamics():
-    from hhld.dynamics import MomentsObserver, Simulation, TrajectoryObserver, TransitionObserver
+    from hhld.dynamics import MomentsObserver, Simulation, TrajectoryObserver, TransitionObserver, kde_score
     from hhld.landscapes import double_well_2d
 
     dw = double_well_2d()
@@ -351,6 +351,13 @@ def _dynamics():
         E(TransitionObserver, core=-1.0, match=r"core must be >= 0"),
         E(TrajectoryObserver, max_particles=-1, match=r"max_particles must be >= 1"),
         E(MomentsObserver, burn_in=-1, match=r"burn_in must be >= 0"),
+        # 2026-12-02: zero spread gave an all-NaN KDE score / entropy force in silence
+        E(kde_score, np.zeros((5, 2)), match=r"all N=5 reference points are the same point .*zero spread",
+          id="kde_score(one point)"),
+        E(kde_score, np.zeros((1, 2)), match=r"at least 2 reference points, got N=1", id="kde_score(one sample)"),
+        E(kde_score, np.eye(3), bandwidth=0.0, match=r"bandwidth must be > 0", id="kde_score(bandwidth=0)"),
+        E(Simulation, dw, np.tile([-1.0, 0.0], (50, 1)), dt=0.01, D=0.3, integrator="baoab", lam=0.01,
+          match=r"lam=0\.01 > 0 needs spread in theta0", id="Simulation(lam>0, every particle at one point)"),
     ]
 
 

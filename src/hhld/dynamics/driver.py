@@ -186,6 +186,8 @@ class Simulation:
         if self.lam > 0 and not self.info.accepts_extra_force:
             raise ValueError(f"the entropy coupling lam > 0 acts through an external force, which "
                              f"{self.info.name} does not take: use integrator='baoab'")
+        if self.extra_force is not None:  # lam > 0 needs an ensemble with spread (not every particle at one point)
+            self.extra_force.check_ensemble(theta0, "theta0")
         self.state = self.info.init(landscape, theta0, rng=rng, D=self.D, mu=self.mu, **self._extra_params())
         self.kernel = (find_kernel(self.info, self.landscape, self.state.theta, self._extra_params())
                        if kernels else None)
