@@ -170,8 +170,10 @@ def estimate(points: int, dim: int, t_end: float, dt: float, snapshots: int, eig
 def schrodinger(
     landscape: str = typer.Option("double_well_1d", "--landscape", "-l", help="landscape name (hhld.landscapes registry)"),
     option: Optional[List[str]] = typer.Option(None, "--option", help="landscape keyword KEY=VALUE (repeatable), e.g. dim=2"),
-    points: int = typer.Option(256, "--cells", "--points", "-n", help="grid points per axis (>= 4)"),
-    box: Optional[str] = typer.Option(None, "--box", help="'lo,hi' (all axes) or 'lo1,hi1,lo2,hi2,...'; default: the landscape's box"),
+    points: Optional[int] = typer.Option(None, "--cells", "--points", "-n",
+                                         help="grid points per axis (>= 4; default 512 in 1-D, 256 in 2-D and 3-D)"),
+    box: Optional[str] = typer.Option(None, "--box", help="'lo,hi' (all axes) or 'lo1,hi1,lo2,hi2,...'; default: the "
+                                      "landscape's box doubled about its centre (the periodic box must hold the packet)"),
     hbar: Optional[float] = typer.Option(None, "--hbar", help="hbar > 0 (default 1, or sqrt(eta D) with --eta/--D)"),
     mass: float = typer.Option(1.0, "--mass", "-m", help="mass m > 0"),
     eta: Optional[float] = typer.Option(None, "--eta", help="documents' eta > 0: hbar = sqrt(eta D)"),
@@ -210,17 +212,19 @@ def schrodinger(
     t_end = check_positive("--t-end", t_end)
     dt = check_positive("--dt", dt)
     snapshots = check_int("--snapshots", snapshots, minimum=1)
-    points = check_int("--cells", points, minimum=4)
     eigen = check_int("--eigen", eigen, minimum=0)
     L = get_landscape(landscape, **parse_options(option))
     dim = L.dim
+    points = check_int("--cells", (512 if dim == 1 else 256) if points is None else points, minimum=4)
     if dim > 3:
         raise typer.BadParameter(f"grids have 1-3 dimensions; landscape {L.name!r} has dim={dim}",
                                  param_hint="'--landscape'")
     if eigen >= points ** dim - 1:
         raise typer.BadParameter(f"got {eigen}; the grid has {points ** dim} points, so at most "
                                  f"{points ** dim - 2} stationary states", param_hint="'--eigen'")
-    bx = parse_box(box, dim) or L.box
+    # the landscape's box doubled: on the box itself the default packet reaches the periodic box's faces (1-2 % of
+    # |psi|^2 in 1-D, <x> off by up to 0.58 against a larger box: wrong output, silently, until 2026-12-02)
+    bx = parse_box(box, dim) or [(0.5 * (lo + hi) - (hi - lo), 0.5 * (lo + hi) + (hi - lo)) for lo, hi in L.box]
     est = estimate(points, dim, t_end, dt, snapshots, eigen)
     refuse_if_oversized(f"this run ({points}^{dim} points, {est['steps']:.3g} steps of dt <= {dt:g})", est["bytes"],
                         est["seconds"], force, how_to_shrink="use fewer --cells, a shorter --t-end or a larger --dt")
