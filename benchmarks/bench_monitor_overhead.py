@@ -205,7 +205,8 @@ class Runner:
             mon.engine.enabled = False
         try:
             t0 = time.perf_counter()
-            mon.curvature.post_step(SimpleNamespace(model=mon.inner))  # tier 2 reads only the model
+            # tier 2 reads only what it declares: the model and the optimizer's L2 decay (none here)
+            mon.curvature.post_step(SimpleNamespace(model=mon.inner, l2_decay=None))
             return time.perf_counter() - t0
         finally:
             mon._internal = False

@@ -701,7 +701,7 @@ CLI = [
     C(["solve", "schrodinger", "--mass", "0"], r"--mass must be > 0"),
     C(["solve", "schrodinger", "--dt", "0"], r"--dt must be > 0"),
     C(["solve", "schrodinger", "--dt", "nan"], r"--dt must be finite"),
-    C(["solve", "schrodinger", "--eigen", "100000"], r"--eigen.*got 100000; the grid has 256 points"),
+    C(["solve", "schrodinger", "--eigen", "100000"], r"--eigen.*got 100000; the grid has 512 points"),
     C(["solve", "schrodinger", "--eigen", "-1"], r"--eigen must be >= 0"),
     C(["solve", "schrodinger", "--width", "0"], r"--width must be > 0"),
     C(["solve", "schrodinger", "--snapshots", "0"], r"--snapshots must be >= 1"),

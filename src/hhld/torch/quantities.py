@@ -45,6 +45,7 @@ NEEDS = frozenset({
     "per_sample",     # per-sample squared gradient norms of the step (the per-sample engine runs)
     "params",         # the parameter tensors themselves
     "model",          # the model, for extra forward/backward passes (tier 2)
+    "l2_decay",       # the optimizer's L2 weight decay per parameter name (StepContext.l2_decay; known at no cost)
 })
 
 
@@ -516,7 +517,7 @@ class Curvature(Quantity):
 
     name = "curvature"
     tier = 2
-    needs = frozenset({"model"})
+    needs = frozenset({"model", "l2_decay"})
 
     def __init__(self, loss_fn, batch, every: int = 250, n_probes: int = 4, power_iters: int = 3,
                  eta_opt_n: float | None = None, seed: int = 0):
@@ -594,7 +595,7 @@ class ProbeNoise(Quantity):
 
     name = "probe_noise"
     tier = 2
-    needs = frozenset({"model"})
+    needs = frozenset({"model", "l2_decay"})
 
     def __init__(self, loss_fn, batch, every: int = 250):
         super().__init__(every)
