@@ -212,7 +212,7 @@ def example_4(rng: np.random.Generator, measured_D=(0.15, 0.2, 0.25, 0.35, 0.5),
         fit = np.polyfit(1 / np.sqrt(temps), np.log(doc_p), 1)
     s_path = theory.barrier_action_path(lw, left, right, eta)
     path_p = np.array([theory.wkb_tunneling_probability(s_path, theory.hbar(eta, D)) for D in temps])
-    kramers = np.array([theory.kramers_rate(lw, left, D=D).rate for D in temps])
+    kramers = np.array([theory.kramers_rate(lw, left, D=D, warn=False).rate for D in temps])
     rates, errs = [], []
     n_steps = int(round(t_end / dt))
     for D in measured_D:
@@ -244,7 +244,7 @@ def print_example_4(r: dict, echo: Callable = print) -> None:
          "S = 0 and P = 1 at every D: the documents' fit has slope 0.")
     echo(f"  Minimum-energy-path action ∫√(2ηΔL)dθ = {r['path_action']:.4f} (η = {r['eta']})")
     for D, k, se, ex in zip(r["measured_D"], r["measured_rate"], r["measured_rate_stderr"], r["exact_core_rate"]):
-        kr = theory.kramers_rate(double_well_2d(), np.array([-1.0, 0.0]), D=D).rate
+        kr = theory.kramers_rate(double_well_2d(), np.array([-1.0, 0.0]), D=D, warn=False).rate
         echo(f"  D = {D:5.3f}: measured escape rate {k:.4g} ± {se:.2g} per unit time; exact {ex:.4g}; "
              f"Kramers (leading order) {kr:.4g}")
 

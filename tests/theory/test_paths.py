@@ -151,6 +151,7 @@ def test_kramers_rate_outside_its_range_is_flagged():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         r = kramers_rate(dw, [-1.0], saddle=[0.0], D=0.1)  # barrier 10 D: in range
+        kramers_rate(dw, [-1.0], saddle=[0.0], D=5.0, warn=False)  # a sweep across the range, knowingly
     assert r.log_rate == pytest.approx(math.log(r.rate))
     with pytest.warns(LeadingOrderWarning, match=r"underflows.*log_rate"):
         r = kramers_rate(dw, [-1.0], saddle=[0.0], D=1e-4)

@@ -71,7 +71,8 @@ class Dimension(Experiment):
         ls = DoubleWell(dim=int(cell.key["d"]))
         # one random stream per (seed, d): the cells are independent samples
         out = measure_escape_rate(ls, config.D, config.n_particles, config.t_max, config.dt, (cell.seed, ls.dim))
-        out["kramers_rate"] = float(kramers_rate(ls, ls.minima()[0], saddle=ls.saddles()[0], D=config.D).rate)
+        out["kramers_rate"] = float(kramers_rate(ls, ls.minima()[0], saddle=ls.saddles()[0], D=config.D,
+                                                 warn=False).rate)
         return out
 
     def summarize(self, config, results):

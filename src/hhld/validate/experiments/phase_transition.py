@@ -91,7 +91,7 @@ class PhaseTransition(Experiment):
         thr5 = dL * config.delta_theta ** 2
         pred4 = np.array([bool(theorem4_criterion(D, config.eta, dL, config.delta_theta)) for D in Ds])
         pred5 = np.array([bool(takeaway5_criterion(D, dL, config.delta_theta)) for D in Ds])
-        kr = np.array([kramers_rate(ls, ls.minima()[0], saddle=ls.saddles()[0], D=D).rate for D in Ds])
+        kr = np.array([kramers_rate(ls, ls.minima()[0], saddle=ls.saddles()[0], D=D, warn=False).rate for D in Ds])
         rows = []
         d50 = [_d50(Ds, P[:, j]) for j in range(len(config.horizons))]
         for pred, label, cid, thr in ((pred4, "D > η·ΔL·Δθ² (Theorem 4)", "theorem4", thr4),

@@ -198,7 +198,7 @@ class TunnelingRate(Experiment):
         stream = (cell.seed, int(round(D * 1e6)), ls.dim)
         out = measure_escape_rate(ls, D, config.n_particles, config.t_max, config.dt, stream, config.core)
         out["fp_rate"] = fp_rate(name, D, config.fp_cells_1d, config.fp_cells_2d)
-        out["kramers_rate"] = float(kramers_rate(ls, ls.minima()[0], saddle=ls.saddles()[0], D=D).rate)
+        out["kramers_rate"] = float(kramers_rate(ls, ls.minima()[0], saddle=ls.saddles()[0], D=D, warn=False).rate)
         per_core = config.core_cells_1d if name == "1d" else config.core_cells_2d
         out["core_rate"] = exact_core_rate(name, D, config.core, per_core)
         out["estimator_rate"] = exact_estimator_rate(D, config.core, config.t_max, config.estimator_cells)
